@@ -1,0 +1,280 @@
+//! Persistence behind one [`Store`] trait.
+//!
+//! What must hold:
+//! - The store never sees plaintext key material: secret columns hold bytes sealed by the
+//!   master key (`sealed`, `sealed_private`), each row recording its `master_key_id`.
+//! - Every write the API acknowledges is durable when the call returns (SQLite: WAL with
+//!   `synchronous=FULL`; PostgreSQL: a committed transaction).
+//! - Counters that must be exact under concurrency (import-token retrievals) change only through
+//!   one conditional `UPDATE … RETURNING`, never read-modify-write in application code.
+//! - Every key row is read and written with its `instance_id`: no query can reach another
+//!   tenant's row.
+//!
+//! One implementation ([`SqlStore`]) serves SQLite and PostgreSQL through sqlx's `Any` driver;
+//! [`testsuite`] is the conformance suite every backend must pass.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
+
+mod sql;
+pub mod testsuite;
+
+pub use sql::{DatabaseUrl, SqlStore};
+
+/// Store failures. `Conflict` is a lost race or a violated uniqueness/condition; `Unavailable`
+/// means the database could not be reached (the API answers 503).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Backend(#[source] sqlx::Error),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    pub id: InstanceId,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRow {
+    pub iam_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// An API key's public half; the key itself is stored only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub iam_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub instance_id: InstanceId,
+    pub iam_id: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// A key's metadata. Material lives in [`VersionRow`]s, sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub id: KeyId,
+    pub instance_id: InstanceId,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub state: KeyState,
+    pub extractable: bool,
+    pub imported: bool,
+    pub key_ring_id: String,
+    pub expiration_date: Option<i64>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub last_rotate_date: Option<i64>,
+    pub deletion_date: Option<i64>,
+    pub deleted_by: Option<String>,
+    /// When the state last changed (the 30-second rules of enable/restore read it).
+    pub state_changed_at: i64,
+    pub current_version: VersionId,
+    /// Lifecycle attributes that do not need their own column (policies, dual-auth marks),
+    /// as a JSON object.
+    pub attrs: serde_json::Value,
+    /// Optimistic-concurrency counter: every update is conditional on it and increments it.
+    pub row_version: i64,
+}
+
+/// One version of a key's material, sealed under the master key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    pub id: VersionId,
+    pub key_id: KeyId,
+    pub instance_id: InstanceId,
+    /// 1 for the first version, +1 per rotation.
+    pub seq: i64,
+    pub created_at: i64,
+    pub sealed: Vec<u8>,
+    pub master_key_id: String,
+}
+
+impl fmt::Debug for VersionRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VersionRow")
+            .field("id", &self.id)
+            .field("key_id", &self.key_id)
+            .field("seq", &self.seq)
+            .field("sealed", &format_args!("[{} sealed bytes]", self.sealed.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The one import token of an instance.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub instance_id: InstanceId,
+    pub token_id: TokenId,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub expiration_secs: i64,
+    pub max_retrievals: i64,
+    pub remaining: i64,
+    pub nonce: Vec<u8>,
+    pub public_pem: String,
+    pub sealed_private: Vec<u8>,
+    pub master_key_id: String,
+}
+
+impl fmt::Debug for TokenRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRow")
+            .field("instance_id", &self.instance_id)
+            .field("token_id", &self.token_id)
+            .field("expires_at", &self.expires_at)
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sort fields of `GET /keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortField {
+    Id,
+    State,
+    Extractable,
+    Imported,
+    CreationDate,
+    LastUpdateDate,
+    LastRotateDate,
+    DeletionDate,
+    ExpirationDate,
+}
+
+/// Filters of `GET /keys` and `HEAD /keys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyQuery {
+    /// States to include; empty = the default (every state but Destroyed).
+    pub states: Vec<KeyState>,
+    pub extractable: Option<bool>,
+    pub key_ring_id: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+    /// (field, descending); empty = by id.
+    pub sort: Vec<(SortField, bool)>,
+}
+
+impl Default for KeyQuery {
+    fn default() -> Self {
+        Self {
+            states: Vec::new(),
+            extractable: None,
+            key_ring_id: None,
+            limit: 200,
+            offset: 0,
+            sort: Vec::new(),
+        }
+    }
+}
+
+/// What the key insert must find still true at commit: a secure import is accepted only while
+/// the token it was verified against is still the instance's live, unexpired token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenGuard {
+    pub token_id: TokenId,
+    pub now: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Rows sealed under a master key (versions, tokens, secrets), and the distinct master key ids.
+    async fn sealed_rows(&self) -> StoreResult<(i64, Vec<String>)>;
+
+    /// A sealed service secret (e.g. the token-signing key) by name.
+    async fn get_secret(&self, name: &str) -> StoreResult<Option<(Vec<u8>, String)>>;
+    /// Stores a sealed secret unless one exists already; returns whether it was stored.
+    async fn put_secret_if_absent(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        master_key_id: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    async fn create_instance(&self, row: &InstanceRow) -> StoreResult<()>;
+    async fn get_instance(&self, id: InstanceId) -> StoreResult<Option<InstanceRow>>;
+    async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>>;
+    /// Deletes an instance with its grants and token; `Conflict` while it has keys not destroyed.
+    async fn delete_instance(&self, id: InstanceId) -> StoreResult<()>;
+
+    /// Creates the principal if new, and an API key for it stored by `key_hash`.
+    async fn create_api_key(
+        &self,
+        principal: &PrincipalRow,
+        key: &ApiKeyRow,
+        key_hash: &[u8],
+    ) -> StoreResult<()>;
+    async fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<ApiKeyRow>>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
+    async fn delete_api_key(&self, id: &str) -> StoreResult<()>;
+    async fn principal_exists(&self, iam_id: &str) -> StoreResult<bool>;
+
+    async fn grant(&self, grant: &GrantRow) -> StoreResult<()>;
+    async fn revoke(&self, instance: InstanceId, iam_id: &str, role: Role) -> StoreResult<()>;
+    async fn roles_of(&self, instance: InstanceId, iam_id: &str) -> StoreResult<Vec<Role>>;
+    async fn list_grants(&self) -> StoreResult<Vec<GrantRow>>;
+
+    /// Inserts a key with its first version, atomically; with a guard, only if the guard's
+    /// token is still the instance's token and unexpired (else `Conflict("import token")`).
+    async fn insert_key(
+        &self,
+        key: &KeyRow,
+        version: &VersionRow,
+        guard: Option<TokenGuard>,
+    ) -> StoreResult<()>;
+    async fn get_key(&self, instance: InstanceId, id: KeyId) -> StoreResult<Option<KeyRow>>;
+    async fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>>;
+    async fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64>;
+    /// Writes `key` if its stored `row_version` is still `key.row_version`, and bumps it.
+    /// `Conflict("key changed")` if another writer got there first.
+    async fn update_key(&self, key: &KeyRow) -> StoreResult<()>;
+    /// Adds a version and updates the key (conditional as in [`Store::update_key`]) atomically;
+    /// with a guard, also requires the token to be live as in [`Store::insert_key`].
+    async fn rotate_key(
+        &self,
+        key: &KeyRow,
+        version: &VersionRow,
+        guard: Option<TokenGuard>,
+    ) -> StoreResult<()>;
+    /// All versions of a key, newest first.
+    async fn versions(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<VersionRow>>;
+
+    /// Creates or atomically replaces the instance's import token.
+    async fn put_token(&self, row: &TokenRow) -> StoreResult<()>;
+    async fn get_token(&self, instance: InstanceId) -> StoreResult<Option<TokenRow>>;
+    /// One retrieval: decrements `remaining` iff it is > 0 and the token is unexpired at `now`,
+    /// returning the row after the decrement; `None` if nothing was decremented.
+    async fn take_token_retrieval(
+        &self,
+        instance: InstanceId,
+        now: i64,
+    ) -> StoreResult<Option<TokenRow>>;
+}

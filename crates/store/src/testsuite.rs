@@ -1,0 +1,299 @@
+//! The conformance suite every [`Store`] backend must pass. Backends call [`run_all`] from
+//! their tests with a fresh, empty store (SQLite always; PostgreSQL when
+//! `KEYWARD_TEST_DATABASE_URL` is set).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
+
+use crate::{
+    ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRow, PrincipalRow, Store, StoreError,
+    TokenGuard, TokenRow, VersionRow,
+};
+
+/// Runs every check against `store`, which must start empty.
+pub async fn run_all(store: Arc<dyn Store>) {
+    instances_and_principals(&*store).await;
+    keys_are_scoped_and_conditional(&*store).await;
+    token_replace_and_exact_retrievals(store.clone()).await;
+    token_guard_blocks_stale_imports(&*store).await;
+    sealed_rows_are_counted(&*store).await;
+}
+
+pub fn instance(name: &str) -> InstanceRow {
+    InstanceRow {
+        id: InstanceId::new(),
+        name: name.to_string(),
+        created_at: 1_700_000_000,
+    }
+}
+
+pub fn key_row(instance: InstanceId, name: &str) -> (KeyRow, VersionRow) {
+    let id = KeyId::new();
+    let v = VersionId::new();
+    (
+        KeyRow {
+            id,
+            instance_id: instance,
+            name: name.to_string(),
+            description: None,
+            tags: vec!["t1".into()],
+            state: KeyState::Active,
+            extractable: false,
+            imported: false,
+            key_ring_id: "default".into(),
+            expiration_date: None,
+            created_at: 1_700_000_000,
+            created_by: "iam-test".into(),
+            updated_at: 1_700_000_000,
+            last_rotate_date: None,
+            deletion_date: None,
+            deleted_by: None,
+            state_changed_at: 1_700_000_000,
+            current_version: v,
+            attrs: serde_json::json!({}),
+            row_version: 1,
+        },
+        VersionRow {
+            id: v,
+            key_id: id,
+            instance_id: instance,
+            seq: 1,
+            created_at: 1_700_000_000,
+            sealed: vec![1, 2, 3],
+            master_key_id: "mk-test".into(),
+        },
+    )
+}
+
+pub fn token_row(instance: InstanceId, max: i64, expires_at: i64) -> TokenRow {
+    TokenRow {
+        instance_id: instance,
+        token_id: TokenId::new(),
+        created_at: 1_700_000_000,
+        expires_at,
+        expiration_secs: expires_at - 1_700_000_000,
+        max_retrievals: max,
+        remaining: max,
+        nonce: vec![9; 12],
+        public_pem: "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n".into(),
+        sealed_private: vec![4, 5, 6],
+        master_key_id: "mk-test".into(),
+    }
+}
+
+async fn instances_and_principals(store: &dyn Store) {
+    let a = instance("a");
+    store.create_instance(&a).await.unwrap();
+    assert!(matches!(
+        store.create_instance(&a).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_instance(a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_instance(InstanceId::new()).await.unwrap(), None);
+
+    let p = PrincipalRow {
+        iam_id: "iam-ServiceId-1".into(),
+        name: "svc".into(),
+        created_at: 1,
+    };
+    let k = ApiKeyRow {
+        id: "ak-1".into(),
+        iam_id: p.iam_id.clone(),
+        name: "k".into(),
+        created_at: 1,
+    };
+    store.create_api_key(&p, &k, &[7u8; 32]).await.unwrap();
+    assert_eq!(store.find_api_key(&[7u8; 32]).await.unwrap(), Some(k.clone()));
+    assert_eq!(store.find_api_key(&[8u8; 32]).await.unwrap(), None);
+    assert!(store.principal_exists(&p.iam_id).await.unwrap());
+
+    let g = GrantRow {
+        instance_id: a.id,
+        iam_id: p.iam_id.clone(),
+        role: Role::Writer,
+        created_at: 1,
+    };
+    store.grant(&g).await.unwrap();
+    store.grant(&g).await.unwrap(); // idempotent
+    assert_eq!(store.roles_of(a.id, &p.iam_id).await.unwrap(), vec![Role::Writer]);
+    assert!(store.roles_of(InstanceId::new(), &p.iam_id).await.unwrap().is_empty());
+    store.revoke(a.id, &p.iam_id, Role::Writer).await.unwrap();
+    assert!(store.roles_of(a.id, &p.iam_id).await.unwrap().is_empty());
+
+    store.delete_api_key("ak-1").await.unwrap();
+    assert_eq!(store.find_api_key(&[7u8; 32]).await.unwrap(), None);
+    assert!(matches!(
+        store.delete_api_key("ak-1").await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn keys_are_scoped_and_conditional(store: &dyn Store) {
+    let a = instance("keys-a");
+    let b = instance("keys-b");
+    store.create_instance(&a).await.unwrap();
+    store.create_instance(&b).await.unwrap();
+    let (k1, v1) = key_row(a.id, "one");
+    let (mut k2, v2) = key_row(a.id, "two");
+    k2.extractable = true;
+    store.insert_key(&k1, &v1, None).await.unwrap();
+    store.insert_key(&k2, &v2, None).await.unwrap();
+
+    assert_eq!(store.get_key(a.id, k1.id).await.unwrap(), Some(k1.clone()));
+    assert_eq!(store.get_key(b.id, k1.id).await.unwrap(), None, "tenant isolation");
+    assert_eq!(store.count_keys(a.id, &KeyQuery::default()).await.unwrap(), 2);
+    assert_eq!(store.count_keys(b.id, &KeyQuery::default()).await.unwrap(), 0);
+    let q = KeyQuery {
+        extractable: Some(true),
+        ..KeyQuery::default()
+    };
+    let only = store.list_keys(a.id, &q).await.unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].id, k2.id);
+    let page = KeyQuery {
+        limit: 1,
+        offset: 1,
+        ..KeyQuery::default()
+    };
+    assert_eq!(store.list_keys(a.id, &page).await.unwrap().len(), 1);
+
+    // conditional update: the first writer wins, a stale one conflicts
+    let mut del = k1.clone();
+    del.state = KeyState::Destroyed;
+    del.deletion_date = Some(1_700_000_100);
+    store.update_key(&del).await.unwrap();
+    assert!(matches!(
+        store.update_key(&del).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let got = store.get_key(a.id, k1.id).await.unwrap().unwrap();
+    assert_eq!(got.state, KeyState::Destroyed);
+    assert_eq!(got.row_version, 2);
+    // destroyed keys are hidden by default, shown with state=5
+    assert_eq!(store.count_keys(a.id, &KeyQuery::default()).await.unwrap(), 1);
+    let q5 = KeyQuery {
+        states: vec![KeyState::Destroyed],
+        ..KeyQuery::default()
+    };
+    assert_eq!(store.count_keys(a.id, &q5).await.unwrap(), 1);
+
+    // rotation adds a version atomically with the conditional key update
+    let mut k2r = store.get_key(a.id, k2.id).await.unwrap().unwrap();
+    let v2b = VersionRow {
+        id: VersionId::new(),
+        seq: 2,
+        ..v2.clone()
+    };
+    k2r.current_version = v2b.id;
+    k2r.last_rotate_date = Some(1_700_000_200);
+    store.rotate_key(&k2r, &v2b, None).await.unwrap();
+    let stale = VersionRow {
+        id: VersionId::new(),
+        seq: 3,
+        ..v2.clone()
+    };
+    assert!(matches!(
+        store.rotate_key(&k2r, &stale, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let versions = store.versions(a.id, k2.id).await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.seq).collect::<Vec<_>>(),
+        vec![2, 1],
+        "newest first, and the losing rotation left no version"
+    );
+    assert!(store.versions(b.id, k2.id).await.unwrap().is_empty());
+
+    assert!(matches!(
+        store.delete_instance(a.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn token_replace_and_exact_retrievals(store: Arc<dyn Store>) {
+    let a = instance("tokens");
+    store.create_instance(&a).await.unwrap();
+    assert_eq!(store.get_token(a.id).await.unwrap(), None);
+    let t1 = token_row(a.id, 3, 1_700_000_600);
+    store.put_token(&t1).await.unwrap();
+    let t2 = token_row(a.id, 50, 1_700_000_600);
+    store.put_token(&t2).await.unwrap();
+    assert_eq!(store.get_token(a.id).await.unwrap().unwrap().token_id, t2.token_id);
+
+    // expired: nothing taken
+    assert!(store
+        .take_token_retrieval(a.id, 1_700_000_600)
+        .await
+        .unwrap()
+        .is_none());
+
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.take_token_retrieval(a.id, 1_700_000_001).await.unwrap()
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        if let Some(row) = t.await.unwrap() {
+            seen.push(row.remaining);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..50).collect::<Vec<_>>(), "exactly 50, each count once");
+    assert_eq!(store.get_token(a.id).await.unwrap().unwrap().remaining, 0);
+}
+
+async fn token_guard_blocks_stale_imports(store: &dyn Store) {
+    let a = instance("guard");
+    store.create_instance(&a).await.unwrap();
+    let old = token_row(a.id, 1, 1_700_000_600);
+    store.put_token(&old).await.unwrap();
+    let guard = |t: &TokenRow, now| TokenGuard {
+        token_id: t.token_id,
+        now,
+    };
+    let (k, v) = key_row(a.id, "imp");
+    store
+        .insert_key(&k, &v, Some(guard(&old, 1_700_000_010)))
+        .await
+        .unwrap();
+    let new = token_row(a.id, 1, 1_700_000_600);
+    store.put_token(&new).await.unwrap();
+    let (k2, v2) = key_row(a.id, "imp2");
+    assert!(matches!(
+        store
+            .insert_key(&k2, &v2, Some(guard(&old, 1_700_000_010)))
+            .await,
+        Err(StoreError::Conflict("import token"))
+    ));
+    assert!(matches!(
+        store
+            .insert_key(&k2, &v2, Some(guard(&new, 1_700_000_600)))
+            .await,
+        Err(StoreError::Conflict("import token")),
+    ));
+    assert_eq!(store.get_key(a.id, k2.id).await.unwrap(), None, "nothing written");
+    assert!(store.versions(a.id, k2.id).await.unwrap().is_empty());
+}
+
+async fn sealed_rows_are_counted(store: &dyn Store) {
+    let (n, ids) = store.sealed_rows().await.unwrap();
+    assert!(n > 0);
+    assert_eq!(ids, vec!["mk-test".to_string()]);
+    assert!(store
+        .put_secret_if_absent("signing", &[1, 2], "mk-test", 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .put_secret_if_absent("signing", &[3, 4], "mk-test", 1)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_secret("signing").await.unwrap(),
+        Some((vec![1, 2], "mk-test".to_string()))
+    );
+}

@@ -1,0 +1,41 @@
+//! Runs the store conformance suite on SQLite (always) and on PostgreSQL when
+//! `KEYWARD_TEST_DATABASE_URL` points at a server (each run in a fresh database).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use keyward_store::{testsuite, DatabaseUrl, SqlStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = DatabaseUrl::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("kw.db").display()
+    ));
+    let store = SqlStore::connect(&url).await.unwrap();
+    testsuite::run_all(Arc::new(store)).await;
+}
+
+/// A fresh database on the server at `KEYWARD_TEST_DATABASE_URL`, or `None` when unset.
+async fn fresh_postgres() -> Option<DatabaseUrl> {
+    use sqlx::Connection;
+    let base = std::env::var("KEYWARD_TEST_DATABASE_URL").ok()?;
+    let name = format!("kw_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(DatabaseUrl::new(format!("{prefix}/{name}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passes_the_suite() {
+    let Some(url) = fresh_postgres().await else {
+        eprintln!("KEYWARD_TEST_DATABASE_URL unset: PostgreSQL suite not run");
+        return;
+    };
+    let store = SqlStore::connect(&url).await.unwrap();
+    testsuite::run_all(Arc::new(store)).await;
+}
