@@ -1,1 +1,245 @@
-//! placeholder
+//! Authentication: API keys, and the bearer tokens the IAM endpoint issues for them.
+//!
+//! What must hold:
+//! - API keys are random 256-bit secrets; only their SHA-256 is stored (a fast hash is enough
+//!   for a value with that much entropy), so a database leak reveals no usable key.
+//! - Access tokens are HS256 JWTs signed with a key that is itself sealed in the store and
+//!   shared by every node; they carry numeric `iat` and `exp` as the IBM SDKs require.
+//! - Verification results are cached until the token expires, so the request hot path costs a
+//!   map lookup, not a MAC; the cache is bounded.
+//! - Nothing here logs or formats a key or token: the types holding them redact `Debug`.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use keyward_crypto::{hmac_sha256, hmac_sha256_verify, random_bytes, sha256, SecretBytes};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+/// Lifetime of access tokens, in seconds (Key Protect's IAM issues one-hour tokens).
+pub const ACCESS_TOKEN_TTL: i64 = 3600;
+
+/// Most verified tokens kept in the cache before it is pruned.
+const CACHE_MAX: usize = 100_000;
+
+/// API keys are shown once as `kw_` + base64url of 32 random bytes.
+pub const API_KEY_PREFIX: &str = "kw_";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum AuthError {
+    /// Missing, malformed, forged or expired token: the one answer for all of them.
+    #[error("the bearer token is missing, invalid or expired")]
+    InvalidToken,
+    #[error("random source failed")]
+    Crypto,
+}
+
+/// A freshly made API key: the secret (shown once) and the hash that is stored.
+pub struct NewApiKey {
+    pub secret: String,
+    pub hash: [u8; 32],
+}
+
+impl fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewApiKey { secret: [REDACTED], .. }")
+    }
+}
+
+/// Makes a new API key.
+pub fn new_api_key() -> Result<NewApiKey, AuthError> {
+    let raw = random_bytes(32).map_err(|_| AuthError::Crypto)?;
+    let secret = format!("{API_KEY_PREFIX}{}", B64URL.encode(raw));
+    let hash = hash_api_key(&secret);
+    Ok(NewApiKey { secret, hash })
+}
+
+/// The stored form of an API key.
+pub fn hash_api_key(secret: &str) -> [u8; 32] {
+    sha256(secret.as_bytes())
+}
+
+/// What a verified access token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iam_id: String,
+    pub sub: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub iss: String,
+}
+
+/// The token endpoint's answer.
+pub struct IssuedToken {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+    pub expiration: i64,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Issues and verifies access tokens.
+pub struct TokenAuthority {
+    key: SecretBytes,
+    /// token → claims, for tokens already verified (pruned of expired entries when full).
+    cache: RwLock<HashMap<String, Claims>>,
+}
+
+impl fmt::Debug for TokenAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenAuthority").finish_non_exhaustive()
+    }
+}
+
+const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+impl TokenAuthority {
+    /// `signing_key` is the shared HMAC key (32 random bytes, sealed in the store).
+    pub fn new(signing_key: SecretBytes) -> Self {
+        Self {
+            key: signing_key,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn issue(&self, iam_id: &str, now: i64) -> Result<IssuedToken, AuthError> {
+        let jti = B64URL.encode(random_bytes(16).map_err(|_| AuthError::Crypto)?);
+        let claims = Claims {
+            iam_id: iam_id.to_string(),
+            sub: iam_id.to_string(),
+            iat: now,
+            exp: now + ACCESS_TOKEN_TTL,
+            jti,
+            iss: "keyward".to_string(),
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|_| AuthError::Crypto)?;
+        let signing_input = format!("{}.{}", B64URL.encode(HEADER), B64URL.encode(payload));
+        let sig = hmac_sha256(&self.key, signing_input.as_bytes());
+        let refresh = B64URL.encode(random_bytes(32).map_err(|_| AuthError::Crypto)?);
+        Ok(IssuedToken {
+            access_token: format!("{signing_input}.{}", B64URL.encode(sig)),
+            refresh_token: refresh,
+            expires_in: ACCESS_TOKEN_TTL,
+            expiration: claims.exp,
+        })
+    }
+
+    /// Verifies a token (the part after `Bearer `). Cached after the first success.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+        if let Some(c) = self.cache.read().get(token) {
+            return if c.exp > now {
+                Ok(c.clone())
+            } else {
+                Err(AuthError::InvalidToken)
+            };
+        }
+        let claims = self.verify_uncached(token, now)?;
+        let mut cache = self.cache.write();
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, c| c.exp > now);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(token.to_string(), claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+        if token.len() > 4096 {
+            return Err(AuthError::InvalidToken);
+        }
+        let (signing_input, sig_b64) = token.rsplit_once('.').ok_or(AuthError::InvalidToken)?;
+        let (header_b64, payload_b64) = signing_input
+            .split_once('.')
+            .ok_or(AuthError::InvalidToken)?;
+        let sig = B64URL
+            .decode(sig_b64)
+            .map_err(|_| AuthError::InvalidToken)?;
+        if !hmac_sha256_verify(&self.key, signing_input.as_bytes(), &sig) {
+            return Err(AuthError::InvalidToken);
+        }
+        let header = B64URL
+            .decode(header_b64)
+            .map_err(|_| AuthError::InvalidToken)?;
+        if header != HEADER.as_bytes() {
+            return Err(AuthError::InvalidToken);
+        }
+        let payload = B64URL
+            .decode(payload_b64)
+            .map_err(|_| AuthError::InvalidToken)?;
+        let claims: Claims =
+            serde_json::from_slice(&payload).map_err(|_| AuthError::InvalidToken)?;
+        if claims.exp <= now || claims.iss != "keyward" {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authority() -> TokenAuthority {
+        TokenAuthority::new(SecretBytes::from_vec(vec![42u8; 32]))
+    }
+
+    #[test]
+    fn issue_verify_expire() -> Result<(), AuthError> {
+        let a = authority();
+        let t = a.issue("iam-1", 1000)?;
+        assert_eq!(t.expiration, 1000 + ACCESS_TOKEN_TTL);
+        let c = a.verify(&t.access_token, 1001)?;
+        assert_eq!(c.iam_id, "iam-1");
+        assert_eq!(c.iat, 1000);
+        // cached path, and expiry through the cache
+        assert!(a.verify(&t.access_token, 1002).is_ok());
+        assert_eq!(
+            a.verify(&t.access_token, 1000 + ACCESS_TOKEN_TTL),
+            Err(AuthError::InvalidToken)
+        );
+        // expiry without the cache
+        let fresh = authority();
+        assert_eq!(
+            fresh.verify(&t.access_token, 1000 + ACCESS_TOKEN_TTL + 1),
+            Err(AuthError::InvalidToken)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn forged_or_mangled_tokens_are_refused() -> Result<(), AuthError> {
+        let a = authority();
+        let t = a.issue("iam-1", 1000)?.access_token;
+        let other = TokenAuthority::new(SecretBytes::from_vec(vec![1u8; 32]));
+        assert_eq!(other.verify(&t, 1001), Err(AuthError::InvalidToken));
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let evil = B64URL.encode(br#"{"iam_id":"root","sub":"root","iat":0,"exp":99999999999,"jti":"x","iss":"keyward"}"#);
+        parts[1] = &evil;
+        assert_eq!(a.verify(&parts.join("."), 1001), Err(AuthError::InvalidToken));
+        for junk in ["", "a.b", "a.b.c", "...", &"x".repeat(5000)] {
+            assert_eq!(a.verify(junk, 1001), Err(AuthError::InvalidToken));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn api_keys_hash_and_redact() -> Result<(), AuthError> {
+        let k = new_api_key()?;
+        assert!(k.secret.starts_with(API_KEY_PREFIX));
+        assert_eq!(hash_api_key(&k.secret), k.hash);
+        assert!(!format!("{k:?}").contains(&k.secret));
+        Ok(())
+    }
+}

@@ -1,1 +1,58 @@
-fn main() {}
+//! `keyward`: a self-hosted key management service speaking the IBM Key Protect API.
+
+use clap::{Parser, Subcommand};
+use keyward::{admin, config, server};
+
+#[derive(Parser, Debug)]
+#[command(name = "keyward", version, about = "Keyward: a self-hosted Key Protect-compatible key management service")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the server
+    Serve(config::ServeArgs),
+    /// Manage instances, API keys and role grants
+    Admin(admin::AdminArgs),
+    /// A Key Protect client: talk to Keyward or any Key Protect endpoint
+    Kp(keyward_kpclient::KpArgs),
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Serve(args) => serve(args).await,
+        Cmd::Admin(args) => admin::run(args).await,
+        Cmd::Kp(args) => keyward_kpclient::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
+    let settings = args.resolve()?;
+    init_tracing(settings.log_json);
+    let server = server::start(&settings).await?;
+    server.serve(server::shutdown_signal()).await
+}

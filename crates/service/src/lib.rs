@@ -1,1 +1,222 @@
-//! placeholder
+//! Keyward's business logic: keys and their lifecycle, envelope encryption, import tokens,
+//! callers and their roles. Knows nothing of HTTP.
+//!
+//! What must hold:
+//! - Every public operation that acts for a caller takes a [`Caller`] and checks its role for
+//!   the [`Action`] first (one table: [`Action::required_role`]).
+//! - Plaintext material exists only in `SecretBytes`, is sealed before it reaches the store,
+//!   and is opened only to be used (opened versions may sit in the bounded [`cache`]).
+//! - A rejected request changes nothing: validation and cryptographic checks run before any
+//!   write, and each write is one store call (one transaction).
+//! - All time comes from the injected [`Clock`].
+//!
+//! Modules: [`keys`] (create/import/read/list/delete/rotate), [`envelope`] (wrap/unwrap/
+//! rewrap), [`tokens`] (import tokens and the keypair pool), [`admin`] (instances, API keys,
+//! grants, first-start bootstrap), [`cache`] (keys and roles).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_auth::{hash_api_key, IssuedToken, TokenAuthority};
+use keyward_crypto::master::{MasterKeyProvider, SealContext};
+use keyward_crypto::{random_secret, SecretBytes};
+use keyward_domain::{Action, Clock, InstanceId, Role};
+use keyward_store::Store;
+
+pub mod admin;
+pub mod cache;
+pub mod envelope;
+mod error;
+pub mod keys;
+pub mod tokens;
+
+pub use error::{ErrorCode, ServiceError, ServiceResult, Target};
+
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Pre-generated RSA-4096 import-token keypairs kept ready (0 disables the pool).
+    pub token_pool_size: usize,
+    /// How long a node trusts its cached copy of a key it did not change itself.
+    pub key_cache_ttl: Duration,
+    /// How long a caller's roles are cached.
+    pub role_cache_ttl: Duration,
+    /// Region and account shown in CRNs.
+    pub region: String,
+    pub account: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            token_pool_size: 4,
+            key_cache_ttl: Duration::from_secs(1),
+            role_cache_ttl: Duration::from_secs(1),
+            region: "local".into(),
+            account: "keyward".into(),
+        }
+    }
+}
+
+/// Who is calling, in which instance, with which roles there.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub iam_id: String,
+    pub instance: InstanceId,
+    pub roles: Arc<[Role]>,
+}
+
+impl Caller {
+    pub fn can(&self, action: Action) -> bool {
+        let need = action.required_role();
+        self.roles.iter().any(|r| r.covers(need))
+    }
+
+    /// `Forbidden` unless one of the caller's roles permits `action`.
+    pub fn require(&self, action: Action) -> ServiceResult<()> {
+        if self.can(action) {
+            Ok(())
+        } else {
+            Err(ServiceError::forbidden())
+        }
+    }
+}
+
+/// The service. One per process; shared behind an `Arc`.
+pub struct KeyService {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) master: Arc<dyn MasterKeyProvider>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tokens: TokenAuthority,
+    pub(crate) pool: Arc<tokens::KeypairPool>,
+    pub(crate) keys: cache::KeyCache,
+    pub(crate) roles: cache::RoleCache,
+    pub(crate) token_keys: tokens::TokenKeyCache,
+    pub(crate) cfg: ServiceConfig,
+}
+
+impl std::fmt::Debug for KeyService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyService")
+            .field("store", &self.store)
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+const SIGNING_KEY_NAME: &str = "token-signing-key";
+
+impl KeyService {
+    /// Builds the service: loads (or creates, on first start) the sealed token-signing key and
+    /// starts the keypair pool filler. Must run inside a Tokio runtime.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        master: Arc<dyn MasterKeyProvider>,
+        clock: Arc<dyn Clock>,
+        cfg: ServiceConfig,
+    ) -> ServiceResult<Self> {
+        let signing = load_signing_key(&*store, &*master, clock.now_unix()).await?;
+        let pool = tokens::KeypairPool::start(cfg.token_pool_size);
+        Ok(Self {
+            keys: cache::KeyCache::new(cfg.key_cache_ttl),
+            roles: cache::RoleCache::new(cfg.role_cache_ttl),
+            token_keys: tokens::TokenKeyCache::default(),
+            tokens: TokenAuthority::new(signing),
+            pool,
+            store,
+            master,
+            clock,
+            cfg,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Keypairs ready in the import-token pool.
+    pub fn pool_depth(&self) -> usize {
+        self.pool.depth()
+    }
+
+    /// The IAM token exchange: an API key for an access token.
+    pub async fn exchange_api_key(&self, apikey: &str) -> ServiceResult<IssuedToken> {
+        let hash = hash_api_key(apikey);
+        let row = self
+            .store
+            .find_api_key(&hash)
+            .await?
+            .ok_or_else(|| ServiceError::new(ErrorCode::BadBody, "Provided API key could not be found"))?;
+        self.tokens
+            .issue(&row.iam_id, self.clock.now_unix())
+            .map_err(ServiceError::internal)
+    }
+
+    /// Verifies a bearer token and loads the caller's roles in `instance`.
+    pub async fn authenticate(&self, bearer: &str, instance: InstanceId) -> ServiceResult<Caller> {
+        let claims = self
+            .tokens
+            .verify(bearer, self.clock.now_unix())
+            .map_err(|_| ServiceError::unauthorized())?;
+        let roles = match self.roles.get(instance, &claims.iam_id) {
+            Some(r) => r,
+            None => {
+                let r: Arc<[Role]> = self.store.roles_of(instance, &claims.iam_id).await?.into();
+                self.roles.put(instance, &claims.iam_id, r.clone());
+                r
+            }
+        };
+        Ok(Caller {
+            iam_id: claims.iam_id,
+            instance,
+            roles,
+        })
+    }
+
+    /// Verifies a bearer token only (no instance): for endpoints that need a valid caller.
+    pub fn verify_token(&self, bearer: &str) -> ServiceResult<String> {
+        self.tokens
+            .verify(bearer, self.clock.now_unix())
+            .map(|c| c.iam_id)
+            .map_err(|_| ServiceError::unauthorized())
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_unix()
+    }
+}
+
+async fn load_signing_key(
+    store: &dyn Store,
+    master: &dyn MasterKeyProvider,
+    now: i64,
+) -> ServiceResult<SecretBytes> {
+    let ctx = SealContext {
+        kind: "signing-key",
+        instance: "",
+        object: SIGNING_KEY_NAME,
+        version: "1",
+    };
+    if store.get_secret(SIGNING_KEY_NAME).await?.is_none() {
+        let fresh = random_secret(32)?;
+        let sealed = master.seal(&ctx, fresh.expose())?;
+        // Another node may win the race; everyone then uses the stored one.
+        store
+            .put_secret_if_absent(SIGNING_KEY_NAME, &sealed, master.key_id(), now)
+            .await?;
+    }
+    let (sealed, _mk) = store
+        .get_secret(SIGNING_KEY_NAME)
+        .await?
+        .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "signing key missing"))?;
+    master.open(&ctx, &sealed).map_err(|_| {
+        ServiceError::new(
+            ErrorCode::Internal,
+            "the master key does not open this database's rows",
+        )
+    })
+}

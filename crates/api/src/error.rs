@@ -1,0 +1,87 @@
+//! The one error → HTTP mapping. Every error leaves as the Key Protect error envelope with
+//! `Content-Type: application/json`; 5xx bodies are generic and their causes go to the log.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyward_service::{ErrorCode, ServiceError};
+use serde_json::json;
+
+use crate::json_response;
+
+/// A service error plus what the request was trying to do ("Key could not be created").
+#[derive(Debug)]
+pub struct ApiError {
+    pub err: ServiceError,
+    pub op: &'static str,
+}
+
+impl ApiError {
+    pub fn new(err: ServiceError, op: &'static str) -> Self {
+        Self { err, op }
+    }
+}
+
+/// Adapter for `.map_err(op("Key could not be created"))`.
+pub fn op(op: &'static str) -> impl Fn(ServiceError) -> ApiError {
+    move |err| ApiError { err, op }
+}
+
+/// The HTTP status of each reason code (exhaustive: a new code does not compile without one).
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    use ErrorCode::*;
+    match code {
+        BadBody | CollectionTotalMismatch | NoBody | InvalidField | InvalidQueryParam
+        | InstanceIdRequired | InvalidInstanceId | KeyRootRequired | KeyPayloadRequired
+        | IncorrectNonce | IncorrectNonceIv => StatusCode::BAD_REQUEST,
+        Unauthorized => StatusCode::UNAUTHORIZED,
+        Forbidden => StatusCode::FORBIDDEN,
+        KeyNotFound | ImportTokenNotFound | NotFound => StatusCode::NOT_FOUND,
+        MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        KeyActionInvalidState
+        | ImportTokenExpired
+        | ImportTokenRetrievalsExhausted
+        | KeyRotationNotPermitted => StatusCode::CONFLICT,
+        KeyDeleted => StatusCode::GONE,
+        PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        UnprocessableCiphertext => StatusCode::UNPROCESSABLE_ENTITY,
+        Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.err.code;
+        let status = status_of(code);
+        if status.is_server_error() {
+            let source = self
+                .err
+                .source
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            tracing::error!(code = code.as_str(), op = self.op, %source, "request failed");
+        }
+        let phrase = status.canonical_reason().unwrap_or("Error");
+        let error_msg = format!(
+            "{phrase}: {}: Please see `reasons` for more details ({})",
+            self.op,
+            code.as_str()
+        );
+        let mut reason = json!({
+            "code": code.as_str(),
+            "message": self.err.message,
+            "status": status.as_u16(),
+            "moreInfo": "https://cloud.ibm.com/apidocs/key-protect",
+        });
+        if let Some(t) = &self.err.target {
+            reason["target"] = json!({"type": t.kind, "name": t.name});
+        }
+        let body = json!({
+            "metadata": {"collectionType": "application/vnd.ibm.kms.error+json", "collectionTotal": 1},
+            "resources": [{"errorMsg": error_msg, "reasons": [reason]}],
+        });
+        json_response(status, &body)
+    }
+}

@@ -1,0 +1,251 @@
+//! Request extraction: the caller (bearer token + `bluemix-instance`), bodies (size cap,
+//! media type, case-insensitive JSON field names) and query strings.
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use keyward_domain::InstanceId;
+use keyward_service::{Caller, ErrorCode, ServiceError};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Largest request body accepted (wrap, unwrap and import bodies are far smaller).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The authenticated caller of an `/api/v2` route.
+pub struct Auth(pub Caller);
+
+fn auth_err(err: ServiceError) -> ApiError {
+    ApiError::new(err, "Request could not be authorized")
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or_else(|| auth_err(ServiceError::unauthorized()))?;
+        let instance = instance_header(&parts.headers)?;
+        let caller = state
+            .svc
+            .authenticate(token, instance)
+            .await
+            .map_err(auth_err)?;
+        Ok(Auth(caller))
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let v = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let s = v.to_str().ok()?.trim();
+    let (scheme, token) = s.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn instance_header(headers: &HeaderMap) -> Result<InstanceId, ApiError> {
+    let mut values = headers.get_all("bluemix-instance").iter();
+    let Some(v) = values.next() else {
+        return Err(auth_err(
+            ServiceError::new(
+                ErrorCode::InstanceIdRequired,
+                "The header `bluemix-instance` is required",
+            )
+            .with_target("header", "bluemix-instance"),
+        ));
+    };
+    let invalid = || {
+        auth_err(
+            ServiceError::new(
+                ErrorCode::InvalidInstanceId,
+                "The header `bluemix-instance` must be: one instance UUID",
+            )
+            .with_target("header", "bluemix-instance"),
+        )
+    };
+    if values.next().is_some() {
+        return Err(invalid());
+    }
+    let s = v.to_str().map_err(|_| invalid())?.trim();
+    InstanceId::parse(s).map_err(|_| invalid())
+}
+
+/// Reads a body of at most [`BODY_LIMIT`] bytes; 413 before reading when `Content-Length`
+/// already says more, and 415 for a non-JSON media type.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    op: &'static str,
+) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ServiceError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("The request body must be at most {BODY_LIMIT} bytes"),
+            ),
+            op,
+        )
+    };
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > BODY_LIMIT as u64 {
+            return Err(too_large());
+        }
+    }
+    if let Some(ct) = headers.get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        if !ct.trim().is_empty() && !ct.contains("json") {
+            return Err(ApiError::new(
+                ServiceError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "The request body must be JSON (application/json or a Key Protect JSON media type)",
+                ),
+                op,
+            ));
+        }
+    }
+    axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// Parses a JSON body; `None` for an empty body or JSON `null`. Object keys are lowercased at
+/// every level (Key Protect matches field names case-insensitively; the Go client sends `Tags`).
+pub fn parse_json(bytes: &[u8], op: &'static str) -> Result<Option<Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            ServiceError::new(
+                ErrorCode::BadBody,
+                format!("The request body is not valid JSON: {e}"),
+            ),
+            op,
+        )
+    })?;
+    Ok(match v {
+        Value::Null => None,
+        other => Some(lowercase_keys(other)),
+    })
+}
+
+fn lowercase_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(lowercase_keys).collect()),
+        other => other,
+    }
+}
+
+/// The query string as (name, value) pairs.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default()
+}
+
+/// Reads an optional string field; a present non-string is `INVALID_FIELD_ERR`.
+pub fn opt_str(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    wire: &str,
+    op: &'static str,
+) -> Result<Option<String>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::new(
+            ServiceError::field(wire, format!("The field `{wire}` must be: a string")),
+            op,
+        )),
+    }
+}
+
+/// Reads an optional array of strings.
+pub fn opt_str_list(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    wire: &str,
+    op: &'static str,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let bad = || {
+        ApiError::new(
+            ServiceError::field(wire, format!("The field `{wire}` must be: an array of strings")),
+            op,
+        )
+    };
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// Reads an optional integer; floats (even `600.0`), strings, booleans are refused.
+pub fn opt_int(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    wire: &str,
+    op: &'static str,
+) -> Result<Option<i64>, ApiError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+        Some(_) => Err(ApiError::new(
+            ServiceError::field(wire, format!("The field `{wire}` must be: an integer")),
+            op,
+        )),
+    }
+}
+
+/// Reads an optional boolean.
+pub fn opt_bool(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    wire: &str,
+    op: &'static str,
+) -> Result<Option<bool>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::new(
+            ServiceError::field(wire, format!("The field `{wire}` must be: a boolean")),
+            op,
+        )),
+    }
+}
+
+/// The body must be a JSON object (or absent, which gives an empty object).
+pub fn object_or_empty(
+    v: Option<Value>,
+    op: &'static str,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match v {
+        None => Ok(serde_json::Map::new()),
+        Some(Value::Object(m)) => Ok(m),
+        Some(_) => Err(ApiError::new(
+            ServiceError::new(ErrorCode::BadBody, "The request body must be a JSON object"),
+            op,
+        )),
+    }
+}

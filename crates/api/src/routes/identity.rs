@@ -1,0 +1,64 @@
+//! `POST /identity/token`: the IAM API-key exchange the IBM SDKs perform.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+
+use crate::{extract, json_response, AppState};
+
+const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
+
+fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(
+        status,
+        &json!({"errorCode": code, "errorMessage": message, "context": {"requestType": "incoming.Identity_Token"}}),
+    )
+}
+
+pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let _ = headers;
+    let Ok(bytes) = axum::body::to_bytes(body, extract::BODY_LIMIT).await else {
+        return iam_error(StatusCode::PAYLOAD_TOO_LARGE, "BXNIM0109E", "Request body too large");
+    };
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if field("grant_type") != Some(APIKEY_GRANT) {
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0104E",
+            "Unsupported grant_type: only urn:ibm:params:oauth:grant-type:apikey is supported",
+        );
+    }
+    let Some(apikey) = field("apikey").filter(|k| !k.is_empty()) else {
+        return iam_error(StatusCode::BAD_REQUEST, "BXNIM0109E", "Property missing or empty: apikey");
+    };
+    match st.svc.exchange_api_key(apikey).await {
+        Ok(t) => json_response(
+            StatusCode::OK,
+            &json!({
+                "access_token": t.access_token,
+                "refresh_token": t.refresh_token,
+                "token_type": "Bearer",
+                "expires_in": t.expires_in,
+                "expiration": t.expiration,
+                "scope": "ibm openid",
+            }),
+        ),
+        Err(e) if e.code == keyward_service::ErrorCode::Unavailable => iam_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BXNIM0500E",
+            "The identity service is temporarily unavailable",
+        ),
+        Err(_) => iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0415E",
+            "Provided API key could not be found",
+        ),
+    }
+}

@@ -1,0 +1,6 @@
+//! Handlers, one module per resource.
+
+pub mod actions;
+pub mod identity;
+pub mod keys;
+pub mod tokens;

@@ -1,0 +1,180 @@
+//! `keyward admin`: instances, API keys and grants, against the same data dir or database URL
+//! as the server (safe while it runs).
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail};
+use keyward_domain::{format_time, Clock, InstanceId, Role, SystemClock};
+use keyward_service::admin;
+use keyward_store::{DatabaseUrl, SqlStore, Store};
+use serde_json::{json, Value};
+
+use crate::config::sqlite_url;
+
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// Data directory of the server (its SQLite database) [default: ./keyward-data]
+    #[arg(long, env = "KEYWARD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (overrides --data-dir)
+    #[arg(long, env = "KEYWARD_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Output format
+    #[arg(long, default_value = "human", value_parser = ["human", "json"], global = true)]
+    pub output: String,
+    #[command(subcommand)]
+    pub cmd: AdminCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Service instances (tenants)
+    #[command(subcommand)]
+    Instance(InstanceCmd),
+    /// API keys (each belongs to a principal that holds roles in instances)
+    #[command(subcommand)]
+    Apikey(ApikeyCmd),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum InstanceCmd {
+    /// Create an instance
+    Create {
+        #[arg(long, default_value = "instance")]
+        name: String,
+    },
+    /// List instances
+    List,
+    /// Delete an instance (refused while it has keys that are not deleted)
+    Delete { id: String },
+    /// Give an existing principal a role in an instance
+    Grant {
+        #[arg(long)]
+        instance: String,
+        #[arg(long)]
+        iam_id: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Take a role away
+    Revoke {
+        #[arg(long)]
+        instance: String,
+        #[arg(long)]
+        iam_id: String,
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ApikeyCmd {
+    /// Create an API key with a role in an instance (for a new principal unless --iam-id)
+    Create {
+        #[arg(long)]
+        instance: String,
+        /// Reader, ReaderPlus, Writer, Manager or KeyPurge
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "apikey")]
+        name: String,
+        /// Attach the key to this existing principal instead of a new one
+        #[arg(long)]
+        iam_id: Option<String>,
+    },
+    /// List API keys (never their secrets) and role grants
+    List,
+    /// Delete an API key by id
+    Delete { id: String },
+}
+
+fn instance_id(s: &str) -> anyhow::Result<InstanceId> {
+    InstanceId::parse(s).map_err(|_| anyhow!("`{s}` is not an instance UUID"))
+}
+
+fn role(s: &str) -> anyhow::Result<Role> {
+    s.parse()
+        .map_err(|_| anyhow!("unknown role `{s}`: use Reader, ReaderPlus, Writer, Manager or KeyPurge"))
+}
+
+fn print(output: &str, v: &Value) {
+    if output == "json" {
+        println!("{v}");
+    } else if let Value::Object(m) = v {
+        for (k, v) in m {
+            match v {
+                Value::String(s) => println!("{k:>12}: {s}"),
+                Value::Array(items) => {
+                    println!("{k}:");
+                    for i in items {
+                        println!("  {i}");
+                    }
+                }
+                other => println!("{k:>12}: {other}"),
+            }
+        }
+    }
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let url = match (&args.database_url, &args.data_dir) {
+        (Some(u), _) => DatabaseUrl::new(u.clone()),
+        (None, d) => {
+            let dir = d.clone().unwrap_or_else(|| PathBuf::from("./keyward-data"));
+            std::fs::create_dir_all(&dir)?;
+            sqlite_url(&dir.join("keyward.db"))
+        }
+    };
+    let store = SqlStore::connect(&url).await?;
+    let now = SystemClock.now_unix();
+    let err = |e: keyward_service::ServiceError| anyhow!("{}", e.message);
+    let out = match args.cmd {
+        AdminCmd::Instance(InstanceCmd::Create { name }) => {
+            let row = admin::create_instance(&store, &name, now).await.map_err(err)?;
+            json!({"id": row.id.to_string(), "name": row.name, "created": format_time(row.created_at)})
+        }
+        AdminCmd::Instance(InstanceCmd::List) => {
+            let rows = store.list_instances().await?;
+            json!({"instances": rows.iter().map(|r| json!({"id": r.id.to_string(), "name": r.name, "created": format_time(r.created_at)})).collect::<Vec<_>>()})
+        }
+        AdminCmd::Instance(InstanceCmd::Delete { id }) => {
+            let id = instance_id(&id)?;
+            admin::delete_instance(&store, id).await.map_err(err)?;
+            json!({"deleted": id.to_string()})
+        }
+        AdminCmd::Instance(InstanceCmd::Grant { instance, iam_id, role: r }) => {
+            let (i, r) = (instance_id(&instance)?, role(&r)?);
+            admin::grant(&store, i, &iam_id, r, now).await.map_err(err)?;
+            json!({"instance": i.to_string(), "iam_id": iam_id, "role": r.as_str()})
+        }
+        AdminCmd::Instance(InstanceCmd::Revoke { instance, iam_id, role: r }) => {
+            let (i, r) = (instance_id(&instance)?, role(&r)?);
+            store.revoke(i, &iam_id, r).await.map_err(|_| anyhow!("no such grant"))?;
+            json!({"revoked": {"instance": i.to_string(), "iam_id": iam_id, "role": r.as_str()}})
+        }
+        AdminCmd::Apikey(ApikeyCmd::Create { instance, role: r, name, iam_id }) => {
+            let (i, r) = (instance_id(&instance)?, role(&r)?);
+            let k = admin::create_api_key(&store, i, r, &name, iam_id.as_deref(), now)
+                .await
+                .map_err(err)?;
+            json!({"apikey": k.apikey, "id": k.id, "iam_id": k.iam_id, "instance": k.instance.to_string(), "role": k.role.as_str(), "name": k.name})
+        }
+        AdminCmd::Apikey(ApikeyCmd::List) => {
+            let keys = store.list_api_keys().await?;
+            let grants = store.list_grants().await?;
+            json!({
+                "apikeys": keys.iter().map(|k| json!({"id": k.id, "iam_id": k.iam_id, "name": k.name, "created": format_time(k.created_at)})).collect::<Vec<_>>(),
+                "grants": grants.iter().map(|g| json!({"instance": g.instance_id.to_string(), "iam_id": g.iam_id, "role": g.role.as_str()})).collect::<Vec<_>>(),
+            })
+        }
+        AdminCmd::Apikey(ApikeyCmd::Delete { id }) => {
+            if store.delete_api_key(&id).await.is_err() {
+                bail!("no API key {id}");
+            }
+            json!({"deleted": id})
+        }
+    };
+    print(&args.output, &out);
+    store.close().await;
+    Ok(())
+}

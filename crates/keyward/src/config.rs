@@ -1,0 +1,171 @@
+//! Server configuration: flags, then `KEYWARD_*` environment variables (both through clap),
+//! then an optional TOML file, then defaults — in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use keyward_store::DatabaseUrl;
+use serde::Deserialize;
+
+/// `keyward serve` flags; every one also reads `KEYWARD_<NAME>`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "KEYWARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the embedded database and the master key file [default: ./keyward-data]
+    #[arg(long, env = "KEYWARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://... [default: SQLite in the data dir]
+    #[arg(long, env = "KEYWARD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Master key file [default: <data-dir>/master.key]
+    #[arg(long, env = "KEYWARD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (TLS arrives in a later release)
+    #[arg(long, env = "KEYWARD_INSECURE_HTTP")]
+    pub insecure_http: bool,
+    /// Pre-generated RSA-4096 import-token keypairs to keep ready (0 disables) [default: 4]
+    #[arg(long, env = "KEYWARD_TOKEN_POOL_SIZE")]
+    pub token_pool_size: Option<usize>,
+    /// Optional TOML configuration file (keys as the long flags, with underscores)
+    #[arg(long, env = "KEYWARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "KEYWARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    master_key_file: Option<PathBuf>,
+    insecure_http: Option<bool>,
+    token_pool_size: Option<usize>,
+    log_format: Option<String>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: DatabaseUrl,
+    pub master_key_file: PathBuf,
+    pub insecure_http: bool,
+    pub token_pool_size: usize,
+    pub log_json: bool,
+}
+
+pub fn sqlite_url(path: &Path) -> DatabaseUrl {
+    DatabaseUrl::new(format!("sqlite://{}?mode=rwc", path.display()))
+}
+
+impl ServeArgs {
+    pub fn resolve(&self) -> anyhow::Result<Settings> {
+        let file: FileConfig = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./keyward-data"));
+        let database_url = self
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .map(DatabaseUrl::new)
+            .unwrap_or_else(|| sqlite_url(&data_dir.join("keyward.db")));
+        let log_format = self
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            bail!("--log-format must be text or json");
+        }
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let insecure_http = self.insecure_http || file.insecure_http.unwrap_or(false);
+        if !listen.ip().is_loopback() && !insecure_http {
+            bail!(
+                "refusing plain HTTP on the non-loopback address {listen}: TLS is not configured. \
+                 Listen on 127.0.0.1, or pass --insecure-http if a TLS proxy fronts Keyward"
+            );
+        }
+        Ok(Settings {
+            listen,
+            master_key_file: self
+                .master_key_file
+                .clone()
+                .or(file.master_key_file)
+                .unwrap_or_else(|| data_dir.join("master.key")),
+            data_dir,
+            database_url,
+            insecure_http,
+            token_pool_size: self.token_pool_size.or(file.token_pool_size).unwrap_or(4),
+            log_json: log_format == "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_defaults_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(&cfg, "listen = \"127.0.0.1:9999\"\ntoken_pool_size = 7\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            token_pool_size: Some(2),
+            ..ServeArgs::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.token_pool_size, 2);
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+        assert!(s.database_url.expose().contains("/tmp/x/keyward.db"));
+    }
+
+    #[test]
+    fn non_loopback_plain_http_is_refused() {
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        assert!(args.resolve().is_err());
+        let args = ServeArgs {
+            insecure_http: true,
+            ..args
+        };
+        assert!(args.resolve().is_ok());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(&cfg, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        };
+        assert!(args.resolve().is_err());
+    }
+}

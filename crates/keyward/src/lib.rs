@@ -1,0 +1,8 @@
+//! The `keyward` program: wiring of store, master key, service and HTTP; the admin commands;
+//! and the `kp` client (in the `keyward-kpclient` crate).
+//!
+//! [`server::start`] is what `keyward serve` runs; tests start it in-process the same way.
+
+pub mod admin;
+pub mod config;
+pub mod server;

@@ -1,0 +1,156 @@
+//! `keyward serve`: open the store, load the master key (or stay sealed and say why),
+//! bootstrap an empty deployment, and serve HTTP until SIGINT/SIGTERM.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use keyward_api::{app, sealed_app, AppState};
+use keyward_crypto::master::{FileMasterKey, MasterKeyProvider};
+use keyward_domain::{Clock, SystemClock};
+use keyward_service::admin::{bootstrap, CreatedApiKey};
+use keyward_service::{KeyService, ServiceConfig};
+use keyward_store::{SqlStore, Store};
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+
+/// A bound, ready server.
+pub struct Server {
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    router: axum::Router,
+    /// Set when the master key could not be loaded: the server answers 503 and says why.
+    pub sealed: Option<String>,
+    pub store: Arc<dyn Store>,
+}
+
+/// Opens everything and binds the listener. Prints the first-start banner to stdout.
+pub async fn start(settings: &Settings) -> anyhow::Result<Server> {
+    start_with_clock(settings, Arc::new(SystemClock)).await
+}
+
+/// As [`start`], with the clock every time rule reads (tests pass a `ManualClock`).
+pub async fn start_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
+    if settings.database_url.is_sqlite() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::connect(&settings.database_url)
+            .await
+            .with_context(|| format!("opening database {}", settings.database_url))?,
+    );
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+
+    let (router, sealed) = match open_service(settings, store.clone(), clock.clone()).await {
+        Ok(svc) => {
+            if let Some(created) = bootstrap(&*store, clock.now_unix()).await? {
+                print_banner(&created, addr);
+            }
+            (app(AppState { svc: Arc::new(svc) }), None)
+        }
+        Err(reason) => {
+            tracing::error!(%reason, "keyward is SEALED: key operations answer 503");
+            (sealed_app(reason.clone()), Some(reason))
+        }
+    };
+    Ok(Server {
+        addr,
+        listener,
+        router,
+        sealed,
+        store,
+    })
+}
+
+async fn open_service(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<KeyService, String> {
+    let (sealed_rows, key_ids) = store.sealed_rows().await.map_err(|e| e.to_string())?;
+    let master = FileMasterKey::load_or_create(&settings.master_key_file, sealed_rows == 0)
+        .map_err(|e| e.to_string())?;
+    if sealed_rows > 0 && !key_ids.iter().any(|k| k == master.key_id()) {
+        return Err(format!(
+            "the master key {} ({}) does not match the database's rows (sealed under {}): \
+             use the master key file this database was created with",
+            settings.master_key_file.display(),
+            master.key_id(),
+            key_ids.join(", ")
+        ));
+    }
+    let master: Arc<dyn MasterKeyProvider> = Arc::new(master);
+    KeyService::new(
+        store,
+        master,
+        clock,
+        ServiceConfig {
+            token_pool_size: settings.token_pool_size,
+            ..ServiceConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| e.message)
+}
+
+fn print_banner(k: &CreatedApiKey, addr: SocketAddr) {
+    let (inst, key, iam) = (k.instance, &k.apikey, &k.iam_id);
+    let lines = [
+        "=====================================================================".to_string(),
+        " Keyward first start: created instance `default` and a Manager API key.".into(),
+        " The API key is shown ONCE: store it now.".into(),
+        String::new(),
+        format!("   instance id : {inst}"),
+        format!("   api key     : {key}"),
+        format!("   iam id      : {iam}"),
+        String::new(),
+        " Try it:".into(),
+        format!("   TOKEN=$(curl -s -X POST http://{addr}/identity/token \\"),
+        format!("     -d grant_type=urn:ibm:params:oauth:grant-type:apikey -d apikey={key} \\"),
+        "     | python3 -c 'import sys,json; print(json.load(sys.stdin)[\"access_token\"])')".into(),
+        format!("   curl -s -X POST http://{addr}/api/v2/keys -H 'content-type: application/json' \\"),
+        format!("     -H \"authorization: Bearer $TOKEN\" -H 'bluemix-instance: {inst}' \\"),
+        "     -d '{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"application/vnd.ibm.kms.key+json\",\"name\":\"my-root-key\",\"extractable\":false}]}'".into(),
+        "=====================================================================".into(),
+    ];
+    println!("\n{}\n", lines.join("\n"));
+}
+
+impl Server {
+    /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "keyward listening on http://{}", self.addr);
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        tracing::info!("keyward stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,254 @@
+//! Envelope encryption: wrap, unwrap and rewrap of data encryption keys under a root key.
+//!
+//! The wrapped form (decisions.md) is standard base64 of the JSON object
+//! `{"ciphertext","iv","version":"4.0.0","handle":<key version id>}`, where the inner
+//! ciphertext is AES-GCM under the version's material with a 12-byte random IV and an AAD that
+//! binds the key id, the version id and the caller's `aad` list. Any ciphertext that does not
+//! open (tampered, truncated, another key's, other `aad`) is the one
+//! `UNPROCESSABLE_CIPHERTEXT_ERR`.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use keyward_crypto::{dek, random_secret, SecretBytes};
+use keyward_domain::{Action, KeyId, KeyState, VersionId};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CachedKey, OpenedVersion};
+use crate::keys::effective_state;
+use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
+
+/// Largest DEK accepted by wrap, in bytes.
+pub const MAX_WRAP_PLAINTEXT: usize = 7_500;
+/// Most `aad` entries, and the longest entry in characters.
+pub const MAX_AAD_ENTRIES: usize = 100;
+pub const MAX_AAD_LEN: usize = 255;
+/// Generated DEK size.
+pub const GENERATED_DEK_LEN: usize = 32;
+
+const BLOB_VERSION: &str = "4.0.0";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Blob {
+    ciphertext: String,
+    iv: String,
+    version: String,
+    handle: String,
+}
+
+#[derive(Debug)]
+pub struct WrapResult {
+    pub ciphertext: String,
+    pub key_version: VersionId,
+    /// The generated DEK, when the request had no plaintext.
+    pub plaintext: Option<SecretBytes>,
+}
+
+#[derive(Debug)]
+pub struct UnwrapResult {
+    pub plaintext: SecretBytes,
+    /// The version that had wrapped the ciphertext.
+    pub key_version: VersionId,
+    /// Set when that version is not the newest: the same DEK wrapped under the newest version.
+    pub rewrapped: Option<(String, VersionId)>,
+}
+
+#[derive(Debug)]
+pub struct RewrapResult {
+    pub ciphertext: String,
+    pub key_version: VersionId,
+    pub rewrapped_key_version: VersionId,
+}
+
+fn check_aad(aad: &[String]) -> ServiceResult<()> {
+    if aad.len() > MAX_AAD_ENTRIES || aad.iter().any(|a| a.chars().count() > MAX_AAD_LEN) {
+        return Err(ServiceError::field(
+            "aad",
+            format!("The field `aad` must be: at most {MAX_AAD_ENTRIES} strings of at most {MAX_AAD_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn unprocessable() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::UnprocessableCiphertext,
+        "The provided ciphertext is invalid or corrupted",
+    )
+}
+
+fn seal_blob(
+    key: KeyId,
+    v: &OpenedVersion,
+    aad: &[String],
+    plaintext: &[u8],
+) -> ServiceResult<String> {
+    let ad = dek::dek_aad(&key.to_string(), &v.id.to_string(), aad);
+    let (iv, ct) = dek::seal(&v.material, &ad, plaintext)?;
+    let blob = Blob {
+        ciphertext: B64.encode(ct),
+        iv: B64.encode(iv),
+        version: BLOB_VERSION.into(),
+        handle: v.id.to_string(),
+    };
+    let json = serde_json::to_vec(&blob).map_err(ServiceError::internal)?;
+    Ok(B64.encode(json))
+}
+
+/// Opens a wrapped blob with the version it names. Returns the plaintext and that version.
+fn open_blob<'k>(
+    key: &'k CachedKey,
+    ciphertext_b64: &str,
+    aad: &[String],
+) -> ServiceResult<(SecretBytes, &'k OpenedVersion)> {
+    let raw = B64.decode(ciphertext_b64.as_bytes()).map_err(|_| {
+        ServiceError::field(
+            "ciphertext",
+            "The field `ciphertext` must be: the base64 encoded ciphertext returned by wrap",
+        )
+    })?;
+    let blob: Blob = serde_json::from_slice(&raw).map_err(|_| unprocessable())?;
+    if blob.version != BLOB_VERSION {
+        return Err(unprocessable());
+    }
+    let handle = VersionId::parse(&blob.handle).map_err(|_| unprocessable())?;
+    let version = key.version(handle).ok_or_else(unprocessable)?;
+    let iv = B64.decode(blob.iv.as_bytes()).map_err(|_| unprocessable())?;
+    let ct = B64
+        .decode(blob.ciphertext.as_bytes())
+        .map_err(|_| unprocessable())?;
+    let ad = dek::dek_aad(&key.row.id.to_string(), &handle.to_string(), aad);
+    let pt = dek::open(&version.material, &iv, &ad, &ct).map_err(|_| unprocessable())?;
+    Ok((pt, version))
+}
+
+impl KeyService {
+    async fn root_key_for(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        allowed: &[KeyState],
+        verb: &str,
+    ) -> ServiceResult<std::sync::Arc<CachedKey>> {
+        let key = self.load_key(caller.instance, id).await?;
+        if key.row.extractable {
+            return Err(ServiceError::new(
+                ErrorCode::KeyRootRequired,
+                format!("Only root keys can {verb}"),
+            ));
+        }
+        let state = effective_state(&key.row, self.now());
+        if !allowed.contains(&state) {
+            return Err(ServiceError::invalid_state(format!(
+                "The key is not in a state that allows it to {verb}"
+            )));
+        }
+        Ok(key)
+    }
+
+    /// `POST /keys/{id}/actions/wrap`.
+    pub async fn wrap(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        plaintext: Option<&str>,
+        aad: &[String],
+    ) -> ServiceResult<WrapResult> {
+        caller.require(Action::Wrap)?;
+        check_aad(aad)?;
+        let given = match plaintext {
+            None => None,
+            Some(p) => {
+                let bytes = SecretBytes::from_vec(B64.decode(p.as_bytes()).map_err(|_| {
+                    ServiceError::field("plaintext", "The field `plaintext` must be: a base64 encoded key material")
+                })?);
+                if bytes.is_empty() || bytes.len() > MAX_WRAP_PLAINTEXT {
+                    return Err(ServiceError::field(
+                        "plaintext",
+                        format!("The field `plaintext` must be: the base64 encoding of 1 to {MAX_WRAP_PLAINTEXT} bytes"),
+                    ));
+                }
+                Some(bytes)
+            }
+        };
+        let key = self
+            .root_key_for(caller, id, &[KeyState::Active], "wrap")
+            .await?;
+        let current = key
+            .current()
+            .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))?;
+        let (dek, generated) = match given {
+            Some(p) => (p, false),
+            None => (random_secret(GENERATED_DEK_LEN)?, true),
+        };
+        let ciphertext = seal_blob(id, current, aad, dek.expose())?;
+        Ok(WrapResult {
+            ciphertext,
+            key_version: current.id,
+            plaintext: generated.then_some(dek),
+        })
+    }
+
+    /// `POST /keys/{id}/actions/unwrap`.
+    pub async fn unwrap(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> ServiceResult<UnwrapResult> {
+        caller.require(Action::Unwrap)?;
+        check_aad(aad)?;
+        let key = self
+            .root_key_for(
+                caller,
+                id,
+                &[KeyState::Active, KeyState::Deactivated],
+                "unwrap",
+            )
+            .await?;
+        let (plaintext, version) = open_blob(&key, ciphertext, aad)?;
+        let rewrapped = if version.id != key.row.current_version {
+            let current = key
+                .current()
+                .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))?;
+            Some((seal_blob(id, current, aad, plaintext.expose())?, current.id))
+        } else {
+            None
+        };
+        Ok(UnwrapResult {
+            plaintext,
+            key_version: version.id,
+            rewrapped,
+        })
+    }
+
+    /// `POST /keys/{id}/actions/rewrap`.
+    pub async fn rewrap(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> ServiceResult<RewrapResult> {
+        caller.require(Action::Rewrap)?;
+        check_aad(aad)?;
+        let key = self
+            .root_key_for(
+                caller,
+                id,
+                &[KeyState::Active, KeyState::Deactivated],
+                "rewrap",
+            )
+            .await?;
+        let (plaintext, version) = open_blob(&key, ciphertext, aad)?;
+        let current = key
+            .current()
+            .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))?;
+        Ok(RewrapResult {
+            ciphertext: seal_blob(id, current, aad, plaintext.expose())?,
+            key_version: version.id,
+            rewrapped_key_version: current.id,
+        })
+    }
+}

@@ -1,0 +1,173 @@
+//! Service errors: one [`ErrorCode`] per Key Protect reason code Keyward produces. The api
+//! crate maps each code to its HTTP status in one exhaustive match.
+
+use keyward_store::StoreError;
+
+/// Key Protect reason codes (and Keyward's documented additions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    BadBody,
+    CollectionTotalMismatch,
+    NoBody,
+    InvalidField,
+    InvalidQueryParam,
+    InstanceIdRequired,
+    InvalidInstanceId,
+    KeyRootRequired,
+    KeyPayloadRequired,
+    IncorrectNonce,
+    IncorrectNonceIv,
+    Unauthorized,
+    Forbidden,
+    KeyNotFound,
+    ImportTokenNotFound,
+    KeyActionInvalidState,
+    ImportTokenExpired,
+    ImportTokenRetrievalsExhausted,
+    KeyRotationNotPermitted,
+    KeyDeleted,
+    UnprocessableCiphertext,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    NotFound,
+    MethodNotAllowed,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire reason code.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BadBody => "BAD_BODY_ERR",
+            CollectionTotalMismatch => "COLLECTION_TOTAL_MISMATCH_ERR",
+            NoBody => "NO_BODY_ERR",
+            InvalidField => "INVALID_FIELD_ERR",
+            InvalidQueryParam => "INVALID_QUERY_PARAM_ERR",
+            InstanceIdRequired => "INSTANCE_ID_REQUIRED_ERR",
+            InvalidInstanceId => "INVALID_INSTANCE_ID_ERR",
+            KeyRootRequired => "KEY_ROOT_REQ_ERR",
+            KeyPayloadRequired => "KEY_PAYLOAD_REQ_ERR",
+            IncorrectNonce => "INCORRECT_NONCE_ERR",
+            IncorrectNonceIv => "INCORRECT_NONCE_IV_ERR",
+            Unauthorized | Forbidden => "UNAUTHORIZED_ERR",
+            KeyNotFound => "KEY_NOT_FOUND_ERR",
+            ImportTokenNotFound => "IMPORT_TOKEN_NOT_FOUND_ERR",
+            KeyActionInvalidState => "KEY_ACTION_INVALID_STATE_ERR",
+            ImportTokenExpired => "IMPORT_TOKEN_EXPIRED_ERR",
+            ImportTokenRetrievalsExhausted => "IMPORT_TOKEN_RETRIEVALS_EXHAUSTED_ERR",
+            KeyRotationNotPermitted => "KEY_ROTATION_NOT_PERMITTED",
+            KeyDeleted => "KEY_DELETED_ERR",
+            UnprocessableCiphertext => "UNPROCESSABLE_CIPHERTEXT_ERR",
+            PayloadTooLarge => "REQUEST_TOO_LARGE_ERR",
+            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE_ERR",
+            NotFound => "NOT_FOUND_ERR",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED_ERR",
+            Unavailable => "SERVICE_UNAVAILABLE_ERR",
+            Internal => "INTERNAL_SERVER_ERROR",
+        }
+    }
+}
+
+/// An error with the code, a client-safe message, and (for field errors) the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ServiceError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// `target` of the reason: the field (or header / query parameter) at fault.
+    pub target: Option<Target>,
+    /// The cause, for the log only (never sent to the client).
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `field`, `header` or `query_param`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl ServiceError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            target: None,
+            source: None,
+        }
+    }
+
+    /// `INVALID_FIELD_ERR` naming `field`.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidField, message).with_target("field", field)
+    }
+
+    pub fn query(param: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidQueryParam, message).with_target("query_param", param)
+    }
+
+    pub fn with_target(mut self, kind: &'static str, name: &str) -> Self {
+        self.target = Some(Target {
+            kind,
+            name: name.to_string(),
+        });
+        self
+    }
+
+    pub fn key_not_found() -> Self {
+        Self::new(ErrorCode::KeyNotFound, "Key does not exist")
+    }
+
+    pub fn invalid_state(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::KeyActionInvalidState, message)
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            ErrorCode::Forbidden,
+            "The user does not have access to the specified resource",
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            ErrorCode::Unauthorized,
+            "The bearer token is missing, invalid or expired",
+        )
+    }
+
+    pub fn internal(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            code: ErrorCode::Internal,
+            message: "Internal error".into(),
+            target: None,
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ServiceError::key_not_found(),
+            StoreError::Unavailable(_) => Self {
+                code: ErrorCode::Unavailable,
+                message: "The service is temporarily unavailable; retry later".into(),
+                target: None,
+                source: Some(Box::new(e)),
+            },
+            other => ServiceError::internal(other),
+        }
+    }
+}
+
+impl From<keyward_crypto::CryptoError> for ServiceError {
+    fn from(e: keyward_crypto::CryptoError) -> Self {
+        ServiceError::internal(e)
+    }
+}

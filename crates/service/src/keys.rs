@@ -1,0 +1,611 @@
+//! Keys: create (generated, plain import, secure import), read, list, delete, rotate.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use keyward_crypto::import::OaepHash;
+use keyward_crypto::master::SealContext;
+use keyward_crypto::{random_secret, SecretBytes};
+use keyward_domain::{parse_time, Action, InstanceId, KeyId, KeyState, VersionId};
+use keyward_store::{KeyQuery, KeyRow, StoreError, TokenGuard, VersionRow};
+
+use crate::cache::{CachedKey, OpenedVersion};
+use crate::tokens::SecureImport;
+use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
+
+/// Largest standard key material accepted for import, in bytes.
+pub const MAX_STANDARD_PAYLOAD: usize = 7_500;
+/// Minimum time between two rotations of one key.
+pub const ROTATION_MIN_INTERVAL: i64 = 3_600;
+
+/// `POST /keys` as the service sees it (strings still undecoded, as they came).
+#[derive(Debug, Default, Clone)]
+pub struct CreateKeyRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub extractable: Option<bool>,
+    pub payload: Option<String>,
+    pub encrypted_nonce: Option<String>,
+    pub iv: Option<String>,
+    pub encryption_algorithm: Option<String>,
+    pub expiration_date: Option<String>,
+    pub key_ring_id: Option<String>,
+}
+
+/// `POST /keys/{id}/actions/rotate`.
+#[derive(Debug, Default, Clone)]
+pub struct RotateRequest {
+    pub payload: Option<String>,
+    pub encrypted_nonce: Option<String>,
+    pub iv: Option<String>,
+    pub encryption_algorithm: Option<String>,
+}
+
+/// A key as the API shows it.
+#[derive(Debug)]
+pub struct KeyInfo {
+    pub row: KeyRow,
+    pub crn: String,
+    /// The state as of now (an Active key past its expiration date shows Deactivated).
+    pub state: KeyState,
+    pub version_created_at: i64,
+    pub bits: i64,
+    /// Material of a standard key, only where the API returns it.
+    pub payload: Option<SecretBytes>,
+}
+
+pub(crate) fn version_ctx<'a>(instance: &'a str, key: &'a str, version: &'a str) -> SealContext<'a> {
+    SealContext {
+        kind: "key-version",
+        instance,
+        object: key,
+        version,
+    }
+}
+
+/// The state of `row` at `now`: expiry turns Active into Deactivated.
+pub fn effective_state(row: &KeyRow, now: i64) -> KeyState {
+    match (row.state, row.expiration_date) {
+        (KeyState::Active, Some(exp)) if exp <= now => KeyState::Deactivated,
+        (s, _) => s,
+    }
+}
+
+fn check_text(field: &str, v: &str, min: usize, max: usize) -> ServiceResult<()> {
+    let n = v.chars().count();
+    if n < min || n > max || v.chars().any(char::is_control) {
+        return Err(ServiceError::field(
+            field,
+            format!("The field `{field}` must be: a string of {min} to {max} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn decode_field(field: &str, v: &str) -> ServiceResult<Vec<u8>> {
+    B64.decode(v.as_bytes()).map_err(|_| {
+        ServiceError::field(
+            field,
+            format!("The field `{field}` must be: a base64 encoded value"),
+        )
+    })
+}
+
+/// Parses the secure-import fields shared by create and rotate. `None` when neither
+/// `encryptedNonce` nor `iv` is present (a plain payload).
+fn secure_fields(
+    payload: &str,
+    encrypted_nonce: Option<&String>,
+    iv: Option<&String>,
+    algorithm: Option<&String>,
+) -> ServiceResult<Option<SecureImport>> {
+    let (en, iv) = match (encrypted_nonce, iv) {
+        (None, None) => {
+            if algorithm.is_some() {
+                return Err(ServiceError::field(
+                    "encryptedNonce",
+                    "The fields `encryptedNonce` and `iv` are required with `encryptionAlgorithm`",
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(_), None) => {
+            return Err(ServiceError::field(
+                "iv",
+                "The field `iv` is required with `encryptedNonce`",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ServiceError::field(
+                "encryptedNonce",
+                "The field `encryptedNonce` is required with `iv`",
+            ))
+        }
+        (Some(en), Some(iv)) => (en, iv),
+    };
+    let hash = match algorithm {
+        None => OaepHash::Sha256,
+        Some(a) => OaepHash::from_wire(a).ok_or_else(|| {
+            ServiceError::field(
+                "encryptionAlgorithm",
+                "The field `encryptionAlgorithm` must be: one of RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1",
+            )
+        })?,
+    };
+    let iv = decode_field("iv", iv)?;
+    if iv.len() != 12 {
+        return Err(ServiceError::field(
+            "iv",
+            "The field `iv` must be: the base64 encoding of 12 bytes",
+        ));
+    }
+    let encrypted_nonce = decode_field("encryptedNonce", en)?;
+    if encrypted_nonce.is_empty() || encrypted_nonce.len() > 1024 {
+        return Err(ServiceError::field(
+            "encryptedNonce",
+            "The field `encryptedNonce` must be: the base64 encoding of the encrypted nonce",
+        ));
+    }
+    Ok(Some(SecureImport {
+        payload_b64: payload.to_string(),
+        encrypted_nonce,
+        iv,
+        hash,
+    }))
+}
+
+fn plain_root_material(payload: &str) -> ServiceResult<SecretBytes> {
+    let m = SecretBytes::from_vec(decode_field("payload", payload)?);
+    if !matches!(m.len(), 16 | 24 | 32) {
+        return Err(ServiceError::field(
+            "payload",
+            "The field `payload` must be: the base64 encoding of 16, 24 or 32 bytes of key material",
+        ));
+    }
+    Ok(m)
+}
+
+impl KeyService {
+    pub(crate) fn crn(&self, instance: InstanceId, key: KeyId) -> String {
+        format!(
+            "crn:v1:keyward:private:kms:{}:a/{}:{}:key:{}",
+            self.cfg.region, self.cfg.account, instance, key
+        )
+    }
+
+    fn seal_version(
+        &self,
+        instance: InstanceId,
+        key: KeyId,
+        version: VersionId,
+        seq: i64,
+        material: &SecretBytes,
+    ) -> ServiceResult<VersionRow> {
+        let (i, k, v) = (instance.to_string(), key.to_string(), version.to_string());
+        let sealed = self.master.seal(&version_ctx(&i, &k, &v), material.expose())?;
+        Ok(VersionRow {
+            id: version,
+            key_id: key,
+            instance_id: instance,
+            seq,
+            created_at: self.now(),
+            sealed,
+            master_key_id: self.master.key_id().to_string(),
+        })
+    }
+
+    fn open_version(&self, v: &VersionRow) -> ServiceResult<SecretBytes> {
+        let (i, k, id) = (v.instance_id.to_string(), v.key_id.to_string(), v.id.to_string());
+        self.master
+            .open(&version_ctx(&i, &k, &id), &v.sealed)
+            .map_err(|e| {
+                ServiceError::new(ErrorCode::Internal, "key material could not be opened")
+                    .with_source(e)
+            })
+    }
+
+    pub(crate) fn info(&self, row: KeyRow, versions: &[VersionRow]) -> KeyInfo {
+        let now = self.now();
+        let version_created_at = versions
+            .iter()
+            .find(|v| v.id == row.current_version)
+            .map(|v| v.created_at)
+            .unwrap_or(row.created_at);
+        self.info_with(row, version_created_at, now)
+    }
+
+    fn info_with(&self, row: KeyRow, version_created_at: i64, now: i64) -> KeyInfo {
+        KeyInfo {
+            crn: self.crn(row.instance_id, row.id),
+            state: effective_state(&row, now),
+            bits: row.attrs.get("bits").and_then(|b| b.as_i64()).unwrap_or(256),
+            version_created_at,
+            payload: None,
+            row,
+        }
+    }
+
+    /// Turns a path `{id}` into a key id. Aliases arrive with the lifecycle work; until then a
+    /// well-formed alias simply finds no key.
+    pub fn resolve_key_id(&self, id: &str) -> ServiceResult<KeyId> {
+        if let Ok(k) = KeyId::parse(id) {
+            return Ok(k);
+        }
+        let alias_like = (2..=90).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if alias_like {
+            Err(ServiceError::key_not_found())
+        } else {
+            Err(ServiceError::new(
+                ErrorCode::InvalidField,
+                "The key identifier must be: a UUID or an alias",
+            )
+            .with_target("path_param", "id"))
+        }
+    }
+
+    /// `POST /keys`.
+    pub async fn create_key(
+        &self,
+        caller: &Caller,
+        req: CreateKeyRequest,
+    ) -> ServiceResult<KeyInfo> {
+        let extractable = req.extractable.unwrap_or(true);
+        let action = if req.payload.is_some() {
+            Action::ImportKey
+        } else {
+            Action::CreateKey
+        };
+        caller.require(action)?;
+
+        let name = req
+            .name
+            .as_deref()
+            .ok_or_else(|| ServiceError::field("name", "The field `name` is required"))?;
+        check_text("name", name, 2, 90)?;
+        if let Some(d) = &req.description {
+            check_text("description", d, 2, 240)?;
+        }
+        let tags = req.tags.clone().unwrap_or_default();
+        if tags.len() > 30
+            || tags.iter().any(|t| {
+                t.chars().count() > 30 || t.chars().any(|c| "<>,:&|".contains(c) || c.is_control())
+            })
+        {
+            return Err(ServiceError::field(
+                "tags",
+                "The field `tags` must be: at most 30 tags of at most 30 characters, without < > , : & |",
+            ));
+        }
+        let now = self.now();
+        let expiration_date = match &req.expiration_date {
+            None => None,
+            Some(s) => {
+                let t = parse_time(s).ok_or_else(|| {
+                    ServiceError::field("expirationDate", "The field `expirationDate` must be: an RFC 3339 date-time")
+                })?;
+                if t <= now {
+                    return Err(ServiceError::field(
+                        "expirationDate",
+                        "The field `expirationDate` must be: a date-time in the future",
+                    ));
+                }
+                Some(t)
+            }
+        };
+        let key_ring_id = req.key_ring_id.clone().unwrap_or_else(|| "default".into());
+        if key_ring_id != "default" {
+            check_text("keyRingID", &key_ring_id, 2, 100)?;
+        }
+
+        // The material, by variant. Validation first; the token check and the crypto last.
+        let mut guard: Option<TokenGuard> = None;
+        let (material, imported) = match &req.payload {
+            None => {
+                if req.encrypted_nonce.is_some() || req.iv.is_some() {
+                    return Err(ServiceError::field(
+                        "payload",
+                        "The field `payload` is required with `encryptedNonce` and `iv`",
+                    ));
+                }
+                (random_secret(32)?, false)
+            }
+            Some(payload) => {
+                let secure = secure_fields(
+                    payload,
+                    req.encrypted_nonce.as_ref(),
+                    req.iv.as_ref(),
+                    req.encryption_algorithm.as_ref(),
+                )?;
+                match (secure, extractable) {
+                    (Some(_), true) => {
+                        return Err(ServiceError::field(
+                            "extractable",
+                            "The field `extractable` must be: false for an import with an import token (standard keys are never imported with a token)",
+                        ))
+                    }
+                    (Some(s), false) => {
+                        let (m, g) = self.verify_secure(caller.instance, s).await?;
+                        guard = Some(g);
+                        (m, true)
+                    }
+                    (None, false) => (plain_root_material(payload)?, true),
+                    (None, true) => {
+                        let m = SecretBytes::from_vec(decode_field("payload", payload)?);
+                        if m.is_empty() || m.len() > MAX_STANDARD_PAYLOAD {
+                            return Err(ServiceError::field(
+                                "payload",
+                                format!("The field `payload` must be: the base64 encoding of 1 to {MAX_STANDARD_PAYLOAD} bytes"),
+                            ));
+                        }
+                        (m, true)
+                    }
+                }
+            }
+        };
+
+        let id = KeyId::new();
+        let version_id = VersionId::new();
+        let version = self.seal_version(caller.instance, id, version_id, 1, &material)?;
+        let row = KeyRow {
+            id,
+            instance_id: caller.instance,
+            name: name.to_string(),
+            description: req.description.clone(),
+            tags,
+            state: KeyState::Active,
+            extractable,
+            imported,
+            key_ring_id,
+            expiration_date,
+            created_at: now,
+            created_by: caller.iam_id.clone(),
+            updated_at: now,
+            last_rotate_date: None,
+            deletion_date: None,
+            deleted_by: None,
+            state_changed_at: now,
+            current_version: version_id,
+            attrs: serde_json::json!({ "bits": material.len() * 8 }),
+            row_version: 1,
+        };
+        match self.store.insert_key(&row, &version, guard).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict("import token")) => {
+                return Err(self.token_lost(caller.instance).await)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut info = self.info_with(row, now, now);
+        if extractable {
+            info.payload = Some(material);
+        }
+        Ok(info)
+    }
+
+    async fn row_for(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyRow> {
+        self.store
+            .get_key(caller.instance, id)
+            .await?
+            .ok_or_else(ServiceError::key_not_found)
+    }
+
+    /// `GET /keys/{id}`: standard keys come with their material (ReaderPlus and up).
+    pub async fn get_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
+        caller.require(Action::GetRootKey)?;
+        let row = self.row_for(caller, id).await?;
+        if row.extractable {
+            caller.require(Action::GetStandardKeyPayload)?;
+        }
+        let versions = self.store.versions(caller.instance, id).await?;
+        let payload = if row.extractable && row.state != KeyState::Destroyed {
+            versions
+                .iter()
+                .find(|v| v.id == row.current_version)
+                .map(|v| self.open_version(v))
+                .transpose()?
+        } else {
+            None
+        };
+        let mut info = self.info(row, &versions);
+        info.payload = payload;
+        Ok(info)
+    }
+
+    /// `GET /keys/{id}/metadata`.
+    pub async fn get_key_metadata(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
+        caller.require(Action::GetKeyMetadata)?;
+        let row = self.row_for(caller, id).await?;
+        let versions = self.store.versions(caller.instance, id).await?;
+        Ok(self.info(row, &versions))
+    }
+
+    /// `GET /keys`.
+    pub async fn list_keys(&self, caller: &Caller, q: &KeyQuery) -> ServiceResult<Vec<KeyInfo>> {
+        caller.require(Action::ListKeys)?;
+        let rows = self.store.list_keys(caller.instance, q).await?;
+        let now = self.now();
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let created = r.last_rotate_date.unwrap_or(r.created_at);
+                self.info_with(r, created, now)
+            })
+            .collect())
+    }
+
+    /// `HEAD /keys`.
+    pub async fn count_keys(&self, caller: &Caller, q: &KeyQuery) -> ServiceResult<i64> {
+        caller.require(Action::HeadKeys)?;
+        Ok(self.store.count_keys(caller.instance, q).await?)
+    }
+
+    /// `DELETE /keys/{id}`: to state 5 (Destroyed). The sealed material stays until purge so
+    /// the key can be restored.
+    pub async fn delete_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
+        caller.require(Action::DeleteKey)?;
+        for _ in 0..3 {
+            let mut row = self.row_for(caller, id).await?;
+            if row.state == KeyState::Destroyed {
+                return Err(ServiceError::new(
+                    ErrorCode::KeyDeleted,
+                    "The key has already been deleted",
+                ));
+            }
+            let now = self.now();
+            row.state = KeyState::Destroyed;
+            row.deletion_date = Some(now);
+            row.deleted_by = Some(caller.iam_id.clone());
+            row.state_changed_at = now;
+            row.updated_at = now;
+            match self.store.update_key(&row).await {
+                Ok(()) => {
+                    self.keys.invalidate(caller.instance, id);
+                    row.row_version += 1;
+                    let versions = self.store.versions(caller.instance, id).await?;
+                    return Ok(self.info(row, &versions));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::new(
+            ErrorCode::KeyActionInvalidState,
+            "The key is being changed by another request; retry",
+        ))
+    }
+
+    /// `POST /keys/{id}/actions/rotate`.
+    pub async fn rotate_key(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        req: RotateRequest,
+    ) -> ServiceResult<()> {
+        caller.require(Action::Rotate)?;
+        let row = self.row_for(caller, id).await?;
+        if row.extractable {
+            return Err(ServiceError::new(
+                ErrorCode::KeyRootRequired,
+                "Only root keys can be rotated",
+            ));
+        }
+        let now = self.now();
+        let state = effective_state(&row, now);
+        if !matches!(state, KeyState::Active | KeyState::Deactivated) {
+            return Err(ServiceError::invalid_state(
+                "The key is not in a state that allows rotation",
+            ));
+        }
+        let mut guard = None;
+        let material = if row.imported {
+            let payload = req.payload.as_deref().ok_or_else(|| {
+                ServiceError::new(
+                    ErrorCode::KeyPayloadRequired,
+                    "A new `payload` is required to rotate an imported key",
+                )
+                .with_target("field", "payload")
+            })?;
+            match secure_fields(
+                payload,
+                req.encrypted_nonce.as_ref(),
+                req.iv.as_ref(),
+                req.encryption_algorithm.as_ref(),
+            )? {
+                Some(s) => {
+                    check_rotation_interval(&row, now)?;
+                    let (m, g) = self.verify_secure(caller.instance, s).await?;
+                    guard = Some(g);
+                    m
+                }
+                None => plain_root_material(payload)?,
+            }
+        } else {
+            if req.payload.is_some() {
+                return Err(ServiceError::field(
+                    "payload",
+                    "The field `payload` is only accepted when rotating an imported key",
+                ));
+            }
+            random_secret(32)?
+        };
+        check_rotation_interval(&row, now)?;
+        let versions = self.store.versions(caller.instance, id).await?;
+        let seq = versions.first().map(|v| v.seq).unwrap_or(0) + 1;
+        let version_id = VersionId::new();
+        let version = self.seal_version(caller.instance, id, version_id, seq, &material)?;
+        let mut next = row.clone();
+        next.current_version = version_id;
+        next.last_rotate_date = Some(now);
+        next.updated_at = now;
+        if let Some(obj) = next.attrs.as_object_mut() {
+            obj.insert("bits".into(), serde_json::json!(material.len() * 8));
+        }
+        match self.store.rotate_key(&next, &version, guard).await {
+            Ok(()) => {
+                self.keys.invalidate(caller.instance, id);
+                Ok(())
+            }
+            Err(StoreError::Conflict("import token")) => Err(self.token_lost(caller.instance).await),
+            Err(StoreError::Conflict(_)) => {
+                // Someone else changed the key first: if it was a rotation, this one is too soon.
+                let fresh = self.row_for(caller, id).await?;
+                check_rotation_interval(&fresh, now)?;
+                Err(ServiceError::invalid_state(
+                    "The key changed while it was being rotated; retry",
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The key with every version opened: from the cache, or loaded and cached.
+    pub(crate) async fn load_key(
+        &self,
+        instance: InstanceId,
+        id: KeyId,
+    ) -> ServiceResult<Arc<CachedKey>> {
+        if let Some(k) = self.keys.get(instance, id) {
+            return Ok(k);
+        }
+        let row = self
+            .store
+            .get_key(instance, id)
+            .await?
+            .ok_or_else(ServiceError::key_not_found)?;
+        let versions = self.store.versions(instance, id).await?;
+        let mut opened = Vec::with_capacity(versions.len());
+        for v in &versions {
+            opened.push(OpenedVersion {
+                id: v.id,
+                seq: v.seq,
+                created_at: v.created_at,
+                material: self.open_version(v)?,
+            });
+        }
+        let entry = Arc::new(CachedKey::new(row, opened));
+        self.keys.put(entry.clone());
+        Ok(entry)
+    }
+}
+
+fn check_rotation_interval(row: &KeyRow, now: i64) -> ServiceResult<()> {
+    match row.last_rotate_date {
+        Some(t) if now - t < ROTATION_MIN_INTERVAL => Err(ServiceError::new(
+            ErrorCode::KeyRotationNotPermitted,
+            "A key can be rotated at most once per hour",
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl ServiceError {
+    pub(crate) fn with_source(mut self, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(e));
+        self
+    }
+}

@@ -1,0 +1,332 @@
+//! Import tokens: one per instance, an RSA-4096 keypair and a 12-byte nonce, with a lifetime
+//! and a number of retrievals.
+//!
+//! - Creating a token takes a keypair from [`KeypairPool`] (filled in the background on
+//!   blocking threads; an empty pool generates inline) and replaces the instance's token in one
+//!   upsert, so the old keypair and nonce stop working at that instant.
+//! - A retrieval is one conditional `UPDATE … RETURNING` in the store: exact under any
+//!   concurrency and any number of nodes.
+//! - A secure import is verified in Key Protect's order (token present and unexpired → OAEP →
+//!   AES-GCM nonce → constant-time nonce compare), and the key insert is guarded by the token id
+//!   so an import verified against a token that was replaced meanwhile is not stored.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use keyward_crypto::import::{verify_secure_import, ImportError, ImportKeyPair, OaepHash};
+use keyward_crypto::master::SealContext;
+use keyward_crypto::{random_bytes, SecretBytes};
+use keyward_domain::{Action, InstanceId, TokenId};
+use keyward_store::{TokenGuard, TokenRow};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
+
+pub const MIN_EXPIRATION: i64 = 300;
+pub const MAX_EXPIRATION: i64 = 86_400;
+pub const DEFAULT_EXPIRATION: i64 = 600;
+pub const MIN_RETRIEVALS: i64 = 1;
+pub const MAX_RETRIEVALS: i64 = 500;
+pub const DEFAULT_RETRIEVALS: i64 = 1;
+
+/// The one message for every RSA-OAEP failure (decisions.md: same bytes in every case).
+pub const OAEP_FAILURE_MESSAGE: &str =
+    "The field `payload` must be: the key material encrypted with the import token's public key";
+
+/// A bounded queue of ready RSA-4096 keypairs. Memory: about 3 KiB per keypair; CPU: about one
+/// second of one core per keypair, spent on blocking threads in the background.
+pub struct KeypairPool {
+    target: usize,
+    ready: Mutex<VecDeque<ImportKeyPair>>,
+    wake: Arc<Notify>,
+}
+
+impl KeypairPool {
+    /// Creates the pool and, if `target > 0`, a background task that keeps it full.
+    pub fn start(target: usize) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            target,
+            ready: Mutex::new(VecDeque::with_capacity(target)),
+            wake: Arc::new(Notify::new()),
+        });
+        if target > 0 {
+            let weak = Arc::downgrade(&pool);
+            tokio::spawn(async move {
+                loop {
+                    let Some(p) = weak.upgrade() else { return };
+                    if p.depth() < p.target {
+                        drop(p);
+                        match tokio::task::spawn_blocking(ImportKeyPair::generate).await {
+                            Ok(Ok(kp)) => {
+                                let Some(p) = weak.upgrade() else { return };
+                                p.ready.lock().push_back(kp);
+                            }
+                            _ => {
+                                tracing::error!("import-token keypair generation failed");
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                        }
+                    } else {
+                        let wake = p.wake.clone();
+                        drop(p);
+                        wake.notified().await;
+                    }
+                }
+            });
+        }
+        pool
+    }
+
+    pub fn depth(&self) -> usize {
+        self.ready.lock().len()
+    }
+
+    /// A ready keypair, or a freshly generated one when the pool is empty.
+    pub async fn take(&self) -> ServiceResult<ImportKeyPair> {
+        let popped = self.ready.lock().pop_front();
+        self.wake.notify_one();
+        match popped {
+            Some(kp) => Ok(kp),
+            None => tokio::task::spawn_blocking(ImportKeyPair::generate)
+                .await
+                .map_err(ServiceError::internal)?
+                .map_err(ServiceError::from),
+        }
+    }
+}
+
+/// Opened token private keys by instance, tagged with the token id they belong to.
+#[derive(Default)]
+pub struct TokenKeyCache {
+    map: Mutex<HashMap<InstanceId, (TokenId, Arc<ImportKeyPair>)>>,
+}
+
+/// Token metadata as the API shows it.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub expiration_secs: i64,
+    pub max_retrievals: i64,
+    pub remaining: i64,
+    /// Only on GET: base64 of the PEM public key, and base64 of the nonce.
+    pub payload: Option<String>,
+    pub nonce: Option<String>,
+}
+
+impl TokenInfo {
+    fn from_row(row: &TokenRow, with_secret_parts: bool) -> Self {
+        Self {
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            expiration_secs: row.expiration_secs,
+            max_retrievals: row.max_retrievals,
+            remaining: row.remaining,
+            payload: with_secret_parts.then(|| B64.encode(row.public_pem.as_bytes())),
+            nonce: with_secret_parts.then(|| B64.encode(&row.nonce)),
+        }
+    }
+}
+
+/// The fields of a secure import (create or rotate), already base64-decoded where that cannot
+/// leak anything (the payload is decoded in [`KeyService::verify_secure`], so that its decode
+/// failure is the uniform OAEP failure).
+#[derive(Debug)]
+pub struct SecureImport {
+    pub payload_b64: String,
+    pub encrypted_nonce: Vec<u8>,
+    pub iv: Vec<u8>,
+    pub hash: OaepHash,
+}
+
+fn token_ctx(instance: &str, token: &str) -> (String, String) {
+    (instance.to_string(), token.to_string())
+}
+
+impl KeyService {
+    /// `POST /import_token`: validates, then creates or replaces the instance's token.
+    pub async fn create_import_token(
+        &self,
+        caller: &Caller,
+        expiration: Option<i64>,
+        max_retrievals: Option<i64>,
+    ) -> ServiceResult<TokenInfo> {
+        caller.require(Action::CreateImportToken)?;
+        let expiration = expiration.unwrap_or(DEFAULT_EXPIRATION);
+        if !(MIN_EXPIRATION..=MAX_EXPIRATION).contains(&expiration) {
+            return Err(ServiceError::field(
+                "expiration",
+                format!("The field `expiration` must be: an integer between {MIN_EXPIRATION} and {MAX_EXPIRATION} (inclusive)"),
+            ));
+        }
+        let max = max_retrievals.unwrap_or(DEFAULT_RETRIEVALS);
+        if !(MIN_RETRIEVALS..=MAX_RETRIEVALS).contains(&max) {
+            return Err(ServiceError::field(
+                "maxAllowedRetrievals",
+                format!("The field `maxAllowedRetrievals` must be: an integer between {MIN_RETRIEVALS} and {MAX_RETRIEVALS} (inclusive)"),
+            ));
+        }
+        let keypair = self.pool.take().await?;
+        let token_id = TokenId::new();
+        let (inst, tok) = token_ctx(&caller.instance.to_string(), &token_id.to_string());
+        let sealed = self.master.seal(
+            &SealContext {
+                kind: "import-token",
+                instance: &inst,
+                object: &tok,
+                version: "",
+            },
+            keypair.pkcs8()?.expose(),
+        )?;
+        let now = self.now();
+        let row = TokenRow {
+            instance_id: caller.instance,
+            token_id,
+            created_at: now,
+            expires_at: now + expiration,
+            expiration_secs: expiration,
+            max_retrievals: max,
+            remaining: max,
+            nonce: random_bytes(12)?,
+            public_pem: keypair.public_pem().to_string(),
+            sealed_private: sealed,
+            master_key_id: self.master.key_id().to_string(),
+        };
+        self.store.put_token(&row).await?;
+        self.token_keys
+            .map
+            .lock()
+            .insert(caller.instance, (token_id, Arc::new(keypair)));
+        Ok(TokenInfo::from_row(&row, false))
+    }
+
+    /// `GET /import_token`: one retrieval, counted exactly.
+    pub async fn get_import_token(&self, caller: &Caller) -> ServiceResult<TokenInfo> {
+        caller.require(Action::GetImportToken)?;
+        let now = self.now();
+        if let Some(row) = self.store.take_token_retrieval(caller.instance, now).await? {
+            return Ok(TokenInfo::from_row(&row, true));
+        }
+        match self.store.get_token(caller.instance).await? {
+            None => Err(token_not_found()),
+            Some(t) if t.expires_at <= now => Err(token_expired("retrieved")),
+            Some(_) => Err(ServiceError::new(
+                ErrorCode::ImportTokenRetrievalsExhausted,
+                "The import token has reached its maximum number of retrievals",
+            )),
+        }
+    }
+
+    /// Verifies a secure import against the instance's current token; returns the material and
+    /// the guard the key write must carry.
+    pub(crate) async fn verify_secure(
+        &self,
+        instance: InstanceId,
+        req: SecureImport,
+    ) -> ServiceResult<(SecretBytes, TokenGuard)> {
+        let now = self.now();
+        let token = self
+            .store
+            .get_token(instance)
+            .await?
+            .ok_or_else(token_not_found)?;
+        if token.expires_at <= now {
+            return Err(token_expired("used"));
+        }
+        let keypair = self.token_keypair(&token)?;
+        let nonce = token.nonce.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            // A payload that is not base64 fails like any other OAEP failure.
+            let ct = B64.decode(req.payload_b64.as_bytes()).unwrap_or_default();
+            verify_secure_import(
+                &keypair,
+                req.hash,
+                &ct,
+                &req.encrypted_nonce,
+                &req.iv,
+                &nonce,
+            )
+        })
+        .await
+        .map_err(ServiceError::internal)?;
+        match result {
+            Ok(material) => Ok((
+                material,
+                TokenGuard {
+                    token_id: token.token_id,
+                    now,
+                },
+            )),
+            Err(ImportError::Oaep) => Err(oaep_failure()),
+            Err(ImportError::NonceIv) => Err(ServiceError::new(
+                ErrorCode::IncorrectNonceIv,
+                "The encrypted nonce could not be decrypted with the key material and iv",
+            )
+            .with_target("field", "encryptedNonce")),
+            Err(ImportError::NonceMismatch) => Err(incorrect_nonce()),
+        }
+    }
+
+    /// The error for a guarded write that lost its token (replaced or expired meanwhile).
+    pub(crate) async fn token_lost(&self, instance: InstanceId) -> ServiceError {
+        match self.store.get_token(instance).await {
+            Ok(None) => token_not_found(),
+            Ok(Some(t)) if t.expires_at <= self.now() => token_expired("used"),
+            Ok(Some(_)) => incorrect_nonce(),
+            Err(e) => e.into(),
+        }
+    }
+
+    fn token_keypair(&self, token: &TokenRow) -> ServiceResult<Arc<ImportKeyPair>> {
+        if let Some((id, kp)) = self.token_keys.map.lock().get(&token.instance_id) {
+            if *id == token.token_id {
+                return Ok(kp.clone());
+            }
+        }
+        let (inst, tok) = token_ctx(&token.instance_id.to_string(), &token.token_id.to_string());
+        let der = self.master.open(
+            &SealContext {
+                kind: "import-token",
+                instance: &inst,
+                object: &tok,
+                version: "",
+            },
+            &token.sealed_private,
+        )?;
+        let kp = Arc::new(ImportKeyPair::from_pkcs8(&der)?);
+        self.token_keys
+            .map
+            .lock()
+            .insert(token.instance_id, (token.token_id, kp.clone()));
+        Ok(kp)
+    }
+}
+
+pub(crate) fn oaep_failure() -> ServiceError {
+    ServiceError::field("payload", OAEP_FAILURE_MESSAGE)
+}
+
+fn incorrect_nonce() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::IncorrectNonce,
+        "The nonce does not match the nonce of the current import token",
+    )
+    .with_target("field", "encryptedNonce")
+}
+
+fn token_not_found() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::ImportTokenNotFound,
+        "No import token exists for this instance",
+    )
+}
+
+fn token_expired(verb: &str) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::ImportTokenExpired,
+        format!("The import token has expired and cannot be {verb}"),
+    )
+}
