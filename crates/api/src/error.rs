@@ -32,15 +32,27 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         BadBody | CollectionTotalMismatch | NoBody | InvalidField | InvalidQueryParam
         | InstanceIdRequired | InvalidInstanceId | KeyRootRequired | KeyPayloadRequired
-        | IncorrectNonce | IncorrectNonceIv => StatusCode::BAD_REQUEST,
+        | IncorrectNonce | IncorrectNonceIv | BodyQueryParamMismatch | NumCollectionResource
+        | KeyExpired | KeyRestoreExpired | KeySearchTooBroad | AliasLimit | KeyRingLimit => {
+            StatusCode::BAD_REQUEST
+        }
         Unauthorized => StatusCode::UNAUTHORIZED,
         Forbidden => StatusCode::FORBIDDEN,
-        KeyNotFound | ImportTokenNotFound | NotFound => StatusCode::NOT_FOUND,
+        KeyNotFound | ImportTokenNotFound | NotFound | KeyRingNotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         KeyActionInvalidState
         | ImportTokenExpired
         | ImportTokenRetrievalsExhausted
-        | KeyRotationNotPermitted => StatusCode::CONFLICT,
+        | KeyRotationNotPermitted
+        | ReqTooEarly
+        | ProtectedResource
+        | PrevKeyDeletion
+        | AuthorizationsNotMet
+        | NotDualAuth
+        | KeyCreateImportAccess
+        | KeyRingConflict
+        | KeyRingNotEmpty
+        | AliasConflict => StatusCode::CONFLICT,
         KeyDeleted => StatusCode::GONE,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -29,9 +29,13 @@ impl FromRequestParts<AppState> for Auth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers).ok_or_else(|| auth_err(ServiceError::unauthorized()))?;
         let instance = instance_header(&parts.headers)?;
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
         let caller = state
             .svc
-            .authenticate(token, instance)
+            .authenticate(token, instance, ip)
             .await
             .map_err(auth_err)?;
         Ok(Auth(caller))

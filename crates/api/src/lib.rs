@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use keyward_service::{ErrorCode, KeyService, ServiceError};
 use serde_json::json;
@@ -53,13 +53,47 @@ pub fn app(state: AppState) -> Router {
                 .post(routes::keys::create)
                 .head(routes::keys::head),
         )
+        .route("/api/v2/keys/{id}/metadata", get(routes::keys::metadata))
         .route(
             "/api/v2/keys/{id}",
             get(routes::keys::get)
                 .delete(routes::keys::delete)
-                .post(routes::actions::legacy_action),
+                .post(routes::actions::legacy_action)
+                .patch(routes::lifecycle::patch),
         )
-        .route("/api/v2/keys/{id}/metadata", get(routes::keys::metadata))
+        .route("/api/v2/keys/{id}/versions", get(routes::lifecycle::versions))
+        .route("/api/v2/keys/{id}/restore", post(routes::lifecycle::restore))
+        .route("/api/v2/keys/{id}/purge", delete(routes::lifecycle::purge))
+        .route(
+            "/api/v2/keys/{id}/policies",
+            get(routes::lifecycle::get_key_policies).put(routes::lifecycle::put_key_policies),
+        )
+        .route(
+            "/api/v2/keys/{id}/aliases/{alias}",
+            post(routes::lifecycle::create_alias).delete(routes::lifecycle::delete_alias),
+        )
+        .route(
+            "/api/v2/keys/{id}/registrations",
+            get(routes::lifecycle::key_registrations),
+        )
+        .route(
+            "/api/v2/keys/registrations",
+            get(routes::lifecycle::all_registrations),
+        )
+        .route(
+            "/api/v2/keys_with_policy_overrides",
+            post(routes::keys::create_with_overrides),
+        )
+        .route(
+            "/api/v2/instance/policies",
+            get(routes::lifecycle::get_instance_policies)
+                .put(routes::lifecycle::put_instance_policies),
+        )
+        .route("/api/v2/key_rings", get(routes::lifecycle::list_key_rings))
+        .route(
+            "/api/v2/key_rings/{id}",
+            post(routes::lifecycle::create_key_ring).delete(routes::lifecycle::delete_key_ring),
+        )
         .route(
             "/api/v2/keys/{id}/actions/{action}",
             post(routes::actions::action),

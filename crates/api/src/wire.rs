@@ -54,7 +54,29 @@ pub fn key_json(info: &KeyInfo) -> Value {
         "algorithmMetadata".into(),
         json!({"bitLength": info.bits.to_string(), "mode": "Deprecated"}),
     );
-    m.insert("dualAuthDelete".into(), json!({"enabled": false}));
+    let dual = r
+        .attrs
+        .pointer("/dualAuthDelete/enabled")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut d = json!({"enabled": dual});
+    if dual {
+        let auth = r.attrs.get("deletionAuth");
+        d["keySetForDeletion"] = json!(auth.is_some());
+        if let Some(exp) = auth.and_then(|a| a.get("expires")).and_then(Value::as_i64) {
+            d["authExpiration"] = json!(format_time(exp));
+        }
+    }
+    m.insert("dualAuthDelete".into(), d);
+    if let Some(rot) = r.attrs.get("rotation") {
+        m.insert(
+            "rotation".into(),
+            json!({"enabled": rot.get("enabled"), "interval_month": rot.get("interval_month")}),
+        );
+    }
+    if !info.aliases.is_empty() {
+        m.insert("aliases".into(), json!(info.aliases));
+    }
     m.insert("deleted".into(), json!(r.state == KeyState::Destroyed));
     if let Some(t) = r.deletion_date {
         m.insert("deletionDate".into(), json!(format_time(t)));
@@ -62,6 +84,8 @@ pub fn key_json(info: &KeyInfo) -> Value {
             m.insert("deletedBy".into(), json!(by));
         }
         m.insert("restoreExpirationDate".into(), json!(format_time(t + 30 * 86_400)));
+        m.insert("restoreAllowed".into(), json!(true));
+        m.insert("purgeAllowed".into(), json!(true));
         m.insert("purgeAllowedFrom".into(), json!(format_time(t + 4 * 3_600)));
         m.insert("purgeScheduledOn".into(), json!(format_time(t + 90 * 86_400)));
     }

@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "KEYWARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Seconds between scheduler passes (policy rotations, 90-day purge); 0 disables [default: 60]
+    #[arg(long, env = "KEYWARD_SCHEDULER_INTERVAL")]
+    pub scheduler_interval: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -47,6 +50,7 @@ struct FileConfig {
     insecure_http: Option<bool>,
     token_pool_size: Option<usize>,
     log_format: Option<String>,
+    scheduler_interval: Option<u64>,
 }
 
 /// Validated settings.
@@ -59,6 +63,7 @@ pub struct Settings {
     pub insecure_http: bool,
     pub token_pool_size: usize,
     pub log_json: bool,
+    pub scheduler_interval_secs: u64,
 }
 
 pub fn sqlite_url(path: &Path) -> DatabaseUrl {
@@ -117,6 +122,7 @@ impl ServeArgs {
             insecure_http,
             token_pool_size: self.token_pool_size.or(file.token_pool_size).unwrap_or(4),
             log_json: log_format == "json",
+            scheduler_interval_secs: self.scheduler_interval.or(file.scheduler_interval).unwrap_or(60),
         })
     }
 }

@@ -25,6 +25,9 @@ pub struct Server {
     /// Set when the master key could not be loaded: the server answers 503 and says why.
     pub sealed: Option<String>,
     pub store: Arc<dyn Store>,
+    /// The service (absent when sealed): tests drive the scheduler through it.
+    pub svc: Option<Arc<KeyService>>,
+    scheduler_interval: std::time::Duration,
 }
 
 /// Opens everything and binds the listener. Prints the first-start banner to stdout.
@@ -51,16 +54,17 @@ pub async fn start_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> any
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
 
-    let (router, sealed) = match open_service(settings, store.clone(), clock.clone()).await {
+    let (router, sealed, svc) = match open_service(settings, store.clone(), clock.clone()).await {
         Ok(svc) => {
             if let Some(created) = bootstrap(&*store, clock.now_unix()).await? {
                 print_banner(&created, addr);
             }
-            (app(AppState { svc: Arc::new(svc) }), None)
+            let svc = Arc::new(svc);
+            (app(AppState { svc: svc.clone() }), None, Some(svc))
         }
         Err(reason) => {
             tracing::error!(%reason, "keyward is SEALED: key operations answer 503");
-            (sealed_app(reason.clone()), Some(reason))
+            (sealed_app(reason.clone()), Some(reason), None)
         }
     };
     Ok(Server {
@@ -69,6 +73,8 @@ pub async fn start_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> any
         router,
         sealed,
         store,
+        svc,
+        scheduler_interval: std::time::Duration::from_secs(settings.scheduler_interval_secs),
     })
 }
 
@@ -130,8 +136,26 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "keyward listening on http://{}", self.addr);
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        if let (Some(svc), false) = (self.svc.clone(), self.scheduler_interval.is_zero()) {
+            let every = self.scheduler_interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    match svc.run_scheduled_jobs().await {
+                        Ok((0, 0)) => {}
+                        Ok((rotated, purged)) => tracing::info!(rotated, purged, "scheduler pass"),
+                        Err(e) => tracing::warn!(code = e.code.as_str(), "scheduler pass failed"),
+                    }
+                }
+            });
+        }
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
             .await?;
         tracing::info!("keyward stopped");
         Ok(())

@@ -32,6 +32,9 @@ pub struct CreateKeyRequest {
     pub encryption_algorithm: Option<String>,
     pub expiration_date: Option<String>,
     pub key_ring_id: Option<String>,
+    /// `keys_with_policy_overrides`: rotation (enabled, interval months) and dual-auth.
+    pub rotation_override: Option<(bool, Option<i64>)>,
+    pub dual_auth_override: Option<bool>,
 }
 
 /// `POST /keys/{id}/actions/rotate`.
@@ -54,6 +57,8 @@ pub struct KeyInfo {
     pub bits: i64,
     /// Material of a standard key, only where the API returns it.
     pub payload: Option<SecretBytes>,
+    /// Aliases (filled on single-key responses).
+    pub aliases: Vec<String>,
 }
 
 pub(crate) fn version_ctx<'a>(instance: &'a str, key: &'a str, version: &'a str) -> SealContext<'a> {
@@ -168,7 +173,8 @@ fn plain_root_material(payload: &str) -> ServiceResult<SecretBytes> {
 }
 
 impl KeyService {
-    pub(crate) fn crn(&self, instance: InstanceId, key: KeyId) -> String {
+    /// The CRN of a key.
+    pub fn crn(&self, instance: InstanceId, key: KeyId) -> String {
         format!(
             "crn:v1:keyward:private:kms:{}:a/{}:{}:key:{}",
             self.cfg.region, self.cfg.account, instance, key
@@ -223,29 +229,27 @@ impl KeyService {
             bits: row.attrs.get("bits").and_then(|b| b.as_i64()).unwrap_or(256),
             version_created_at,
             payload: None,
+            aliases: Vec::new(),
             row,
         }
     }
 
-    /// Turns a path `{id}` into a key id. Aliases arrive with the lifecycle work; until then a
-    /// well-formed alias simply finds no key.
-    pub fn resolve_key_id(&self, id: &str) -> ServiceResult<KeyId> {
+    /// Turns a path `{id}` (a UUID or an alias of the caller's instance) into a key id.
+    pub async fn resolve_key(&self, caller: &Caller, id: &str) -> ServiceResult<KeyId> {
         if let Ok(k) = KeyId::parse(id) {
             return Ok(k);
         }
-        let alias_like = (2..=90).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if alias_like {
-            Err(ServiceError::key_not_found())
-        } else {
-            Err(ServiceError::new(
+        if !crate::rings::alias_syntax_ok(id) {
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "The key identifier must be: a UUID or an alias",
             )
-            .with_target("path_param", "id"))
+            .with_target("path_param", "id"));
         }
+        self.store
+            .resolve_alias(caller.instance, id)
+            .await?
+            .ok_or_else(ServiceError::key_not_found)
     }
 
     /// `POST /keys`.
@@ -302,6 +306,34 @@ impl KeyService {
             check_text("keyRingID", &key_ring_id, 2, 100)?;
         }
 
+        if key_ring_id != "default"
+            && !self
+                .store
+                .list_key_rings(caller.instance)
+                .await?
+                .iter()
+                .any(|r| r.id == key_ring_id)
+        {
+            return Err(ServiceError::new(
+                ErrorCode::KeyRingNotFound,
+                format!("The key ring `{key_ring_id}` does not exist"),
+            ));
+        }
+        let access = self.import_access(caller.instance).await?;
+        let secure_form = req.encrypted_nonce.is_some() || req.iv.is_some();
+        let allowed = match (&req.payload, extractable) {
+            (None, false) => access.create_root_key,
+            (None, true) => access.create_standard_key,
+            (Some(_), false) => access.import_root_key && (secure_form || !access.enforce_token),
+            (Some(_), true) => access.import_standard_key && !access.enforce_token,
+        };
+        if !allowed {
+            return Err(ServiceError::new(
+                ErrorCode::KeyCreateImportAccess,
+                "The instance's keyCreateImportAccess policy does not allow this key to be created or imported",
+            ));
+        }
+
         // The material, by variant. Validation first; the token check and the crypto last.
         let mut guard: Option<TokenGuard> = None;
         let (material, imported) = match &req.payload {
@@ -351,7 +383,7 @@ impl KeyService {
         let id = KeyId::new();
         let version_id = VersionId::new();
         let version = self.seal_version(caller.instance, id, version_id, 1, &material)?;
-        let row = KeyRow {
+        let mut row = KeyRow {
             id,
             instance_id: caller.instance,
             name: name.to_string(),
@@ -372,7 +404,23 @@ impl KeyService {
             current_version: version_id,
             attrs: serde_json::json!({ "bits": material.len() * 8 }),
             row_version: 1,
+            next_rotation_at: None,
         };
+        // Instance defaults first, then the request's overrides.
+        let defaults = self.instance_key_defaults(caller.instance).await?;
+        let auto_rotation = defaults
+            .rotation
+            .filter(|_| !row.extractable && !row.imported)
+            .map(|m| (true, Some(m)));
+        let dual_default = defaults.dual_auth.then_some(true);
+        crate::lifecycle::apply_key_policies(&mut row, auto_rotation, dual_default, &caller.iam_id, now)?;
+        crate::lifecycle::apply_key_policies(
+            &mut row,
+            req.rotation_override,
+            req.dual_auth_override,
+            &caller.iam_id,
+            now,
+        )?;
         match self.store.insert_key(&row, &version, guard).await {
             Ok(()) => {}
             Err(StoreError::Conflict("import token")) => {
@@ -444,41 +492,6 @@ impl KeyService {
         Ok(self.store.count_keys(caller.instance, q).await?)
     }
 
-    /// `DELETE /keys/{id}`: to state 5 (Destroyed). The sealed material stays until purge so
-    /// the key can be restored.
-    pub async fn delete_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
-        caller.require(Action::DeleteKey)?;
-        for _ in 0..3 {
-            let mut row = self.row_for(caller, id).await?;
-            if row.state == KeyState::Destroyed {
-                return Err(ServiceError::new(
-                    ErrorCode::KeyDeleted,
-                    "The key has already been deleted",
-                ));
-            }
-            let now = self.now();
-            row.state = KeyState::Destroyed;
-            row.deletion_date = Some(now);
-            row.deleted_by = Some(caller.iam_id.clone());
-            row.state_changed_at = now;
-            row.updated_at = now;
-            match self.store.update_key(&row).await {
-                Ok(()) => {
-                    self.keys.invalidate(caller.instance, id);
-                    row.row_version += 1;
-                    let versions = self.store.versions(caller.instance, id).await?;
-                    return Ok(self.info(row, &versions));
-                }
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::new(
-            ErrorCode::KeyActionInvalidState,
-            "The key is being changed by another request; retry",
-        ))
-    }
-
     /// `POST /keys/{id}/actions/rotate`.
     pub async fn rotate_key(
         &self,
@@ -486,8 +499,23 @@ impl KeyService {
         id: KeyId,
         req: RotateRequest,
     ) -> ServiceResult<()> {
+        self.rotate_key_as(caller, id, req, None).await
+    }
+
+    /// Rotation; with `expected_row_version`, only if the key is still at that version (the
+    /// scheduler's guard against rotating a key twice).
+    pub(crate) async fn rotate_key_as(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        req: RotateRequest,
+        expected_row_version: Option<i64>,
+    ) -> ServiceResult<()> {
         caller.require(Action::Rotate)?;
         let row = self.row_for(caller, id).await?;
+        if expected_row_version.is_some_and(|v| v != row.row_version) {
+            return Err(ServiceError::invalid_state("The key changed since it was found due"));
+        }
         if row.extractable {
             return Err(ServiceError::new(
                 ErrorCode::KeyRootRequired,
@@ -522,7 +550,15 @@ impl KeyService {
                     guard = Some(g);
                     m
                 }
-                None => plain_root_material(payload)?,
+                None => {
+                    if self.import_access(caller.instance).await?.enforce_token {
+                        return Err(ServiceError::new(
+                            ErrorCode::KeyCreateImportAccess,
+                            "The instance policy requires an import token to import key material",
+                        ));
+                    }
+                    plain_root_material(payload)?
+                }
             }
         } else {
             if req.payload.is_some() {
@@ -542,6 +578,7 @@ impl KeyService {
         next.current_version = version_id;
         next.last_rotate_date = Some(now);
         next.updated_at = now;
+        next.next_rotation_at = crate::lifecycle::next_rotation(&next);
         if let Some(obj) = next.attrs.as_object_mut() {
             obj.insert("bits".into(), serde_json::json!(material.len() * 8));
         }

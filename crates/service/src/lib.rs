@@ -28,6 +28,10 @@ pub mod cache;
 pub mod envelope;
 mod error;
 pub mod keys;
+pub mod lifecycle;
+pub mod listing;
+pub mod policies;
+pub mod rings;
 pub mod tokens;
 
 pub use error::{ErrorCode, ServiceError, ServiceResult, Target};
@@ -92,6 +96,7 @@ pub struct KeyService {
     pub(crate) keys: cache::KeyCache,
     pub(crate) roles: cache::RoleCache,
     pub(crate) token_keys: tokens::TokenKeyCache,
+    pub(crate) policies: policies::PolicyCache,
     pub(crate) cfg: ServiceConfig,
 }
 
@@ -121,6 +126,7 @@ impl KeyService {
             keys: cache::KeyCache::new(cfg.key_cache_ttl),
             roles: cache::RoleCache::new(cfg.role_cache_ttl),
             token_keys: tokens::TokenKeyCache::default(),
+            policies: policies::PolicyCache::new(cfg.role_cache_ttl),
             tokens: TokenAuthority::new(signing),
             pool,
             store,
@@ -157,7 +163,12 @@ impl KeyService {
     }
 
     /// Verifies a bearer token and loads the caller's roles in `instance`.
-    pub async fn authenticate(&self, bearer: &str, instance: InstanceId) -> ServiceResult<Caller> {
+    pub async fn authenticate(
+        &self,
+        bearer: &str,
+        instance: InstanceId,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> ServiceResult<Caller> {
         let claims = self
             .tokens
             .verify(bearer, self.clock.now_unix())
@@ -170,6 +181,12 @@ impl KeyService {
                 r
             }
         };
+        if !roles.is_empty() && !self.ip_allowed(instance, client_ip).await? {
+            return Err(ServiceError::new(
+                ErrorCode::Unauthorized,
+                "The instance's allowedIP policy does not allow requests from this address",
+            ));
+        }
         Ok(Caller {
             iam_id: claims.iam_id,
             instance,

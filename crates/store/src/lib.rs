@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 mod sql;
+mod sql_lifecycle;
 pub mod testsuite;
 
 pub use sql::{DatabaseUrl, SqlStore};
@@ -99,6 +100,8 @@ pub struct KeyRow {
     pub attrs: serde_json::Value,
     /// Optimistic-concurrency counter: every update is conditional on it and increments it.
     pub row_version: i64,
+    /// When the rotation policy next makes this key due (None: no policy).
+    pub next_rotation_at: Option<i64>,
 }
 
 /// One version of a key's material, sealed under the master key.
@@ -150,6 +153,48 @@ impl fmt::Debug for TokenRow {
             .field("remaining", &self.remaining)
             .finish_non_exhaustive()
     }
+}
+
+/// An alias of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRow {
+    pub instance_id: InstanceId,
+    pub alias: String,
+    pub key_id: KeyId,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRingRow {
+    pub instance_id: InstanceId,
+    pub id: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// One instance policy (`policy_type` → its JSON `policy_data`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRow {
+    pub instance_id: InstanceId,
+    pub policy_type: String,
+    pub data: serde_json::Value,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// A registration: a cloud resource protected by a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRow {
+    pub instance_id: InstanceId,
+    pub key_id: KeyId,
+    pub resource_crn: String,
+    pub prevent_key_deletion: bool,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
 }
 
 /// Sort fields of `GET /keys`.
@@ -266,6 +311,40 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> StoreResult<()>;
     /// All versions of a key, newest first.
     async fn versions(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<VersionRow>>;
+
+    /// Removes a key for good (versions, aliases, registrations, the row), if its
+    /// `row_version` is still `key.row_version`.
+    async fn purge_key(&self, key: &KeyRow) -> StoreResult<()>;
+    /// Keys (any instance) whose rotation policy is due at `now`, active or deactivated.
+    async fn due_rotations(&self, now: i64, limit: i64) -> StoreResult<Vec<KeyRow>>;
+    /// Destroyed keys (any instance) deleted before `deleted_before`.
+    async fn due_purges(&self, deleted_before: i64, limit: i64) -> StoreResult<Vec<KeyRow>>;
+
+    /// `Conflict` if the alias is taken in the instance.
+    async fn create_alias(&self, row: &AliasRow) -> StoreResult<()>;
+    /// `NotFound` unless `alias` names `key`.
+    async fn delete_alias(&self, instance: InstanceId, alias: &str, key: KeyId) -> StoreResult<()>;
+    async fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>>;
+    async fn resolve_alias(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>>;
+
+    /// `Conflict` if it exists.
+    async fn create_key_ring(&self, row: &KeyRingRow) -> StoreResult<()>;
+    async fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>>;
+    /// `NotFound`; `Conflict("key ring has keys")` while it holds keys not destroyed, or any
+    /// key without `force` (with `force`, destroyed keys move to `default`).
+    async fn delete_key_ring(&self, instance: InstanceId, id: &str, force: bool) -> StoreResult<()>;
+
+    /// Creates or replaces one instance policy (keeping its creation stamp).
+    async fn put_instance_policy(&self, row: &PolicyRow) -> StoreResult<()>;
+    async fn instance_policies(&self, instance: InstanceId) -> StoreResult<Vec<PolicyRow>>;
+
+    async fn add_registration(&self, row: &RegistrationRow) -> StoreResult<()>;
+    /// Registrations of the instance, or of one key.
+    async fn registrations(
+        &self,
+        instance: InstanceId,
+        key: Option<KeyId>,
+    ) -> StoreResult<Vec<RegistrationRow>>;
 
     /// Creates or atomically replaces the instance's import token.
     async fn put_token(&self, row: &TokenRow) -> StoreResult<()>;

@@ -15,13 +15,19 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::{
-    ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRow, PrincipalRow, SortField, Store,
-    StoreError, StoreResult, TokenGuard, TokenRow, VersionRow,
+    AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow, PolicyRow,
+    PrincipalRow, RegistrationRow, SortField, Store, StoreError, StoreResult, TokenGuard,
+    TokenRow, VersionRow,
 };
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_lifecycle.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_lifecycle.sql")),
+];
 
 /// A database URL whose `Debug`/`Display` never show a password.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,8 +86,8 @@ enum Backend {
 #[derive(Clone)]
 pub struct SqlStore {
     backend: Backend,
-    read: AnyPool,
-    write: AnyPool,
+    pub(crate) read: AnyPool,
+    pub(crate) write: AnyPool,
     url: DatabaseUrl,
 }
 
@@ -94,7 +100,7 @@ impl fmt::Debug for SqlStore {
     }
 }
 
-fn classify(e: sqlx::Error) -> StoreError {
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Io(_)
@@ -240,7 +246,7 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
-fn get<'r, T>(row: &'r AnyRow, col: &str) -> StoreResult<T>
+pub(crate) fn get<'r, T>(row: &'r AnyRow, col: &str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
@@ -248,14 +254,14 @@ where
         .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
-fn uuid_col<T>(row: &AnyRow, col: &str, f: fn(&str) -> Result<T, keyward_domain::DomainError>) -> StoreResult<T> {
+pub(crate) fn uuid_col<T>(row: &AnyRow, col: &str, f: fn(&str) -> Result<T, keyward_domain::DomainError>) -> StoreResult<T> {
     let s: String = get(row, col)?;
     f(&s).map_err(|_| corrupt(col))
 }
 
-const KEY_COLS: &str = "id, instance_id, name, description, tags, state, extractable, imported, key_ring_id, expiration_date, created_at, created_by, updated_at, last_rotate_date, deletion_date, deleted_by, state_changed_at, current_version, attrs, row_version";
+pub(crate) const KEY_COLS: &str = "id, instance_id, name, description, tags, state, extractable, imported, key_ring_id, expiration_date, created_at, created_by, updated_at, last_rotate_date, deletion_date, deleted_by, state_changed_at, current_version, attrs, row_version, next_rotation_at";
 
-fn key_from_row(row: &AnyRow) -> StoreResult<KeyRow> {
+pub(crate) fn key_from_row(row: &AnyRow) -> StoreResult<KeyRow> {
     let tags: String = get(row, "tags")?;
     let attrs: String = get(row, "attrs")?;
     Ok(KeyRow {
@@ -279,6 +285,7 @@ fn key_from_row(row: &AnyRow) -> StoreResult<KeyRow> {
         current_version: uuid_col(row, "current_version", VersionId::parse)?,
         attrs: serde_json::from_str(&attrs).map_err(|_| corrupt("attrs"))?,
         row_version: get(row, "row_version")?,
+        next_rotation_at: get(row, "next_rotation_at")?,
     })
 }
 
@@ -668,7 +675,7 @@ impl Store for SqlStore {
             check_guard(&mut tx, key.instance_id, g).await?;
         }
         sqlx::query(&format!(
-            "INSERT INTO keys ({KEY_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
+            "INSERT INTO keys ({KEY_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
         ))
         .bind(key.id.to_string())
         .bind(key.instance_id.to_string())
@@ -690,6 +697,7 @@ impl Store for SqlStore {
         .bind(key.current_version.to_string())
         .bind(json_text(&key.attrs)?)
         .bind(key.row_version)
+        .bind(key.next_rotation_at)
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
@@ -785,6 +793,72 @@ impl Store for SqlStore {
         .await
         .map_err(classify)?;
         rows.iter().map(version_from_row).collect()
+    }
+
+    async fn purge_key(&self, key: &KeyRow) -> StoreResult<()> {
+        self.purge_key_impl(key).await
+    }
+
+    async fn due_rotations(&self, now: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
+        self.keys_where(
+            "next_rotation_at IS NOT NULL AND next_rotation_at <= $1 AND state IN (1, 3)",
+            now,
+            limit,
+        )
+        .await
+    }
+
+    async fn due_purges(&self, deleted_before: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
+        self.keys_where("state = 5 AND deletion_date < $1", deleted_before, limit)
+            .await
+    }
+
+    async fn create_alias(&self, row: &AliasRow) -> StoreResult<()> {
+        self.create_alias_impl(row).await
+    }
+
+    async fn delete_alias(&self, instance: InstanceId, alias: &str, key: KeyId) -> StoreResult<()> {
+        self.delete_alias_impl(instance, alias, key).await
+    }
+
+    async fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>> {
+        self.aliases_of_impl(instance, key).await
+    }
+
+    async fn resolve_alias(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>> {
+        self.resolve_alias_impl(instance, alias).await
+    }
+
+    async fn create_key_ring(&self, row: &KeyRingRow) -> StoreResult<()> {
+        self.create_key_ring_impl(row).await
+    }
+
+    async fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>> {
+        self.list_key_rings_impl(instance).await
+    }
+
+    async fn delete_key_ring(&self, instance: InstanceId, id: &str, force: bool) -> StoreResult<()> {
+        self.delete_key_ring_impl(instance, id, force).await
+    }
+
+    async fn put_instance_policy(&self, row: &PolicyRow) -> StoreResult<()> {
+        self.put_instance_policy_impl(row).await
+    }
+
+    async fn instance_policies(&self, instance: InstanceId) -> StoreResult<Vec<PolicyRow>> {
+        self.instance_policies_impl(instance).await
+    }
+
+    async fn add_registration(&self, row: &RegistrationRow) -> StoreResult<()> {
+        self.add_registration_impl(row).await
+    }
+
+    async fn registrations(
+        &self,
+        instance: InstanceId,
+        key: Option<KeyId>,
+    ) -> StoreResult<Vec<RegistrationRow>> {
+        self.registrations_impl(instance, key).await
     }
 
     async fn put_token(&self, t: &TokenRow) -> StoreResult<()> {
@@ -887,7 +961,7 @@ async fn update_key_in(tx: &mut Tx<'_>, key: &KeyRow) -> StoreResult<()> {
         "UPDATE keys SET name = $3, description = $4, tags = $5, state = $6, extractable = $7,
            imported = $8, key_ring_id = $9, expiration_date = $10, updated_at = $11,
            last_rotate_date = $12, deletion_date = $13, deleted_by = $14, state_changed_at = $15,
-           current_version = $16, attrs = $17, row_version = row_version + 1
+           current_version = $16, attrs = $17, next_rotation_at = $19, row_version = row_version + 1
          WHERE instance_id = $1 AND id = $2 AND row_version = $18",
     )
     .bind(key.instance_id.to_string())
@@ -908,6 +982,7 @@ async fn update_key_in(tx: &mut Tx<'_>, key: &KeyRow) -> StoreResult<()> {
     .bind(key.current_version.to_string())
     .bind(json_text(&key.attrs)?)
     .bind(key.row_version)
+    .bind(key.next_rotation_at)
     .execute(&mut **tx)
     .await
     .map_err(classify)?;

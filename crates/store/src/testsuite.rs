@@ -8,7 +8,7 @@ use std::sync::Arc;
 use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 use crate::{
-    ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRow, PrincipalRow, Store, StoreError,
+    AliasRow, KeyRingRow, PolicyRow, RegistrationRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRow, PrincipalRow, Store, StoreError,
     TokenGuard, TokenRow, VersionRow,
 };
 
@@ -19,6 +19,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     token_replace_and_exact_retrievals(store.clone()).await;
     token_guard_blocks_stale_imports(&*store).await;
     sealed_rows_are_counted(&*store).await;
+    lifecycle_tables(&*store).await;
 }
 
 pub fn instance(name: &str) -> InstanceRow {
@@ -54,6 +55,7 @@ pub fn key_row(instance: InstanceId, name: &str) -> (KeyRow, VersionRow) {
             current_version: v,
             attrs: serde_json::json!({}),
             row_version: 1,
+            next_rotation_at: None,
         },
         VersionRow {
             id: v,
@@ -296,4 +298,100 @@ async fn sealed_rows_are_counted(store: &dyn Store) {
         store.get_secret("signing").await.unwrap(),
         Some((vec![1, 2], "mk-test".to_string()))
     );
+}
+
+async fn lifecycle_tables(store: &dyn Store) {
+    let a = instance("lifecycle");
+    let b = instance("lifecycle-b");
+    store.create_instance(&a).await.unwrap();
+    store.create_instance(&b).await.unwrap();
+    let (mut k, v) = key_row(a.id, "k");
+    k.key_ring_id = "ring-1".into();
+    k.next_rotation_at = Some(1_700_000_500);
+    store.insert_key(&k, &v, None).await.unwrap();
+
+    // aliases: unique per instance, scoped, removable only for their key
+    let alias = |inst, name: &str| AliasRow {
+        instance_id: inst,
+        alias: name.into(),
+        key_id: k.id,
+        created_at: 1,
+        created_by: "u".into(),
+    };
+    store.create_alias(&alias(a.id, "al-1")).await.unwrap();
+    assert!(matches!(store.create_alias(&alias(a.id, "al-1")).await, Err(StoreError::Conflict(_))));
+    store.create_alias(&alias(b.id, "al-1")).await.unwrap();
+    assert_eq!(store.resolve_alias(a.id, "al-1").await.unwrap(), Some(k.id));
+    assert_eq!(store.resolve_alias(a.id, "al-2").await.unwrap(), None);
+    assert_eq!(store.aliases_of(a.id, k.id).await.unwrap().len(), 1);
+    assert!(matches!(store.delete_alias(a.id, "al-1", KeyId::new()).await, Err(StoreError::NotFound)));
+    store.delete_alias(a.id, "al-1", k.id).await.unwrap();
+    assert_eq!(store.resolve_alias(a.id, "al-1").await.unwrap(), None);
+    store.create_alias(&alias(a.id, "al-3")).await.unwrap();
+
+    // key rings: delete refused while a live key is in it
+    let ring = KeyRingRow { instance_id: a.id, id: "ring-1".into(), created_at: 1, created_by: "u".into() };
+    store.create_key_ring(&ring).await.unwrap();
+    assert!(matches!(store.create_key_ring(&ring).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.list_key_rings(a.id).await.unwrap().len(), 1);
+    assert!(store.list_key_rings(b.id).await.unwrap().is_empty());
+    assert!(matches!(store.delete_key_ring(a.id, "ring-1", true).await, Err(StoreError::Conflict(_))));
+
+    // scheduler queries
+    assert_eq!(store.due_rotations(1_700_000_499, 10).await.unwrap().len(), 0);
+    assert_eq!(store.due_rotations(1_700_000_500, 10).await.unwrap()[0].id, k.id);
+
+    // policies: upsert keeps one row per type
+    let mut p = PolicyRow {
+        instance_id: a.id,
+        policy_type: "dualAuthDelete".into(),
+        data: serde_json::json!({"enabled": true}),
+        created_at: 1,
+        created_by: "u".into(),
+        updated_at: 1,
+        updated_by: "u".into(),
+    };
+    store.put_instance_policy(&p).await.unwrap();
+    p.data = serde_json::json!({"enabled": false});
+    p.updated_at = 2;
+    p.created_at = 2;
+    store.put_instance_policy(&p).await.unwrap();
+    let got = store.instance_policies(a.id).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, serde_json::json!({"enabled": false}));
+    assert_eq!(got[0].created_at, 1, "creation stamp kept");
+    assert!(store.instance_policies(b.id).await.unwrap().is_empty());
+
+    // registrations
+    store
+        .add_registration(&RegistrationRow {
+            instance_id: a.id,
+            key_id: k.id,
+            resource_crn: "crn:v1:x".into(),
+            prevent_key_deletion: true,
+            description: None,
+            created_at: 1,
+            created_by: "svc".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.registrations(a.id, Some(k.id)).await.unwrap().len(), 1);
+    assert!(store.registrations(b.id, None).await.unwrap().is_empty());
+
+    // destroy, then the ring can go with force (the key moves to default), then purge
+    let mut del = store.get_key(a.id, k.id).await.unwrap().unwrap();
+    del.state = KeyState::Destroyed;
+    del.deletion_date = Some(1_700_000_000);
+    store.update_key(&del).await.unwrap();
+    assert!(matches!(store.delete_key_ring(a.id, "ring-1", false).await, Err(StoreError::Conflict(_))));
+    store.delete_key_ring(a.id, "ring-1", true).await.unwrap();
+    let moved = store.get_key(a.id, k.id).await.unwrap().unwrap();
+    assert_eq!(moved.key_ring_id, "default");
+    assert_eq!(store.due_purges(1_700_000_001, 10).await.unwrap().len(), 1);
+    assert!(matches!(store.purge_key(&del).await, Err(StoreError::Conflict(_))), "stale row_version");
+    store.purge_key(&moved).await.unwrap();
+    assert_eq!(store.get_key(a.id, k.id).await.unwrap(), None);
+    assert!(store.versions(a.id, k.id).await.unwrap().is_empty());
+    assert_eq!(store.resolve_alias(a.id, "al-3").await.unwrap(), None);
+    assert!(store.registrations(a.id, Some(k.id)).await.unwrap().is_empty());
 }

@@ -75,7 +75,7 @@ async fn dispatch(
     match action {
         "wrap" => {
             let obj = body_object(headers, body, WRAP).await?;
-            let id = st.svc.resolve_key_id(id).map_err(op(WRAP))?;
+            let id = st.svc.resolve_key(caller, id).await.map_err(op(WRAP))?;
             let plaintext = opt_str(&obj, "plaintext", "plaintext", WRAP)?;
             let r = st
                 .svc
@@ -91,7 +91,7 @@ async fn dispatch(
         "unwrap" | "rewrap" => {
             let what = if action == "unwrap" { UNWRAP } else { REWRAP };
             let obj = body_object(headers, body, what).await?;
-            let id = st.svc.resolve_key_id(id).map_err(op(what))?;
+            let id = st.svc.resolve_key(caller, id).await.map_err(op(what))?;
             let ciphertext = opt_str(&obj, "ciphertext", "ciphertext", what)?.ok_or_else(|| {
                 ApiError::new(
                     ServiceError::field("ciphertext", "The field `ciphertext` is required"),
@@ -129,7 +129,7 @@ async fn dispatch(
         }
         "rotate" => {
             let obj = body_object(headers, body, ROTATE).await?;
-            let id = st.svc.resolve_key_id(id).map_err(op(ROTATE))?;
+            let id = st.svc.resolve_key(caller, id).await.map_err(op(ROTATE))?;
             let req = RotateRequest {
                 payload: opt_str(&obj, "payload", "payload", ROTATE)?,
                 encrypted_nonce: opt_str(&obj, "encryptednonce", "encryptedNonce", ROTATE)?,
@@ -142,10 +142,35 @@ async fn dispatch(
                 .map_err(op(ROTATE))?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
+        "disable" | "enable" | "setKeyForDeletion" | "unsetKeyForDeletion" | "sync" => {
+            let what = match action {
+                "disable" => "Key could not be disabled",
+                "enable" => "Key could not be enabled",
+                "setKeyForDeletion" => "Key could not be set for deletion",
+                "unsetKeyForDeletion" => "Key could not be unset for deletion",
+                _ => "Key could not be synced",
+            };
+            // These take no body; an empty body, `null` or `{}` are all accepted.
+            let _ = body_object(headers, body, what).await?;
+            let id = st.svc.resolve_key(caller, id).await.map_err(op(what))?;
+            let r = match action {
+                "disable" => st.svc.disable_key(caller, id).await,
+                "enable" => st.svc.enable_key(caller, id).await,
+                "setKeyForDeletion" => st.svc.set_key_for_deletion(caller, id).await,
+                "unsetKeyForDeletion" => st.svc.unset_key_for_deletion(caller, id).await,
+                _ => st.svc.sync_key(caller, id).await,
+            };
+            r.map_err(op(what))?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "restore" => {
+            let _ = body_object(headers, body, super::keys::RESTORE).await?;
+            super::keys::restore_inner(st, caller, id).await
+        }
         _ => Err(ApiError::new(
             ServiceError::new(
                 ErrorCode::InvalidQueryParam,
-                "The action must be one of: wrap, unwrap, rewrap, rotate",
+                "The action must be one of: wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync, restore",
             )
             .with_target("path_param", "action"),
             ACTION,

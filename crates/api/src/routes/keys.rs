@@ -6,6 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_domain::KeyState;
 use keyward_service::keys::CreateKeyRequest;
+use keyward_service::listing::{parse_filter, ListRequest, Search};
+use keyward_store::SortField;
 use keyward_service::{ErrorCode, ServiceError};
 use keyward_store::KeyQuery;
 use serde_json::Value;
@@ -19,11 +21,87 @@ const CREATE: &str = "Key could not be created";
 const LIST: &str = "Keys could not be retrieved";
 const GET: &str = "Key could not be retrieved";
 const DELETE: &str = "Key could not be deleted";
+pub const RESTORE: &str = "Key could not be restored";
+
+fn sort_field(name: &str) -> Option<SortField> {
+    Some(match name {
+        "id" => SortField::Id,
+        "state" => SortField::State,
+        "extractable" => SortField::Extractable,
+        "imported" => SortField::Imported,
+        "creationDate" => SortField::CreationDate,
+        "lastUpdateDate" => SortField::LastUpdateDate,
+        "lastRotateDate" => SortField::LastRotateDate,
+        "deletionDate" => SortField::DeletionDate,
+        "expirationDate" => SortField::ExpirationDate,
+        _ => return None,
+    })
+}
+
+/// Parses the query of `GET/HEAD /keys` (and the `x-kms-key-ring` header).
+fn list_request(
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    what: &'static str,
+) -> Result<ListRequest, ApiError> {
+    let mut req = ListRequest {
+        query: key_query(raw, what)?,
+        ..ListRequest::default()
+    };
+    let pairs = extract::query_pairs(raw);
+    let mut plain_state_or_extractable = false;
+    for (k, v) in &pairs {
+        if v.is_empty() {
+            continue;
+        }
+        match k.as_str() {
+            "state" | "extractable" => plain_state_or_extractable = true,
+            "sort" => {
+                for f in v.split(',').filter(|f| !f.is_empty()) {
+                    let (desc, name) = match f.strip_prefix('-') {
+                        Some(n) => (true, n),
+                        None => (false, f),
+                    };
+                    let field = sort_field(name).ok_or_else(|| {
+                        ApiError::new(
+                            ServiceError::query("sort", "The query parameter `sort` must be: a comma-separated list of id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate (each optionally prefixed by -)"),
+                            what,
+                        )
+                    })?;
+                    req.query.sort.push((field, desc));
+                }
+            }
+            "search" => req.search = Some(Search::parse(v)),
+            "filter" => req.filter = parse_filter(v).map_err(op(what))?,
+            _ => {}
+        }
+    }
+    if plain_state_or_extractable
+        && req
+            .filter
+            .iter()
+            .any(|t| t.prop == "state" || t.prop == "extractable")
+    {
+        return Err(ApiError::new(
+            ServiceError::query("filter", "`state` and `extractable` cannot be used both in `filter` and as query parameters"),
+            what,
+        ));
+    }
+    req.query.key_ring_id = headers
+        .get("x-kms-key-ring")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(req)
+}
 
 /// Parses `limit`, `offset`, `state`, `extractable` of `GET/HEAD /keys`.
 fn key_query(raw: Option<&str>, what: &'static str) -> Result<KeyQuery, ApiError> {
     let mut q = KeyQuery::default();
     for (k, v) in extract::query_pairs(raw) {
+        // IBM's Python SDK sends `state=` (empty) when no state is asked for.
+        if v.is_empty() && matches!(k.as_str(), "state" | "extractable" | "sort" | "search" | "filter") {
+            continue;
+        }
         match k.as_str() {
             "limit" => {
                 q.limit = v
@@ -84,9 +162,10 @@ pub async fn list(
     State(st): State<AppState>,
     Auth(caller): Auth,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = key_query(raw.as_deref(), LIST)?;
-    let keys = st.svc.list_keys(&caller, &q).await.map_err(op(LIST))?;
+    let req = list_request(raw.as_deref(), &headers, LIST)?;
+    let keys = st.svc.list_keys_full(&caller, &req).await.map_err(op(LIST))?;
     let resources = keys.iter().map(key_json).collect();
     Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, resources)))
 }
@@ -95,9 +174,17 @@ pub async fn head(
     State(st): State<AppState>,
     Auth(caller): Auth,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = key_query(raw.as_deref(), LIST)?;
-    let n = st.svc.count_keys(&caller, &q).await.map_err(op(LIST))?;
+    let req = list_request(raw.as_deref(), &headers, LIST)?;
+    let n = if req.search.is_none() && req.filter.is_empty() {
+        st.svc.count_keys(&caller, &req.query).await.map_err(op(LIST))?
+    } else {
+        let mut all = req.clone();
+        all.query.limit = 5000;
+        all.query.offset = 0;
+        st.svc.list_keys_full(&caller, &all).await.map_err(op(LIST))?.len() as i64
+    };
     let mut resp = StatusCode::OK.into_response();
     if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
         resp.headers_mut().insert("key-total", v);
@@ -162,9 +249,64 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    create_inner(st, caller, headers, body, false).await
+}
+
+/// `POST /keys_with_policy_overrides`: a create whose resource may carry `rotation` and
+/// `dualAuthDelete` policies that override the instance's.
+pub async fn create_with_overrides(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create_inner(st, caller, headers, body, true).await
+}
+
+fn policy_obj<'a>(
+    r: &'a serde_json::Map<String, Value>,
+    key: &str,
+    wire: &str,
+) -> Result<Option<&'a serde_json::Map<String, Value>>, ApiError> {
+    match r.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err(ApiError::new(
+            ServiceError::field(wire, format!("The field `{wire}` must be: an object")),
+            CREATE,
+        )),
+    }
+}
+
+async fn create_inner(
+    st: AppState,
+    caller: keyward_service::Caller,
+    headers: HeaderMap,
+    body: Body,
+    overrides: bool,
+) -> Result<Response, ApiError> {
     let bytes = extract::read_body(&headers, body, CREATE).await?;
     let r = single_resource(extract::parse_json(&bytes, CREATE)?)?;
+    let (mut rotation_override, mut dual_auth_override) = (None, None);
+    if overrides {
+        if let Some(o) = policy_obj(&r, "rotation", "rotation")? {
+            let enabled = opt_bool(o, "enabled", "enabled", CREATE)?.unwrap_or(true);
+            let interval = extract::opt_int(o, "interval_month", "interval_month", CREATE)?;
+            if interval.is_some_and(|m| !(1..=12).contains(&m)) {
+                return Err(ApiError::new(
+                    ServiceError::field("interval_month", "The field `interval_month` must be: an integer between 1 and 12 (inclusive)"),
+                    CREATE,
+                ));
+            }
+            rotation_override = Some((enabled, interval));
+        }
+        if let Some(o) = policy_obj(&r, "dualauthdelete", "dualAuthDelete")? {
+            dual_auth_override = Some(opt_bool(o, "enabled", "enabled", CREATE)?.unwrap_or(false));
+        }
+    }
     let req = CreateKeyRequest {
+        rotation_override,
+        dual_auth_override,
         name: opt_str(&r, "name", "name", CREATE)?,
         description: opt_str(&r, "description", "description", CREATE)?,
         tags: opt_str_list(&r, "tags", "tags", CREATE)?,
@@ -191,8 +333,9 @@ pub async fn get(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = st.svc.resolve_key_id(&id).map_err(op(GET))?;
-    let info = st.svc.get_key(&caller, id).await.map_err(op(GET))?;
+    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(GET))?;
+    let mut info = st.svc.get_key(&caller, id).await.map_err(op(GET))?;
+    info.aliases = st.svc.aliases(&caller, id).await.map_err(op(GET))?;
     Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, vec![key_json(&info)])))
 }
 
@@ -201,8 +344,9 @@ pub async fn metadata(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = st.svc.resolve_key_id(&id).map_err(op(GET))?;
-    let info = st.svc.get_key_metadata(&caller, id).await.map_err(op(GET))?;
+    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(GET))?;
+    let mut info = st.svc.get_key_metadata(&caller, id).await.map_err(op(GET))?;
+    info.aliases = st.svc.aliases(&caller, id).await.map_err(op(GET))?;
     Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, vec![key_json(&info)])))
 }
 
@@ -215,18 +359,42 @@ pub fn wants_representation(headers: &HeaderMap) -> bool {
         .any(|v| v.replace(' ', "").eq_ignore_ascii_case("return=representation"))
 }
 
+/// `force=true` (anything else, or absence, is false).
+pub fn force(raw: Option<&str>) -> bool {
+    extract::query_pairs(raw)
+        .iter()
+        .any(|(k, v)| k == "force" && v == "true")
+}
+
 pub async fn delete(
     State(st): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = st.svc.resolve_key_id(&id).map_err(op(DELETE))?;
-    let mut info = st.svc.delete_key(&caller, id).await.map_err(op(DELETE))?;
+    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(DELETE))?;
+    let mut info = st
+        .svc
+        .delete_key(&caller, id, force(raw.as_deref()))
+        .await
+        .map_err(op(DELETE))?;
     info.payload = None;
     if wants_representation(&headers) {
         Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, vec![key_json(&info)])))
     } else {
         Ok(StatusCode::NO_CONTENT.into_response())
     }
+}
+
+/// Restore, shared by `POST /keys/{id}/restore` and `?action=restore`.
+pub async fn restore_inner(
+    st: &AppState,
+    caller: &keyward_service::Caller,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let id = st.svc.resolve_key(caller, id).await.map_err(op(RESTORE))?;
+    let mut info = st.svc.restore_key(caller, id).await.map_err(op(RESTORE))?;
+    info.payload = None;
+    Ok(json_response(StatusCode::CREATED, &collection(KEY_TYPE, vec![key_json(&info)])))
 }

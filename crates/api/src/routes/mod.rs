@@ -3,4 +3,5 @@
 pub mod actions;
 pub mod identity;
 pub mod keys;
+pub mod lifecycle;
 pub mod tokens;

@@ -1,0 +1,538 @@
+//! The key lifecycle: versions, disable/enable, dual-authorised deletion, delete, restore,
+//! purge, key policies, and the scheduler that rotates due keys and purges old deleted ones.
+//!
+//! Every change goes through [`KeyService::mutate_key`]: read the row, apply the rule to a
+//! copy, write it conditionally on the row version (retrying a lost race a few times), and
+//! drop this node's cached copy at once.
+
+use keyward_domain::{Action, KeyId, KeyState};
+use keyward_store::{KeyRow, StoreError};
+use serde_json::{json, Value};
+
+use crate::keys::{effective_state, KeyInfo, RotateRequest};
+use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
+
+pub const DAY: i64 = 86_400;
+/// Minimum time between a state change and enable/restore.
+pub const ACTION_COOLDOWN: i64 = 30;
+/// How long a `setKeyForDeletion` authorisation lasts.
+pub const DUAL_AUTH_WINDOW: i64 = 7 * DAY;
+/// How long a deleted key can be restored.
+pub const RESTORE_WINDOW: i64 = 30 * DAY;
+/// Earliest purge after deletion.
+pub const PURGE_DELAY: i64 = 4 * 3_600;
+/// Automatic purge after deletion.
+pub const AUTO_PURGE_AFTER: i64 = 90 * DAY;
+/// A rotation-policy month.
+pub const MONTH: i64 = 30 * DAY;
+/// Principal recorded for scheduler actions.
+pub const SCHEDULER: &str = "keyward-scheduler";
+
+/// A key version as listed.
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub id: String,
+    pub created_at: i64,
+}
+
+/// The two key policies.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPolicies {
+    pub rotation: Option<Value>,
+    pub dual_auth_delete: Option<Value>,
+}
+
+pub(crate) fn dual_auth_enabled(row: &KeyRow) -> bool {
+    row.attrs
+        .pointer("/dualAuthDelete/enabled")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+pub(crate) fn rotation_interval(row: &KeyRow) -> Option<i64> {
+    let r = row.attrs.get("rotation")?;
+    if r.get("enabled").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    r.get("interval_month").and_then(Value::as_i64)
+}
+
+/// When the key next falls due under its rotation policy.
+pub(crate) fn next_rotation(row: &KeyRow) -> Option<i64> {
+    rotation_interval(row).map(|m| row.last_rotate_date.unwrap_or(row.created_at) + m * MONTH)
+}
+
+/// The key's attribute object, made an object first if it somehow is not.
+fn attr_mut(row: &mut KeyRow) -> &mut serde_json::Map<String, Value> {
+    if !row.attrs.is_object() {
+        row.attrs = json!({});
+    }
+    match &mut row.attrs {
+        Value::Object(m) => m,
+        _ => attr_fallback(),
+    }
+}
+
+fn attr_fallback() -> &'static mut serde_json::Map<String, Value> {
+    // Unreachable (attrs was just made an object); a leaked empty map keeps this total.
+    Box::leak(Box::default())
+}
+
+fn too_early(msg: &str) -> ServiceError {
+    ServiceError::new(ErrorCode::ReqTooEarly, msg)
+}
+
+fn root_only(row: &KeyRow, what: &str) -> ServiceResult<()> {
+    if row.extractable {
+        Err(ServiceError::new(
+            ErrorCode::KeyRootRequired,
+            format!("Only root keys can be {what}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+impl KeyService {
+    /// Reads, changes with `f`, and conditionally writes a key; drops the cached copy.
+    pub(crate) async fn mutate_key<F>(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        f: F,
+    ) -> ServiceResult<KeyRow>
+    where
+        F: Fn(&mut KeyRow, i64) -> ServiceResult<()>,
+    {
+        for _ in 0..5 {
+            let mut row = self
+                .store
+                .get_key(caller.instance, id)
+                .await?
+                .ok_or_else(ServiceError::key_not_found)?;
+            let now = self.now();
+            f(&mut row, now)?;
+            row.updated_at = now;
+            match self.store.update_key(&row).await {
+                Ok(()) => {
+                    self.keys.invalidate(caller.instance, id);
+                    row.row_version += 1;
+                    return Ok(row);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::invalid_state(
+            "The key is being changed by other requests; retry",
+        ))
+    }
+
+    async fn info_of(&self, row: KeyRow) -> ServiceResult<KeyInfo> {
+        let versions = self.store.versions(row.instance_id, row.id).await?;
+        let mut info = self.info(row, &versions);
+        info.aliases = self
+            .store
+            .aliases_of(info.row.instance_id, info.row.id)
+            .await?
+            .into_iter()
+            .map(|a| a.alias)
+            .collect();
+        Ok(info)
+    }
+
+    /// `GET /keys/{id}/versions`, newest first; a key that is not active needs `allKeyStates`.
+    pub async fn versions(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        all_key_states: bool,
+        limit: usize,
+        offset: usize,
+    ) -> ServiceResult<(Vec<VersionInfo>, usize)> {
+        caller.require(Action::ListVersions)?;
+        let row = self
+            .store
+            .get_key(caller.instance, id)
+            .await?
+            .ok_or_else(ServiceError::key_not_found)?;
+        if effective_state(&row, self.now()) != KeyState::Active && !all_key_states {
+            return Err(ServiceError::invalid_state(
+                "The key is not active: set allKeyStates=true to list its versions",
+            ));
+        }
+        let versions = self.store.versions(caller.instance, id).await?;
+        let total = versions.len();
+        Ok((
+            versions
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .map(|v| VersionInfo {
+                    id: v.id.to_string(),
+                    created_at: v.created_at,
+                })
+                .collect(),
+            total,
+        ))
+    }
+
+    /// `POST /keys/{id}/actions/disable`: Active → Suspended (root keys).
+    pub async fn disable_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
+        caller.require(Action::Disable)?;
+        self.mutate_key(caller, id, |row, now| {
+            root_only(row, "disabled")?;
+            if effective_state(row, now) != KeyState::Active {
+                return Err(ServiceError::invalid_state(
+                    "Key is not in active state: Key could not be disabled",
+                ));
+            }
+            row.state = KeyState::Suspended;
+            row.state_changed_at = now;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /keys/{id}/actions/enable`: Suspended → Active, ≥ 30 s after the last change.
+    pub async fn enable_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
+        caller.require(Action::Enable)?;
+        self.mutate_key(caller, id, |row, now| {
+            root_only(row, "enabled")?;
+            if row.state != KeyState::Suspended {
+                return Err(ServiceError::invalid_state(
+                    "Key is not in suspended state: Key could not be enabled",
+                ));
+            }
+            if now - row.state_changed_at < ACTION_COOLDOWN {
+                return Err(too_early(
+                    "A key can be enabled no earlier than 30 seconds after it was disabled",
+                ));
+            }
+            row.state = KeyState::Active;
+            row.state_changed_at = now;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `setKeyForDeletion`: the first of the two authorisations of a dual-auth delete.
+    pub async fn set_key_for_deletion(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
+        caller.require(Action::SetKeyForDeletion)?;
+        let by = caller.iam_id.clone();
+        self.mutate_key(caller, id, |row, now| {
+            if !dual_auth_enabled(row) {
+                return Err(ServiceError::new(
+                    ErrorCode::NotDualAuth,
+                    "The key does not have a dual authorization policy",
+                ));
+            }
+            if row.state == KeyState::Destroyed {
+                return Err(ServiceError::invalid_state("The key has been deleted"));
+            }
+            attr_mut(row).insert(
+                "deletionAuth".into(),
+                json!({"by": by, "at": now, "expires": now + DUAL_AUTH_WINDOW}),
+            );
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `unsetKeyForDeletion`: cancels a pending authorisation.
+    pub async fn unset_key_for_deletion(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
+        caller.require(Action::UnsetKeyForDeletion)?;
+        self.mutate_key(caller, id, |row, _now| {
+            if !dual_auth_enabled(row) {
+                return Err(ServiceError::new(
+                    ErrorCode::NotDualAuth,
+                    "The key does not have a dual authorization policy",
+                ));
+            }
+            attr_mut(row).remove("deletionAuth");
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `DELETE /keys/{id}[?force=true]`: to state 5, subject to registrations and dual auth.
+    pub async fn delete_key(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        force: bool,
+    ) -> ServiceResult<KeyInfo> {
+        caller.require(Action::DeleteKey)?;
+        let regs = self.store.registrations(caller.instance, Some(id)).await?;
+        let by = caller.iam_id.clone();
+        let row = self
+            .mutate_key(caller, id, |row, now| {
+                if row.state == KeyState::Destroyed {
+                    return Err(ServiceError::new(
+                        ErrorCode::KeyDeleted,
+                        "The key has already been deleted",
+                    ));
+                }
+                if regs.iter().any(|r| r.prevent_key_deletion) {
+                    return Err(ServiceError::new(
+                        ErrorCode::PrevKeyDeletion,
+                        "The key protects a resource with a retention policy and cannot be deleted",
+                    ));
+                }
+                if !regs.is_empty() && !force {
+                    return Err(ServiceError::new(
+                        ErrorCode::ProtectedResource,
+                        "The key is protecting one or more cloud resources: set `force` to `true` to delete it",
+                    ));
+                }
+                if dual_auth_enabled(row) {
+                    let auth = row.attrs.get("deletionAuth");
+                    let ok = auth.is_some_and(|a| {
+                        a.get("by").and_then(Value::as_str) != Some(by.as_str())
+                            && a.get("expires").and_then(Value::as_i64).unwrap_or(0) > now
+                    });
+                    if !ok {
+                        return Err(ServiceError::new(
+                            ErrorCode::AuthorizationsNotMet,
+                            "1 prior authorization(s) are required: another user must set the key for deletion first",
+                        ));
+                    }
+                }
+                attr_mut(row).remove("deletionAuth");
+                row.state = KeyState::Destroyed;
+                row.deletion_date = Some(now);
+                row.deleted_by = Some(by.clone());
+                row.state_changed_at = now;
+                Ok(())
+            })
+            .await?;
+        self.info_of(row).await
+    }
+
+    /// `POST /keys/{id}/restore`: 5 → 1, between 30 s and 30 days after deletion.
+    pub async fn restore_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
+        caller.require(Action::RestoreKey)?;
+        let row = self
+            .mutate_key(caller, id, |row, now| {
+                if row.state != KeyState::Destroyed {
+                    return Err(ServiceError::invalid_state(
+                        "Key is not in destroyed state: Key could not be restored",
+                    ));
+                }
+                let deleted = row.deletion_date.unwrap_or(row.state_changed_at);
+                if now - deleted > RESTORE_WINDOW {
+                    return Err(ServiceError::new(
+                        ErrorCode::KeyRestoreExpired,
+                        "A key can be restored only within 30 days of its deletion",
+                    ));
+                }
+                if row.expiration_date.is_some_and(|e| e <= now) {
+                    return Err(ServiceError::new(
+                        ErrorCode::KeyExpired,
+                        "The key has expired and cannot be restored",
+                    ));
+                }
+                if now - row.state_changed_at < ACTION_COOLDOWN {
+                    return Err(too_early(
+                        "A key can be restored no earlier than 30 seconds after it was deleted",
+                    ));
+                }
+                row.state = KeyState::Active;
+                row.deletion_date = None;
+                row.deleted_by = None;
+                row.state_changed_at = now;
+                Ok(())
+            })
+            .await?;
+        self.info_of(row).await
+    }
+
+    /// `DELETE /keys/{id}/purge`: removes a deleted key for good, ≥ 4 h after deletion.
+    pub async fn purge_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
+        caller.require(Action::Purge)?;
+        let row = self
+            .store
+            .get_key(caller.instance, id)
+            .await?
+            .ok_or_else(ServiceError::key_not_found)?;
+        if row.state != KeyState::Destroyed {
+            return Err(ServiceError::invalid_state(
+                "Key is not in destroyed state: Key could not be purged",
+            ));
+        }
+        let deleted = row.deletion_date.unwrap_or(row.state_changed_at);
+        if self.now() - deleted < PURGE_DELAY {
+            return Err(too_early(
+                "Purge operation is allowed 4h0m0s after key is deleted",
+            ));
+        }
+        let info = self.info_of(row.clone()).await?;
+        match self.store.purge_key(&row).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(ServiceError::invalid_state(
+                    "The key changed while it was being purged; retry",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.keys.invalidate(caller.instance, id);
+        Ok(info)
+    }
+
+    /// `POST /keys/{id}/actions/sync`: Keyward has no integrated services to notify; the
+    /// call is validated and acknowledged.
+    pub async fn sync_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
+        caller.require(Action::Sync)?;
+        self.store
+            .get_key(caller.instance, id)
+            .await?
+            .ok_or_else(ServiceError::key_not_found)?;
+        Ok(())
+    }
+
+    /// `GET /keys/{id}/policies`.
+    pub async fn key_policies(&self, caller: &Caller, id: KeyId) -> ServiceResult<(KeyRow, KeyPolicies)> {
+        caller.require(Action::ReadKeyPolicies)?;
+        let row = self
+            .store
+            .get_key(caller.instance, id)
+            .await?
+            .ok_or_else(ServiceError::key_not_found)?;
+        let p = KeyPolicies {
+            rotation: row.attrs.get("rotation").cloned(),
+            dual_auth_delete: row.attrs.get("dualAuthDelete").cloned(),
+        };
+        Ok((row, p))
+    }
+
+    /// `PUT /keys/{id}/policies`: `rotation` = (enabled, interval months), `dual` = enabled.
+    pub async fn set_key_policies(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        rotation: Option<(bool, Option<i64>)>,
+        dual: Option<bool>,
+    ) -> ServiceResult<(KeyRow, KeyPolicies)> {
+        caller.require(Action::WriteKeyPolicies)?;
+        if let Some((_, Some(m))) = rotation {
+            if !(1..=12).contains(&m) {
+                return Err(ServiceError::field(
+                    "interval_month",
+                    "The field `interval_month` must be: an integer between 1 and 12 (inclusive)",
+                ));
+            }
+        }
+        let by = caller.iam_id.clone();
+        let row = self
+            .mutate_key(caller, id, |row, now| {
+                if row.state == KeyState::Destroyed {
+                    return Err(ServiceError::invalid_state("The key has been deleted"));
+                }
+                apply_key_policies(row, rotation, dual, &by, now)
+            })
+            .await?;
+        let p = KeyPolicies {
+            rotation: row.attrs.get("rotation").cloned(),
+            dual_auth_delete: row.attrs.get("dualAuthDelete").cloned(),
+        };
+        Ok((row, p))
+    }
+
+    /// One pass of the scheduler: rotates keys whose rotation policy is due and purges keys
+    /// deleted more than 90 days ago. Safe on several nodes at once: each change is
+    /// conditional on the row version, so a key is rotated or purged once, by one node.
+    /// Returns (rotated, purged).
+    pub async fn run_scheduled_jobs(&self) -> ServiceResult<(usize, usize)> {
+        let now = self.now();
+        let mut rotated = 0;
+        for row in self.store.due_rotations(now, 100).await? {
+            if row.imported || row.extractable {
+                continue;
+            }
+            let caller = Caller {
+                iam_id: SCHEDULER.into(),
+                instance: row.instance_id,
+                roles: std::sync::Arc::new([keyward_domain::Role::Manager]),
+            };
+            match self
+                .rotate_key_as(&caller, row.id, RotateRequest::default(), Some(row.row_version))
+                .await
+            {
+                Ok(()) => rotated += 1,
+                Err(e) => tracing::debug!(key = %row.id, code = e.code.as_str(), "scheduled rotation skipped"),
+            }
+        }
+        let mut purged = 0;
+        for row in self.store.due_purges(now - AUTO_PURGE_AFTER, 100).await? {
+            match self.store.purge_key(&row).await {
+                Ok(()) => {
+                    self.keys.invalidate(row.instance_id, row.id);
+                    purged += 1;
+                }
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((rotated, purged))
+    }
+}
+
+/// Applies key policy changes to a row (shared by PUT policies and create-with-overrides).
+pub(crate) fn apply_key_policies(
+    row: &mut KeyRow,
+    rotation: Option<(bool, Option<i64>)>,
+    dual: Option<bool>,
+    by: &str,
+    now: i64,
+) -> ServiceResult<()> {
+    if let Some((enabled, interval)) = rotation {
+        if row.extractable || row.imported {
+            return Err(ServiceError::field(
+                "rotation",
+                "A rotation policy can be set only on root keys that were not imported",
+            ));
+        }
+        let old = row.attrs.get("rotation").cloned();
+        let interval = interval
+            .or_else(|| old.as_ref().and_then(|o| o.get("interval_month")).and_then(Value::as_i64))
+            .unwrap_or(1);
+        let created = old
+            .as_ref()
+            .and_then(|o| o.get("creationDate").cloned())
+            .unwrap_or(json!(now));
+        let created_by = old
+            .as_ref()
+            .and_then(|o| o.get("createdBy").cloned())
+            .unwrap_or(json!(by));
+        attr_mut(row).insert(
+            "rotation".into(),
+            json!({"enabled": enabled, "interval_month": interval, "creationDate": created,
+                   "createdBy": created_by, "lastUpdateDate": now, "updatedBy": by}),
+        );
+        row.next_rotation_at = next_rotation(row);
+    }
+    if let Some(enabled) = dual {
+        if !enabled && dual_auth_enabled(row) {
+            return Err(ServiceError::field(
+                "dualAuthDelete",
+                "A dual authorization policy cannot be disabled once it is enabled",
+            ));
+        }
+        let old = row.attrs.get("dualAuthDelete").cloned();
+        let created = old
+            .as_ref()
+            .and_then(|o| o.get("creationDate").cloned())
+            .unwrap_or(json!(now));
+        attr_mut(row).insert(
+            "dualAuthDelete".into(),
+            json!({"enabled": enabled, "creationDate": created, "createdBy": by,
+                   "lastUpdateDate": now, "updatedBy": by}),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! The lifecycle half of [`SqlStore`]: purge, scheduler queries, aliases, key rings,
+//! instance policies and registrations. Same portability rules as `sql.rs`.
+
+use keyward_domain::{InstanceId, KeyId};
+use sqlx::any::AnyRow;
+
+use crate::sql::{classify, get, key_from_row, uuid_col, SqlStore, KEY_COLS};
+use crate::{
+    AliasRow, KeyRingRow, KeyRow, PolicyRow, RegistrationRow, StoreError, StoreResult,
+};
+
+fn alias_from_row(r: &AnyRow) -> StoreResult<AliasRow> {
+    Ok(AliasRow {
+        instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
+        alias: get(r, "alias")?,
+        key_id: uuid_col(r, "key_id", KeyId::parse)?,
+        created_at: get(r, "created_at")?,
+        created_by: get(r, "created_by")?,
+    })
+}
+
+fn registration_from_row(r: &AnyRow) -> StoreResult<RegistrationRow> {
+    Ok(RegistrationRow {
+        instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
+        key_id: uuid_col(r, "key_id", KeyId::parse)?,
+        resource_crn: get(r, "resource_crn")?,
+        prevent_key_deletion: get::<i64>(r, "prevent_key_deletion")? != 0,
+        description: get(r, "description")?,
+        created_at: get(r, "created_at")?,
+        created_by: get(r, "created_by")?,
+    })
+}
+
+impl SqlStore {
+    pub(crate) async fn purge_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        let (inst, id) = (key.instance_id.to_string(), key.id.to_string());
+        let r = sqlx::query("DELETE FROM keys WHERE instance_id = $1 AND id = $2 AND row_version = $3")
+            .bind(inst.as_str())
+            .bind(id.as_str())
+            .bind(key.row_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if r.rows_affected() != 1 {
+            return Err(StoreError::Conflict("key changed"));
+        }
+        for stmt in [
+            "DELETE FROM key_versions WHERE instance_id = $1 AND key_id = $2",
+            "DELETE FROM key_aliases WHERE instance_id = $1 AND key_id = $2",
+            "DELETE FROM registrations WHERE instance_id = $1 AND key_id = $2",
+        ] {
+            sqlx::query(stmt)
+                .bind(inst.as_str())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn keys_where(&self, cond: &str, a: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM keys WHERE {cond} ORDER BY id LIMIT $2"
+        ))
+        .bind(a)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub(crate) async fn create_alias_impl(&self, a: &AliasRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(a.instance_id.to_string())
+        .bind(a.alias.as_str())
+        .bind(a.key_id.to_string())
+        .bind(a.created_at)
+        .bind(a.created_by.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_alias_impl(
+        &self,
+        instance: InstanceId,
+        alias: &str,
+        key: KeyId,
+    ) -> StoreResult<()> {
+        let r = sqlx::query("DELETE FROM key_aliases WHERE instance_id = $1 AND alias = $2 AND key_id = $3")
+            .bind(instance.to_string())
+            .bind(alias)
+            .bind(key.to_string())
+            .execute(&self.write)
+            .await
+            .map_err(classify)?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn aliases_of_impl(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>> {
+        let rows = sqlx::query(
+            "SELECT instance_id, alias, key_id, created_at, created_by FROM key_aliases WHERE instance_id = $1 AND key_id = $2 ORDER BY created_at, alias",
+        )
+        .bind(instance.to_string())
+        .bind(key.to_string())
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(alias_from_row).collect()
+    }
+
+    pub(crate) async fn resolve_alias_impl(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT key_id FROM key_aliases WHERE instance_id = $1 AND alias = $2")
+                .bind(instance.to_string())
+                .bind(alias)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(classify)?;
+        id.map(|s| KeyId::parse(&s).map_err(|_| StoreError::Corrupt("alias key_id".into())))
+            .transpose()
+    }
+
+    pub(crate) async fn create_key_ring_impl(&self, r: &KeyRingRow) -> StoreResult<()> {
+        sqlx::query("INSERT INTO key_rings (instance_id, id, created_at, created_by) VALUES ($1, $2, $3, $4)")
+            .bind(r.instance_id.to_string())
+            .bind(r.id.as_str())
+            .bind(r.created_at)
+            .bind(r.created_by.as_str())
+            .execute(&self.write)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_key_rings_impl(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>> {
+        let rows = sqlx::query(
+            "SELECT instance_id, id, created_at, created_by FROM key_rings WHERE instance_id = $1 ORDER BY created_at, id",
+        )
+        .bind(instance.to_string())
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyRingRow {
+                    instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
+                    id: get(r, "id")?,
+                    created_at: get(r, "created_at")?,
+                    created_by: get(r, "created_by")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn delete_key_ring_impl(
+        &self,
+        instance: InstanceId,
+        id: &str,
+        force: bool,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        let inst = instance.to_string();
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND key_ring_id = $2 AND state <> 5",
+        )
+        .bind(inst.as_str())
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let all: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND key_ring_id = $2")
+                .bind(inst.as_str())
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+        if live > 0 || (all > 0 && !force) {
+            return Err(StoreError::Conflict("key ring has keys"));
+        }
+        sqlx::query("UPDATE keys SET key_ring_id = 'default', row_version = row_version + 1 WHERE instance_id = $1 AND key_ring_id = $2")
+            .bind(inst.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let r = sqlx::query("DELETE FROM key_rings WHERE instance_id = $1 AND id = $2")
+            .bind(inst.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn put_instance_policy_impl(&self, p: &PolicyRow) -> StoreResult<()> {
+        let data = serde_json::to_string(&p.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO instance_policies (instance_id, policy_type, data, created_at, created_by, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (instance_id, policy_type) DO UPDATE SET data = excluded.data,
+               updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        )
+        .bind(p.instance_id.to_string())
+        .bind(p.policy_type.as_str())
+        .bind(data)
+        .bind(p.created_at)
+        .bind(p.created_by.as_str())
+        .bind(p.updated_at)
+        .bind(p.updated_by.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn instance_policies_impl(&self, instance: InstanceId) -> StoreResult<Vec<PolicyRow>> {
+        let rows = sqlx::query(
+            "SELECT instance_id, policy_type, data, created_at, created_by, updated_at, updated_by FROM instance_policies WHERE instance_id = $1 ORDER BY policy_type",
+        )
+        .bind(instance.to_string())
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let data: String = get(r, "data")?;
+                Ok(PolicyRow {
+                    instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
+                    policy_type: get(r, "policy_type")?,
+                    data: serde_json::from_str(&data).map_err(|_| StoreError::Corrupt("policy data".into()))?,
+                    created_at: get(r, "created_at")?,
+                    created_by: get(r, "created_by")?,
+                    updated_at: get(r, "updated_at")?,
+                    updated_by: get(r, "updated_by")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn add_registration_impl(&self, r: &RegistrationRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO registrations (instance_id, key_id, resource_crn, prevent_key_deletion, description, created_at, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(r.instance_id.to_string())
+        .bind(r.key_id.to_string())
+        .bind(r.resource_crn.as_str())
+        .bind(i64::from(r.prevent_key_deletion))
+        .bind(r.description.clone())
+        .bind(r.created_at)
+        .bind(r.created_by.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn registrations_impl(
+        &self,
+        instance: InstanceId,
+        key: Option<KeyId>,
+    ) -> StoreResult<Vec<RegistrationRow>> {
+        const COLS: &str = "instance_id, key_id, resource_crn, prevent_key_deletion, description, created_at, created_by";
+        let rows = match key {
+            Some(k) => sqlx::query(&format!(
+                "SELECT {COLS} FROM registrations WHERE instance_id = $1 AND key_id = $2 ORDER BY created_at, resource_crn"
+            ))
+            .bind(instance.to_string())
+            .bind(k.to_string())
+            .fetch_all(&self.read)
+            .await,
+            None => sqlx::query(&format!(
+                "SELECT {COLS} FROM registrations WHERE instance_id = $1 ORDER BY created_at, resource_crn"
+            ))
+            .bind(instance.to_string())
+            .fetch_all(&self.read)
+            .await,
+        }
+        .map_err(classify)?;
+        rows.iter().map(registration_from_row).collect()
+    }
+}
