@@ -247,6 +247,12 @@ def kp(keyward: KeywardEnv) -> IbmKeyProtectApiV2:
     return keyward.client()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: waits on the real clock (e.g. the 30 s enable/restore rule); deselect with -m 'not slow'"
+    )
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if _SERVER_LOG is None:
         return

@@ -13,17 +13,23 @@ use crate::json_response;
 pub struct ApiError {
     pub err: ServiceError,
     pub op: &'static str,
+    /// `Retry-After` seconds, for 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(err: ServiceError, op: &'static str) -> Self {
-        Self { err, op }
+        Self {
+            err,
+            op,
+            retry_after: None,
+        }
     }
 }
 
 /// Adapter for `.map_err(op("Key could not be created"))`.
 pub fn op(op: &'static str) -> impl Fn(ServiceError) -> ApiError {
-    move |err| ApiError { err, op }
+    move |err| ApiError::new(err, op)
 }
 
 /// The HTTP status of each reason code (exhaustive: a new code does not compile without one).
@@ -56,6 +62,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         KeyDeleted => StatusCode::GONE,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        RateLimited => StatusCode::TOO_MANY_REQUESTS,
         UnprocessableCiphertext => StatusCode::UNPROCESSABLE_ENTITY,
         Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,6 +101,12 @@ impl IntoResponse for ApiError {
             "metadata": {"collectionType": "application/vnd.ibm.kms.error+json", "collectionTotal": 1},
             "resources": [{"errorMsg": error_msg, "reasons": [reason]}],
         });
-        json_response(status, &body)
+        let mut resp = json_response(status, &body);
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
     }
 }

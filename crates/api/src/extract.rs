@@ -19,6 +19,18 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The authenticated caller of an `/api/v2` route.
 pub struct Auth(pub Caller);
 
+fn too_many(retry_after: u64) -> ApiError {
+    let mut e = ApiError::new(
+        ServiceError::new(
+            ErrorCode::RateLimited,
+            "Too many requests: the rate limit for this caller and action class is exhausted",
+        ),
+        "Request could not be processed",
+    );
+    e.retry_after = Some(retry_after);
+    e
+}
+
 fn auth_err(err: ServiceError) -> ApiError {
     ApiError::new(err, "Request could not be authorized")
 }
@@ -27,17 +39,47 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or_else(|| auth_err(ServiceError::unauthorized()))?;
-        let instance = instance_header(&parts.headers)?;
         let ip = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
-        let caller = state
-            .svc
-            .authenticate(token, instance, ip)
-            .await
-            .map_err(auth_err)?;
+        state.limiter.auth_allowed(ip).map_err(too_many)?;
+        let Some(token) = bearer(&parts.headers) else {
+            state.limiter.auth_failed(ip);
+            return Err(auth_err(ServiceError::unauthorized()));
+        };
+        let instance = instance_header(&parts.headers)?;
+        let caller = match state.svc.authenticate(token, instance, ip).await {
+            Ok(c) => c,
+            Err(e) => {
+                if e.code == ErrorCode::Unauthorized {
+                    state.limiter.auth_failed(ip);
+                }
+                return Err(auth_err(e));
+            }
+        };
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str())
+            .unwrap_or("");
+        let path = parts.uri.path();
+        let action = if route.ends_with("/actions/{action}") {
+            path.rsplit('/').next().map(str::to_string)
+        } else {
+            query_pairs(parts.uri.query())
+                .into_iter()
+                .find(|(k, _)| k == "action")
+                .map(|(_, v)| v)
+        };
+        state
+            .limiter
+            .check(
+                caller.instance,
+                &caller.iam_id,
+                crate::ratelimit::Class::of(route, action.as_deref()),
+            )
+            .map_err(too_many)?;
         Ok(Auth(caller))
     }
 }

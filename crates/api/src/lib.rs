@@ -19,6 +19,8 @@ use serde_json::json;
 
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod ratelimit;
 mod routes;
 mod wire;
 
@@ -28,6 +30,18 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub svc: Arc<KeyService>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub limiter: Arc<ratelimit::RateLimiter>,
+}
+
+impl AppState {
+    pub fn new(svc: Arc<KeyService>, limits: ratelimit::Limits) -> Self {
+        Self {
+            svc,
+            metrics: Arc::new(metrics::Metrics::default()),
+            limiter: Arc::new(ratelimit::RateLimiter::new(limits)),
+        }
+    }
 }
 
 /// A JSON response with exactly `application/json`.
@@ -42,10 +56,53 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     resp
 }
 
-/// The router of an unsealed service.
-pub fn app(state: AppState) -> Router {
+/// `/healthz`, `/readyz` and `/metrics` (no bearer token), for the main listener or a
+/// separate one.
+pub fn ops_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn ready(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
+    match st.svc.ready().await {
+        Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "reason": e.message}),
+        ),
+    }
+}
+
+async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
+    let depth = st.svc.pool_depth() as f64;
+    let body = st.metrics.render(&[
+        ("keyward_import_token_pool_depth", "Ready RSA-4096 import-token keypairs.", depth),
+        ("keyward_sealed", "1 when the service is sealed (master key unavailable).", 0.0),
+    ]);
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+/// The router of an unsealed service. With `with_ops`, also `/readyz` and `/metrics`
+/// (otherwise they are served by [`ops_router`] on a separate listener).
+pub fn app(state: AppState, with_ops: bool) -> Router {
+    let api = api_routes(state.clone());
+    if with_ops {
+        api.merge(ops_router(state))
+    } else {
+        api.route("/healthz", get(health))
+    }
+}
+
+fn api_routes(state: AppState) -> Router {
+    Router::new()
         .route("/identity/token", post(routes::identity::token))
         .route(
             "/api/v2/keys",
@@ -102,6 +159,10 @@ pub fn app(state: AppState) -> Router {
             "/api/v2/import_token",
             get(routes::tokens::get).post(routes::tokens::create),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -122,6 +183,28 @@ pub fn sealed_app(reason: String) -> Router {
                         &json!({"status": "sealed", "reason": reason.as_str()}),
                     )
                 }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(|| async {
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "sealed"}),
+                )
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                let mut resp = Response::new(Body::from(
+                    "# HELP keyward_sealed 1 when the service is sealed (master key unavailable).\n# TYPE keyward_sealed gauge\nkeyward_sealed 1\n",
+                ));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                resp
             }),
         )
         .fallback(|| async {

@@ -34,6 +34,9 @@ pub enum AdminCmd {
     /// API keys (each belongs to a principal that holds roles in instances)
     #[command(subcommand)]
     Apikey(ApikeyCmd),
+    /// TLS helpers
+    #[command(subcommand)]
+    Tls(crate::tls::TlsCmd),
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -117,6 +120,13 @@ fn print(output: &str, v: &Value) {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let args = match args.cmd {
+        AdminCmd::Tls(cmd) => {
+            print(&args.output, &crate::tls::run(cmd)?);
+            return Ok(());
+        }
+        _ => args,
+    };
     let url = match (&args.database_url, &args.data_dir) {
         (Some(u), _) => DatabaseUrl::new(u.clone()),
         (None, d) => {
@@ -173,6 +183,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             json!({"deleted": id})
         }
+        AdminCmd::Tls(_) => json!({}),
     };
     print(&args.output, &out);
     store.close().await;

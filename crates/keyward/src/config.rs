@@ -35,6 +35,27 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "KEYWARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS (reloaded on SIGHUP)
+    #[arg(long, env = "KEYWARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, env = "KEYWARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve /healthz, /readyz and /metrics on this separate address instead of the main one
+    #[arg(long, env = "KEYWARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Rate limit of wrap/unwrap/rewrap per (instance, principal): RATE[/BURST] per second, 0 = off [default: 0]
+    #[arg(long, env = "KEYWARD_RATE_LIMIT_CRYPTO")]
+    pub rate_limit_crypto: Option<String>,
+    /// Rate limit of import-token calls per (instance, principal) [default: 0]
+    #[arg(long, env = "KEYWARD_RATE_LIMIT_IMPORT_TOKEN")]
+    pub rate_limit_import_token: Option<String>,
+    /// Rate limit of all other API calls per (instance, principal) [default: 0]
+    #[arg(long, env = "KEYWARD_RATE_LIMIT_MANAGEMENT")]
+    pub rate_limit_management: Option<String>,
+    /// Failed bearer-token attempts allowed per source address [default: 1/30]
+    #[arg(long, env = "KEYWARD_AUTH_FAILURE_LIMIT")]
+    pub auth_failure_limit: Option<String>,
     /// Seconds between scheduler passes (policy rotations, 90-day purge); 0 disables [default: 60]
     #[arg(long, env = "KEYWARD_SCHEDULER_INTERVAL")]
     pub scheduler_interval: Option<u64>,
@@ -51,6 +72,13 @@ struct FileConfig {
     token_pool_size: Option<usize>,
     log_format: Option<String>,
     scheduler_interval: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+    rate_limit_crypto: Option<String>,
+    rate_limit_import_token: Option<String>,
+    rate_limit_management: Option<String>,
+    auth_failure_limit: Option<String>,
 }
 
 /// Validated settings.
@@ -64,6 +92,25 @@ pub struct Settings {
     pub token_pool_size: usize,
     pub log_json: bool,
     pub scheduler_interval_secs: u64,
+    /// (certificate chain, private key) PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub limits: keyward_api::ratelimit::Limits,
+}
+
+/// Parses `RATE` or `RATE/BURST` (requests per second; burst defaults to the rate).
+pub fn parse_rate(s: &str) -> anyhow::Result<keyward_api::ratelimit::Rate> {
+    let (r, b) = match s.split_once('/') {
+        Some((r, b)) => (r.trim().parse::<f64>()?, b.trim().parse::<f64>()?),
+        None => {
+            let r = s.trim().parse::<f64>()?;
+            (r, r)
+        }
+    };
+    if !(r >= 0.0 && b >= 0.0 && r.is_finite() && b.is_finite()) || (r > 0.0 && b < 1.0) {
+        bail!("a rate must be RATE or RATE/BURST with RATE >= 0 and BURST >= 1");
+    }
+    Ok(keyward_api::ratelimit::Rate { per_sec: r, burst: b })
 }
 
 pub fn sqlite_url(path: &Path) -> DatabaseUrl {
@@ -104,7 +151,28 @@ impl ServeArgs {
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let insecure_http = self.insecure_http || file.insecure_http.unwrap_or(false);
-        if !listen.ip().is_loopback() && !insecure_http {
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        let defaults = keyward_api::ratelimit::Limits::default();
+        let rate = |flag: &Option<String>, file: Option<String>, d| -> anyhow::Result<_> {
+            match flag.clone().or(file) {
+                Some(s) => parse_rate(&s),
+                None => Ok(d),
+            }
+        };
+        let limits = keyward_api::ratelimit::Limits {
+            crypto: rate(&self.rate_limit_crypto, file.rate_limit_crypto, defaults.crypto)?,
+            import_token: rate(&self.rate_limit_import_token, file.rate_limit_import_token, defaults.import_token)?,
+            management: rate(&self.rate_limit_management, file.rate_limit_management, defaults.management)?,
+            auth_failures: rate(&self.auth_failure_limit, file.auth_failure_limit, defaults.auth_failures)?,
+        };
+        if !listen.ip().is_loopback() && !insecure_http && tls.is_none() {
             bail!(
                 "refusing plain HTTP on the non-loopback address {listen}: TLS is not configured. \
                  Listen on 127.0.0.1, or pass --insecure-http if a TLS proxy fronts Keyward"
@@ -123,6 +191,9 @@ impl ServeArgs {
             token_pool_size: self.token_pool_size.or(file.token_pool_size).unwrap_or(4),
             log_json: log_format == "json",
             scheduler_interval_secs: self.scheduler_interval.or(file.scheduler_interval).unwrap_or(60),
+            tls,
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            limits,
         })
     }
 }

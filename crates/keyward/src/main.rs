@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use keyward::{admin, config, server};
 
 #[derive(Parser, Debug)]
-#[command(name = "keyward", version, about = "Keyward: a self-hosted Key Protect-compatible key management service")]
+#[command(name = "keyward", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KEYWARD_GIT_COMMIT"), ")"), about = "Keyward: a self-hosted Key Protect-compatible key management service")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

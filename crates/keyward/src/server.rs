@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
@@ -28,6 +29,37 @@ pub struct Server {
     /// The service (absent when sealed): tests drive the scheduler through it.
     pub svc: Option<Arc<KeyService>>,
     scheduler_interval: std::time::Duration,
+    /// A separate listener for /healthz, /readyz, /metrics.
+    ops: Option<(TcpListener, axum::Router)>,
+    /// The TLS configuration and the files it came from (reloaded on SIGHUP).
+    tls: Option<(rustls::ServerConfig, PathBuf, PathBuf)>,
+}
+
+/// A rustls server configuration: TLS 1.3 and 1.2 only, the aws-lc-rs provider's AEAD suites
+/// (rustls has no CBC or RC4 suites), no client auth, HTTP/1.1.
+pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading TLS certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing TLS certificate {}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("no certificate in {}", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading TLS key {}", key.display()))?;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites.retain(|s| {
+        let name = format!("{:?}", s.suite());
+        name.contains("GCM") || name.contains("CHACHA20_POLY1305")
+    });
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
 }
 
 /// Opens everything and binds the listener. Prints the first-start banner to stdout.
@@ -60,12 +92,31 @@ pub async fn start_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> any
                 print_banner(&created, addr);
             }
             let svc = Arc::new(svc);
-            (app(AppState { svc: svc.clone() }), None, Some(svc))
+            let state = AppState::new(svc.clone(), settings.limits);
+            let ops = settings.metrics_listen.map(|_| keyward_api::ops_router(state.clone()));
+            (app(state, ops.is_none()), None, Some((svc, ops)))
         }
         Err(reason) => {
             tracing::error!(%reason, "keyward is SEALED: key operations answer 503");
             (sealed_app(reason.clone()), Some(reason), None)
         }
+    };
+    let (svc, ops) = match svc {
+        Some((svc, ops)) => (Some(svc), ops),
+        None => (None, settings.metrics_listen.map(|_| router.clone())),
+    };
+    let ops = match (settings.metrics_listen, ops) {
+        (Some(addr), Some(r)) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?;
+            Some((l, r))
+        }
+        _ => None,
+    };
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some((tls_config(cert, key)?, cert.clone(), key.clone())),
+        None => None,
     };
     Ok(Server {
         addr,
@@ -75,6 +126,8 @@ pub async fn start_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> any
         store,
         svc,
         scheduler_interval: std::time::Duration::from_secs(settings.scheduler_interval_secs),
+        ops,
+        tls,
     })
 }
 
@@ -135,8 +188,11 @@ fn print_banner(k: &CreatedApiKey, addr: SocketAddr) {
 impl Server {
     /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr, "keyward listening on http://{}", self.addr);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %self.addr, "keyward listening on {scheme}://{}", self.addr);
         if let (Some(svc), false) = (self.svc.clone(), self.scheduler_interval.is_zero()) {
+            #[allow(clippy::redundant_clone)]
+            let svc = svc.clone();
             let every = self.scheduler_interval;
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -150,13 +206,53 @@ impl Server {
                 }
             });
         }
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-            .await?;
+        if let Some((listener, router)) = self.ops {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "health and metrics on http://{addr}");
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        match self.tls {
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await?;
+            }
+            Some((cfg, cert, key)) => {
+                let rustls_cfg =
+                    axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
+                let reload = rustls_cfg.clone();
+                tokio::spawn(async move {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                    while hup.recv().await.is_some() {
+                        match tls_config(&cert, &key) {
+                            Ok(c) => {
+                                reload.reload_from_config(Arc::new(c));
+                                tracing::info!("TLS certificate reloaded");
+                            }
+                            Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
+                        }
+                    }
+                });
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+                });
+                axum_server::from_tcp_rustls(self.listener.into_std()?, rustls_cfg)
+                    .handle(handle)
+                    .serve(app)
+                    .await?;
+            }
+        }
         tracing::info!("keyward stopped");
         Ok(())
     }

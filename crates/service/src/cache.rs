@@ -90,9 +90,11 @@ impl KeyCache {
     }
 }
 
+type RoleEntries = HashMap<(InstanceId, String), (Arc<[Role]>, Instant)>;
+
 pub struct RoleCache {
     ttl: Duration,
-    map: RwLock<HashMap<(InstanceId, String), (Arc<[Role]>, Instant)>>,
+    map: RwLock<RoleEntries>,
 }
 
 impl RoleCache {

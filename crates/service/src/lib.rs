@@ -144,6 +144,12 @@ impl KeyService {
         &self.clock
     }
 
+    /// Readiness: the store answers (the service exists only when unsealed).
+    pub async fn ready(&self) -> ServiceResult<()> {
+        self.store.get_instance(InstanceId::new()).await?;
+        Ok(())
+    }
+
     /// Keypairs ready in the import-token pool.
     pub fn pool_depth(&self) -> usize {
         self.pool.depth()

@@ -49,9 +49,11 @@ pub struct KeyDefaults {
 
 /// Instance policies cached per instance for a short time (they are read on every request
 /// when `allowedIP` is in force).
+type PolicyEntries = HashMap<InstanceId, (Arc<Vec<PolicyRow>>, Instant)>;
+
 pub struct PolicyCache {
     ttl: Duration,
-    map: RwLock<HashMap<InstanceId, (Arc<Vec<PolicyRow>>, Instant)>>,
+    pub(crate) map: RwLock<PolicyEntries>,
 }
 
 impl PolicyCache {
@@ -148,10 +150,8 @@ fn validate(p: &InstancePolicyInput) -> ServiceResult<Value> {
                 return Err(bad("allowed_ip", "The field `allowed_ip` must be: a non-empty array of IPv4/IPv6 CIDR strings"));
             }
         }
-        "keyCreateImportAccess" => {
-            if a.values().any(|v| !v.is_boolean()) {
-                return Err(bad("attributes", "The keyCreateImportAccess attributes must be booleans"));
-            }
+        "keyCreateImportAccess" if a.values().any(|v| !v.is_boolean()) => {
+            return Err(bad("attributes", "The keyCreateImportAccess attributes must be booleans"));
         }
         _ => {}
     }

@@ -1,0 +1,215 @@
+//! Rate limits: token buckets per (instance, principal, action class), and a limit on failed
+//! bearer-token attempts per source address. Over a limit: 429 with `Retry-After` and the
+//! error envelope. A rate of 0 disables a class.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use keyward_domain::InstanceId;
+use parking_lot::Mutex;
+
+/// What a request does, for rate limiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// wrap / unwrap / rewrap
+    Crypto,
+    /// import token create / get
+    ImportToken,
+    /// everything else
+    Management,
+}
+
+impl Class {
+    /// Classifies a matched route.
+    pub fn of(route: &str, action: Option<&str>) -> Self {
+        if route.contains("import_token") {
+            Class::ImportToken
+        } else if matches!(action, Some("wrap" | "unwrap" | "rewrap")) {
+            Class::Crypto
+        } else {
+            Class::Management
+        }
+    }
+}
+
+/// Requests per second and burst of one class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_sec: f64,
+    pub burst: f64,
+}
+
+impl Rate {
+    pub const OFF: Rate = Rate {
+        per_sec: 0.0,
+        burst: 0.0,
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub crypto: Rate,
+    pub import_token: Rate,
+    pub management: Rate,
+    /// Failed bearer-token attempts per source address.
+    pub auth_failures: Rate,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            crypto: Rate::OFF,
+            import_token: Rate::OFF,
+            management: Rate::OFF,
+            auth_failures: Rate {
+                per_sec: 1.0,
+                burst: 30.0,
+            },
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes one token; `Err(seconds until one is available)` when empty.
+    fn take(&mut self, rate: Rate, now: Instant) -> Result<(), u64> {
+        let refill = now.duration_since(self.at).as_secs_f64() * rate.per_sec;
+        self.tokens = (self.tokens + refill).min(rate.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - self.tokens) / rate.per_sec;
+            Err(wait.ceil().max(1.0) as u64)
+        }
+    }
+
+    fn peek(&mut self, rate: Rate, now: Instant) -> Result<(), u64> {
+        let refill = now.duration_since(self.at).as_secs_f64() * rate.per_sec;
+        let tokens = (self.tokens + refill).min(rate.burst);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - tokens) / rate.per_sec).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+const MAX_BUCKETS: usize = 100_000;
+
+pub struct RateLimiter {
+    limits: Limits,
+    callers: Mutex<HashMap<(InstanceId, String, Class), Bucket>>,
+    failures: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            callers: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn rate(&self, c: Class) -> Rate {
+        match c {
+            Class::Crypto => self.limits.crypto,
+            Class::ImportToken => self.limits.import_token,
+            Class::Management => self.limits.management,
+        }
+    }
+
+    /// One request of `class` by a caller; `Err(retry_after_secs)` when over the limit.
+    pub fn check(&self, instance: InstanceId, iam_id: &str, class: Class) -> Result<(), u64> {
+        let rate = self.rate(class);
+        if rate.per_sec <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut map = self.callers.lock();
+        if map.len() >= MAX_BUCKETS {
+            map.clear();
+        }
+        map.entry((instance, iam_id.to_string(), class))
+            .or_insert(Bucket {
+                tokens: rate.burst,
+                at: now,
+            })
+            .take(rate, now)
+    }
+
+    /// Whether `ip` may still try a bearer token (checked before verification).
+    pub fn auth_allowed(&self, ip: Option<IpAddr>) -> Result<(), u64> {
+        let rate = self.limits.auth_failures;
+        let (Some(ip), true) = (ip, rate.per_sec > 0.0) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        match self.failures.lock().get_mut(&ip) {
+            Some(b) => b.peek(rate, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a failed bearer-token attempt from `ip`.
+    pub fn auth_failed(&self, ip: Option<IpAddr>) {
+        let rate = self.limits.auth_failures;
+        let (Some(ip), true) = (ip, rate.per_sec > 0.0) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut map = self.failures.lock();
+        if map.len() >= MAX_BUCKETS {
+            map.clear();
+        }
+        let _ = map
+            .entry(ip)
+            .or_insert(Bucket {
+                tokens: rate.burst,
+                at: now,
+            })
+            .take(rate, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_limits_and_isolates_callers() {
+        let l = RateLimiter::new(Limits {
+            crypto: Rate {
+                per_sec: 1.0,
+                burst: 3.0,
+            },
+            ..Limits::default()
+        });
+        let a = InstanceId::new();
+        for _ in 0..3 {
+            assert!(l.check(a, "p", Class::Crypto).is_ok());
+        }
+        assert_eq!(l.check(a, "p", Class::Crypto), Err(1));
+        assert!(l.check(a, "q", Class::Crypto).is_ok(), "another principal has its own bucket");
+        assert!(l.check(a, "p", Class::Management).is_ok(), "management is unlimited here");
+    }
+
+    #[test]
+    fn auth_failures_are_capped_per_address() {
+        let l = RateLimiter::new(Limits::default());
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        for _ in 0..30 {
+            assert!(l.auth_allowed(Some(ip)).is_ok());
+            l.auth_failed(Some(ip));
+        }
+        assert!(l.auth_allowed(Some(ip)).is_err());
+        assert!(l.auth_allowed(Some([10, 0, 0, 2].into())).is_ok());
+    }
+}
