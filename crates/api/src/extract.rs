@@ -43,21 +43,29 @@ impl FromRequestParts<AppState> for Auth {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
-        state.limiter.auth_allowed(ip).map_err(too_many)?;
-        let Some(token) = bearer(&parts.headers) else {
-            state.limiter.auth_failed(ip);
-            return Err(auth_err(ServiceError::unauthorized()));
-        };
-        let instance = instance_header(&parts.headers)?;
-        let caller = match state.svc.authenticate(token, instance, ip).await {
-            Ok(c) => c,
-            Err(e) => {
-                if e.code == ErrorCode::Unauthorized {
+        // A valid token always passes; failures are counted per source address and, past
+        // the limit, answered 429 (so a proxy's shared address is never locked out).
+        let refuse = |e: ServiceError| -> ApiError {
+            if e.code != ErrorCode::Unauthorized {
+                return auth_err(e);
+            }
+            match state.limiter.auth_allowed(ip) {
+                Ok(()) => {
                     state.limiter.auth_failed(ip);
+                    auth_err(e)
                 }
-                return Err(auth_err(e));
+                Err(retry) => too_many(retry),
             }
         };
+        let Some(token) = bearer(&parts.headers) else {
+            return Err(refuse(ServiceError::unauthorized()));
+        };
+        let instance = instance_header(&parts.headers)?;
+        let caller = state
+            .svc
+            .authenticate(token, instance, ip)
+            .await
+            .map_err(refuse)?;
         let route = parts
             .extensions
             .get::<axum::extract::MatchedPath>()
@@ -181,21 +189,40 @@ pub fn parse_json(bytes: &[u8], op: &'static str) -> Result<Option<Value>, ApiEr
             op,
         )
     })?;
-    Ok(match v {
-        Value::Null => None,
-        other => Some(lowercase_keys(other)),
-    })
+    match v {
+        Value::Null => Ok(None),
+        other => lowercase_keys(other).map(Some).map_err(|dup| {
+            ApiError::new(
+                ServiceError::new(
+                    ErrorCode::BadBody,
+                    format!("The field `{dup}` appears more than once (field names are case-insensitive)"),
+                ),
+                op,
+            )
+        }),
+    }
 }
 
-fn lowercase_keys(v: Value) -> Value {
+/// Lowercases object keys at every level; `Err(name)` when two keys differ only by case.
+fn lowercase_keys(v: Value) -> Result<Value, String> {
     match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.into_iter().map(lowercase_keys).collect()),
-        other => other,
+        Value::Object(m) => {
+            let mut out = serde_json::Map::with_capacity(m.len());
+            for (k, v) in m {
+                let lk = k.to_ascii_lowercase();
+                if out.contains_key(&lk) {
+                    return Err(k);
+                }
+                out.insert(lk, lowercase_keys(v)?);
+            }
+            Ok(Value::Object(out))
+        }
+        Value::Array(a) => a
+            .into_iter()
+            .map(lowercase_keys)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        other => Ok(other),
     }
 }
 

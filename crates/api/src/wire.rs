@@ -61,9 +61,8 @@ pub fn key_json(info: &KeyInfo) -> Value {
         .unwrap_or(false);
     let mut d = json!({"enabled": dual});
     if dual {
-        let auth = r.attrs.get("deletionAuth");
-        d["keySetForDeletion"] = json!(auth.is_some());
-        if let Some(exp) = auth.and_then(|a| a.get("expires")).and_then(Value::as_i64) {
+        d["keySetForDeletion"] = json!(info.deletion_auth_expires.is_some());
+        if let Some(exp) = info.deletion_auth_expires {
             d["authExpiration"] = json!(format_time(exp));
         }
     }

@@ -17,6 +17,7 @@
 pub mod dek;
 pub mod import;
 pub mod master;
+pub mod pkcs11;
 mod secret;
 
 pub use secret::SecretBytes;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context};
 use keyward_domain::{format_time, Clock, InstanceId, Role, SystemClock};
 use keyward_service::admin;
 use keyward_store::{DatabaseUrl, SqlStore, Store};
@@ -37,6 +37,22 @@ pub enum AdminCmd {
     /// TLS helpers
     #[command(subcommand)]
     Tls(crate::tls::TlsCmd),
+    /// Copy a whole deployment into an empty database (e.g. a single node's SQLite into the
+    /// PostgreSQL a cluster shares): every row as it is, sealed key material unchanged, so the
+    /// new nodes need the same master key file. Stop the source node first.
+    Migrate(MigrateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    /// Source database URL, e.g. sqlite:/var/lib/keyward/keyward.db [default: the SQLite
+    /// database in --data-dir]
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Target database URL, e.g. postgres://keyward@db/keyward?sslmode=verify-full; it must be
+    /// empty (its schema is created)
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -119,7 +135,71 @@ fn print(output: &str, v: &Value) {
     }
 }
 
+/// The file behind a `sqlite:` URL (`None` for in-memory databases).
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// `admin migrate`: copies every row of `--from` into the empty `--to`.
+async fn migrate(args: &AdminArgs, m: &MigrateArgs) -> anyhow::Result<()> {
+    let from = match &m.from {
+        Some(u) => DatabaseUrl::new(u.clone()),
+        None => {
+            let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("./keyward-data"));
+            DatabaseUrl::new(format!("sqlite://{}", dir.join("keyward.db").display()))
+        }
+    };
+    let to = DatabaseUrl::new(m.to.clone());
+    if from.expose() == to.expose() {
+        bail!("--from and --to name the same database");
+    }
+    if from.is_sqlite() {
+        // Never create an empty source by accident: the file must exist.
+        if let Some(p) = sqlite_path(from.expose()) {
+            if !p.is_file() {
+                bail!("the source database {} does not exist", p.display());
+            }
+        }
+    }
+    let source = SqlStore::connect(&from)
+        .await
+        .with_context(|| format!("opening the source database {from}"))?;
+    let target = SqlStore::connect(&to)
+        .await
+        .with_context(|| format!("opening the target database {to}"))?;
+    let copied = keyward_store::copy_database(&source, &target).await;
+    source.close().await;
+    target.close().await;
+    let report = match copied {
+        Ok(r) => r,
+        Err(keyward_store::StoreError::Conflict(_)) => bail!(
+            "refusing to copy into {to}: the target database is not empty \
+             (migrate only into a new, empty database)"
+        ),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("copying {from} to {to}"))),
+    };
+    let tables: serde_json::Map<String, Value> = report
+        .tables
+        .iter()
+        .map(|(t, n)| (t.clone(), json!(n)))
+        .collect();
+    let out = json!({
+        "from": from.to_string(),
+        "to": to.to_string(),
+        "rows": report.total_rows(),
+        "tables": tables,
+        "next": "start the nodes on the target with the same --master-key-file as the source",
+    });
+    print(&args.output, &out);
+    Ok(())
+}
+
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    if let AdminCmd::Migrate(m) = &args.cmd {
+        return migrate(&args, m).await;
+    }
     let args = match args.cmd {
         AdminCmd::Tls(cmd) => {
             print(&args.output, &crate::tls::run(cmd)?);
@@ -184,6 +264,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             json!({"deleted": id})
         }
         AdminCmd::Tls(_) => json!({}),
+        AdminCmd::Migrate(_) => bail!("admin migrate is handled before opening a store"),
     };
     print(&args.output, &out);
     store.close().await;

@@ -23,6 +23,21 @@ pub struct ServeArgs {
     /// Master key file [default: <data-dir>/master.key]
     #[arg(long, env = "KEYWARD_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Master key provider: file, or pkcs11 (the master key inside an HSM) [default: file]
+    #[arg(long, env = "KEYWARD_MASTER_KEY_PROVIDER")]
+    pub master_key_provider: Option<String>,
+    /// pkcs11: path of the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so
+    #[arg(long, env = "KEYWARD_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// pkcs11: label of the token that holds the master key
+    #[arg(long, env = "KEYWARD_PKCS11_TOKEN_LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// pkcs11: file with the token's user PIN, mode 0600 (or give the PIN in KEYWARD_PKCS11_PIN)
+    #[arg(long, env = "KEYWARD_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// pkcs11: label of the master key object, created on first start [default: keyward-master-key]
+    #[arg(long, env = "KEYWARD_PKCS11_KEY_LABEL")]
+    pub pkcs11_key_label: Option<String>,
     /// Allow plain HTTP on a non-loopback address (TLS arrives in a later release)
     #[arg(long, env = "KEYWARD_INSECURE_HTTP")]
     pub insecure_http: bool,
@@ -68,6 +83,11 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     master_key_file: Option<PathBuf>,
+    master_key_provider: Option<String>,
+    pkcs11_module: Option<PathBuf>,
+    pkcs11_token_label: Option<String>,
+    pkcs11_pin_file: Option<PathBuf>,
+    pkcs11_key_label: Option<String>,
     insecure_http: Option<bool>,
     token_pool_size: Option<usize>,
     log_format: Option<String>,
@@ -88,6 +108,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: DatabaseUrl,
     pub master_key_file: PathBuf,
+    /// Which master key provider to use (`master_key_file` is the `file` provider's key).
+    pub master_key: MasterKeySource,
     pub insecure_http: bool,
     pub token_pool_size: usize,
     pub log_json: bool,
@@ -97,6 +119,28 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub limits: keyward_api::ratelimit::Limits,
 }
+
+/// The master key provider `serve` uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// A key file (`Settings::master_key_file`).
+    File,
+    /// An AES-256 key inside an HSM, through a PKCS#11 module.
+    Pkcs11(Pkcs11Settings),
+}
+
+/// Where the HSM master key is. No secret here: the PIN is read when the key is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Settings {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub key_label: String,
+    /// The PIN file; `None` means the PIN is in the environment variable [`PKCS11_PIN_ENV`].
+    pub pin_file: Option<PathBuf>,
+}
+
+/// The environment variable that may hold the PKCS#11 user PIN.
+pub const PKCS11_PIN_ENV: &str = "KEYWARD_PKCS11_PIN";
 
 /// Parses `RATE` or `RATE/BURST` (requests per second; burst defaults to the rate).
 pub fn parse_rate(s: &str) -> anyhow::Result<keyward_api::ratelimit::Rate> {
@@ -172,6 +216,40 @@ impl ServeArgs {
             management: rate(&self.rate_limit_management, file.rate_limit_management, defaults.management)?,
             auth_failures: rate(&self.auth_failure_limit, file.auth_failure_limit, defaults.auth_failures)?,
         };
+        let master_key = match self
+            .master_key_provider
+            .clone()
+            .or(file.master_key_provider)
+            .as_deref()
+            .unwrap_or("file")
+        {
+            "file" => MasterKeySource::File,
+            "pkcs11" => {
+                let module = self.pkcs11_module.clone().or(file.pkcs11_module);
+                let token_label = self.pkcs11_token_label.clone().or(file.pkcs11_token_label);
+                let (Some(module), Some(token_label)) = (module, token_label) else {
+                    bail!("--master-key-provider pkcs11 needs --pkcs11-module and --pkcs11-token-label");
+                };
+                let pin_file = self.pkcs11_pin_file.clone().or(file.pkcs11_pin_file);
+                let pin_env = std::env::var_os(PKCS11_PIN_ENV).is_some();
+                match (&pin_file, pin_env) {
+                    (None, false) => bail!("--master-key-provider pkcs11 needs --pkcs11-pin-file or {PKCS11_PIN_ENV}"),
+                    (Some(_), true) => bail!("give the PKCS#11 PIN once: --pkcs11-pin-file or {PKCS11_PIN_ENV}, not both"),
+                    _ => {}
+                }
+                MasterKeySource::Pkcs11(Pkcs11Settings {
+                    module,
+                    token_label,
+                    key_label: self
+                        .pkcs11_key_label
+                        .clone()
+                        .or(file.pkcs11_key_label)
+                        .unwrap_or_else(|| "keyward-master-key".into()),
+                    pin_file,
+                })
+            }
+            other => bail!("--master-key-provider must be file or pkcs11, not {other:?}"),
+        };
         if !listen.ip().is_loopback() && !insecure_http && tls.is_none() {
             bail!(
                 "refusing plain HTTP on the non-loopback address {listen}: TLS is not configured. \
@@ -185,6 +263,7 @@ impl ServeArgs {
                 .clone()
                 .or(file.master_key_file)
                 .unwrap_or_else(|| data_dir.join("master.key")),
+            master_key,
             data_dir,
             database_url,
             insecure_http,
@@ -218,6 +297,32 @@ mod tests {
         assert_eq!(s.token_pool_size, 2);
         assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
         assert!(s.database_url.expose().contains("/tmp/x/keyward.db"));
+    }
+
+    #[test]
+    fn master_key_provider_settings() {
+        assert_eq!(ServeArgs::default().resolve().unwrap().master_key, MasterKeySource::File);
+        let args = ServeArgs {
+            master_key_provider: Some("pkcs11".into()),
+            pkcs11_module: Some("/usr/lib/softhsm/libsofthsm2.so".into()),
+            pkcs11_token_label: Some("keyward".into()),
+            pkcs11_pin_file: Some("/etc/keyward/pin".into()),
+            ..ServeArgs::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(
+            s.master_key,
+            MasterKeySource::Pkcs11(Pkcs11Settings {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token_label: "keyward".into(),
+                key_label: "keyward-master-key".into(),
+                pin_file: Some("/etc/keyward/pin".into()),
+            })
+        );
+        let no_token = ServeArgs { pkcs11_token_label: None, ..args.clone() };
+        assert!(no_token.resolve().is_err());
+        let bogus = ServeArgs { master_key_provider: Some("kms".into()), ..args };
+        assert!(bogus.resolve().is_err());
     }
 
     #[test]

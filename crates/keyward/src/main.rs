@@ -13,7 +13,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the server
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Manage instances, API keys and role grants
     Admin(admin::AdminArgs),
     /// A Key Protect client: talk to Keyward or any Key Protect endpoint
@@ -37,7 +37,7 @@ fn init_tracing(json: bool) {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Serve(args) => serve(args).await,
+        Cmd::Serve(args) => serve(*args).await,
         Cmd::Admin(args) => admin::run(args).await,
         Cmd::Kp(args) => keyward_kpclient::run(args).await,
     };

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use keyward_api::{app, sealed_app, AppState};
 use keyward_crypto::master::{FileMasterKey, MasterKeyProvider};
+use keyward_crypto::pkcs11::{Pkcs11Config, Pkcs11MasterKey, Pkcs11Pin};
 use keyward_domain::{Clock, SystemClock};
 use keyward_service::admin::{bootstrap, CreatedApiKey};
 use keyward_service::{KeyService, ServiceConfig};
 use keyward_store::{SqlStore, Store};
 use tokio::net::TcpListener;
 
-use crate::config::Settings;
+use crate::config::{MasterKeySource, Settings, PKCS11_PIN_ENV};
 
 /// A bound, ready server.
 pub struct Server {
@@ -137,18 +138,15 @@ async fn open_service(
     clock: Arc<dyn Clock>,
 ) -> Result<KeyService, String> {
     let (sealed_rows, key_ids) = store.sealed_rows().await.map_err(|e| e.to_string())?;
-    let master = FileMasterKey::load_or_create(&settings.master_key_file, sealed_rows == 0)
-        .map_err(|e| e.to_string())?;
+    let (master, source) = load_master_key(settings, sealed_rows == 0)?;
     if sealed_rows > 0 && !key_ids.iter().any(|k| k == master.key_id()) {
         return Err(format!(
-            "the master key {} ({}) does not match the database's rows (sealed under {}): \
-             use the master key file this database was created with",
-            settings.master_key_file.display(),
+            "the master key {source} ({}) does not match the database's rows (sealed under {}): \
+             use the master key this database was created with",
             master.key_id(),
             key_ids.join(", ")
         ));
     }
-    let master: Arc<dyn MasterKeyProvider> = Arc::new(master);
     KeyService::new(
         store,
         master,
@@ -160,6 +158,40 @@ async fn open_service(
     )
     .await
     .map_err(|e| e.message)
+}
+
+/// The configured master key provider, and words for where its key is. It creates a key only
+/// when `may_create` (the database holds no sealed rows yet).
+fn load_master_key(
+    settings: &Settings,
+    may_create: bool,
+) -> Result<(Arc<dyn MasterKeyProvider>, String), String> {
+    match &settings.master_key {
+        MasterKeySource::File => {
+            let mk = FileMasterKey::load_or_create(&settings.master_key_file, may_create)
+                .map_err(|e| e.to_string())?;
+            Ok((Arc::new(mk), settings.master_key_file.display().to_string()))
+        }
+        MasterKeySource::Pkcs11(p) => {
+            let pin = match &p.pin_file {
+                Some(f) => Pkcs11Pin::from_file(f),
+                None => match std::env::var(PKCS11_PIN_ENV) {
+                    Ok(s) => Pkcs11Pin::from_string(s),
+                    Err(_) => return Err(format!("no PKCS#11 PIN: {PKCS11_PIN_ENV} is not set")),
+                },
+            }
+            .map_err(|e| e.to_string())?;
+            let cfg = Pkcs11Config {
+                module: p.module.clone(),
+                token_label: p.token_label.clone(),
+                pin,
+                key_label: p.key_label.clone(),
+            };
+            let mk = Pkcs11MasterKey::open_or_create(cfg, may_create).map_err(|e| e.to_string())?;
+            let source = format!("{:?} on HSM token {:?}", p.key_label, p.token_label);
+            Ok((Arc::new(mk), source))
+        }
+    }
 }
 
 fn print_banner(k: &CreatedApiKey, addr: SocketAddr) {

@@ -134,6 +134,12 @@ pub async fn bootstrap(store: &dyn Store, now: i64) -> ServiceResult<Option<Crea
     if !store.list_instances().await?.is_empty() {
         return Ok(None);
     }
+    // Several nodes may start at once on an empty database: only the one whose claim is
+    // stored bootstraps. (The claim holds no secret; an empty master-key id keeps it out of
+    // the sealed-row accounting.)
+    if !store.put_secret_if_absent("bootstrap-claim", &[], "", now).await? {
+        return Ok(None);
+    }
     let inst = create_instance(store, "default", now).await?;
     let key = create_api_key(store, inst.id, Role::Manager, "default-admin", None, now).await?;
     Ok(Some(key))

@@ -59,6 +59,8 @@ pub struct KeyInfo {
     pub payload: Option<SecretBytes>,
     /// Aliases (filled on single-key responses).
     pub aliases: Vec<String>,
+    /// When a pending `setKeyForDeletion` authorisation expires (None: none pending).
+    pub deletion_auth_expires: Option<i64>,
 }
 
 pub(crate) fn version_ctx<'a>(instance: &'a str, key: &'a str, version: &'a str) -> SealContext<'a> {
@@ -230,6 +232,11 @@ impl KeyService {
             version_created_at,
             payload: None,
             aliases: Vec::new(),
+            deletion_auth_expires: row
+                .attrs
+                .pointer("/deletionAuth/expires")
+                .and_then(serde_json::Value::as_i64)
+                .filter(|e| *e > now),
             row,
         }
     }
@@ -413,11 +420,11 @@ impl KeyService {
             .filter(|_| !row.extractable && !row.imported)
             .map(|m| (true, Some(m)));
         let dual_default = defaults.dual_auth.then_some(true);
-        crate::lifecycle::apply_key_policies(&mut row, auto_rotation, dual_default, &caller.iam_id, now)?;
+        // An override replaces the instance default (it may turn it off for this key).
         crate::lifecycle::apply_key_policies(
             &mut row,
-            req.rotation_override,
-            req.dual_auth_override,
+            req.rotation_override.or(auto_rotation),
+            req.dual_auth_override.or(dual_default),
             &caller.iam_id,
             now,
         )?;
@@ -428,7 +435,7 @@ impl KeyService {
             }
             Err(e) => return Err(e.into()),
         }
-        let mut info = self.info_with(row, now, now);
+        let mut info = self.info_with(row, version.created_at, now);
         if extractable {
             info.payload = Some(material);
         }
@@ -475,8 +482,9 @@ impl KeyService {
     /// `GET /keys`.
     pub async fn list_keys(&self, caller: &Caller, q: &KeyQuery) -> ServiceResult<Vec<KeyInfo>> {
         caller.require(Action::ListKeys)?;
-        let rows = self.store.list_keys(caller.instance, q).await?;
         let now = self.now();
+        let q = &KeyQuery { now, ..q.clone() };
+        let rows = self.store.list_keys(caller.instance, q).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -489,7 +497,11 @@ impl KeyService {
     /// `HEAD /keys`.
     pub async fn count_keys(&self, caller: &Caller, q: &KeyQuery) -> ServiceResult<i64> {
         caller.require(Action::HeadKeys)?;
-        Ok(self.store.count_keys(caller.instance, q).await?)
+        let q = KeyQuery {
+            now: self.now(),
+            ..q.clone()
+        };
+        Ok(self.store.count_keys(caller.instance, &q).await?)
     }
 
     /// `POST /keys/{id}/actions/rotate`.

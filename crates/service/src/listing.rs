@@ -226,6 +226,7 @@ impl KeyService {
         caller.require(Action::ListKeys)?;
         let now = self.now();
         let mut wide = req.query.clone();
+        wide.now = now;
         wide.limit = SEARCH_SPACE + 1;
         wide.offset = 0;
         if req.filter.iter().any(|t| t.prop == "state") && wide.states.is_empty() {

@@ -18,11 +18,16 @@ use std::fmt;
 use async_trait::async_trait;
 use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
+mod copy;
 mod sql;
 mod sql_lifecycle;
 pub mod testsuite;
 
-pub use sql::{DatabaseUrl, SqlStore};
+pub use copy::{copy_database, CopyReport, COPY_TABLES};
+pub use sql::{
+    is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
+    PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
+};
 
 /// Store failures. `Conflict` is a lost race or a violated uniqueness/condition; `Unavailable`
 /// means the database could not be reached (the API answers 503).
@@ -222,6 +227,9 @@ pub struct KeyQuery {
     pub offset: i64,
     /// (field, descending); empty = by id.
     pub sort: Vec<(SortField, bool)>,
+    /// "Now", for state filters and sorts: an Active key whose expiration date has passed
+    /// counts as Deactivated (3).
+    pub now: i64,
 }
 
 impl Default for KeyQuery {
@@ -233,6 +241,7 @@ impl Default for KeyQuery {
             limit: 200,
             offset: 0,
             sort: Vec::new(),
+            now: 0,
         }
     }
 }

@@ -1,8 +1,7 @@
 //! `POST /identity/token`: the IAM API-key exchange the IBM SDKs perform.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
@@ -17,8 +16,12 @@ fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
     )
 }
 
-pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let _ = headers;
+pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let connect = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .cloned();
     let Ok(bytes) = axum::body::to_bytes(body, extract::BODY_LIMIT).await else {
         return iam_error(StatusCode::PAYLOAD_TOO_LARGE, "BXNIM0109E", "Request body too large");
     };
@@ -38,6 +41,18 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -
     let Some(apikey) = field("apikey").filter(|k| !k.is_empty()) else {
         return iam_error(StatusCode::BAD_REQUEST, "BXNIM0109E", "Property missing or empty: apikey");
     };
+    let ip = connect.map(|c| c.0.ip());
+    if let Err(retry) = st.limiter.auth_allowed(ip) {
+        let mut r = iam_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "BXNIM0429E",
+            "Too many failed API key attempts from this address; retry later",
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&retry.to_string()) {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     match st.svc.exchange_api_key(apikey).await {
         Ok(t) => json_response(
             StatusCode::OK,
@@ -55,10 +70,13 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -
             "BXNIM0500E",
             "The identity service is temporarily unavailable",
         ),
-        Err(_) => iam_error(
-            StatusCode::BAD_REQUEST,
-            "BXNIM0415E",
-            "Provided API key could not be found",
-        ),
+        Err(_) => {
+            st.limiter.auth_failed(ip);
+            iam_error(
+                StatusCode::BAD_REQUEST,
+                "BXNIM0415E",
+                "Provided API key could not be found",
+            )
+        }
     }
 }

@@ -198,11 +198,15 @@ fn bad_body(msg: &str) -> ApiError {
 
 /// Checks the collection envelope of a create request and returns its one resource.
 fn single_resource(body: Option<Value>) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let Some(Value::Object(mut env)) = body else {
-        return Err(ApiError::new(
-            ServiceError::new(ErrorCode::NoBody, "A request body is required"),
-            CREATE,
-        ));
+    let mut env = match body {
+        None => {
+            return Err(ApiError::new(
+                ServiceError::new(ErrorCode::NoBody, "A request body is required"),
+                CREATE,
+            ))
+        }
+        Some(Value::Object(env)) => env,
+        Some(_) => return Err(bad_body("The request body must be a JSON object")),
     };
     let Some(Value::Object(meta)) = env.remove("metadata") else {
         return Err(bad_body("CollectionMetadata is empty"));

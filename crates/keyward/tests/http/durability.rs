@@ -1,0 +1,442 @@
+//! Durability with the real binary (RELIABILITY T6, small): keys, versions, import tokens and
+//! ciphertexts survive a graceful restart (SIGTERM), and `kill -9` right after an acknowledged
+//! write loses nothing. API keys come from `keyward admin` while the server runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use keyward_crypto::import::OaepHash;
+use keyward_crypto::SecretBytes;
+use keyward_domain::InstanceId;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+struct Proc {
+    child: Option<Child>,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn keyward_cmd(data: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYWARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "warn");
+    let _ = data;
+    cmd
+}
+
+async fn start(data: &Path) -> Proc {
+    let port = free_port();
+    let child = keyward_cmd(data)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token-pool-size",
+            "0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data.with_extension("log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let p = Proc {
+        child: Some(child),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{}/healthz", p.base)).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "keyward did not become ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    p
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, at once.
+    fn kill9(mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn terminate(mut self) {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut c = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert!(status.success(), "keyward exited with {status} on SIGTERM");
+                return;
+            }
+            assert!(Instant::now() < deadline, "keyward did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn admin(data: &Path, args: &[&str]) -> Value {
+    let out = keyward_cmd(data)
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--output", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// An instance and a Manager key made with the admin CLI; returns a logged-in client.
+async fn setup(p: &Proc, data: &Path) -> Client {
+    let inst = admin(data, &["instance", "create", "--name", "durability"]);
+    let inst_id = inst["id"].as_str().unwrap().to_string();
+    let key = admin(
+        data,
+        &[
+            "apikey",
+            "create",
+            "--instance",
+            &inst_id,
+            "--role",
+            "Manager",
+        ],
+    );
+    assert_eq!(key["instance"], inst_id.as_str());
+    assert_eq!(key["role"], "Manager");
+    let apikey = key["apikey"].as_str().unwrap();
+    assert!(apikey.starts_with("kw_"));
+    Client::login(
+        &p.base,
+        InstanceId::parse(&inst_id).unwrap(),
+        apikey,
+        key["iam_id"].as_str().unwrap(),
+    )
+    .await
+}
+
+/// The same principal against a restarted server (a fresh HTTP client, a fresh token).
+async fn relogin(c: &Client, p: &Proc) -> Client {
+    Client::login(&p.base, c.instance_id, &c.apikey, &c.iam_id).await
+}
+
+/// A wrapped DEK made on the client side for an imported key: proves after a crash that the
+/// stored version holds exactly that material.
+fn client_side_wrap(material: &[u8], key_id: &str, version: &str, dek: &[u8]) -> String {
+    let ad = keyward_crypto::dek::dek_aad(key_id, version, &[]);
+    let (iv, ct) = keyward_crypto::dek::seal(&SecretBytes::copy_from(material), &ad, dek).unwrap();
+    encode_blob(
+        &json!({"ciphertext": B64.encode(ct), "iv": B64.encode(iv), "version": "4.0.0", "handle": version}),
+    )
+}
+
+struct Expect {
+    id: String,
+    meta: Value,
+    checks: Vec<(String, Vec<u8>)>,
+}
+
+async fn verify(c: &Client, want: &[Expect]) {
+    let listed = c
+        .get("/api/v2/keys?state=0,1,2,3,5&limit=5000")
+        .await
+        .expect(200);
+    assert_eq!(
+        listed["metadata"]["collectionTotal"],
+        want.len(),
+        "{listed}"
+    );
+    for e in want {
+        let m = c
+            .get(&format!("/api/v2/keys/{}/metadata", e.id))
+            .await
+            .resource(200);
+        for f in [
+            "id",
+            "name",
+            "state",
+            "extractable",
+            "imported",
+            "creationDate",
+            "crn",
+        ] {
+            assert_eq!(m[f], e.meta[f], "{} {f}", e.id);
+        }
+        assert_eq!(
+            m["keyVersion"]["id"], e.meta["keyVersion"]["id"],
+            "{}",
+            e.id
+        );
+        for (ct, dek) in &e.checks {
+            assert_eq!(&c.unwrap_bytes(&e.id, ct, None).await, dek, "{}", e.id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn graceful_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: PathBuf = dir.path().join("data");
+    let p = start(&data).await;
+    let c = setup(&p, &data).await;
+    let mut want = Vec::new();
+    for i in 0..3 {
+        let k = if i == 1 {
+            c.import_root_key(&random(24)).await
+        } else {
+            c.create_root_key().await
+        };
+        let id = id_of(&k);
+        let dek = random(32);
+        let ct = c.wrap_bytes(&id, &dek, None).await;
+        want.push(Expect {
+            id,
+            meta: k,
+            checks: vec![(ct, dek)],
+        });
+    }
+    let std = c.create_standard_key().await;
+    let std_payload = std["payload"].clone();
+    want.push(Expect {
+        id: id_of(&std),
+        meta: std.clone(),
+        checks: vec![],
+    });
+    // A rotation: the key's new version and the old ciphertext both survive.
+    let rid = want[0].id.clone();
+    c.rotate(&rid, &json!({})).await.expect(204);
+    want[0].meta = c
+        .get(&format!("/api/v2/keys/{rid}/metadata"))
+        .await
+        .resource(200);
+    let dek = random(16);
+    let ct = c.wrap_bytes(&rid, &dek, None).await;
+    want[0].checks.push((ct, dek));
+    let old_token = c.clone();
+
+    p.terminate();
+    let p = start(&data).await;
+    // Tokens issued before the restart stay valid (the signing key is persisted).
+    let old = Client {
+        base: p.base.clone(),
+        http: http_client(),
+        ..old_token
+    };
+    old.get("/api/v2/keys").await.expect(200);
+    let c = relogin(&c, &p).await;
+    verify(&c, &want).await;
+    let g = c
+        .get(&format!("/api/v2/keys/{}", id_of(&std)))
+        .await
+        .resource(200);
+    assert_eq!(g["payload"], std_payload);
+    // And the instance keeps working.
+    let k = c.create_root_key().await;
+    c.wrap_bytes(&id_of(&k), &random(32), None).await;
+    p.terminate();
+}
+
+#[tokio::test]
+async fn kill_9_after_each_acknowledged_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: PathBuf = dir.path().join("data");
+    let mut p = start(&data).await;
+    let mut c = setup(&p, &data).await;
+    let mut want: Vec<Expect> = Vec::new();
+
+    for i in 0..6 {
+        let dek = random(32);
+        match i % 3 {
+            // Plain import: SIGKILL right after the 201; a ciphertext made client-side with
+            // the known material must unwrap after the restart.
+            0 => {
+                let m = random(32);
+                let k = c.import_root_key(&m).await;
+                p.kill9();
+                let id = id_of(&k);
+                let ct = client_side_wrap(&m, &id, k["keyVersion"]["id"].as_str().unwrap(), &dek);
+                want.push(Expect {
+                    id,
+                    meta: k,
+                    checks: vec![(ct, dek)],
+                });
+            }
+            // Generated root key: SIGKILL right after the 201, then after a wrap.
+            1 => {
+                let k = c.create_root_key().await;
+                p.kill9();
+                p = start(&data).await;
+                c = relogin(&c, &p).await;
+                let id = id_of(&k);
+                want.push(Expect {
+                    id: id.clone(),
+                    meta: k,
+                    checks: vec![],
+                });
+                verify(&c, &want).await;
+                let ct = c.wrap_bytes(&id, &dek, None).await;
+                p.kill9();
+                want.last_mut().unwrap().checks.push((ct, dek));
+            }
+            // Standard key with material: SIGKILL right after the 201.
+            _ => {
+                let m = random(64);
+                let k = c
+                    .create(json!({"type": KEY_TYPE, "name": "std", "extractable": true, "payload": B64.encode(&m)}))
+                    .await
+                    .resource(201);
+                p.kill9();
+                p = start(&data).await;
+                c = relogin(&c, &p).await;
+                let g = c
+                    .get(&format!("/api/v2/keys/{}", id_of(&k)))
+                    .await
+                    .resource(200);
+                assert_eq!(unb64(g["payload"].as_str().unwrap()), m);
+                p.kill9();
+                want.push(Expect {
+                    id: id_of(&k),
+                    meta: k,
+                    checks: vec![],
+                });
+            }
+        }
+        p = start(&data).await;
+        c = relogin(&c, &p).await;
+        verify(&c, &want).await;
+    }
+
+    // Rotation: SIGKILL right after the 204; the new version is there and the old ciphertext
+    // unwraps with a rewrap to it.
+    let id = want[1].id.clone();
+    let v1 = want[1].meta["keyVersion"]["id"].clone();
+    c.rotate(&id, &json!({})).await.expect(204);
+    p.kill9();
+    p = start(&data).await;
+    c = relogin(&c, &p).await;
+    let m = c
+        .get(&format!("/api/v2/keys/{id}/metadata"))
+        .await
+        .resource(200);
+    assert_ne!(m["keyVersion"]["id"], v1);
+    assert!(m["lastRotateDate"].is_string());
+    let (ct, dek) = want[1].checks[0].clone();
+    let u = c.unwrap(&id, &ct, None).await.expect(200);
+    assert_eq!(unb64(u["plaintext"].as_str().unwrap()), dek);
+    assert_eq!(u["rewrappedKeyVersion"]["id"], m["keyVersion"]["id"]);
+    want[1].meta = m;
+
+    // Delete: SIGKILL right after the 204; the key stays deleted.
+    let del = want[0].id.clone();
+    c.delete(&format!("/api/v2/keys/{del}")).await.expect(204);
+    p.kill9();
+    p = start(&data).await;
+    c = relogin(&c, &p).await;
+    assert_error(
+        &c.delete(&format!("/api/v2/keys/{del}")).await,
+        410,
+        "KEY_DELETED_ERR",
+    );
+    assert_eq!(
+        c.get(&format!("/api/v2/keys/{del}/metadata"))
+            .await
+            .resource(200)["state"],
+        5
+    );
+    want[0].meta["state"] = json!(5);
+    want[0].checks.clear();
+
+    // Import token: created (200) then SIGKILL; one retrieval (200) then SIGKILL. The counter
+    // and the keypair survive, and a secure import with it works.
+    c.create_token(&json!({"expiration": 3600, "maxAllowedRetrievals": 2}))
+        .await
+        .expect(200);
+    p.kill9();
+    p = start(&data).await;
+    c = relogin(&c, &p).await;
+    let g = c.get_token().await.expect(200);
+    assert_eq!(g["remainingRetrievals"], 1);
+    p.kill9();
+    p = start(&data).await;
+    c = relogin(&c, &p).await;
+    let g = c.get_token().await.expect(200);
+    assert_eq!(g["remainingRetrievals"], 0);
+    let t = ImportToken::from_get(&g);
+    let m = random(32);
+    let k = c
+        .create(t.secure_fields(&m, OaepHash::Sha256).resource())
+        .await
+        .resource(201);
+    p.kill9();
+    p = start(&data).await;
+    c = relogin(&c, &p).await;
+    assert_error(
+        &c.get_token().await,
+        409,
+        "IMPORT_TOKEN_RETRIEVALS_EXHAUSTED_ERR",
+    );
+    let dek = random(32);
+    let id = id_of(&k);
+    let ct = client_side_wrap(&m, &id, k["keyVersion"]["id"].as_str().unwrap(), &dek);
+    want.push(Expect {
+        id,
+        meta: k,
+        checks: vec![(ct, dek)],
+    });
+    verify(&c, &want).await;
+    p.terminate();
+}

@@ -1,0 +1,19 @@
+//! Black-box HTTP tests of Keyward's Key Protect API (issues 2 and 3; RELIABILITY T3/T4/T8/T9).
+//!
+//! Most tests share one in-process server (`common::shared()`) and isolate themselves by
+//! creating their own instances; tests that move the manual clock, or need a particular
+//! keypair pool, start their own. `durability` runs the real binary.
+//!
+//! Run: `cargo test -p keyward --test http`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod bad_inputs;
+mod durability;
+mod envelope;
+mod import_tokens;
+mod isolation;
+mod keys;
+mod secure_import;

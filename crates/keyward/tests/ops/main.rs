@@ -1,0 +1,328 @@
+//! Operations: TLS (handshake with a real client, TLS 1.1 refused), rate limits (429 with
+//! Retry-After, other tenants unaffected, failed bearer tokens capped per address), metrics and
+//! readiness, and a master key that does not match the database (sealed start).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use keyward::config::ServeArgs;
+use keyward::server;
+use keyward_domain::{Role, SystemClock};
+use keyward_service::admin;
+use serde_json::{json, Value};
+
+struct Running {
+    addr: SocketAddr,
+    store: Arc<dyn keyward_store::Store>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start(args: ServeArgs, dir: Option<tempfile::TempDir>) -> Running {
+    let settings = args.resolve().unwrap();
+    let srv = server::start_with_clock(&settings, Arc::new(SystemClock)).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, store) = (srv.addr, srv.store.clone());
+    tokio::spawn(srv.serve(async move {
+        let _ = rx.await;
+    }));
+    Running { addr, store, stop: Some(tx), _dir: dir }
+}
+
+fn base_args(dir: &Path) -> ServeArgs {
+    ServeArgs {
+        data_dir: Some(dir.to_path_buf()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        token_pool_size: Some(0),
+        scheduler_interval: Some(0),
+        ..ServeArgs::default()
+    }
+}
+
+/// (apikey, instance id) of a new Manager in a new instance.
+async fn tenant(store: &dyn keyward_store::Store, name: &str) -> (String, String) {
+    let inst = admin::create_instance(store, name, 1).await.unwrap();
+    let k = admin::create_api_key(store, inst.id, Role::Manager, name, None, 1)
+        .await
+        .unwrap();
+    (k.apikey, inst.id.to_string())
+}
+
+async fn token(client: &reqwest::Client, base: &str, apikey: &str) -> String {
+    let r: Value = client
+        .post(format!("{base}/identity/token"))
+        .form(&[("grant_type", "urn:ibm:params:oauth:grant-type:apikey"), ("apikey", apikey)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"].as_str().unwrap().to_string()
+}
+
+fn key_body(name: &str) -> Value {
+    json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+           "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false}]})
+}
+
+#[tokio::test]
+async fn tls_serves_https_and_refuses_tls_1_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    keyward::tls::run(keyward::tls::TlsCmd::SelfSigned {
+        out_dir: tls.clone(),
+        hosts: vec!["localhost".into()],
+    })
+    .unwrap();
+    let mut args = base_args(&dir.path().join("data"));
+    args.tls_cert = Some(tls.join("cert.pem"));
+    args.tls_key = Some(tls.join("key.pem"));
+    let srv = start(args, None).await;
+    let (apikey, inst) = tenant(&*srv.store, "tls").await;
+
+    let pem = std::fs::read(tls.join("cert.pem")).unwrap();
+    let ca = reqwest::Certificate::from_pem(&pem).unwrap();
+    let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let base = format!("https://localhost:{}", srv.addr.port());
+    let t = token(&client, &base, &apikey).await;
+    let r = client
+        .post(format!("{base}/api/v2/keys"))
+        .bearer_auth(&t)
+        .header("bluemix-instance", &inst)
+        .json(&key_body("over-tls"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/healthz", srv.addr.port()))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+
+    // TLS 1.1 (and 1.0) are refused at the handshake.
+    // (tokio::process: a blocking call here would stall the in-process server.)
+    if let Ok(out) = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", srv.addr.port()), "-tls1_1"])
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("openssl s_client did not finish")
+    {
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "TLS 1.1 handshake must fail: {text}");
+        assert!(!text.contains("Cipher is ECDHE"), "no cipher may be negotiated: {text}");
+    } else {
+        eprintln!("openssl not installed: TLS 1.1 refusal checked by rustls' protocol set only");
+    }
+}
+
+#[tokio::test]
+async fn rate_limit_gives_429_with_retry_after_and_spares_other_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path());
+    args.rate_limit_crypto = Some("2/20".into());
+    let srv = start(args, None).await;
+    let (k1, i1) = tenant(&*srv.store, "noisy").await;
+    let (k2, i2) = tenant(&*srv.store, "quiet").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", srv.addr);
+    let (t1, t2) = (token(&client, &base, &k1).await, token(&client, &base, &k2).await);
+    let mk = |t: &str, i: &str| {
+        let (t, i, c, b) = (t.to_string(), i.to_string(), client.clone(), base.clone());
+        async move {
+            let r: Value = c
+                .post(format!("{b}/api/v2/keys"))
+                .bearer_auth(&t)
+                .header("bluemix-instance", &i)
+                .json(&key_body("rl"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["resources"][0]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let (key1, key2) = (mk(&t1, &i1).await, mk(&t2, &i2).await);
+    let wrap = |t: &str, i: &str, k: &str| {
+        client
+            .post(format!("{base}/api/v2/keys/{k}/actions/wrap"))
+            .bearer_auth(t)
+            .header("bluemix-instance", i)
+            .json(&json!({}))
+            .send()
+    };
+    let mut limited = 0;
+    let mut ok = 0;
+    for _ in 0..100 {
+        let r = wrap(&t1, &i1, &key1).await.unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!(ra >= 1);
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["resources"][0]["reasons"][0]["code"], "TOO_MANY_REQUESTS_ERR");
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(ok >= 20 && ok <= 25, "burst of 20 plus refill, got {ok}");
+    assert!(limited >= 75, "the rest are limited, got {limited}");
+    // The other tenant has its own bucket.
+    for _ in 0..10 {
+        assert_eq!(wrap(&t2, &i2, &key2).await.unwrap().status(), 200);
+    }
+    // Management calls are another class (unlimited here).
+    let r = client
+        .get(format!("{base}/api/v2/keys"))
+        .bearer_auth(&t1)
+        .header("bluemix-instance", &i1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn failed_bearer_tokens_are_capped_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path());
+    args.auth_failure_limit = Some("0.01/5".into());
+    let srv = start(args, None).await;
+    let (apikey, inst) = tenant(&*srv.store, "auth").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", srv.addr);
+    let good = token(&client, &base, &apikey).await;
+    let get = |t: String| {
+        client
+            .get(format!("{base}/api/v2/keys"))
+            .bearer_auth(t)
+            .header("bluemix-instance", &inst)
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(get("forged.token.value".into()).await.unwrap().status(), 401);
+    }
+    let r = get("forged.token.value".into()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // A valid token is never locked out (a proxy's shared address must keep working).
+    assert_eq!(get(good).await.unwrap().status(), 200);
+    // API-key guessing at the IAM endpoint is capped the same way.
+    let r = client
+        .post(format!("{base}/identity/token"))
+        .form(&[("grant_type", "urn:ibm:params:oauth:grant-type:apikey"), ("apikey", "kw_guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn metrics_and_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(base_args(dir.path()), None).await;
+    let (apikey, inst) = tenant(&*srv.store, "metrics").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", srv.addr);
+    let t = token(&client, &base, &apikey).await;
+    for _ in 0..3 {
+        client
+            .post(format!("{base}/api/v2/keys"))
+            .bearer_auth(&t)
+            .header("bluemix-instance", &inst)
+            .json(&key_body("metered"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"keyward_http_requests_total{route="/api/v2/keys",method="POST",status="201"} 3"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"keyward_http_request_duration_seconds_count{route="/api/v2/keys"} 3"#));
+    assert!(text.contains("keyward_import_token_pool_depth 0"));
+    assert!(text.contains("keyward_sealed 0"));
+    assert!(!text.contains(&apikey) && !text.contains(&t));
+}
+
+#[tokio::test]
+async fn a_master_key_that_does_not_match_the_database_leaves_the_service_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let srv = start(base_args(dir.path()), None).await;
+        let (apikey, inst) = tenant(&*srv.store, "seal").await;
+        let client = reqwest::Client::new();
+        let base = format!("http://{}", srv.addr);
+        let t = token(&client, &base, &apikey).await;
+        let r = client
+            .post(format!("{base}/api/v2/keys"))
+            .bearer_auth(&t)
+            .header("bluemix-instance", &inst)
+            .json(&key_body("sealed"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Replace the master key file: the database's rows no longer open.
+    let mk = dir.path().join("master.key");
+    std::fs::remove_file(&mk).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path());
+    args.master_key_file = Some(other.path().join("other.key"));
+    let srv = start(args, Some(other)).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", srv.addr);
+    let h = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), 503);
+    let body: Value = h.json().await.unwrap();
+    assert_eq!(body["status"], "sealed");
+    let r = client
+        .post(format!("{base}/api/v2/keys"))
+        .header("bluemix-instance", "00000000-0000-4000-8000-000000000000")
+        .json(&key_body("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["metadata"]["collectionType"], "application/vnd.ibm.kms.error+json");
+    // The missing original key file was not silently re-created over existing data.
+    assert!(!mk.exists());
+}
