@@ -102,6 +102,7 @@ impl IntoResponse for ApiError {
             "resources": [{"errorMsg": error_msg, "reasons": [reason]}],
         });
         let mut resp = json_response(status, &body);
+        resp.extensions_mut().insert(code);
         if let Some(secs) = self.retry_after {
             if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);

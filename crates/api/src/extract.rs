@@ -61,11 +61,25 @@ impl FromRequestParts<AppState> for Auth {
             return Err(refuse(ServiceError::unauthorized()));
         };
         let instance = instance_header(&parts.headers)?;
+        let meta = keyward_service::audit::RequestMeta {
+            request_id: keyward_domain::new_uuid().to_string(),
+            correlation_id: parts
+                .headers
+                .get("correlation-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+                .map(str::to_string),
+            source: ip,
+            audited: Default::default(),
+        };
         let caller = state
             .svc
-            .authenticate(token, instance, ip)
+            .authenticate(token, instance, meta)
             .await
             .map_err(refuse)?;
+        if let Some(slot) = parts.extensions.get::<crate::audit::AuditSlot>() {
+            slot.set(caller.clone());
+        }
         let route = parts
             .extensions
             .get::<axum::extract::MatchedPath>()

@@ -17,6 +17,7 @@ use axum::Router;
 use keyward_service::{ErrorCode, KeyService, ServiceError};
 use serde_json::json;
 
+pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -159,6 +160,10 @@ fn api_routes(state: AppState) -> Router {
             "/api/v2/import_token",
             get(routes::tokens::get).post(routes::tokens::create),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_failures,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -37,10 +37,19 @@ pub enum AdminCmd {
     /// TLS helpers
     #[command(subcommand)]
     Tls(crate::tls::TlsCmd),
+    /// Read the audit log
+    #[command(subcommand)]
+    Audit(crate::auditcmd::AuditCmd),
     /// Copy a whole deployment into an empty database (e.g. a single node's SQLite into the
     /// PostgreSQL a cluster shares): every row as it is, sealed key material unchanged, so the
     /// new nodes need the same master key file. Stop the source node first.
     Migrate(MigrateArgs),
+    /// Write a consistent, checksummed snapshot of the whole database (SQLite or PostgreSQL)
+    /// to a file, while the server runs. The master key is NOT in it: back that up separately
+    Backup(crate::backup::BackupArgs),
+    /// Restore a backup file into a new data dir or an empty database, after verifying all of
+    /// it; a damaged, truncated or edited backup is refused before anything is written
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -200,9 +209,28 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     if let AdminCmd::Migrate(m) = &args.cmd {
         return migrate(&args, m).await;
     }
+    let (dir, db) = (args.data_dir.as_deref(), args.database_url.as_deref());
+    match &args.cmd {
+        AdminCmd::Backup(b) => {
+            print(&args.output, &crate::backup::backup(dir, db, b).await?);
+            return Ok(());
+        }
+        AdminCmd::Restore(r) => {
+            print(&args.output, &crate::backup::restore(dir, db, r).await?);
+            return Ok(());
+        }
+        _ => {}
+    }
     let args = match args.cmd {
         AdminCmd::Tls(cmd) => {
             print(&args.output, &crate::tls::run(cmd)?);
+            return Ok(());
+        }
+        AdminCmd::Audit(cmd) => {
+            // One JSON object per line, in either output mode: the records are the output.
+            for r in crate::auditcmd::run(cmd)? {
+                println!("{r}");
+            }
             return Ok(());
         }
         _ => args,
@@ -263,8 +291,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             json!({"deleted": id})
         }
-        AdminCmd::Tls(_) => json!({}),
+        AdminCmd::Tls(_) | AdminCmd::Audit(_) => json!({}),
         AdminCmd::Migrate(_) => bail!("admin migrate is handled before opening a store"),
+        AdminCmd::Backup(_) | AdminCmd::Restore(_) => {
+            bail!("admin backup/restore are handled before opening a store")
+        }
     };
     print(&args.output, &out);
     store.close().await;

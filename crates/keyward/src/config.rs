@@ -38,7 +38,7 @@ pub struct ServeArgs {
     /// pkcs11: label of the master key object, created on first start [default: keyward-master-key]
     #[arg(long, env = "KEYWARD_PKCS11_KEY_LABEL")]
     pub pkcs11_key_label: Option<String>,
-    /// Allow plain HTTP on a non-loopback address (TLS arrives in a later release)
+    /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)
     #[arg(long, env = "KEYWARD_INSECURE_HTTP")]
     pub insecure_http: bool,
     /// Pre-generated RSA-4096 import-token keypairs to keep ready (0 disables) [default: 4]
@@ -71,6 +71,16 @@ pub struct ServeArgs {
     /// Failed bearer-token attempts allowed per source address [default: 1/30]
     #[arg(long, env = "KEYWARD_AUTH_FAILURE_LIMIT")]
     pub auth_failure_limit: Option<String>,
+    /// Audit log: JSON lines appended to this file (fsync'd; a request whose record cannot be
+    /// written fails with 503). Off when unset.
+    #[arg(long, env = "KEYWARD_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Rotate the audit log at this size in bytes [default: 104857600]
+    #[arg(long, env = "KEYWARD_AUDIT_LOG_MAX_BYTES")]
+    pub audit_log_max_bytes: Option<u64>,
+    /// Rotated audit files to keep [default: 10]
+    #[arg(long, env = "KEYWARD_AUDIT_LOG_KEEP")]
+    pub audit_log_keep: Option<usize>,
     /// Seconds between scheduler passes (policy rotations, 90-day purge); 0 disables [default: 60]
     #[arg(long, env = "KEYWARD_SCHEDULER_INTERVAL")]
     pub scheduler_interval: Option<u64>,
@@ -95,6 +105,9 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
+    audit_log: Option<PathBuf>,
+    audit_log_max_bytes: Option<u64>,
+    audit_log_keep: Option<usize>,
     rate_limit_crypto: Option<String>,
     rate_limit_import_token: Option<String>,
     rate_limit_management: Option<String>,
@@ -118,6 +131,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub metrics_listen: Option<SocketAddr>,
     pub limits: keyward_api::ratelimit::Limits,
+    /// (file, rotate at bytes, files kept)
+    pub audit_log: Option<(PathBuf, u64, usize)>,
 }
 
 /// The master key provider `serve` uses.
@@ -273,6 +288,15 @@ impl ServeArgs {
             tls,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
+            audit_log: self.audit_log.clone().or(file.audit_log).map(|p| {
+                (
+                    p,
+                    self.audit_log_max_bytes
+                        .or(file.audit_log_max_bytes)
+                        .unwrap_or(100 * 1024 * 1024),
+                    self.audit_log_keep.or(file.audit_log_keep).unwrap_or(10),
+                )
+            }),
         })
     }
 }

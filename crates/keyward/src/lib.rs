@@ -4,6 +4,8 @@
 //! [`server::start`] is what `keyward serve` runs; tests start it in-process the same way.
 
 pub mod admin;
+pub mod auditcmd;
+pub mod backup;
 pub mod config;
 pub mod server;
 pub mod tls;

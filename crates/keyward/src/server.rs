@@ -147,12 +147,19 @@ async fn open_service(
             key_ids.join(", ")
         ));
     }
+    let audit: Option<Arc<dyn keyward_service::audit::AuditSink>> = match &settings.audit_log {
+        Some((path, max, keep)) => Some(Arc::new(
+            keyward_service::audit::FileSink::open(path, *max, *keep).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
     KeyService::new(
         store,
         master,
         clock,
         ServiceConfig {
             token_pool_size: settings.token_pool_size,
+            audit,
             ..ServiceConfig::default()
         },
     )

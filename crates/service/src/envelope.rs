@@ -182,6 +182,7 @@ impl KeyService {
             None => (random_secret(GENERATED_DEK_LEN)?, true),
         };
         let ciphertext = seal_blob(id, current, aad, dek.expose())?;
+        self.audit(caller, Action::Wrap, Some(id)).await?;
         Ok(WrapResult {
             ciphertext,
             key_version: current.id,
@@ -216,6 +217,7 @@ impl KeyService {
         } else {
             None
         };
+        self.audit(caller, Action::Unwrap, Some(id)).await?;
         Ok(UnwrapResult {
             plaintext,
             key_version: version.id,
@@ -245,8 +247,10 @@ impl KeyService {
         let current = key
             .current()
             .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))?;
+        let ciphertext = seal_blob(id, current, aad, plaintext.expose())?;
+        self.audit(caller, Action::Rewrap, Some(id)).await?;
         Ok(RewrapResult {
-            ciphertext: seal_blob(id, current, aad, plaintext.expose())?,
+            ciphertext,
             key_version: version.id,
             rewrapped_key_version: current.id,
         })

@@ -428,6 +428,7 @@ impl KeyService {
             &caller.iam_id,
             now,
         )?;
+        self.audit(caller, action, Some(id)).await?;
         match self.store.insert_key(&row, &version, guard).await {
             Ok(()) => {}
             Err(StoreError::Conflict("import token")) => {
@@ -466,6 +467,9 @@ impl KeyService {
         } else {
             None
         };
+        if payload.is_some() {
+            self.audit(caller, Action::GetStandardKeyPayload, Some(id)).await?;
+        }
         let mut info = self.info(row, &versions);
         info.payload = payload;
         Ok(info)
@@ -594,6 +598,7 @@ impl KeyService {
         if let Some(obj) = next.attrs.as_object_mut() {
             obj.insert("bits".into(), serde_json::json!(material.len() * 8));
         }
+        self.audit(caller, Action::Rotate, Some(id)).await?;
         match self.store.rotate_key(&next, &version, guard).await {
             Ok(()) => {
                 self.keys.invalidate(caller.instance, id);

@@ -24,6 +24,7 @@ use keyward_domain::{Action, Clock, InstanceId, Role};
 use keyward_store::Store;
 
 pub mod admin;
+pub mod audit;
 pub mod cache;
 pub mod envelope;
 mod error;
@@ -48,6 +49,8 @@ pub struct ServiceConfig {
     /// Region and account shown in CRNs.
     pub region: String,
     pub account: String,
+    /// Where audit records go (None: no audit log).
+    pub audit: Option<Arc<dyn audit::AuditSink>>,
 }
 
 impl Default for ServiceConfig {
@@ -58,6 +61,7 @@ impl Default for ServiceConfig {
             role_cache_ttl: Duration::from_secs(1),
             region: "local".into(),
             account: "keyward".into(),
+            audit: None,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct Caller {
     pub iam_id: String,
     pub instance: InstanceId,
     pub roles: Arc<[Role]>,
+    /// Request id, correlation id, source address (for the audit log).
+    pub meta: audit::RequestMeta,
 }
 
 impl Caller {
@@ -97,6 +103,7 @@ pub struct KeyService {
     pub(crate) roles: cache::RoleCache,
     pub(crate) token_keys: tokens::TokenKeyCache,
     pub(crate) policies: policies::PolicyCache,
+    pub(crate) audit: Option<Arc<dyn audit::AuditSink>>,
     pub(crate) cfg: ServiceConfig,
 }
 
@@ -127,6 +134,7 @@ impl KeyService {
             roles: cache::RoleCache::new(cfg.role_cache_ttl),
             token_keys: tokens::TokenKeyCache::default(),
             policies: policies::PolicyCache::new(cfg.role_cache_ttl),
+            audit: cfg.audit.clone(),
             tokens: TokenAuthority::new(signing),
             pool,
             store,
@@ -173,7 +181,7 @@ impl KeyService {
         &self,
         bearer: &str,
         instance: InstanceId,
-        client_ip: Option<std::net::IpAddr>,
+        meta: audit::RequestMeta,
     ) -> ServiceResult<Caller> {
         let claims = self
             .tokens
@@ -187,7 +195,7 @@ impl KeyService {
                 r
             }
         };
-        if !roles.is_empty() && !self.ip_allowed(instance, client_ip).await? {
+        if !roles.is_empty() && !self.ip_allowed(instance, meta.source).await? {
             return Err(ServiceError::new(
                 ErrorCode::Unauthorized,
                 "The instance's allowedIP policy does not allow requests from this address",
@@ -197,6 +205,7 @@ impl KeyService {
             iam_id: claims.iam_id,
             instance,
             roles,
+            meta,
         })
     }
 

@@ -99,11 +99,13 @@ impl KeyService {
         &self,
         caller: &Caller,
         id: KeyId,
+        action: Action,
         f: F,
     ) -> ServiceResult<KeyRow>
     where
         F: Fn(&mut KeyRow, i64) -> ServiceResult<()>,
     {
+        let mut audited = false;
         for _ in 0..5 {
             let mut row = self
                 .store
@@ -113,6 +115,10 @@ impl KeyService {
             let now = self.now();
             f(&mut row, now)?;
             row.updated_at = now;
+            if !audited {
+                self.audit(caller, action, Some(id)).await?;
+                audited = true;
+            }
             match self.store.update_key(&row).await {
                 Ok(()) => {
                     self.keys.invalidate(caller.instance, id);
@@ -180,7 +186,7 @@ impl KeyService {
     /// `POST /keys/{id}/actions/disable`: Active → Suspended (root keys).
     pub async fn disable_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
         caller.require(Action::Disable)?;
-        self.mutate_key(caller, id, |row, now| {
+        self.mutate_key(caller, id, Action::Disable, |row, now| {
             root_only(row, "disabled")?;
             if effective_state(row, now) != KeyState::Active {
                 return Err(ServiceError::invalid_state(
@@ -198,7 +204,7 @@ impl KeyService {
     /// `POST /keys/{id}/actions/enable`: Suspended → Active, ≥ 30 s after the last change.
     pub async fn enable_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
         caller.require(Action::Enable)?;
-        self.mutate_key(caller, id, |row, now| {
+        self.mutate_key(caller, id, Action::Enable, |row, now| {
             root_only(row, "enabled")?;
             if row.state != KeyState::Suspended {
                 return Err(ServiceError::invalid_state(
@@ -222,7 +228,7 @@ impl KeyService {
     pub async fn set_key_for_deletion(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
         caller.require(Action::SetKeyForDeletion)?;
         let by = caller.iam_id.clone();
-        self.mutate_key(caller, id, |row, now| {
+        self.mutate_key(caller, id, Action::SetKeyForDeletion, |row, now| {
             if !dual_auth_enabled(row) {
                 return Err(ServiceError::new(
                     ErrorCode::NotDualAuth,
@@ -245,7 +251,7 @@ impl KeyService {
     /// `unsetKeyForDeletion`: cancels a pending authorisation.
     pub async fn unset_key_for_deletion(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
         caller.require(Action::UnsetKeyForDeletion)?;
-        self.mutate_key(caller, id, |row, _now| {
+        self.mutate_key(caller, id, Action::UnsetKeyForDeletion, |row, _now| {
             if !dual_auth_enabled(row) {
                 return Err(ServiceError::new(
                     ErrorCode::NotDualAuth,
@@ -269,8 +275,7 @@ impl KeyService {
         caller.require(Action::DeleteKey)?;
         let regs = self.store.registrations(caller.instance, Some(id)).await?;
         let by = caller.iam_id.clone();
-        let row = self
-            .mutate_key(caller, id, |row, now| {
+        let row = self.mutate_key(caller, id, Action::DeleteKey, |row, now| {
                 if row.state == KeyState::Destroyed {
                     return Err(ServiceError::new(
                         ErrorCode::KeyDeleted,
@@ -316,8 +321,7 @@ impl KeyService {
     /// `POST /keys/{id}/restore`: 5 → 1, between 30 s and 30 days after deletion.
     pub async fn restore_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
         caller.require(Action::RestoreKey)?;
-        let row = self
-            .mutate_key(caller, id, |row, now| {
+        let row = self.mutate_key(caller, id, Action::RestoreKey, |row, now| {
                 if row.state != KeyState::Destroyed {
                     return Err(ServiceError::invalid_state(
                         "Key is not in destroyed state: Key could not be restored",
@@ -371,6 +375,7 @@ impl KeyService {
             ));
         }
         let info = self.info_of(row.clone()).await?;
+        self.audit(caller, Action::Purge, Some(id)).await?;
         match self.store.purge_key(&row).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
@@ -428,8 +433,7 @@ impl KeyService {
             }
         }
         let by = caller.iam_id.clone();
-        let row = self
-            .mutate_key(caller, id, |row, now| {
+        let row = self.mutate_key(caller, id, Action::WriteKeyPolicies, |row, now| {
                 if row.state == KeyState::Destroyed {
                     return Err(ServiceError::invalid_state("The key has been deleted"));
                 }
@@ -454,11 +458,7 @@ impl KeyService {
             if row.imported || row.extractable {
                 continue;
             }
-            let caller = Caller {
-                iam_id: SCHEDULER.into(),
-                instance: row.instance_id,
-                roles: std::sync::Arc::new([keyward_domain::Role::Manager]),
-            };
+            let caller = scheduler_caller(row.instance_id);
             match self
                 .rotate_key_as(&caller, row.id, RotateRequest::default(), Some(row.row_version))
                 .await
@@ -469,6 +469,8 @@ impl KeyService {
         }
         let mut purged = 0;
         for row in self.store.due_purges(now - AUTO_PURGE_AFTER, 100).await? {
+            self.audit(&scheduler_caller(row.instance_id), Action::Purge, Some(row.id))
+                .await?;
             match self.store.purge_key(&row).await {
                 Ok(()) => {
                     self.keys.invalidate(row.instance_id, row.id);
@@ -479,6 +481,18 @@ impl KeyService {
             }
         }
         Ok((rotated, purged))
+    }
+}
+
+fn scheduler_caller(instance: keyward_domain::InstanceId) -> Caller {
+    Caller {
+        iam_id: SCHEDULER.into(),
+        instance,
+        roles: std::sync::Arc::new([keyward_domain::Role::Manager]),
+        meta: crate::audit::RequestMeta {
+            request_id: format!("scheduler-{}", keyward_domain::new_uuid()),
+            ..Default::default()
+        },
     }
 }
 

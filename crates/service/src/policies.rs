@@ -215,6 +215,7 @@ impl KeyService {
                 updated_by: caller.iam_id.clone(),
             });
         }
+        self.audit(caller, Action::WriteInstancePolicies, None).await?;
         for r in &rows {
             self.store.put_instance_policy(r).await?;
         }

@@ -62,6 +62,7 @@ impl KeyService {
                 format!("An instance can have at most {MAX_KEY_RINGS} key rings"),
             ));
         }
+        self.audit(caller, Action::CreateKeyRing, None).await?;
         match self
             .store
             .create_key_ring(&KeyRingRow {
@@ -87,6 +88,7 @@ impl KeyService {
         if id == DEFAULT_RING {
             return Err(ServiceError::new(ErrorCode::KeyRingConflict, "The key ring `default` cannot be deleted"));
         }
+        self.audit(caller, Action::DeleteKeyRing, None).await?;
         match self.store.delete_key_ring(caller.instance, id, force).await {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound) => Err(ServiceError::new(
@@ -118,7 +120,7 @@ impl KeyService {
             ));
         }
         let row = self
-            .mutate_key(caller, id, |row, _| {
+            .mutate_key(caller, id, Action::PatchKey, |row, _| {
                 if row.state == KeyState::Destroyed {
                     return Err(ServiceError::invalid_state("The key has been deleted"));
                 }
@@ -168,6 +170,7 @@ impl KeyService {
             created_at: self.now(),
             created_by: caller.iam_id.clone(),
         };
+        self.audit(caller, Action::CreateAlias, Some(id)).await?;
         match self.store.create_alias(&a).await {
             Ok(()) => Ok(a),
             Err(StoreError::Conflict(_)) => Err(ServiceError::new(
@@ -181,6 +184,7 @@ impl KeyService {
     /// `DELETE /keys/{id}/aliases/{alias}`.
     pub async fn delete_alias(&self, caller: &Caller, id: KeyId, alias: &str) -> ServiceResult<()> {
         caller.require(Action::DeleteAlias)?;
+        self.audit(caller, Action::DeleteAlias, Some(id)).await?;
         match self.store.delete_alias(caller.instance, alias, id).await {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound) => Err(ServiceError::new(

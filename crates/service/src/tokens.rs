@@ -195,6 +195,7 @@ impl KeyService {
             sealed_private: sealed,
             master_key_id: self.master.key_id().to_string(),
         };
+        self.audit(caller, Action::CreateImportToken, None).await?;
         self.store.put_token(&row).await?;
         self.token_keys
             .map
@@ -207,7 +208,19 @@ impl KeyService {
     pub async fn get_import_token(&self, caller: &Caller) -> ServiceResult<TokenInfo> {
         caller.require(Action::GetImportToken)?;
         let now = self.now();
+        if self.auditing() {
+            // Record before the counter moves; a retrieval that then loses a race is recorded
+            // again as a failure by the API layer (the one case with two records).
+            match self.store.get_token(caller.instance).await? {
+                Some(t) if t.remaining > 0 && t.expires_at > now => {
+                    self.audit(caller, Action::GetImportToken, None).await?;
+                    caller.meta.audited.store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
         if let Some(row) = self.store.take_token_retrieval(caller.instance, now).await? {
+            caller.meta.audited.store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(TokenInfo::from_row(&row, true));
         }
         match self.store.get_token(caller.instance).await? {
