@@ -9,18 +9,19 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::http::{parse_base, ApiError, Client, Credentials, Secret};
+use crate::lifecycle;
 use crate::material::{
     check_root_length, decode_material_arg, public_key_pem, read_material_file, MaterialFormat,
 };
 use crate::out::{emit, emit_json, fields, key_rows, key_table, pick, OutputFormat};
 use crate::{HashArg, ImportTokenCmd, KeyCmd, KeyMaterialArg, KpArgs, KpCommand, PubkeyArg};
 
-const CT_KEY: &str = "application/vnd.ibm.kms.key+json";
-const CT_JSON: &str = "application/json";
+pub(crate) const CT_KEY: &str = "application/vnd.ibm.kms.key+json";
+pub(crate) const CT_JSON: &str = "application/json";
 const CT_WRAP: &str = "application/vnd.ibm.kms.key_action_wrap+json";
 const CT_UNWRAP: &str = "application/vnd.ibm.kms.key_action_unwrap+json";
 const CT_ROTATE: &str = "application/vnd.ibm.kms.key_action_rotate+json";
-const PREFER_REPR: (&str, &str) = ("prefer", "return=representation");
+pub(crate) const PREFER_REPR: (&str, &str) = ("prefer", "return=representation");
 
 /// Lifetime and retrievals of the token `--secure` creates: the shortest Key Protect allows.
 const SECURE_TOKEN_EXPIRATION: u64 = 300;
@@ -141,6 +142,18 @@ pub async fn run(args: KpArgs) -> anyhow::Result<()> {
         KpCommand::Key(k) => {
             let mut c = client(&args)?;
             key_cmd(&mut c, output, k).await
+        }
+        KpCommand::KeyRing(k) => {
+            let mut c = client(&args)?;
+            lifecycle::key_ring_cmd(&mut c, output, k).await
+        }
+        KpCommand::Alias(a) => {
+            let mut c = client(&args)?;
+            lifecycle::alias_cmd(&mut c, output, a).await
+        }
+        KpCommand::InstancePolicy(p) => {
+            let mut c = client(&args)?;
+            lifecycle::instance_policy_cmd(&mut c, output, p).await
         }
     }
 }
@@ -335,7 +348,7 @@ fn key_envelope(resource: Map<String, Value>) -> Value {
 }
 
 /// `resources[0]` of a key envelope.
-fn first_resource(body: Value) -> anyhow::Result<Value> {
+pub(crate) fn first_resource(body: Value) -> anyhow::Result<Value> {
     match body {
         Value::Object(mut m) => match m.remove("resources") {
             Some(Value::Array(mut a)) if !a.is_empty() => Ok(a.swap_remove(0)),
@@ -345,7 +358,7 @@ fn first_resource(body: Value) -> anyhow::Result<Value> {
     }
 }
 
-fn print_key(output: OutputFormat, key: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_key(output: OutputFormat, key: &Value) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => emit_json(key),
         OutputFormat::Human => emit(&fields(&key_rows(key))),
@@ -353,7 +366,7 @@ fn print_key(output: OutputFormat, key: &Value) -> anyhow::Result<()> {
 }
 
 /// Removes key material from a key object (it is printed only by `show --with-payload`).
-fn strip_payload(mut key: Value) -> Value {
+pub(crate) fn strip_payload(mut key: Value) -> Value {
     if let Some(m) = key.as_object_mut() {
         m.remove("payload");
     }
@@ -438,18 +451,26 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             limit,
             offset,
             state,
+            search,
+            filter,
+            sort,
+            key_ring,
         } => {
-            let mut q = Vec::new();
-            if let Some(l) = limit {
-                q.push(("limit", l.to_string()));
+            let q = lifecycle::list_query(
+                *limit,
+                *offset,
+                &[
+                    ("state", state),
+                    ("search", search),
+                    ("filter", filter),
+                    ("sort", sort),
+                ],
+            );
+            let mut headers = Vec::new();
+            if let Some(r) = key_ring {
+                headers.push((lifecycle::KEY_RING_HEADER, r.as_str()));
             }
-            if let Some(o) = offset {
-                q.push(("offset", o.to_string()));
-            }
-            if let Some(s) = state {
-                q.push(("state", s.clone()));
-            }
-            let resp = c.call(Method::GET, &["keys"], &q, &[], None).await?;
+            let resp = c.call(Method::GET, &["keys"], &q, &headers, None).await?;
             match output {
                 OutputFormat::Json => emit_json(&resp.body),
                 OutputFormat::Human => {
@@ -478,9 +499,14 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             };
             print_key(output, &key)
         }
-        KeyCmd::Delete { id } => {
+        KeyCmd::Delete { id, force } => {
+            let q = if *force {
+                vec![("force", "true".to_owned())]
+            } else {
+                Vec::new()
+            };
             let resp = c
-                .call(Method::DELETE, &["keys", id], &[], &[PREFER_REPR], None)
+                .call(Method::DELETE, &["keys", id], &q, &[PREFER_REPR], None)
                 .await?;
             let key = if resp.body.is_null() {
                 json!({"id": id, "deleted": true})
@@ -565,19 +591,9 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             )
             .await?;
             // 204: show the key's new state (new keyVersion, lastRotateDate).
-            let key = match c
-                .call(Method::GET, &["keys", id, "metadata"], &[], &[], None)
-                .await
-                .and_then(|r| first_resource(r.body))
-            {
-                Ok(k) => strip_payload(k),
-                Err(e) => {
-                    eprintln!("note: the key was rotated, but reading it back failed: {e:#}");
-                    json!({"id": id, "rotated": true})
-                }
-            };
-            print_key(output, &key)
+            lifecycle::print_key_after(c, output, id, "rotated").await
         }
+        other => lifecycle::key_cmd(c, output, other).await,
     }
 }
 

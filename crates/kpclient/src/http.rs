@@ -349,7 +349,7 @@ impl Client {
         method: Method,
         segments: &[&str],
         query: &[(&str, String)],
-        extra_headers: &[(&'static str, &'static str)],
+        extra_headers: &[(&'static str, &str)],
         body: Option<(&'static str, &Value)>,
     ) -> anyhow::Result<Response> {
         let mut all = vec!["api", "v2"];
@@ -376,7 +376,10 @@ impl Client {
         );
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         for (k, v) in extra_headers {
-            headers.insert(*k, HeaderValue::from_static(v));
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                anyhow!("the value of header {k} contains characters not allowed in a header")
+            })?;
+            headers.insert(*k, value);
         }
         let mut req = self
             .http

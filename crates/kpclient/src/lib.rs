@@ -12,6 +12,7 @@
 
 mod cmd;
 pub mod http;
+mod lifecycle;
 pub mod material;
 pub mod out;
 
@@ -29,9 +30,11 @@ pub use out::OutputFormat;
         Authentication: --token (used as is) wins over --apikey; an API key is exchanged \
         for an access token at {--iam-url}/identity/token (default: the --url value; for \
         IBM Cloud use https://iam.cloud.ibm.com).\n\n\
-        Output: --output json prints the server's JSON for list, wrap, unwrap and import-token \
-        calls, and the key object (resources[0]) for calls returning one key. Errors go to \
-        stderr with the Key Protect errorMsg and reason codes, and the exit status is non-zero."
+        Output: --output json prints the server's JSON for list, versions, policy, wrap, \
+        unwrap and import-token calls, and the key object (resources[0]) for calls returning \
+        or changing one key (actions that return no body, such as disable, are followed by a \
+        read of the key's metadata). Errors go to stderr with the Key Protect errorMsg and \
+        reason codes, and the exit status is non-zero."
 )]
 pub struct KpArgs {
     /// Base URL of the service; /api/v2/... is appended (KEYWARD_URL is read when KP_URL is unset)
@@ -92,6 +95,15 @@ pub enum KpCommand {
     /// Keys
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Key rings (GET/POST/DELETE /api/v2/key_rings)
+    #[command(subcommand)]
+    KeyRing(KeyRingCmd),
+    /// Key aliases (POST/DELETE /api/v2/keys/{id}/aliases/{alias})
+    #[command(subcommand)]
+    Alias(AliasCmd),
+    /// Instance policies (GET/PUT /api/v2/instance/policies)
+    #[command(subcommand)]
+    InstancePolicy(InstancePolicyCmd),
 }
 
 /// RSA-OAEP hash for encrypting key material to an import token.
@@ -238,9 +250,24 @@ pub enum KeyCmd {
         limit: Option<u32>,
         #[arg(long)]
         offset: Option<u32>,
-        /// Comma-separated states, e.g. 1,2,3,5
+        /// Comma-separated states, e.g. 1,2,3,5 (deleted keys, state 5, are listed only when asked for)
         #[arg(long)]
         state: Option<String>,
+        /// Case-insensitive substring of the name or an alias; prefixes `not:`, `exact:`,
+        /// `escape:` and scopes `name:` / `alias:` as in Key Protect (e.g. `exact:alias:db-key`)
+        #[arg(long, allow_hyphen_values = true, value_name = "QUERY")]
+        search: Option<String>,
+        /// Space-separated `property=value` or `property=op:value` terms (ops lt, lte, gt, gte;
+        /// dates in double quotes; `none` = property absent), e.g.
+        /// 'state=1 creationDate=gte:"2024-01-01T00:00:00Z"'
+        #[arg(long, allow_hyphen_values = true, value_name = "EXPR")]
+        filter: Option<String>,
+        /// Comma-separated fields, `-` prefix for descending, e.g. -creationDate,id
+        #[arg(long, allow_hyphen_values = true, value_name = "FIELDS")]
+        sort: Option<String>,
+        /// Only keys in this key ring (sent as the x-kms-key-ring header)
+        #[arg(long, value_name = "RING")]
+        key_ring: Option<String>,
     },
     /// Show a key's metadata (GET /api/v2/keys/{id}/metadata)
     Show {
@@ -250,10 +277,81 @@ pub enum KeyCmd {
         #[arg(long)]
         with_payload: bool,
     },
-    /// Delete a key (DELETE /api/v2/keys/{id})
+    /// Delete a key (DELETE /api/v2/keys/{id}); a dual-auth key must first be set for
+    /// deletion by another user (`key set-for-deletion`)
     Delete {
         /// Key id or alias
         id: String,
+        /// Delete even if the key is registered with (protects) other cloud resources
+        /// (force=true); keys with a retention (preventKeyDeletion) registration still cannot be deleted
+        #[arg(long)]
+        force: bool,
+    },
+    /// Disable (suspend) a root key: POST /api/v2/keys/{id}/actions/disable
+    Disable {
+        /// Key id or alias
+        id: String,
+    },
+    /// Enable a suspended root key (no earlier than 30 s after it was disabled):
+    /// POST /api/v2/keys/{id}/actions/enable
+    Enable {
+        /// Key id or alias
+        id: String,
+    },
+    /// Restore a deleted key (between 30 s and 30 days after deletion): POST /api/v2/keys/{id}/restore
+    Restore {
+        /// Key id or alias
+        id: String,
+    },
+    /// Purge a deleted key for good (KeyPurge role, no earlier than 4 h after deletion):
+    /// DELETE /api/v2/keys/{id}/purge
+    Purge {
+        /// Key id or alias
+        id: String,
+    },
+    /// List a key's versions, newest first: GET /api/v2/keys/{id}/versions
+    Versions {
+        /// Key id or alias
+        id: String,
+        /// Also for a key that is not active (allKeyStates=true); required for such keys
+        #[arg(long)]
+        all_key_states: bool,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        offset: Option<u32>,
+    },
+    /// Authorize the deletion of a dual-auth key (the first of two users):
+    /// POST /api/v2/keys/{id}/actions/setKeyForDeletion
+    SetForDeletion {
+        /// Key id or alias
+        id: String,
+    },
+    /// Cancel a pending deletion authorization: POST /api/v2/keys/{id}/actions/unsetKeyForDeletion
+    UnsetForDeletion {
+        /// Key id or alias
+        id: String,
+    },
+    /// Ask the service to notify integrated services of the key's state again:
+    /// POST /api/v2/keys/{id}/actions/sync
+    Sync {
+        /// Key id or alias
+        id: String,
+    },
+    /// Key policies (rotation, dual-auth delete)
+    #[command(subcommand)]
+    Policy(KeyPolicyCmd),
+    /// Move a key to another key ring: PATCH /api/v2/keys/{id}
+    Move {
+        /// Key id or alias
+        id: String,
+        /// The key ring to move the key to
+        #[arg(long, value_name = "RING")]
+        key_ring: String,
+        /// The ring the key is in now, sent as x-kms-key-ring (IBM Key Protect may require it;
+        /// Keyward finds the key in any ring)
+        #[arg(long, value_name = "RING")]
+        current_key_ring: Option<String>,
     },
     /// Wrap a DEK with a root key; without --plaintext the service generates a 32-byte DEK and
     /// returns it (printed) with the ciphertext
@@ -297,6 +395,286 @@ pub enum KeyCmd {
         #[arg(long, value_enum, default_value_t = MaterialFormat::Auto)]
         material_format: MaterialFormat,
     },
+}
+
+/// Which key policy to show.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPolicyType {
+    #[value(name = "rotation")]
+    Rotation,
+    #[value(name = "dualAuthDelete")]
+    DualAuthDelete,
+}
+
+impl KeyPolicyType {
+    /// The name used on the wire (`?policy=`).
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            KeyPolicyType::Rotation => "rotation",
+            KeyPolicyType::DualAuthDelete => "dualAuthDelete",
+        }
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum KeyPolicyCmd {
+    /// Show a key's policies: GET /api/v2/keys/{id}/policies
+    Show {
+        /// Key id or alias
+        id: String,
+        /// Only this policy
+        #[arg(long, value_enum, ignore_case = true)]
+        policy: Option<KeyPolicyType>,
+    },
+    /// Set a key's policies: PUT /api/v2/keys/{id}/policies
+    #[command(group(
+        clap::ArgGroup::new("key_policy_change")
+            .required(true)
+            .multiple(true)
+            .args(["rotation_interval_months", "no_rotation", "dual_auth_delete"])
+    ))]
+    Set {
+        /// Key id or alias
+        id: String,
+        /// Enable automatic rotation every N months of 30 days (1-12; generated root keys only)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=12), conflicts_with = "no_rotation")]
+        rotation_interval_months: Option<u8>,
+        /// Disable automatic rotation
+        #[arg(long)]
+        no_rotation: bool,
+        /// Enable dual authorization for deletion (cannot be disabled afterwards)
+        #[arg(long)]
+        dual_auth_delete: bool,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum KeyRingCmd {
+    /// List key rings: GET /api/v2/key_rings
+    List {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        offset: Option<u32>,
+    },
+    /// Create a key ring: POST /api/v2/key_rings/{id}
+    Create {
+        /// Key ring id: 2-100 characters of letters, digits, - and _
+        id: String,
+    },
+    /// Delete a key ring: DELETE /api/v2/key_rings/{id}
+    Delete {
+        /// Key ring id
+        id: String,
+        /// Delete a ring that still holds deleted (state 5) keys; they move to `default`
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AliasCmd {
+    /// Add an alias to a key: POST /api/v2/keys/{key}/aliases/{alias}
+    Create {
+        /// Key id or an existing alias
+        key: String,
+        /// The new alias: 2-90 characters of letters, digits, - and _, not a UUID
+        alias: String,
+    },
+    /// Remove an alias from a key: DELETE /api/v2/keys/{key}/aliases/{alias}
+    Delete {
+        /// Key id or alias
+        key: String,
+        /// The alias to remove
+        alias: String,
+    },
+}
+
+/// An instance policy type.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstancePolicyType {
+    #[value(name = "dualAuthDelete")]
+    DualAuthDelete,
+    #[value(name = "rotation")]
+    Rotation,
+    #[value(name = "allowedNetwork")]
+    AllowedNetwork,
+    #[value(name = "allowedIP")]
+    AllowedIp,
+    #[value(name = "keyCreateImportAccess")]
+    KeyCreateImportAccess,
+    #[value(name = "metrics")]
+    Metrics,
+}
+
+impl InstancePolicyType {
+    /// The `policy_type` on the wire.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            InstancePolicyType::DualAuthDelete => "dualAuthDelete",
+            InstancePolicyType::Rotation => "rotation",
+            InstancePolicyType::AllowedNetwork => "allowedNetwork",
+            InstancePolicyType::AllowedIp => "allowedIP",
+            InstancePolicyType::KeyCreateImportAccess => "keyCreateImportAccess",
+            InstancePolicyType::Metrics => "metrics",
+        }
+    }
+}
+
+/// `on` / `off` (also `true` / `false`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    #[value(name = "on", alias = "true")]
+    On,
+    #[value(name = "off", alias = "false")]
+    Off,
+}
+
+impl OnOff {
+    pub fn is_on(self) -> bool {
+        self == OnOff::On
+    }
+}
+
+/// `allowedNetwork` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllowedNetwork {
+    #[value(name = "public-and-private")]
+    PublicAndPrivate,
+    #[value(name = "private-only")]
+    PrivateOnly,
+}
+
+impl AllowedNetwork {
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            AllowedNetwork::PublicAndPrivate => "public-and-private",
+            AllowedNetwork::PrivateOnly => "private-only",
+        }
+    }
+}
+
+const KCIA_FLAGS: [&str; 5] = [
+    "create_root_key",
+    "create_standard_key",
+    "import_root_key",
+    "import_standard_key",
+    "enforce_token",
+];
+
+/// What `instance-policy set` changes. Policies not named are left as they are.
+#[derive(clap::Args, Debug, Default)]
+#[command(group(
+    clap::ArgGroup::new("instance_policy_change")
+        .required(true)
+        .multiple(true)
+        .args([
+            "dual_auth_delete", "rotation_interval_months", "no_rotation", "allowed_ip",
+            "no_allowed_ip", "allowed_network", "no_allowed_network", "metrics",
+            "create_root_key", "create_standard_key", "import_root_key", "import_standard_key",
+            "enforce_token", "no_key_create_import_access",
+        ])
+))]
+pub struct InstancePolicySetArgs {
+    /// dualAuthDelete: new keys get a dual authorization delete policy
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub dual_auth_delete: Option<OnOff>,
+    /// rotation: new keys get a rotation policy of N months (1-12)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=12), conflicts_with = "no_rotation")]
+    pub rotation_interval_months: Option<u8>,
+    /// rotation: disable the instance rotation policy
+    #[arg(long)]
+    pub no_rotation: bool,
+    /// allowedIP: accept requests only from these CIDRs (repeat, or comma-separated). Requests
+    /// from other addresses are refused afterwards, including the one that would undo this
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', num_args = 1.., conflicts_with = "no_allowed_ip")]
+    pub allowed_ip: Vec<String>,
+    /// allowedIP: disable the policy
+    #[arg(long)]
+    pub no_allowed_ip: bool,
+    /// allowedNetwork: public-and-private or private-only
+    #[arg(long, value_enum, conflicts_with = "no_allowed_network")]
+    pub allowed_network: Option<AllowedNetwork>,
+    /// allowedNetwork: disable the policy
+    #[arg(long)]
+    pub no_allowed_network: bool,
+    /// metrics: enable or disable
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub metrics: Option<OnOff>,
+    /// keyCreateImportAccess: allow creating root keys (the other keyCreateImportAccess
+    /// attributes keep their current values)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "on|off",
+        conflicts_with = "no_key_create_import_access"
+    )]
+    pub create_root_key: Option<OnOff>,
+    /// keyCreateImportAccess: allow creating standard keys
+    #[arg(
+        long,
+        value_enum,
+        value_name = "on|off",
+        conflicts_with = "no_key_create_import_access"
+    )]
+    pub create_standard_key: Option<OnOff>,
+    /// keyCreateImportAccess: allow importing root keys
+    #[arg(
+        long,
+        value_enum,
+        value_name = "on|off",
+        conflicts_with = "no_key_create_import_access"
+    )]
+    pub import_root_key: Option<OnOff>,
+    /// keyCreateImportAccess: allow importing standard keys
+    #[arg(
+        long,
+        value_enum,
+        value_name = "on|off",
+        conflicts_with = "no_key_create_import_access"
+    )]
+    pub import_standard_key: Option<OnOff>,
+    /// keyCreateImportAccess: root key material may be imported only with an import token
+    #[arg(
+        long,
+        value_enum,
+        value_name = "on|off",
+        conflicts_with = "no_key_create_import_access"
+    )]
+    pub enforce_token: Option<OnOff>,
+    /// keyCreateImportAccess: disable the policy (everything allowed, no token enforced)
+    #[arg(long)]
+    pub no_key_create_import_access: bool,
+}
+
+impl InstancePolicySetArgs {
+    /// The keyCreateImportAccess attributes given, by wire name.
+    pub fn key_create_import_access(&self) -> Vec<(&'static str, bool)> {
+        KCIA_FLAGS
+            .iter()
+            .zip([
+                self.create_root_key,
+                self.create_standard_key,
+                self.import_root_key,
+                self.import_standard_key,
+                self.enforce_token,
+            ])
+            .filter_map(|(name, v)| v.map(|v| (*name, v.is_on())))
+            .collect()
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum InstancePolicyCmd {
+    /// Show the instance policies: GET /api/v2/instance/policies
+    Show {
+        /// Only this policy type
+        #[arg(long, value_enum, ignore_case = true)]
+        policy: Option<InstancePolicyType>,
+    },
+    /// Change instance policies: PUT /api/v2/instance/policies, then shows them all. Policies
+    /// affect keys created afterwards.
+    Set(InstancePolicySetArgs),
 }
 
 /// Runs one `keyward kp` command. Server errors come back as an error whose text holds the
@@ -497,6 +875,288 @@ mod tests {
         assert!(!d.contains("TUFURVJJQUxTRUNSRVQ="), "{d}");
         let a = parse(&["key", "wrap", "k", "--plaintext", "REtTRUNSRVQ="]).unwrap();
         assert!(!format!("{a:?}").contains("REtTRUNSRVQ="));
+    }
+
+    #[test]
+    fn lifecycle_key_commands_parse() {
+        for (args, check) in [
+            (&["key", "disable", "k"][..], "disable"),
+            (&["key", "enable", "k"], "enable"),
+            (&["key", "restore", "k"], "restore"),
+            (&["key", "purge", "k"], "purge"),
+            (&["key", "set-for-deletion", "k"], "set"),
+            (&["key", "unset-for-deletion", "k"], "unset"),
+            (&["key", "sync", "k"], "sync"),
+        ] {
+            let a = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let ok = match (&a.command, check) {
+                (KpCommand::Key(KeyCmd::Disable { id }), "disable")
+                | (KpCommand::Key(KeyCmd::Enable { id }), "enable")
+                | (KpCommand::Key(KeyCmd::Restore { id }), "restore")
+                | (KpCommand::Key(KeyCmd::Purge { id }), "purge")
+                | (KpCommand::Key(KeyCmd::SetForDeletion { id }), "set")
+                | (KpCommand::Key(KeyCmd::UnsetForDeletion { id }), "unset")
+                | (KpCommand::Key(KeyCmd::Sync { id }), "sync") => id == "k",
+                _ => false,
+            };
+            assert!(ok, "{args:?} -> {:?}", a.command);
+            // the key id is required
+            assert!(parse(&args[..2]).is_err(), "{args:?}");
+        }
+        match parse(&["key", "delete", "k", "--force"]).unwrap().command {
+            KpCommand::Key(KeyCmd::Delete { id, force }) => assert!(force && id == "k"),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["key", "delete", "k"]).unwrap().command {
+            KpCommand::Key(KeyCmd::Delete { force, .. }) => assert!(!force),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["key", "versions", "k", "--all-key-states", "--limit", "2"])
+            .unwrap()
+            .command
+        {
+            KpCommand::Key(KeyCmd::Versions {
+                all_key_states,
+                limit,
+                offset,
+                ..
+            }) => assert!(all_key_states && limit == Some(2) && offset.is_none()),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["key", "move", "k", "--key-ring", "r1"])
+            .unwrap()
+            .command
+        {
+            KpCommand::Key(KeyCmd::Move {
+                key_ring,
+                current_key_ring,
+                ..
+            }) => assert!(key_ring == "r1" && current_key_ring.is_none()),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["key", "move", "k"]).is_err());
+        match parse(&[
+            "key",
+            "list",
+            "--search",
+            "exact:alias:a1",
+            "--filter",
+            "state=1 extractable=false",
+            "--sort",
+            "-creationDate",
+            "--key-ring",
+            "r1",
+        ])
+        .unwrap()
+        .command
+        {
+            KpCommand::Key(KeyCmd::List {
+                search,
+                filter,
+                sort,
+                key_ring,
+                ..
+            }) => {
+                assert_eq!(search.as_deref(), Some("exact:alias:a1"));
+                assert_eq!(filter.as_deref(), Some("state=1 extractable=false"));
+                assert_eq!(sort.as_deref(), Some("-creationDate"));
+                assert_eq!(key_ring.as_deref(), Some("r1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_policy_commands_parse() {
+        match parse(&[
+            "key",
+            "policy",
+            "set",
+            "k",
+            "--rotation-interval-months",
+            "3",
+            "--dual-auth-delete",
+        ])
+        .unwrap()
+        .command
+        {
+            KpCommand::Key(KeyCmd::Policy(KeyPolicyCmd::Set {
+                rotation_interval_months,
+                no_rotation,
+                dual_auth_delete,
+                ..
+            })) => assert!(rotation_interval_months == Some(3) && !no_rotation && dual_auth_delete),
+            other => panic!("{other:?}"),
+        }
+        // something must be set; the interval is 1..=12; on and off exclude each other
+        let e = parse(&["key", "policy", "set", "k"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        for bad in ["0", "13", "x"] {
+            assert!(
+                parse(&[
+                    "key",
+                    "policy",
+                    "set",
+                    "k",
+                    "--rotation-interval-months",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
+        let e = parse(&[
+            "key",
+            "policy",
+            "set",
+            "k",
+            "--rotation-interval-months",
+            "1",
+            "--no-rotation",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(parse(&["key", "policy", "set", "k", "--no-rotation"]).is_ok());
+        match parse(&["key", "policy", "show", "k", "--policy", "dualauthdelete"])
+            .unwrap()
+            .command
+        {
+            KpCommand::Key(KeyCmd::Policy(KeyPolicyCmd::Show { policy, .. })) => {
+                assert_eq!(policy, Some(KeyPolicyType::DualAuthDelete))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["key", "policy", "show", "k", "--policy", "other"]).is_err());
+    }
+
+    #[test]
+    fn ring_and_alias_commands_parse() {
+        assert!(matches!(
+            parse(&["key-ring", "list", "--limit", "10"])
+                .unwrap()
+                .command,
+            KpCommand::KeyRing(KeyRingCmd::List {
+                limit: Some(10),
+                offset: None
+            })
+        ));
+        assert!(matches!(
+            parse(&["key-ring", "create", "r1"]).unwrap().command,
+            KpCommand::KeyRing(KeyRingCmd::Create { id }) if id == "r1"
+        ));
+        assert!(matches!(
+            parse(&["key-ring", "delete", "r1", "--force"]).unwrap().command,
+            KpCommand::KeyRing(KeyRingCmd::Delete { id, force: true }) if id == "r1"
+        ));
+        assert!(parse(&["key-ring", "create"]).is_err());
+        assert!(matches!(
+            parse(&["alias", "create", "k", "a1"]).unwrap().command,
+            KpCommand::Alias(AliasCmd::Create { key, alias }) if key == "k" && alias == "a1"
+        ));
+        assert!(matches!(
+            parse(&["alias", "delete", "k", "a1"]).unwrap().command,
+            KpCommand::Alias(AliasCmd::Delete { key, alias }) if key == "k" && alias == "a1"
+        ));
+        assert!(parse(&["alias", "create", "k"]).is_err());
+    }
+
+    fn policy_set(args: &[&str]) -> Result<InstancePolicySetArgs, clap::Error> {
+        let mut v = vec!["instance-policy", "set"];
+        v.extend_from_slice(args);
+        parse(&v).map(|a| match a.command {
+            KpCommand::InstancePolicy(InstancePolicyCmd::Set(s)) => s,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn instance_policy_commands_parse() {
+        let s = policy_set(&[
+            "--dual-auth-delete",
+            "on",
+            "--rotation-interval-months",
+            "12",
+            "--enforce-token",
+            "true",
+            "--import-standard-key",
+            "off",
+            "--allowed-ip",
+            "10.0.0.0/8,::1/128",
+            "--allowed-ip",
+            "192.168.0.0/16",
+            "--metrics",
+            "off",
+            "--allowed-network",
+            "private-only",
+        ])
+        .unwrap();
+        assert_eq!(s.dual_auth_delete, Some(OnOff::On));
+        assert_eq!(s.rotation_interval_months, Some(12));
+        assert_eq!(s.allowed_ip, ["10.0.0.0/8", "::1/128", "192.168.0.0/16"]);
+        assert_eq!(s.metrics, Some(OnOff::Off));
+        assert_eq!(s.allowed_network, Some(AllowedNetwork::PrivateOnly));
+        assert_eq!(
+            s.key_create_import_access(),
+            vec![("import_standard_key", false), ("enforce_token", true)]
+        );
+        // at least one change; on/off only; ranges; enabling and disabling the same policy conflict
+        assert_eq!(
+            policy_set(&[]).unwrap_err().kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(policy_set(&["--dual-auth-delete", "maybe"]).is_err());
+        assert!(policy_set(&["--dual-auth-delete"]).is_err());
+        assert!(policy_set(&["--rotation-interval-months", "13"]).is_err());
+        for pair in [
+            ["--rotation-interval-months", "1", "--no-rotation"].as_slice(),
+            &["--allowed-ip", "10.0.0.0/8", "--no-allowed-ip"],
+            &["--allowed-network", "private-only", "--no-allowed-network"],
+            &["--enforce-token", "on", "--no-key-create-import-access"],
+            &["--create-root-key", "off", "--no-key-create-import-access"],
+        ] {
+            let e = policy_set(pair).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{pair:?}"
+            );
+        }
+        for one in [
+            ["--no-rotation"].as_slice(),
+            &["--no-allowed-ip"],
+            &["--no-key-create-import-access"],
+            &["--enforce-token", "off"],
+            &["--create-standard-key", "on"],
+        ] {
+            assert!(policy_set(one).is_ok(), "{one:?}");
+        }
+        match parse(&["instance-policy", "show", "--policy", "allowedIP"])
+            .unwrap()
+            .command
+        {
+            KpCommand::InstancePolicy(InstancePolicyCmd::Show { policy }) => {
+                assert_eq!(policy.map(InstancePolicyType::wire_name), Some("allowedIP"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "instance-policy",
+            "show",
+            "--policy",
+            "KEYCREATEIMPORTACCESS",
+        ])
+        .unwrap()
+        .command
+        {
+            KpCommand::InstancePolicy(InstancePolicyCmd::Show { policy }) => {
+                assert_eq!(policy, Some(InstancePolicyType::KeyCreateImportAccess))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["instance-policy", "show"]).unwrap().command,
+            KpCommand::InstancePolicy(InstancePolicyCmd::Show { policy: None })
+        ));
     }
 
     #[test]

@@ -95,10 +95,29 @@ pub fn key_rows(key: &Value) -> Vec<(String, String)> {
         "keyRingID",
         "aliases",
         "tags",
+    ] {
+        push(f, get(f));
+    }
+    // Policies: rotation when present, dual-auth delete only when enabled (it is always sent).
+    push(
+        "rotation",
+        key.get("rotation")
+            .filter(|r| r.is_object())
+            .map(policy_summary),
+    );
+    push(
+        "dualAuthDelete",
+        key.get("dualAuthDelete")
+            .filter(|d| d.get("enabled").and_then(Value::as_bool) == Some(true))
+            .map(policy_summary),
+    );
+    for f in [
         "crn",
         "deleted",
         "deletionDate",
         "deletedBy",
+        "restoreExpirationDate",
+        "purgeAllowedFrom",
         "payload",
     ] {
         push(f, get(f));
@@ -108,25 +127,32 @@ pub fn key_rows(key: &Value) -> Vec<(String, String)> {
 
 /// A table of keys for `key list`.
 pub fn key_table(keys: &[Value]) -> String {
-    let header = ["ID", "STATE", "TYPE", "IMPORTED", "NAME"];
-    let mut rows: Vec<[String; 5]> = vec![header.map(str::to_owned)];
-    for k in keys {
-        let state = k.get("state").map(state_name).unwrap_or_default();
-        rows.push([
-            k.get("id").map(scalar).unwrap_or_default(),
-            state,
-            key_type(k).unwrap_or_default(),
-            k.get("imported").map(scalar).unwrap_or_default(),
-            k.get("name").map(scalar).unwrap_or_default(),
-        ]);
-    }
-    let mut widths = [0usize; 5];
-    for r in &rows {
+    let rows = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.get("id").map(scalar).unwrap_or_default(),
+                k.get("state").map(state_name).unwrap_or_default(),
+                key_type(k).unwrap_or_default(),
+                k.get("imported").map(scalar).unwrap_or_default(),
+                k.get("name").map(scalar).unwrap_or_default(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "STATE", "TYPE", "IMPORTED", "NAME"], &rows)
+}
+
+/// A table with a header line, columns separated by two spaces; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let all: Vec<&Vec<String>> = std::iter::once(&header).chain(rows.iter()).collect();
+    let mut widths = vec![0usize; header.len()];
+    for r in &all {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
         }
     }
-    rows.iter()
+    all.iter()
         .map(|r| {
             let mut line = String::new();
             for (i, (c, w)) in r.iter().zip(widths.iter()).enumerate() {
@@ -140,6 +166,29 @@ pub fn key_table(keys: &[Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `enabled` / `disabled`, then `; name=value` per attribute (lists comma-joined).
+pub fn policy_summary(data: &Value) -> String {
+    let mut s = match data.get("enabled").and_then(Value::as_bool) {
+        Some(true) => "enabled".to_owned(),
+        Some(false) => "disabled".to_owned(),
+        None => "unknown".to_owned(),
+    };
+    let attrs = data.get("attributes").and_then(Value::as_object);
+    let inline = data
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| *k != "enabled" && *k != "attributes" && !v.is_null());
+    for (k, v) in attrs.into_iter().flatten().chain(inline) {
+        let v = match v {
+            Value::Array(a) => a.iter().map(scalar).collect::<Vec<_>>().join(","),
+            other => scalar(other),
+        };
+        s.push_str(&format!("; {k}={v}"));
+    }
+    s
 }
 
 /// Rows for the listed top-level fields of a flat object, in order, when present.
@@ -179,8 +228,40 @@ mod tests {
         assert!(s.contains("type:       root"), "{s}");
         assert!(s.contains("keyVersion: v1"), "{s}");
         assert!(s.contains("aliases:    a, b"), "{s}");
+        assert!(!s.contains("dualAuthDelete"), "{s}");
+        let p = json!({"id":"k1","dualAuthDelete":{"enabled":true,"keySetForDeletion":true},
+                       "rotation":{"enabled":true,"interval_month":2}});
+        let s = fields(&key_rows(&p));
+        assert!(
+            s.contains("rotation:       enabled; interval_month=2"),
+            "{s}"
+        );
+        assert!(
+            s.contains("dualAuthDelete: enabled; keySetForDeletion=true"),
+            "{s}"
+        );
+        let off = json!({"id":"k1","dualAuthDelete":{"enabled":false}});
+        assert!(!fields(&key_rows(&off)).contains("dualAuthDelete"));
         let t = key_table(&[k]);
         assert!(t.starts_with("ID  STATE"), "{t}");
         assert!(t.contains("k1  1 (active)  root  true      n"), "{t}");
+    }
+
+    #[test]
+    fn tables_and_policies() {
+        let t = table(
+            &["ID", "CREATED"],
+            &[
+                vec!["default".into(), "2024".into()],
+                vec!["r".into(), "x".into()],
+            ],
+        );
+        assert_eq!(t, "ID       CREATED\ndefault  2024\nr        x");
+        assert_eq!(table(&["ID"], &[]), "ID");
+        let p = json!({"enabled": true, "attributes": {"allowed_ip": ["10.0.0.0/8", "::1/128"]}});
+        assert_eq!(policy_summary(&p), "enabled; allowed_ip=10.0.0.0/8,::1/128");
+        let p = json!({"enabled": true, "interval_month": 3});
+        assert_eq!(policy_summary(&p), "enabled; interval_month=3");
+        assert_eq!(policy_summary(&json!({"enabled": false})), "disabled");
     }
 }
