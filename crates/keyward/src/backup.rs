@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -159,13 +159,19 @@ fn checksum_ok(bytes: &[u8]) -> bool {
 pub fn decode(bytes: &[u8]) -> anyhow::Result<(Header, &[u8])> {
     let Some(rest) = bytes.strip_prefix(MAGIC) else {
         if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
-            bail!("the file is truncated ({} bytes): it ends inside its first line", bytes.len());
+            bail!(
+                "the file is truncated ({} bytes): it ends inside its first line",
+                bytes.len()
+            );
         }
         bail!("not a Keyward backup (it does not start with KEYWARD-BACKUP)");
     };
-    let (len_bytes, rest) = rest
-        .split_first_chunk::<4>()
-        .ok_or_else(|| anyhow!("the file is truncated ({} bytes): it ends before its header", bytes.len()))?;
+    let (len_bytes, rest) = rest.split_first_chunk::<4>().ok_or_else(|| {
+        anyhow!(
+            "the file is truncated ({} bytes): it ends before its header",
+            bytes.len()
+        )
+    })?;
     let hlen = u32::from_be_bytes(*len_bytes) as usize;
     if hlen > MAX_HEADER {
         bail!("the file is damaged: its header length ({hlen} bytes) is implausible");
@@ -313,7 +319,10 @@ fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> anyhow::Result<()> 
 }
 
 /// The database behind `--database-url` / `--data-dir`.
-fn database_of(data_dir: Option<&Path>, database_url: Option<&str>) -> (DatabaseUrl, Option<PathBuf>) {
+fn database_of(
+    data_dir: Option<&Path>,
+    database_url: Option<&str>,
+) -> (DatabaseUrl, Option<PathBuf>) {
     match database_url {
         Some(u) => (DatabaseUrl::new(u.to_string()), None),
         None => {
@@ -340,7 +349,10 @@ pub async fn backup(
 ) -> anyhow::Result<Value> {
     let file = &args.to;
     if file.is_dir() {
-        bail!("{} is a directory: give the backup file's name", file.display());
+        bail!(
+            "{} is a directory: give the backup file's name",
+            file.display()
+        );
     }
     if file.exists() && !args.force {
         bail!(
@@ -357,7 +369,10 @@ pub async fn backup(
         // Never create an empty database by backing up a mistyped data dir.
         let db = d.join("keyward.db");
         if !db.is_file() {
-            bail!("there is no database at {} (wrong --data-dir?)", db.display());
+            bail!(
+                "there is no database at {} (wrong --data-dir?)",
+                db.display()
+            );
         }
     }
 
@@ -391,11 +406,18 @@ pub async fn backup(
     master_key_ids.sort();
     master_key_ids.dedup();
 
-    // Closing the last connection checkpoints the snapshot's write-ahead log into the file;
-    // anything left in a WAL would be missing from the payload.
+    // The snapshot's last committed transaction may still sit in its write-ahead log: SQLite
+    // moves it into the database file when the last connection closes. `close()` can leave an
+    // idle connection behind (a connection returned to the pool while it closes), so drop the
+    // pools too, and wait for the log to be folded in; a payload read earlier would miss rows.
+    drop(dst);
     let wal = scratch.path().join("snapshot.db-wal");
-    if fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false) {
-        bail!("the snapshot database was not checkpointed (its WAL is not empty); no backup written");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false) {
+        if std::time::Instant::now() > deadline {
+            bail!("the snapshot database was not checkpointed (its WAL is not empty); no backup written");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let payload = fs::read(&snap).with_context(|| format!("reading {}", snap.display()))?;
     if !payload.starts_with(SQLITE_MAGIC) {
@@ -424,15 +446,13 @@ pub async fn backup(
     // Read back what reached the disk.
     let back = fs::read(file).with_context(|| format!("reading back {}", file.display()))?;
     decode(&back).with_context(|| format!("{} does not verify after writing", file.display()))?;
-    let checksum = back
-        .get(back.len().saturating_sub(CHECKSUM_LEN)..)
-        .map(hex)
-        .unwrap_or_default();
+    // What `sha256sum FILE` prints, to check copies of the file with ordinary tools.
+    let file_sha256 = hex(&sha256(&back));
 
     Ok(json!({
         "backup": file.display().to_string(),
         "bytes": back.len(),
-        "sha256": checksum,
+        "sha256": file_sha256,
         "created": header.created,
         "source": header.source,
         "source_backend": header.source_backend,
@@ -474,6 +494,16 @@ pub async fn restore(
             from.display()
         )
     };
+    // Look at the first line before reading a (possibly huge) file that is not a backup.
+    let mut head = Vec::with_capacity(MAGIC.len());
+    File::open(from)
+        .and_then(|f| f.take(MAGIC.len() as u64).read_to_end(&mut head))
+        .with_context(|| format!("reading {}", from.display()))?;
+    if head != MAGIC {
+        if let Err(e) = decode(&head) {
+            return Err(refuse(e));
+        }
+    }
     let bytes = fs::read(from).with_context(|| format!("reading {}", from.display()))?;
     let (header, payload) = decode(&bytes).map_err(refuse)?;
     let (target, sqlite_dir) = database_of(data_dir, database_url);
@@ -520,7 +550,11 @@ pub async fn restore(
         }
     };
     for (table, n) in &header.tables {
-        let found = trial.tables.iter().find(|(t, _)| t == table).map(|(_, n)| *n);
+        let found = trial
+            .tables
+            .iter()
+            .find(|(t, _)| t == table)
+            .map(|(_, n)| *n);
         if found != Some(*n) {
             src.close().await;
             return Err(refuse(anyhow!(
@@ -560,7 +594,9 @@ pub async fn restore(
         Ok(d) => d,
         Err(e) => {
             src.close().await;
-            return Err(anyhow::Error::new(e).context(format!("opening the target database {target}")));
+            return Err(
+                anyhow::Error::new(e).context(format!("opening the target database {target}"))
+            );
         }
     };
     let copied = copy_database(&src, &dst).await;
@@ -573,16 +609,21 @@ pub async fn restore(
             "refusing to restore into {target}: the target database is not empty (restore only \
              into a new data dir or an empty database); nothing was written"
         ),
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "restoring into {target} (the copy runs in one transaction: the target is unchanged)"
-            )))
-        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!(
+            "restoring into {target} (the copy runs in one transaction: the target is unchanged)"
+        ))),
     };
     if report.tables != trial.tables {
-        bail!("the restore copied {:?} rows, the trial restore {:?}", report.tables, trial.tables);
+        bail!(
+            "the restore copied {:?} rows, the trial restore {:?}",
+            report.tables,
+            trial.tables
+        );
     }
     let next = match (&master_key, &sqlite_dir) {
+        _ if header.sealed_rows == 0 => {
+            "start the server (the backup holds no sealed key material)".to_string()
+        }
         (Some(id), _) => format!("start the server with the master key {id}"),
         (None, Some(d)) if header.sealed_rows > 0 => format!(
             "put the backed-up deployment's master key ({}) at {} with mode 0600 (or pass \
@@ -643,7 +684,9 @@ mod tests {
         for n in 0..b.len() {
             let e = decode(&b[..n]).unwrap_err().to_string();
             assert!(
-                e.contains("truncated") || e.contains("damaged") || e.contains("not a Keyward backup"),
+                e.contains("truncated")
+                    || e.contains("damaged")
+                    || e.contains("not a Keyward backup"),
                 "cut at {n}: {e}"
             );
         }
@@ -651,7 +694,10 @@ mod tests {
             for bit in [0u8, 3, 7] {
                 let mut c = b.clone();
                 c[i] ^= 1 << bit;
-                assert!(decode(&c).is_err(), "flip of bit {bit} at byte {i} accepted");
+                assert!(
+                    decode(&c).is_err(),
+                    "flip of bit {bit} at byte {i} accepted"
+                );
             }
         }
         let mut longer = b.clone();
@@ -667,7 +713,9 @@ mod tests {
         let (h, p) = decode(&b).unwrap();
         let mut other = p.to_vec();
         other[20] ^= 1;
-        let e = decode(&encode(&h, &other).unwrap()).unwrap_err().to_string();
+        let e = decode(&encode(&h, &other).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("payload SHA-256 differs"), "{e}");
         let mut h2 = h.clone();
         h2.format = 2;

@@ -134,7 +134,7 @@ impl KeyService {
         ))
     }
 
-    async fn info_of(&self, row: KeyRow) -> ServiceResult<KeyInfo> {
+    pub(crate) async fn info_of(&self, row: KeyRow) -> ServiceResult<KeyInfo> {
         let versions = self.store.versions(row.instance_id, row.id).await?;
         let mut info = self.info(row, &versions);
         info.aliases = self

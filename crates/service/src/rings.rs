@@ -128,8 +128,7 @@ impl KeyService {
                 Ok(())
             })
             .await?;
-        let versions = self.store.versions(caller.instance, id).await?;
-        Ok(self.info(row, &versions))
+        self.info_of(row).await
     }
 
     /// `POST /keys/{id}/aliases/{alias}`.

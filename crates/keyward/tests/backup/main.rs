@@ -1,0 +1,1028 @@
+//! Backups (issue 6.6, RELIABILITY T17) with the real `keyward` binary:
+//!
+//! - an online backup of a running SQLite node (while another client keeps creating keys)
+//!   restored into a fresh data dir: every sampled ciphertext unwraps, keys, versions,
+//!   policies, the alias, API keys, bearer tokens and the import token are intact, and the
+//!   snapshot is consistent (the keys created during the backup are a prefix of their order);
+//! - restore into a non-empty data dir, or with the wrong master key, is refused;
+//! - damaged, truncated and forged backups are refused and the target stays empty;
+//! - PostgreSQL → backup → SQLite (and → another PostgreSQL database), when
+//!   `KEYWARD_TEST_DATABASE_URL` is set (skipped with a note otherwise).
+//!
+//! Run: `cargo test -p keyward --test backup`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../cluster/harness.rs"]
+mod harness;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use keyward_crypto::import::{encrypt_material, encrypt_nonce, OaepHash};
+use keyward_crypto::SecretBytes;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use harness::*;
+
+/// Ciphertexts wrapped before the backup and unwrapped after the restore (T17 samples 1,000).
+const CIPHERTEXTS: usize = 1000;
+
+/// Runs `keyward admin ARGS...`.
+fn admin(args: &[&str]) -> Output {
+    keyward().arg("admin").args(args).output().unwrap()
+}
+
+fn ok_json(out: Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Asserts the command failed; returns its stderr.
+fn failed(out: Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "{what} should have been refused; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn backup(data_dir: &Path, file: &Path) -> Output {
+    admin(&[
+        "--data-dir",
+        path_str(data_dir),
+        "--output",
+        "json",
+        "backup",
+        "--to",
+        path_str(file),
+    ])
+}
+
+fn restore(data_dir: &Path, file: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--data-dir",
+        path_str(data_dir),
+        "--output",
+        "json",
+        "restore",
+        "--from",
+        path_str(file),
+    ];
+    args.extend_from_slice(extra);
+    admin(&args)
+}
+
+/// The target of a refused restore must still hold nothing: no database file at all.
+fn assert_untouched(dir: &Path, what: &str) {
+    if !dir.exists() {
+        return;
+    }
+    let entries: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != "master.key")
+        .collect();
+    assert!(
+        entries.is_empty(),
+        "{what}: the target now holds {entries:?}"
+    );
+}
+
+/// An operator's copy of the master key: same bytes, mode 0600.
+fn copy_master_key(from: &Path, to: &Path) {
+    use std::io::Write;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(to.parent().unwrap())
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .unwrap();
+    f.write_all(&std::fs::read(from).unwrap()).unwrap();
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn node_opts<'a>(data_dir: &'a Path, key: &'a Path, db: Option<&'a str>) -> NodeOpts<'a> {
+    NodeOpts {
+        database_url: db,
+        data_dir,
+        master_key_file: key,
+        token_pool_size: 0,
+        scheduler_interval: 0,
+    }
+}
+
+/// One wrapped sample: key, ciphertext, plaintext, AAD.
+#[derive(Clone, Debug)]
+struct Sample {
+    key: String,
+    ct: String,
+    pt: Vec<u8>,
+    aad: Option<Vec<String>>,
+}
+
+async fn wrap_with(api: &Api, key: &str, pt: &[u8], aad: Option<&[String]>) -> String {
+    let mut body = json!({"plaintext": B64.encode(pt)});
+    if let Some(a) = aad {
+        body["aad"] = json!(a);
+    }
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/api/v2/keys/{key}/actions/wrap"),
+            Some(&body),
+        )
+        .await;
+    r.expect(200)["ciphertext"].as_str().unwrap().to_string()
+}
+
+async fn try_unwrap(api: &Api, s: &Sample) -> Result<Vec<u8>, String> {
+    let mut body = json!({"ciphertext": s.ct});
+    if let Some(a) = &s.aad {
+        body["aad"] = json!(a);
+    }
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/api/v2/keys/{}/actions/unwrap", s.key),
+            Some(&body),
+        )
+        .await;
+    if r.status != 200 {
+        return Err(format!("{} {}", r.status, r.text));
+    }
+    Ok(B64.decode(r.body["plaintext"].as_str().unwrap()).unwrap())
+}
+
+/// Wraps `n` random plaintexts round-robin over `keys` (every third with AAD), 8 at a time.
+async fn wrap_many(api: &Api, keys: &[String], n: usize, tag: &str) -> Vec<Sample> {
+    let mut set = tokio::task::JoinSet::new();
+    let per = n.div_ceil(8);
+    for w in 0..8 {
+        let (api, keys, tag) = (api.clone(), keys.to_vec(), tag.to_string());
+        set.spawn(async move {
+            let mut out = Vec::new();
+            for i in (w * per)..((w + 1) * per).min(n) {
+                let key = keys[i % keys.len()].clone();
+                let pt = keyward_crypto::random_bytes(16 + i % 48).unwrap();
+                let aad = (i % 3 == 0).then(|| vec![format!("{tag}-{i}"), "backup".to_string()]);
+                let ct = wrap_with(&api, &key, &pt, aad.as_deref()).await;
+                out.push(Sample { key, ct, pt, aad });
+            }
+            out
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r.unwrap());
+    }
+    all
+}
+
+/// Unwraps every sample on `api`, 8 at a time; returns the failures.
+async fn unwrap_all(api: &Api, samples: &[Sample]) -> Vec<String> {
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in samples.chunks(samples.len().div_ceil(8).max(1)) {
+        let (api, chunk) = (api.clone(), chunk.to_vec());
+        set.spawn(async move {
+            let mut bad = Vec::new();
+            for s in &chunk {
+                match try_unwrap(&api, s).await {
+                    Ok(pt) if pt == s.pt => {}
+                    Ok(_) => bad.push(format!("{}: wrong plaintext", s.key)),
+                    Err(e) => bad.push(format!("{}: {e}", s.key)),
+                }
+            }
+            bad
+        });
+    }
+    let mut bad = Vec::new();
+    while let Some(r) = set.join_next().await {
+        bad.extend(r.unwrap());
+    }
+    bad
+}
+
+async fn create_key(api: &Api, resource: Value) -> String {
+    let r = api
+        .call(Method::POST, "/api/v2/keys", Some(&key_envelope(resource)))
+        .await;
+    r.expect(201)["resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// (id, name, state, extractable, imported) of every key of the caller's instance that is
+/// not destroyed, sorted.
+async fn key_list(api: &Api) -> BTreeSet<(String, String, i64, bool, bool)> {
+    let r = api.call(Method::GET, "/api/v2/keys?limit=5000", None).await;
+    r.expect(200)["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["id"].as_str().unwrap().to_string(),
+                k["name"].as_str().unwrap().to_string(),
+                k["state"].as_i64().unwrap(),
+                k["extractable"].as_bool().unwrap(),
+                k["imported"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+async fn version_ids(api: &Api, key: &str) -> Vec<String> {
+    let r = api
+        .call(Method::GET, &format!("/api/v2/keys/{key}/versions"), None)
+        .await;
+    r.expect(200)["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Keys the concurrent writer created: (name, id, request sent, response received).
+type Created = Vec<(String, String, Instant, Instant)>;
+
+/// An online backup: its command's output, and what a concurrent writer did around it.
+struct Online {
+    out: Output,
+    created: Created,
+    /// Just before the backup command started, and just after it ended.
+    t0: Instant,
+    t1: Instant,
+}
+
+/// Runs `run_backup` (a blocking `keyward admin ... backup`) while a client keeps creating
+/// keys named `during-NNNN` through `api`, from before the backup starts until after it ends.
+async fn backup_while_writing(
+    api: &Api,
+    run_backup: impl FnOnce() -> Output + Send + 'static,
+) -> Online {
+    let stop = Arc::new(AtomicBool::new(false));
+    let created: Arc<Mutex<Created>> = Arc::default();
+    let writer = {
+        let (api, stop, created) = (api.clone(), stop.clone(), created.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let name = format!("during-{i:04}");
+                let sent = Instant::now();
+                let id = api.root_key(&name).await;
+                created
+                    .lock()
+                    .unwrap()
+                    .push((name, id, sent, Instant::now()));
+                i += 1;
+            }
+        })
+    };
+    while created.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t0 = Instant::now();
+    let out = tokio::task::spawn_blocking(run_backup).await.unwrap();
+    let t1 = Instant::now();
+    // Let the writer be seen after the backup too.
+    while !created.lock().unwrap().iter().any(|c| c.2 > t1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    let created = created.lock().unwrap().clone();
+    Online {
+        out,
+        created,
+        t0,
+        t1,
+    }
+}
+
+/// The restored keys from the writer show one point in time: every key acknowledged before
+/// the backup began is there, none requested after it ended, and those present are a prefix
+/// of the creation order. Returns how many are present.
+fn assert_point_in_time(
+    keys_after: &BTreeSet<(String, String, i64, bool, bool)>,
+    online: &Online,
+) -> usize {
+    let present: Vec<bool> = online
+        .created
+        .iter()
+        .map(|(_, id, _, _)| keys_after.iter().any(|k| &k.0 == id))
+        .collect();
+    for ((name, _, sent, acked), here) in online.created.iter().zip(&present) {
+        if *acked < online.t0 {
+            assert!(
+                here,
+                "{name} was acknowledged before the backup began but is missing"
+            );
+        }
+        if *sent > online.t1 {
+            assert!(
+                !here,
+                "{name} was created after the backup ended but is in it"
+            );
+        }
+    }
+    let n = present.iter().filter(|p| **p).count();
+    assert!(
+        present.iter().take(n).all(|p| *p),
+        "the restored keys from the backup window are not a prefix: {present:?}"
+    );
+    eprintln!(
+        "{} keys created by the concurrent writer ({} overlapping the backup), {n} in the snapshot",
+        online.created.len(),
+        online
+            .created
+            .iter()
+            .filter(|c| c.3 >= online.t0 && c.2 <= online.t1)
+            .count(),
+    );
+    n
+}
+
+const METRICS_POLICY: &str = "/api/v2/instance/policies?policy=metrics";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_online_sqlite_backup_restores_everything() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let a_key = a_dir.join("master.key");
+    write_master_key(&a_key);
+    let mut na = Node::spawn("a", &node_opts(&a_dir, &a_key, None));
+    na.wait_health(200).await;
+    let (inst, apikey) = na.banner().unwrap();
+    let a = Api::login(&na.base, &apikey, &inst).await;
+
+    // A second instance and a Writer API key, made with the admin command while A runs.
+    let second = ok_json(
+        admin(&[
+            "--data-dir",
+            path_str(&a_dir),
+            "--output",
+            "json",
+            "instance",
+            "create",
+            "--name",
+            "second",
+        ]),
+        "instance create",
+    );
+    let inst2 = second["id"].as_str().unwrap().to_string();
+    let writer = ok_json(
+        admin(&[
+            "--data-dir",
+            path_str(&a_dir),
+            "--output",
+            "json",
+            "apikey",
+            "create",
+            "--instance",
+            &inst2,
+            "--role",
+            "Writer",
+            "--name",
+            "second-writer",
+        ]),
+        "apikey create",
+    );
+    let writer_key = writer["apikey"].as_str().unwrap().to_string();
+    let a2 = Api::login(&na.base, &writer_key, &inst2).await;
+
+    // Keys: generated roots, an imported root, a securely imported root (through an import
+    // token), a standard key, a deleted key; in the second instance a generated root.
+    let r1 = a.root_key("root-1").await;
+    let r2 = a.root_key("root-2").await;
+    let imported = create_key(
+        &a,
+        json!({"type": KEY_TYPE, "name": "imported", "extractable": false,
+               "payload": B64.encode(keyward_crypto::random_bytes(32).unwrap())}),
+    )
+    .await;
+    let standard = create_key(
+        &a,
+        json!({"type": KEY_TYPE, "name": "standard", "extractable": true}),
+    )
+    .await;
+    let standard_payload = a
+        .call(Method::GET, &format!("/api/v2/keys/{standard}"), None)
+        .await
+        .expect(200)["resources"][0]["payload"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.call(
+        Method::POST,
+        "/api/v2/import_token",
+        Some(&json!({"expiration": 3600, "maxAllowedRetrievals": 5})),
+    )
+    .await
+    .expect(200);
+    let token = a.call(Method::GET, "/api/v2/import_token", None).await;
+    let token = token.expect(200).clone();
+    assert_eq!(token["remainingRetrievals"], 4);
+    let pem = String::from_utf8(B64.decode(token["payload"].as_str().unwrap()).unwrap()).unwrap();
+    let nonce = B64.decode(token["nonce"].as_str().unwrap()).unwrap();
+    let secure_import = |material: &[u8], name: &str| {
+        let payload = encrypt_material(&pem, OaepHash::Sha256, material).unwrap();
+        let (iv, en) = encrypt_nonce(&SecretBytes::copy_from(material), &nonce).unwrap();
+        json!({"type": KEY_TYPE, "name": name, "extractable": false,
+               "payload": B64.encode(payload), "encryptedNonce": B64.encode(en),
+               "iv": B64.encode(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"})
+    };
+    let secure = create_key(
+        &a,
+        secure_import(&keyward_crypto::random_bytes(32).unwrap(), "secure"),
+    )
+    .await;
+    let doomed = a.root_key("doomed").await;
+    let del = a
+        .call(Method::DELETE, &format!("/api/v2/keys/{doomed}"), None)
+        .await;
+    assert!(
+        del.status == 200 || del.status == 204,
+        "delete: {}",
+        del.text
+    );
+    let doomed_a = a
+        .call(Method::GET, &format!("/api/v2/keys/{doomed}"), None)
+        .await;
+    let doomed_a = doomed_a.expect(200)["resources"][0].clone();
+    assert_eq!(doomed_a["state"], 5);
+    let other = a2.root_key("second-root").await;
+
+    // Ciphertexts across keys and versions: half before and half after a rotation of root-1.
+    let roots = vec![r1.clone(), r2.clone(), imported.clone(), secure.clone()];
+    let mut samples = wrap_many(&a, &roots, CIPHERTEXTS / 2 - 20, "v1").await;
+    a.action(&r1, "rotate").await.expect(204);
+    samples.extend(wrap_many(&a, &roots, CIPHERTEXTS / 2 - 20, "v2").await);
+    samples.extend(wrap_many(&a2, std::slice::from_ref(&other), 40, "i2").await);
+    assert_eq!(samples.len(), CIPHERTEXTS);
+
+    // Policies and an alias.
+    a.put_rotation_policy(&r2, 3).await.expect(200);
+    a.call(
+        Method::PUT,
+        METRICS_POLICY,
+        Some(&json!({
+            "metadata": {"collectionType": POLICY_TYPE, "collectionTotal": 1},
+            "resources": [{"policy_type": "metrics", "policy_data": {"enabled": true}}],
+        })),
+    )
+    .await
+    .expect(204);
+    a.call(
+        Method::POST,
+        &format!("/api/v2/keys/{r2}/aliases/root-2-alias"),
+        None,
+    )
+    .await
+    .expect(201);
+    let keys_before = key_list(&a).await;
+    let r1_versions = version_ids(&a, &r1).await;
+    assert_eq!(r1_versions.len(), 2);
+    let setup_done = started.elapsed();
+
+    // The backup, online: A keeps serving and another client keeps creating keys meanwhile.
+    let file = dir.path().join("backups").join("a.kwb");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let online = {
+        let (a_dir, file) = (a_dir.clone(), file.clone());
+        backup_while_writing(&a, move || backup(&a_dir, &file)).await
+    };
+    let out = online.out.clone();
+    let report = ok_json(out, "backup");
+    eprintln!("backup took {:?}: {report}", online.t1 - online.t0);
+    assert_eq!(mode_of(&file), 0o600, "the backup file must be private");
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "temporary files left behind: {leftovers:?}"
+    );
+    assert_eq!(report["source_backend"], "sqlite");
+    assert_eq!(report["tables"]["import_tokens"], 1);
+    assert_eq!(report["tables"]["instances"], 2);
+    assert_eq!(report["tables"]["instance_policies"], 1);
+    let master_id = report["master_key_ids"][0].as_str().unwrap().to_string();
+    assert!(master_id.starts_with("file:"), "{report}");
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"KEYWARD-BACKUP\n"));
+
+    // An operator restores into a fresh data dir, with a copy of the master key.
+    let b_dir = dir.path().join("b");
+    let b_key = b_dir.join("master.key");
+    copy_master_key(&a_key, &b_key);
+    let restored = ok_json(restore(&b_dir, &file, &[]), "restore");
+    eprintln!("restore: {restored}");
+    assert_eq!(restored["rows"], report["rows"]);
+    assert_eq!(restored["tables"], report["tables"]);
+    assert!(
+        restored["next"].as_str().unwrap().contains(&master_id),
+        "{restored}"
+    );
+    let mut nb = Node::spawn("b", &node_opts(&b_dir, &b_key, None));
+    nb.wait_health(200).await;
+    assert!(
+        nb.banner().is_none(),
+        "a restored deployment must not bootstrap again"
+    );
+
+    // The old bearer token works on B (signing secret restored), and so do the API keys.
+    let b_old_token = a.on(&nb);
+    let b = Api::login(&nb.base, &apikey, &inst).await;
+    let b2 = Api::login(&nb.base, &writer_key, &inst2).await;
+
+    // 100% of the sampled ciphertexts unwrap to their plaintexts.
+    let bad = unwrap_all(&b, &samples[..samples.len() - 40]).await;
+    assert!(
+        bad.is_empty(),
+        "{} of {} failed: {:?}",
+        bad.len(),
+        samples.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let bad = unwrap_all(&b2, &samples[samples.len() - 40..]).await;
+    assert!(bad.is_empty(), "second instance: {bad:?}");
+    assert!(unwrap_all(&b_old_token, &samples[..5]).await.is_empty());
+
+    // The snapshot is a point in time, taken while A was being written to.
+    let keys_after = key_list(&b).await;
+    let n_present = assert_point_in_time(&keys_after, &online);
+    let without_during = |s: &BTreeSet<(String, String, i64, bool, bool)>| {
+        s.iter()
+            .filter(|k| !k.1.starts_with("during-"))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(without_during(&keys_after), keys_before);
+    assert_eq!(keys_after.len(), keys_before.len() + n_present);
+    // A key from the backup window is whole (its version came with it).
+    if let Some((_, id, _, _)) = online.created.first() {
+        let ct = b.wrap_ok(id, b"whole").await;
+        assert_eq!(b.unwrap_ok(id, &ct).await, b"whole");
+    }
+
+    // Versions, the standard key's material, the deleted key, policies, the alias.
+    assert_eq!(version_ids(&b, &r1).await, r1_versions);
+    let std_b = b
+        .call(Method::GET, &format!("/api/v2/keys/{standard}"), None)
+        .await;
+    assert_eq!(
+        std_b.expect(200)["resources"][0]["payload"],
+        standard_payload.as_str()
+    );
+    let gone = b
+        .call(Method::GET, &format!("/api/v2/keys/{doomed}"), None)
+        .await;
+    let gone = &gone.expect(200)["resources"][0];
+    assert_eq!(gone["state"], 5, "{gone}");
+    assert_eq!(gone["deletionDate"], doomed_a["deletionDate"]);
+    assert_eq!(gone["keyVersion"], doomed_a["keyVersion"]);
+    let pol = b
+        .call(
+            Method::GET,
+            &format!("/api/v2/keys/{r2}/policies?policy=rotation"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        pol.expect(200)["resources"][0]["rotation"]["interval_month"],
+        3
+    );
+    let ipol = b.call(Method::GET, METRICS_POLICY, None).await;
+    assert_eq!(
+        ipol.expect(200)["resources"][0]["policy_data"]["enabled"],
+        true
+    );
+    let alias = b.call(Method::GET, "/api/v2/keys/root-2-alias", None).await;
+    assert_eq!(alias.expect(200)["resources"][0]["id"], r2.as_str());
+
+    // The import token: same key pair and nonce, its retrieval count as at the backup, and its
+    // private key restored (a secure import against it works on B).
+    let tb = b.call(Method::GET, "/api/v2/import_token", None).await;
+    let tb = tb.expect(200);
+    assert_eq!(tb["payload"], token["payload"]);
+    assert_eq!(tb["nonce"], token["nonce"]);
+    assert_eq!(tb["remainingRetrievals"], 3);
+    let m = keyward_crypto::random_bytes(32).unwrap();
+    let imported_on_b = create_key(&b, secure_import(&m, "secure-on-b")).await;
+    let ct = b.wrap_ok(&imported_on_b, b"after restore").await;
+    assert_eq!(b.unwrap_ok(&imported_on_b, &ct).await, b"after restore");
+    // B keeps working: a rotation of a restored key, old ciphertexts still unwrap.
+    b.action(&r2, "rotate").await.expect(204);
+    assert!(unwrap_all(&b, &samples[..20]).await.is_empty());
+
+    // Restoring again into B's data dir (not empty) is refused, and changes nothing.
+    let count_before = key_list(&b).await.len();
+    let err = failed(
+        restore(&b_dir, &file, &[]),
+        "restore into a non-empty data dir",
+    );
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(key_list(&b).await.len(), count_before);
+    // So is restoring into A's (running) data dir.
+    let err = failed(restore(&a_dir, &file, &[]), "restore into A's data dir");
+    assert!(err.contains("not empty"), "{err}");
+
+    // The wrong master key is caught before anything is written.
+    let c_dir = dir.path().join("c");
+    let wrong = dir.path().join("wrong.key");
+    write_master_key(&wrong);
+    let err = failed(
+        restore(&c_dir, &file, &["--master-key-file", path_str(&wrong)]),
+        "restore with the wrong master key",
+    );
+    assert!(
+        err.contains("is not the key this backup is sealed under"),
+        "{err}"
+    );
+    assert!(
+        !c_dir.exists(),
+        "a refused restore created {}",
+        c_dir.display()
+    );
+
+    nb.terminate();
+    na.terminate();
+    eprintln!("setup {:?}, whole test {:?}", setup_done, started.elapsed());
+}
+
+/// A small deployment made with the admin command alone (no server needed).
+fn small_deployment(dir: &Path) -> PathBuf {
+    let data = dir.join("small");
+    let inst = ok_json(
+        admin(&[
+            "--data-dir",
+            path_str(&data),
+            "--output",
+            "json",
+            "instance",
+            "create",
+            "--name",
+            "x",
+        ]),
+        "instance create",
+    );
+    ok_json(
+        admin(&[
+            "--data-dir",
+            path_str(&data),
+            "--output",
+            "json",
+            "apikey",
+            "create",
+            "--instance",
+            inst["id"].as_str().unwrap(),
+            "--role",
+            "Manager",
+        ]),
+        "apikey create",
+    );
+    data
+}
+
+#[test]
+fn damaged_truncated_and_forged_backups_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_deployment(dir.path());
+    let file = dir.path().join("small.kwb");
+    let report = ok_json(backup(&data, &file), "backup");
+    assert_eq!(report["tables"]["instances"], 1);
+    assert_eq!(report["tables"]["api_keys"], 1);
+    assert_eq!(mode_of(&file), 0o600);
+    let good = std::fs::read(&file).unwrap();
+    let hex: String = keyward_crypto::sha256(&good)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        report["sha256"],
+        hex.as_str(),
+        "`sha256` is what sha256sum prints"
+    );
+
+    // The backup command refuses to overwrite, or to read a data dir with no database.
+    let err = failed(backup(&data, &file), "backup over an existing file");
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), good);
+    let err = failed(
+        backup(&dir.path().join("nothing-here"), &dir.path().join("x.kwb")),
+        "backup of a missing data dir",
+    );
+    assert!(err.contains("no database"), "{err}");
+    assert!(!dir.path().join("nothing-here").exists());
+    assert!(!dir.path().join("x.kwb").exists());
+    let forced = admin(&[
+        "--data-dir",
+        path_str(&data),
+        "--output",
+        "json",
+        "backup",
+        "--to",
+        path_str(&file),
+        "--force",
+    ]);
+    ok_json(forced, "backup --force");
+    assert_eq!(mode_of(&file), 0o600);
+    let good = std::fs::read(&file).unwrap();
+
+    // --check verifies and writes nothing.
+    let check_dir = dir.path().join("check");
+    let checked = ok_json(restore(&check_dir, &file, &["--check"]), "restore --check");
+    assert_eq!(checked["verified"], true);
+    assert!(!check_dir.exists());
+
+    let (header, payload) = keyward::backup::decode(&good).unwrap();
+    let payload = payload.to_vec();
+    let header_start = keyward::backup::MAGIC.len() + 4;
+    let payload_start = good.len() - keyward::backup::CHECKSUM_LEN - payload.len();
+    let reseal = |mut body: Vec<u8>| {
+        body.truncate(body.len() - keyward::backup::CHECKSUM_LEN);
+        let sum = keyward_crypto::sha256(&body);
+        body.extend_from_slice(&sum);
+        body
+    };
+
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    let mut flipped = good.clone();
+    flipped[payload_start + payload.len() / 2] ^= 0x01;
+    cases.push((
+        "one byte flipped in the payload",
+        flipped,
+        "checksum does not match",
+    ));
+    let mut flipped_sum = good.clone();
+    *flipped_sum.last_mut().unwrap() ^= 0x80;
+    cases.push((
+        "one bit flipped in the checksum",
+        flipped_sum,
+        "checksum does not match",
+    ));
+    cases.push((
+        "truncated by 100 bytes",
+        good[..good.len() - 100].to_vec(),
+        "truncated",
+    ));
+    cases.push((
+        "truncated to half",
+        good[..good.len() / 2].to_vec(),
+        "truncated",
+    ));
+    cases.push((
+        "truncated inside the header",
+        good[..header_start + 10].to_vec(),
+        "truncated",
+    ));
+    cases.push(("empty", Vec::new(), "truncated"));
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"junk");
+    cases.push(("bytes appended", longer, "damaged"));
+    // A header edited in place (instances 1 → 7), checksum left alone.
+    let text = String::from_utf8_lossy(&good[header_start..payload_start]).to_string();
+    assert!(text.contains("\"instances\":1"), "{text}");
+    let edited = text.replace("\"instances\":1", "\"instances\":7");
+    let mut forged = good[..header_start].to_vec();
+    forged.extend_from_slice(edited.as_bytes());
+    forged.extend_from_slice(&good[payload_start..]);
+    cases.push((
+        "a header edited in place",
+        forged,
+        "checksum does not match",
+    ));
+    // Forged headers with a recomputed checksum.
+    let mut h = header.clone();
+    *h.tables.get_mut("instances").unwrap() += 1;
+    h.rows += 1;
+    cases.push((
+        "a forged row count",
+        keyward::backup::encode(&h, &payload).unwrap(),
+        "header does not match the contents",
+    ));
+    let mut h = header.clone();
+    h.format = 2;
+    cases.push((
+        "a forged format version",
+        keyward::backup::encode(&h, &payload).unwrap(),
+        "format 2",
+    ));
+    let mut other_payload = payload.clone();
+    let mid = other_payload.len() / 2;
+    other_payload[mid] ^= 0xff;
+    cases.push((
+        "a changed payload with only the file checksum recomputed",
+        reseal(keyward::backup::encode(&header, &other_payload).unwrap()),
+        "payload SHA-256 differs",
+    ));
+    let mut h = header.clone();
+    h.payload_bytes += 1;
+    let mut longer_claim = keyward::backup::encode(&h, &payload).unwrap();
+    longer_claim = reseal(longer_claim);
+    cases.push((
+        "a header announcing more payload than there is",
+        longer_claim,
+        "truncated",
+    ));
+    cases.push((
+        "not a backup at all",
+        payload.clone(),
+        "not a Keyward backup",
+    ));
+
+    for (i, (what, bytes, expect)) in cases.iter().enumerate() {
+        let bad = dir.path().join(format!("bad-{i}.kwb"));
+        std::fs::write(&bad, bytes).unwrap();
+        // Into a new data dir, and into an existing empty one.
+        for existing in [false, true] {
+            let target = dir.path().join(format!("target-{i}-{existing}"));
+            if existing {
+                std::fs::create_dir(&target).unwrap();
+            }
+            let err = failed(restore(&target, &bad, &[]), what);
+            assert!(
+                err.contains(expect),
+                "{what}: expected `{expect}` in: {err}"
+            );
+            assert!(err.contains("nothing was written"), "{what}: {err}");
+            assert_untouched(&target, what);
+            assert_eq!(target.exists(), existing, "{what}");
+        }
+        let err = failed(
+            restore(&dir.path().join("unused"), &bad, &["--check"]),
+            what,
+        );
+        assert!(err.contains(expect), "{what} (--check): {err}");
+    }
+
+    // The untouched backup still restores, and the result holds the same rows.
+    let target = dir.path().join("good-target");
+    let restored = ok_json(restore(&target, &file, &[]), "restore of the good backup");
+    assert_eq!(restored["tables"], report["tables"]);
+    let list = ok_json(
+        admin(&[
+            "--data-dir",
+            path_str(&target),
+            "--output",
+            "json",
+            "apikey",
+            "list",
+        ]),
+        "apikey list",
+    );
+    assert_eq!(list["apikeys"].as_array().unwrap().len(), 1);
+    // No scratch directories are left next to the backup.
+    let hidden: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
+    let Some(base) = pg_base("a_postgres_backup_restores_into_sqlite_and_postgres") else {
+        eprintln!(
+            "(set KEYWARD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run it)"
+        );
+        return;
+    };
+    let db = Db::fresh(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let p_dir = dir.path().join("pg-node");
+    std::fs::create_dir_all(&p_dir).unwrap();
+    let key = p_dir.join("master.key");
+    write_master_key(&key);
+    let mut np = Node::spawn("pg", &node_opts(&p_dir, &key, Some(&db.url)));
+    np.wait_health(200).await;
+    let (inst, apikey) = np.banner().unwrap();
+    let p = Api::login(&np.base, &apikey, &inst).await;
+    let k1 = p.root_key("pg-1").await;
+    let k2 = p.root_key("pg-2").await;
+    let keys = vec![k1.clone(), k2.clone()];
+    let mut samples = wrap_many(&p, &keys, 100, "pg1").await;
+    p.action(&k1, "rotate").await.expect(204);
+    samples.extend(wrap_many(&p, &keys, 100, "pg2").await);
+    p.call(
+        Method::POST,
+        "/api/v2/import_token",
+        Some(&json!({"expiration": 3600, "maxAllowedRetrievals": 3})),
+    )
+    .await
+    .expect(200);
+    let token = p.call(Method::GET, "/api/v2/import_token", None).await;
+    let token = token.expect(200).clone();
+
+    // Online backup of the PostgreSQL database while the node runs and is written to.
+    let file = dir.path().join("pg.kwb");
+    let online = {
+        let (url, file) = (db.url.clone(), file.clone());
+        backup_while_writing(&p, move || {
+            admin(&[
+                "--database-url",
+                &url,
+                "--output",
+                "json",
+                "backup",
+                "--to",
+                path_str(&file),
+            ])
+        })
+        .await
+    };
+    let report = ok_json(online.out.clone(), "backup of PostgreSQL");
+    assert_eq!(report["source_backend"], "postgres");
+    assert_eq!(mode_of(&file), 0o600);
+    let in_snapshot = report["tables"]["keys"].as_u64().unwrap() - 2;
+    assert_eq!(report["tables"]["key_versions"], 3 + in_snapshot);
+
+    // → SQLite, served by a node with the same master key.
+    let s_dir = dir.path().join("sqlite-node");
+    let s_key = s_dir.join("master.key");
+    copy_master_key(&key, &s_key);
+    ok_json(restore(&s_dir, &file, &[]), "restore into SQLite");
+    let mut ns = Node::spawn("sqlite", &node_opts(&s_dir, &s_key, None));
+    ns.wait_health(200).await;
+    assert!(ns.banner().is_none());
+    let s = Api::login(&ns.base, &apikey, &inst).await;
+    let bad = unwrap_all(&s, &samples).await;
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(
+        assert_point_in_time(&key_list(&s).await, &online) as u64,
+        in_snapshot
+    );
+    let t = s.call(Method::GET, "/api/v2/import_token", None).await;
+    let t = t.expect(200);
+    assert_eq!(t["payload"], token["payload"]);
+    assert_eq!(t["remainingRetrievals"], 1);
+    assert_eq!(version_ids(&s, &k1).await, version_ids(&p, &k1).await);
+    ns.terminate();
+
+    // → another (empty) PostgreSQL database; a second restore into it is refused.
+    let db2 = Db::fresh(&base);
+    let restore_pg = || {
+        admin(&[
+            "--database-url",
+            &db2.url,
+            "--output",
+            "json",
+            "restore",
+            "--from",
+            path_str(&file),
+            "--master-key-file",
+            path_str(&key),
+        ])
+    };
+    let restored = ok_json(restore_pg(), "restore into PostgreSQL");
+    assert_eq!(restored["tables"], report["tables"]);
+    assert_eq!(
+        db2.query("SELECT COUNT(*) FROM key_versions"),
+        (3 + in_snapshot).to_string()
+    );
+    let err = failed(restore_pg(), "second restore into PostgreSQL");
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(
+        db2.query("SELECT COUNT(*) FROM key_versions"),
+        (3 + in_snapshot).to_string()
+    );
+    np.terminate();
+}
