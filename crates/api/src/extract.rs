@@ -15,6 +15,8 @@ use crate::AppState;
 
 /// Largest request body accepted (wrap, unwrap and import bodies are far smaller).
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Oversized bodies up to this size are read and dropped before the 413 is sent.
+const DRAIN_LIMIT: usize = 1024 * 1024;
 
 /// The authenticated caller of an `/api/v2` route.
 pub struct Auth(pub Caller);
@@ -168,6 +170,12 @@ pub async fn read_body(
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > BODY_LIMIT as u64 {
+            // Read (and drop) a moderately oversized body first, so the client, still
+            // sending, reliably sees the 413 instead of a reset connection. Larger bodies get
+            // the 413 at once and the connection is closed.
+            if len <= DRAIN_LIMIT as u64 {
+                let _ = axum::body::to_bytes(body, DRAIN_LIMIT).await;
+            }
             return Err(too_large());
         }
     }
