@@ -25,7 +25,12 @@ impl AuditSlot {
 
 /// The audited action of a route, if the route reads key material, uses a key or changes
 /// anything (plain reads of metadata are not audited).
-pub fn audited_action(method: &Method, route: &str, path: &str, query: Option<&str>) -> Option<Action> {
+pub fn audited_action(
+    method: &Method,
+    route: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Action> {
     let action_param = || {
         if route.ends_with("/actions/{action}") {
             path.rsplit('/').next().map(str::to_string)
@@ -38,7 +43,9 @@ pub fn audited_action(method: &Method, route: &str, path: &str, query: Option<&s
     };
     let m = method.as_str();
     Some(match (m, route) {
-        ("POST", "/api/v2/keys") | ("POST", "/api/v2/keys_with_policy_overrides") => Action::CreateKey,
+        ("POST", "/api/v2/keys") | ("POST", "/api/v2/keys_with_policy_overrides") => {
+            Action::CreateKey
+        }
         ("GET", "/api/v2/keys/{id}") => Action::GetStandardKeyPayload,
         ("DELETE", "/api/v2/keys/{id}") => Action::DeleteKey,
         ("PATCH", "/api/v2/keys/{id}") => Action::PatchKey,
@@ -76,7 +83,10 @@ pub async fn record_failures(State(st): State<AppState>, mut req: Request, next:
     if !st.svc.auditing() {
         return next.run(req).await;
     }
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
     let action = route
         .as_deref()
         .and_then(|r| audited_action(req.method(), r, req.uri().path(), req.uri().query()));

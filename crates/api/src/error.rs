@@ -36,12 +36,24 @@ pub fn op(op: &'static str) -> impl Fn(ServiceError) -> ApiError {
 pub fn status_of(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
-        BadBody | CollectionTotalMismatch | NoBody | InvalidField | InvalidQueryParam
-        | InstanceIdRequired | InvalidInstanceId | KeyRootRequired | KeyPayloadRequired
-        | IncorrectNonce | IncorrectNonceIv | BodyQueryParamMismatch | NumCollectionResource
-        | KeyExpired | KeyRestoreExpired | KeySearchTooBroad | AliasLimit | KeyRingLimit => {
-            StatusCode::BAD_REQUEST
-        }
+        BadBody
+        | CollectionTotalMismatch
+        | NoBody
+        | InvalidField
+        | InvalidQueryParam
+        | InstanceIdRequired
+        | InvalidInstanceId
+        | KeyRootRequired
+        | KeyPayloadRequired
+        | IncorrectNonce
+        | IncorrectNonceIv
+        | BodyQueryParamMismatch
+        | NumCollectionResource
+        | KeyExpired
+        | KeyRestoreExpired
+        | KeySearchTooBroad
+        | AliasLimit
+        | KeyRingLimit => StatusCode::BAD_REQUEST,
         Unauthorized => StatusCode::UNAUTHORIZED,
         Forbidden => StatusCode::FORBIDDEN,
         KeyNotFound | ImportTokenNotFound | NotFound | KeyRingNotFound => StatusCode::NOT_FOUND,
@@ -105,7 +117,8 @@ impl IntoResponse for ApiError {
         resp.extensions_mut().insert(code);
         if let Some(secs) = self.retry_after {
             if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
             }
         }
         resp

@@ -281,7 +281,10 @@ pub fn opt_str_list(
 ) -> Result<Option<Vec<String>>, ApiError> {
     let bad = || {
         ApiError::new(
-            ServiceError::field(wire, format!("The field `{wire}` must be: an array of strings")),
+            ServiceError::field(
+                wire,
+                format!("The field `{wire}` must be: an array of strings"),
+            ),
             op,
         )
     };

@@ -80,8 +80,16 @@ async fn ready(axum::extract::State(st): axum::extract::State<AppState>) -> Resp
 async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
     let depth = st.svc.pool_depth() as f64;
     let body = st.metrics.render(&[
-        ("keyward_import_token_pool_depth", "Ready RSA-4096 import-token keypairs.", depth),
-        ("keyward_sealed", "1 when the service is sealed (master key unavailable).", 0.0),
+        (
+            "keyward_import_token_pool_depth",
+            "Ready RSA-4096 import-token keypairs.",
+            depth,
+        ),
+        (
+            "keyward_sealed",
+            "1 when the service is sealed (master key unavailable).",
+            0.0,
+        ),
     ]);
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
@@ -119,8 +127,14 @@ fn api_routes(state: AppState) -> Router {
                 .post(routes::actions::legacy_action)
                 .patch(routes::lifecycle::patch),
         )
-        .route("/api/v2/keys/{id}/versions", get(routes::lifecycle::versions))
-        .route("/api/v2/keys/{id}/restore", post(routes::lifecycle::restore))
+        .route(
+            "/api/v2/keys/{id}/versions",
+            get(routes::lifecycle::versions),
+        )
+        .route(
+            "/api/v2/keys/{id}/restore",
+            post(routes::lifecycle::restore),
+        )
         .route("/api/v2/keys/{id}/purge", delete(routes::lifecycle::purge))
         .route(
             "/api/v2/keys/{id}/policies",

@@ -55,7 +55,12 @@ impl Metrics {
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP keyward_http_requests_total HTTP requests by route, method and status.\n# TYPE keyward_http_requests_total counter\n");
-        let mut reqs: Vec<_> = self.requests.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut reqs: Vec<_> = self
+            .requests
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         reqs.sort();
         for ((route, method, status), n) in reqs {
             let _ = writeln!(
@@ -77,8 +82,16 @@ impl Metrics {
                     );
                 }
                 let _ = writeln!(out, "keyward_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "keyward_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-                let _ = writeln!(out, "keyward_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "keyward_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "keyward_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    h.count
+                );
             }
         }
         for (name, help, v) in extra {

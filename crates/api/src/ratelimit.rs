@@ -197,8 +197,14 @@ mod tests {
             assert!(l.check(a, "p", Class::Crypto).is_ok());
         }
         assert_eq!(l.check(a, "p", Class::Crypto), Err(1));
-        assert!(l.check(a, "q", Class::Crypto).is_ok(), "another principal has its own bucket");
-        assert!(l.check(a, "p", Class::Management).is_ok(), "management is unlimited here");
+        assert!(
+            l.check(a, "q", Class::Crypto).is_ok(),
+            "another principal has its own bucket"
+        );
+        assert!(
+            l.check(a, "p", Class::Management).is_ok(),
+            "management is unlimited here"
+        );
     }
 
     #[test]

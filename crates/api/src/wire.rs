@@ -24,11 +24,14 @@ pub fn key_json(info: &KeyInfo) -> Value {
     }
     m.insert("state".into(), json!(info.state.code()));
     if info.state != KeyState::Active {
-        m.insert("nonactiveStateReason".into(), json!(match info.state {
-            KeyState::Deactivated => 1,
-            KeyState::Suspended => 2,
-            _ => 0,
-        }));
+        m.insert(
+            "nonactiveStateReason".into(),
+            json!(match info.state {
+                KeyState::Deactivated => 1,
+                KeyState::Suspended => 2,
+                _ => 0,
+            }),
+        );
     }
     if let Some(e) = r.expiration_date {
         m.insert("expirationDate".into(), json!(format_time(e)));
@@ -82,11 +85,17 @@ pub fn key_json(info: &KeyInfo) -> Value {
         if let Some(by) = &r.deleted_by {
             m.insert("deletedBy".into(), json!(by));
         }
-        m.insert("restoreExpirationDate".into(), json!(format_time(t + 30 * 86_400)));
+        m.insert(
+            "restoreExpirationDate".into(),
+            json!(format_time(t + 30 * 86_400)),
+        );
         m.insert("restoreAllowed".into(), json!(true));
         m.insert("purgeAllowed".into(), json!(true));
         m.insert("purgeAllowedFrom".into(), json!(format_time(t + 4 * 3_600)));
-        m.insert("purgeScheduledOn".into(), json!(format_time(t + 90 * 86_400)));
+        m.insert(
+            "purgeScheduledOn".into(),
+            json!(format_time(t + 90 * 86_400)),
+        );
     }
     if let Some(p) = &info.payload {
         m.insert("payload".into(), json!(B64.encode(p.expose())));

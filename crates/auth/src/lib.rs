@@ -227,7 +227,10 @@ mod tests {
         let mut parts: Vec<&str> = t.split('.').collect();
         let evil = B64URL.encode(br#"{"iam_id":"root","sub":"root","iat":0,"exp":99999999999,"jti":"x","iss":"keyward"}"#);
         parts[1] = &evil;
-        assert_eq!(a.verify(&parts.join("."), 1001), Err(AuthError::InvalidToken));
+        assert_eq!(
+            a.verify(&parts.join("."), 1001),
+            Err(AuthError::InvalidToken)
+        );
         for junk in ["", "a.b", "a.b.c", "...", &"x".repeat(5000)] {
             assert_eq!(a.verify(junk, 1001), Err(AuthError::InvalidToken));
         }

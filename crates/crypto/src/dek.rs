@@ -50,7 +50,9 @@ pub fn open(
         .open_in_place(nonce, Aad::from(aad), buf.expose_mut())
         .map_err(|_| CryptoError::Open)?
         .len();
-    Ok(SecretBytes::copy_from(buf.expose().get(..n).unwrap_or_default()))
+    Ok(SecretBytes::copy_from(
+        buf.expose().get(..n).unwrap_or_default(),
+    ))
 }
 
 /// The AAD that binds a wrapped DEK to its key, key version and the caller's `aad` list:

@@ -144,7 +144,9 @@ impl ImportKeyPair {
             .decrypt(hash.alg(), ciphertext, out.expose_mut(), label)
             .map_err(|_| ImportError::Oaep)?
             .len();
-        Ok(SecretBytes::copy_from(out.expose().get(..n).unwrap_or_default()))
+        Ok(SecretBytes::copy_from(
+            out.expose().get(..n).unwrap_or_default(),
+        ))
     }
 
     /// Decrypts imported root key material: OAEP with an empty label, and a length of 16, 24
@@ -270,9 +272,16 @@ mod tests {
                 let ct = encrypt_material(kp().public_pem(), h, m.expose())?;
                 let (iv, en) = encrypt_nonce(&m, &nonce)?;
                 let got = verify_secure_import(kp(), h, &ct, &en, &iv, &nonce);
-                assert_eq!(got.map(|g| g.expose().to_vec()).ok(), Some(m.expose().to_vec()));
+                assert_eq!(
+                    got.map(|g| g.expose().to_vec()).ok(),
+                    Some(m.expose().to_vec())
+                );
                 // wrong declared hash: the uniform OAEP error
-                let other = if h == OaepHash::Sha1 { OaepHash::Sha256 } else { OaepHash::Sha1 };
+                let other = if h == OaepHash::Sha1 {
+                    OaepHash::Sha256
+                } else {
+                    OaepHash::Sha1
+                };
                 assert_eq!(
                     verify_secure_import(kp(), other, &ct, &en, &iv, &nonce).err(),
                     Some(ImportError::Oaep)
@@ -295,7 +304,10 @@ mod tests {
         flipped[100] ^= 1;
         assert_eq!(v(&flipped, &en, &iv, &nonce), Some(ImportError::Oaep));
         assert_eq!(v(&ct[..511], &en, &iv, &nonce), Some(ImportError::Oaep));
-        assert_eq!(v(&[ct.clone(), vec![0]].concat(), &en, &iv, &nonce), Some(ImportError::Oaep));
+        assert_eq!(
+            v(&[ct.clone(), vec![0]].concat(), &en, &iv, &nonce),
+            Some(ImportError::Oaep)
+        );
         for bad_len in [0usize, 15, 17, 33] {
             let mat = vec![1u8; bad_len];
             let c = encrypt_material(kp().public_pem(), OaepHash::Sha256, &mat)?;
@@ -308,7 +320,10 @@ mod tests {
         iv2[0] ^= 1;
         assert_eq!(v(&ct, &en, &iv2, &nonce), Some(ImportError::NonceIv));
         assert_eq!(v(&ct, &en, &iv[..11], &nonce), Some(ImportError::NonceIv));
-        assert_eq!(v(&ct, &en, &iv, &[0u8; 12]), Some(ImportError::NonceMismatch));
+        assert_eq!(
+            v(&ct, &en, &iv, &[0u8; 12]),
+            Some(ImportError::NonceMismatch)
+        );
         Ok(())
     }
 
@@ -323,9 +338,20 @@ mod tests {
 
     #[test]
     fn algorithm_names_are_exact() {
-        assert_eq!(OaepHash::from_wire("RSAES_OAEP_SHA_256"), Some(OaepHash::Sha256));
-        assert_eq!(OaepHash::from_wire("RSAES_OAEP_SHA_1"), Some(OaepHash::Sha1));
-        for bad in ["", "rsaes_oaep_sha_256", "RSAES_OAEP_SHA_512", "RSAES_PKCS1_V1_5"] {
+        assert_eq!(
+            OaepHash::from_wire("RSAES_OAEP_SHA_256"),
+            Some(OaepHash::Sha256)
+        );
+        assert_eq!(
+            OaepHash::from_wire("RSAES_OAEP_SHA_1"),
+            Some(OaepHash::Sha1)
+        );
+        for bad in [
+            "",
+            "rsaes_oaep_sha_256",
+            "RSAES_OAEP_SHA_512",
+            "RSAES_PKCS1_V1_5",
+        ] {
             assert_eq!(OaepHash::from_wire(bad), None);
         }
     }

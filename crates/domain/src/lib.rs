@@ -175,10 +175,16 @@ impl Action {
             | CreateImportToken | GetImportToken | CreateKeyRing | CreateAlias | DeleteAlias => {
                 Role::Writer
             }
-            Disable | Enable | DeleteKey | RestoreKey | PatchKey | ReadKeyPolicies
-            | WriteKeyPolicies | ReadInstancePolicies | WriteInstancePolicies | DeleteKeyRing => {
-                Role::Manager
-            }
+            Disable
+            | Enable
+            | DeleteKey
+            | RestoreKey
+            | PatchKey
+            | ReadKeyPolicies
+            | WriteKeyPolicies
+            | ReadInstancePolicies
+            | WriteInstancePolicies
+            | DeleteKeyRing => Role::Manager,
             Purge => Role::KeyPurge,
         }
     }

@@ -121,8 +121,9 @@ fn instance_id(s: &str) -> anyhow::Result<InstanceId> {
 }
 
 fn role(s: &str) -> anyhow::Result<Role> {
-    s.parse()
-        .map_err(|_| anyhow!("unknown role `{s}`: use Reader, ReaderPlus, Writer, Manager or KeyPurge"))
+    s.parse().map_err(|_| {
+        anyhow!("unknown role `{s}`: use Reader, ReaderPlus, Writer, Manager or KeyPurge")
+    })
 }
 
 fn print(output: &str, v: &Value) {
@@ -146,7 +147,9 @@ fn print(output: &str, v: &Value) {
 
 /// The file behind a `sqlite:` URL (`None` for in-memory databases).
 fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
@@ -156,7 +159,10 @@ async fn migrate(args: &AdminArgs, m: &MigrateArgs) -> anyhow::Result<()> {
     let from = match &m.from {
         Some(u) => DatabaseUrl::new(u.clone()),
         None => {
-            let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("./keyward-data"));
+            let dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./keyward-data"));
             DatabaseUrl::new(format!("sqlite://{}", dir.join("keyward.db").display()))
         }
     };
@@ -248,7 +254,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let err = |e: keyward_service::ServiceError| anyhow!("{}", e.message);
     let out = match args.cmd {
         AdminCmd::Instance(InstanceCmd::Create { name }) => {
-            let row = admin::create_instance(&store, &name, now).await.map_err(err)?;
+            let row = admin::create_instance(&store, &name, now)
+                .await
+                .map_err(err)?;
             json!({"id": row.id.to_string(), "name": row.name, "created": format_time(row.created_at)})
         }
         AdminCmd::Instance(InstanceCmd::List) => {
@@ -260,17 +268,35 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             admin::delete_instance(&store, id).await.map_err(err)?;
             json!({"deleted": id.to_string()})
         }
-        AdminCmd::Instance(InstanceCmd::Grant { instance, iam_id, role: r }) => {
+        AdminCmd::Instance(InstanceCmd::Grant {
+            instance,
+            iam_id,
+            role: r,
+        }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
-            admin::grant(&store, i, &iam_id, r, now).await.map_err(err)?;
+            admin::grant(&store, i, &iam_id, r, now)
+                .await
+                .map_err(err)?;
             json!({"instance": i.to_string(), "iam_id": iam_id, "role": r.as_str()})
         }
-        AdminCmd::Instance(InstanceCmd::Revoke { instance, iam_id, role: r }) => {
+        AdminCmd::Instance(InstanceCmd::Revoke {
+            instance,
+            iam_id,
+            role: r,
+        }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
-            store.revoke(i, &iam_id, r).await.map_err(|_| anyhow!("no such grant"))?;
+            store
+                .revoke(i, &iam_id, r)
+                .await
+                .map_err(|_| anyhow!("no such grant"))?;
             json!({"revoked": {"instance": i.to_string(), "iam_id": iam_id, "role": r.as_str()}})
         }
-        AdminCmd::Apikey(ApikeyCmd::Create { instance, role: r, name, iam_id }) => {
+        AdminCmd::Apikey(ApikeyCmd::Create {
+            instance,
+            role: r,
+            name,
+            iam_id,
+        }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
             let k = admin::create_api_key(&store, i, r, &name, iam_id.as_deref(), now)
                 .await

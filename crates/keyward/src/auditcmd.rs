@@ -49,9 +49,13 @@ fn all_records(file: &Path) -> anyhow::Result<Vec<Value>> {
     paths.push(file.to_path_buf());
     let mut out = Vec::new();
     for p in paths {
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            out.push(serde_json::from_str(line).with_context(|| format!("a corrupt line in {}", p.display()))?);
+            out.push(
+                serde_json::from_str(line)
+                    .with_context(|| format!("a corrupt line in {}", p.display()))?,
+            );
         }
     }
     Ok(out)
@@ -64,13 +68,24 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<Vec<Value>> {
             let skip = all.len().saturating_sub(lines);
             Ok(all.into_iter().skip(skip).collect())
         }
-        AuditCmd::Search { file, action, key_id, principal, instance, outcome, since } => {
+        AuditCmd::Search {
+            file,
+            action,
+            key_id,
+            principal,
+            instance,
+            outcome,
+            since,
+        } => {
             let since = match since {
-                Some(s) => Some(keyward_domain::parse_time(&s).context("--since must be RFC 3339")?),
+                Some(s) => {
+                    Some(keyward_domain::parse_time(&s).context("--since must be RFC 3339")?)
+                }
                 None => None,
             };
             let eq = |r: &Value, field: &str, want: &Option<String>| {
-                want.as_ref().is_none_or(|w| r.get(field).and_then(Value::as_str) == Some(w.as_str()))
+                want.as_ref()
+                    .is_none_or(|w| r.get(field).and_then(Value::as_str) == Some(w.as_str()))
             };
             Ok(all_records(&file)?
                 .into_iter()

@@ -609,9 +609,11 @@ pub async fn restore(
             "refusing to restore into {target}: the target database is not empty (restore only \
              into a new data dir or an empty database); nothing was written"
         ),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!(
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
             "restoring into {target} (the copy runs in one transaction: the target is unchanged)"
-        ))),
+        )))
+        }
     };
     if report.tables != trial.tables {
         bail!(

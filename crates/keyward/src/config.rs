@@ -169,7 +169,10 @@ pub fn parse_rate(s: &str) -> anyhow::Result<keyward_api::ratelimit::Rate> {
     if !(r >= 0.0 && b >= 0.0 && r.is_finite() && b.is_finite()) || (r > 0.0 && b < 1.0) {
         bail!("a rate must be RATE or RATE/BURST with RATE >= 0 and BURST >= 1");
     }
-    Ok(keyward_api::ratelimit::Rate { per_sec: r, burst: b })
+    Ok(keyward_api::ratelimit::Rate {
+        per_sec: r,
+        burst: b,
+    })
 }
 
 pub fn sqlite_url(path: &Path) -> DatabaseUrl {
@@ -182,7 +185,8 @@ impl ServeArgs {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading config file {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))?
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", p.display()))?
             }
             None => FileConfig::default(),
         };
@@ -226,10 +230,26 @@ impl ServeArgs {
             }
         };
         let limits = keyward_api::ratelimit::Limits {
-            crypto: rate(&self.rate_limit_crypto, file.rate_limit_crypto, defaults.crypto)?,
-            import_token: rate(&self.rate_limit_import_token, file.rate_limit_import_token, defaults.import_token)?,
-            management: rate(&self.rate_limit_management, file.rate_limit_management, defaults.management)?,
-            auth_failures: rate(&self.auth_failure_limit, file.auth_failure_limit, defaults.auth_failures)?,
+            crypto: rate(
+                &self.rate_limit_crypto,
+                file.rate_limit_crypto,
+                defaults.crypto,
+            )?,
+            import_token: rate(
+                &self.rate_limit_import_token,
+                file.rate_limit_import_token,
+                defaults.import_token,
+            )?,
+            management: rate(
+                &self.rate_limit_management,
+                file.rate_limit_management,
+                defaults.management,
+            )?,
+            auth_failures: rate(
+                &self.auth_failure_limit,
+                file.auth_failure_limit,
+                defaults.auth_failures,
+            )?,
         };
         let master_key = match self
             .master_key_provider
@@ -284,7 +304,10 @@ impl ServeArgs {
             insecure_http,
             token_pool_size: self.token_pool_size.or(file.token_pool_size).unwrap_or(4),
             log_json: log_format == "json",
-            scheduler_interval_secs: self.scheduler_interval.or(file.scheduler_interval).unwrap_or(60),
+            scheduler_interval_secs: self
+                .scheduler_interval
+                .or(file.scheduler_interval)
+                .unwrap_or(60),
             tls,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
@@ -310,7 +333,11 @@ mod tests {
     fn flags_beat_file_and_defaults_apply() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("kw.toml");
-        std::fs::write(&cfg, "listen = \"127.0.0.1:9999\"\ntoken_pool_size = 7\ndata_dir = \"/tmp/x\"\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "listen = \"127.0.0.1:9999\"\ntoken_pool_size = 7\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(cfg),
             token_pool_size: Some(2),
@@ -325,7 +352,10 @@ mod tests {
 
     #[test]
     fn master_key_provider_settings() {
-        assert_eq!(ServeArgs::default().resolve().unwrap().master_key, MasterKeySource::File);
+        assert_eq!(
+            ServeArgs::default().resolve().unwrap().master_key,
+            MasterKeySource::File
+        );
         let args = ServeArgs {
             master_key_provider: Some("pkcs11".into()),
             pkcs11_module: Some("/usr/lib/softhsm/libsofthsm2.so".into()),
@@ -343,9 +373,15 @@ mod tests {
                 pin_file: Some("/etc/keyward/pin".into()),
             })
         );
-        let no_token = ServeArgs { pkcs11_token_label: None, ..args.clone() };
+        let no_token = ServeArgs {
+            pkcs11_token_label: None,
+            ..args.clone()
+        };
         assert!(no_token.resolve().is_err());
-        let bogus = ServeArgs { master_key_provider: Some("kms".into()), ..args };
+        let bogus = ServeArgs {
+            master_key_provider: Some("kms".into()),
+            ..args
+        };
         assert!(bogus.resolve().is_err());
     }
 

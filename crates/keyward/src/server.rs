@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -69,7 +69,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Server> {
 }
 
 /// As [`start`], with the clock every time rule reads (tests pass a `ManualClock`).
-pub async fn start_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
+pub async fn start_with_clock(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Server> {
     if settings.database_url.is_sqlite() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -94,7 +97,9 @@ pub async fn start_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> any
             }
             let svc = Arc::new(svc);
             let state = AppState::new(svc.clone(), settings.limits);
-            let ops = settings.metrics_listen.map(|_| keyward_api::ops_router(state.clone()));
+            let ops = settings
+                .metrics_listen
+                .map(|_| keyward_api::ops_router(state.clone()));
             (app(state, ops.is_none()), None, Some((svc, ops)))
         }
         Err(reason) => {
@@ -226,7 +231,10 @@ fn print_banner(k: &CreatedApiKey, addr: SocketAddr) {
 
 impl Server {
     /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(addr = %self.addr, "keyward listening on {scheme}://{}", self.addr);
         if let (Some(svc), false) = (self.svc.clone(), self.scheduler_interval.is_zero()) {
@@ -264,19 +272,22 @@ impl Server {
                     .await?;
             }
             Some((cfg, cert, key)) => {
-                let rustls_cfg =
-                    axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
+                let rustls_cfg = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
                 let reload = rustls_cfg.clone();
                 tokio::spawn(async move {
                     use tokio::signal::unix::{signal, SignalKind};
-                    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                        return;
+                    };
                     while hup.recv().await.is_some() {
                         match tls_config(&cert, &key) {
                             Ok(c) => {
                                 reload.reload_from_config(Arc::new(c));
                                 tracing::info!("TLS certificate reloaded");
                             }
-                            Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "TLS reload failed; keeping the old certificate")
+                            }
                         }
                     }
                 });

@@ -37,7 +37,9 @@ pub fn run(cmd: TlsCmd) -> anyhow::Result<Value> {
                 .mode(0o600)
                 .open(&key)?;
             f.write_all(ck.key_pair.serialize_pem().as_bytes())?;
-            Ok(json!({"cert": cert.display().to_string(), "key": key.display().to_string(), "hosts": hosts}))
+            Ok(
+                json!({"cert": cert.display().to_string(), "key": key.display().to_string(), "hosts": hosts}),
+            )
         }
     }
 }

@@ -28,7 +28,11 @@ impl std::fmt::Debug for CreatedApiKey {
     }
 }
 
-pub async fn create_instance(store: &dyn Store, name: &str, now: i64) -> ServiceResult<InstanceRow> {
+pub async fn create_instance(
+    store: &dyn Store,
+    name: &str,
+    now: i64,
+) -> ServiceResult<InstanceRow> {
     let row = InstanceRow {
         id: InstanceId::new(),
         name: name.to_string(),
@@ -49,12 +53,18 @@ pub async fn create_api_key(
     now: i64,
 ) -> ServiceResult<CreatedApiKey> {
     if store.get_instance(instance).await?.is_none() {
-        return Err(ServiceError::new(ErrorCode::NotFound, format!("no instance {instance}")));
+        return Err(ServiceError::new(
+            ErrorCode::NotFound,
+            format!("no instance {instance}"),
+        ));
     }
     let iam_id = match iam_id {
         Some(id) => {
             if !store.principal_exists(id).await? {
-                return Err(ServiceError::new(ErrorCode::NotFound, format!("no principal {id}")));
+                return Err(ServiceError::new(
+                    ErrorCode::NotFound,
+                    format!("no principal {id}"),
+                ));
             }
             id.to_string()
         }
@@ -104,10 +114,16 @@ pub async fn grant(
     now: i64,
 ) -> ServiceResult<()> {
     if store.get_instance(instance).await?.is_none() {
-        return Err(ServiceError::new(ErrorCode::NotFound, format!("no instance {instance}")));
+        return Err(ServiceError::new(
+            ErrorCode::NotFound,
+            format!("no instance {instance}"),
+        ));
     }
     if !store.principal_exists(iam_id).await? {
-        return Err(ServiceError::new(ErrorCode::NotFound, format!("no principal {iam_id}")));
+        return Err(ServiceError::new(
+            ErrorCode::NotFound,
+            format!("no principal {iam_id}"),
+        ));
     }
     store
         .grant(&GrantRow {
@@ -123,7 +139,10 @@ pub async fn grant(
 pub async fn delete_instance(store: &dyn Store, id: InstanceId) -> ServiceResult<()> {
     match store.delete_instance(id).await {
         Ok(()) => Ok(()),
-        Err(StoreError::NotFound) => Err(ServiceError::new(ErrorCode::NotFound, format!("no instance {id}"))),
+        Err(StoreError::NotFound) => Err(ServiceError::new(
+            ErrorCode::NotFound,
+            format!("no instance {id}"),
+        )),
         Err(StoreError::Conflict(m)) => Err(ServiceError::new(ErrorCode::KeyActionInvalidState, m)),
         Err(e) => Err(e.into()),
     }
@@ -137,7 +156,10 @@ pub async fn bootstrap(store: &dyn Store, now: i64) -> ServiceResult<Option<Crea
     // Several nodes may start at once on an empty database: only the one whose claim is
     // stored bootstraps. (The claim holds no secret; an empty master-key id keeps it out of
     // the sealed-row accounting.)
-    if !store.put_secret_if_absent("bootstrap-claim", &[], "", now).await? {
+    if !store
+        .put_secret_if_absent("bootstrap-claim", &[], "", now)
+        .await?
+    {
         return Ok(None);
     }
     let inst = create_instance(store, "default", now).await?;

@@ -65,7 +65,10 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     async fn append(&self, rec: AuditRecord) -> Result<(), AuditError>;
 }
 
-type Pending = (AuditRecord, tokio::sync::oneshot::Sender<Result<(), String>>);
+type Pending = (
+    AuditRecord,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
 
 /// JSON lines in a file, fsync'd with group commit, rotated at `max_bytes` keeping `keep` old
 /// files (`FILE.1` is the newest).
@@ -130,7 +133,13 @@ fn writer(path: PathBuf, mut file: File, rx: mpsc::Receiver<Pending>, max_bytes:
         for (_, ack) in batch {
             let _ = ack.send(result.clone());
         }
-        if !failed && max_bytes > 0 && file.metadata().map(|m| m.len() >= max_bytes).unwrap_or(false) {
+        if !failed
+            && max_bytes > 0
+            && file
+                .metadata()
+                .map(|m| m.len() >= max_bytes)
+                .unwrap_or(false)
+        {
             match rotate(&path, keep) {
                 Ok(f) => file = f,
                 Err(e) => tracing::error!(error = %e, "audit log rotation failed"),
@@ -225,7 +234,14 @@ impl KeyService {
             return;
         }
         if let Err(e) = sink
-            .append(record(caller, action, key, "failure", Some(reason), self.now()))
+            .append(record(
+                caller,
+                action,
+                key,
+                "failure",
+                Some(reason),
+                self.now(),
+            ))
             .await
         {
             tracing::warn!(error = %e, "audit record of a failed request not written");

@@ -43,7 +43,9 @@ impl CachedKey {
     }
 
     pub fn current(&self) -> Option<&OpenedVersion> {
-        self.versions.iter().find(|v| v.id == self.row.current_version)
+        self.versions
+            .iter()
+            .find(|v| v.id == self.row.current_version)
     }
 
     pub fn version(&self, id: VersionId) -> Option<&OpenedVersion> {

@@ -113,7 +113,9 @@ fn open_blob<'k>(
     }
     let handle = VersionId::parse(&blob.handle).map_err(|_| unprocessable())?;
     let version = key.version(handle).ok_or_else(unprocessable)?;
-    let iv = B64.decode(blob.iv.as_bytes()).map_err(|_| unprocessable())?;
+    let iv = B64
+        .decode(blob.iv.as_bytes())
+        .map_err(|_| unprocessable())?;
     let ct = B64
         .decode(blob.ciphertext.as_bytes())
         .map_err(|_| unprocessable())?;
@@ -160,7 +162,10 @@ impl KeyService {
             None => None,
             Some(p) => {
                 let bytes = SecretBytes::from_vec(B64.decode(p.as_bytes()).map_err(|_| {
-                    ServiceError::field("plaintext", "The field `plaintext` must be: a base64 encoded key material")
+                    ServiceError::field(
+                        "plaintext",
+                        "The field `plaintext` must be: a base64 encoded key material",
+                    )
                 })?);
                 if bytes.is_empty() || bytes.len() > MAX_WRAP_PLAINTEXT {
                     return Err(ServiceError::field(

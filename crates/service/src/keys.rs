@@ -63,7 +63,11 @@ pub struct KeyInfo {
     pub deletion_auth_expires: Option<i64>,
 }
 
-pub(crate) fn version_ctx<'a>(instance: &'a str, key: &'a str, version: &'a str) -> SealContext<'a> {
+pub(crate) fn version_ctx<'a>(
+    instance: &'a str,
+    key: &'a str,
+    version: &'a str,
+) -> SealContext<'a> {
     SealContext {
         kind: "key-version",
         instance,
@@ -192,7 +196,9 @@ impl KeyService {
         material: &SecretBytes,
     ) -> ServiceResult<VersionRow> {
         let (i, k, v) = (instance.to_string(), key.to_string(), version.to_string());
-        let sealed = self.master.seal(&version_ctx(&i, &k, &v), material.expose())?;
+        let sealed = self
+            .master
+            .seal(&version_ctx(&i, &k, &v), material.expose())?;
         Ok(VersionRow {
             id: version,
             key_id: key,
@@ -205,7 +211,11 @@ impl KeyService {
     }
 
     fn open_version(&self, v: &VersionRow) -> ServiceResult<SecretBytes> {
-        let (i, k, id) = (v.instance_id.to_string(), v.key_id.to_string(), v.id.to_string());
+        let (i, k, id) = (
+            v.instance_id.to_string(),
+            v.key_id.to_string(),
+            v.id.to_string(),
+        );
         self.master
             .open(&version_ctx(&i, &k, &id), &v.sealed)
             .map_err(|e| {
@@ -228,7 +238,11 @@ impl KeyService {
         KeyInfo {
             crn: self.crn(row.instance_id, row.id),
             state: effective_state(&row, now),
-            bits: row.attrs.get("bits").and_then(|b| b.as_i64()).unwrap_or(256),
+            bits: row
+                .attrs
+                .get("bits")
+                .and_then(|b| b.as_i64())
+                .unwrap_or(256),
             version_created_at,
             payload: None,
             aliases: Vec::new(),
@@ -297,7 +311,10 @@ impl KeyService {
             None => None,
             Some(s) => {
                 let t = parse_time(s).ok_or_else(|| {
-                    ServiceError::field("expirationDate", "The field `expirationDate` must be: an RFC 3339 date-time")
+                    ServiceError::field(
+                        "expirationDate",
+                        "The field `expirationDate` must be: an RFC 3339 date-time",
+                    )
                 })?;
                 if t <= now {
                     return Err(ServiceError::field(
@@ -468,7 +485,8 @@ impl KeyService {
             None
         };
         if payload.is_some() {
-            self.audit(caller, Action::GetStandardKeyPayload, Some(id)).await?;
+            self.audit(caller, Action::GetStandardKeyPayload, Some(id))
+                .await?;
         }
         let mut info = self.info(row, &versions);
         info.payload = payload;
@@ -530,7 +548,9 @@ impl KeyService {
         caller.require(Action::Rotate)?;
         let row = self.row_for(caller, id).await?;
         if expected_row_version.is_some_and(|v| v != row.row_version) {
-            return Err(ServiceError::invalid_state("The key changed since it was found due"));
+            return Err(ServiceError::invalid_state(
+                "The key changed since it was found due",
+            ));
         }
         if row.extractable {
             return Err(ServiceError::new(
@@ -604,7 +624,9 @@ impl KeyService {
                 self.keys.invalidate(caller.instance, id);
                 Ok(())
             }
-            Err(StoreError::Conflict("import token")) => Err(self.token_lost(caller.instance).await),
+            Err(StoreError::Conflict("import token")) => {
+                Err(self.token_lost(caller.instance).await)
+            }
             Err(StoreError::Conflict(_)) => {
                 // Someone else changed the key first: if it was a rotation, this one is too soon.
                 let fresh = self.row_for(caller, id).await?;

@@ -166,11 +166,9 @@ impl KeyService {
     /// The IAM token exchange: an API key for an access token.
     pub async fn exchange_api_key(&self, apikey: &str) -> ServiceResult<IssuedToken> {
         let hash = hash_api_key(apikey);
-        let row = self
-            .store
-            .find_api_key(&hash)
-            .await?
-            .ok_or_else(|| ServiceError::new(ErrorCode::BadBody, "Provided API key could not be found"))?;
+        let row = self.store.find_api_key(&hash).await?.ok_or_else(|| {
+            ServiceError::new(ErrorCode::BadBody, "Provided API key could not be found")
+        })?;
         self.tokens
             .issue(&row.iam_id, self.clock.now_unix())
             .map_err(ServiceError::internal)

@@ -321,7 +321,8 @@ impl KeyService {
     /// `POST /keys/{id}/restore`: 5 → 1, between 30 s and 30 days after deletion.
     pub async fn restore_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
         caller.require(Action::RestoreKey)?;
-        let row = self.mutate_key(caller, id, Action::RestoreKey, |row, now| {
+        let row = self
+            .mutate_key(caller, id, Action::RestoreKey, |row, now| {
                 if row.state != KeyState::Destroyed {
                     return Err(ServiceError::invalid_state(
                         "Key is not in destroyed state: Key could not be restored",
@@ -401,7 +402,11 @@ impl KeyService {
     }
 
     /// `GET /keys/{id}/policies`.
-    pub async fn key_policies(&self, caller: &Caller, id: KeyId) -> ServiceResult<(KeyRow, KeyPolicies)> {
+    pub async fn key_policies(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+    ) -> ServiceResult<(KeyRow, KeyPolicies)> {
         caller.require(Action::ReadKeyPolicies)?;
         let row = self
             .store
@@ -433,7 +438,8 @@ impl KeyService {
             }
         }
         let by = caller.iam_id.clone();
-        let row = self.mutate_key(caller, id, Action::WriteKeyPolicies, |row, now| {
+        let row = self
+            .mutate_key(caller, id, Action::WriteKeyPolicies, |row, now| {
                 if row.state == KeyState::Destroyed {
                     return Err(ServiceError::invalid_state("The key has been deleted"));
                 }
@@ -460,17 +466,28 @@ impl KeyService {
             }
             let caller = scheduler_caller(row.instance_id);
             match self
-                .rotate_key_as(&caller, row.id, RotateRequest::default(), Some(row.row_version))
+                .rotate_key_as(
+                    &caller,
+                    row.id,
+                    RotateRequest::default(),
+                    Some(row.row_version),
+                )
                 .await
             {
                 Ok(()) => rotated += 1,
-                Err(e) => tracing::debug!(key = %row.id, code = e.code.as_str(), "scheduled rotation skipped"),
+                Err(e) => {
+                    tracing::debug!(key = %row.id, code = e.code.as_str(), "scheduled rotation skipped")
+                }
             }
         }
         let mut purged = 0;
         for row in self.store.due_purges(now - AUTO_PURGE_AFTER, 100).await? {
-            self.audit(&scheduler_caller(row.instance_id), Action::Purge, Some(row.id))
-                .await?;
+            self.audit(
+                &scheduler_caller(row.instance_id),
+                Action::Purge,
+                Some(row.id),
+            )
+            .await?;
             match self.store.purge_key(&row).await {
                 Ok(()) => {
                     self.keys.invalidate(row.instance_id, row.id);
@@ -513,7 +530,11 @@ pub(crate) fn apply_key_policies(
         }
         let old = row.attrs.get("rotation").cloned();
         let interval = interval
-            .or_else(|| old.as_ref().and_then(|o| o.get("interval_month")).and_then(Value::as_i64))
+            .or_else(|| {
+                old.as_ref()
+                    .and_then(|o| o.get("interval_month"))
+                    .and_then(Value::as_i64)
+            })
             .unwrap_or(1);
         let created = old
             .as_ref()

@@ -90,7 +90,10 @@ pub struct FilterTerm {
 }
 
 fn filter_err(msg: &str) -> ServiceError {
-    ServiceError::query("filter", format!("The query parameter `filter` is invalid: {msg}"))
+    ServiceError::query(
+        "filter",
+        format!("The query parameter `filter` is invalid: {msg}"),
+    )
 }
 
 const DATE_PROPS: [&str; 5] = [
@@ -128,7 +131,9 @@ pub fn parse_filter(raw: &str) -> ServiceResult<Vec<FilterTerm>> {
         parts.push(cur);
     }
     for p in parts {
-        let (prop, rest) = p.split_once('=').ok_or_else(|| filter_err("expected prop=value"))?;
+        let (prop, rest) = p
+            .split_once('=')
+            .ok_or_else(|| filter_err("expected prop=value"))?;
         let (op, val) = match rest.split_once(':') {
             Some((o, v)) if !rest.starts_with('"') => (
                 match o {
@@ -154,7 +159,11 @@ pub fn parse_filter(raw: &str) -> ServiceResult<Vec<FilterTerm>> {
         } else if prop == "state" {
             let states = val
                 .split(',')
-                .map(|s| s.parse::<i64>().ok().filter(|n| KeyState::from_code(*n).is_some()))
+                .map(|s| {
+                    s.parse::<i64>()
+                        .ok()
+                        .filter(|n| KeyState::from_code(*n).is_some())
+                })
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| filter_err("state must be 0, 1, 2, 3 or 5"))?;
             FilterValue::Int(states)
@@ -219,7 +228,11 @@ pub struct ListRequest {
 
 impl KeyService {
     /// `GET /keys` with everything: returns the page.
-    pub async fn list_keys_full(&self, caller: &Caller, req: &ListRequest) -> ServiceResult<Vec<KeyInfo>> {
+    pub async fn list_keys_full(
+        &self,
+        caller: &Caller,
+        req: &ListRequest,
+    ) -> ServiceResult<Vec<KeyInfo>> {
         if req.search.is_none() && req.filter.is_empty() {
             return self.list_keys(caller, &req.query).await;
         }
@@ -294,7 +307,9 @@ mod tests {
 
     #[test]
     fn filter_grammar() -> ServiceResult<()> {
-        let t = parse_filter(r#"creationDate=gt:"2020-01-01T00:00:00Z" expirationDate=none state=1,2 extractable=false"#)?;
+        let t = parse_filter(
+            r#"creationDate=gt:"2020-01-01T00:00:00Z" expirationDate=none state=1,2 extractable=false"#,
+        )?;
         assert_eq!(t.len(), 4);
         assert!(parse_filter("bogus=1").is_err());
         assert!(parse_filter("state=9").is_err());

@@ -83,11 +83,19 @@ pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 pub fn cidr_contains((net, bits): (IpAddr, u8), ip: IpAddr) -> bool {
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(bits))
+            };
             u32::from(n) & mask == u32::from(i) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(bits))
+            };
             u128::from(n) & mask == u128::from(i) & mask
         }
         (IpAddr::V4(n), IpAddr::V6(i)) => i
@@ -111,7 +119,10 @@ fn validate(p: &InstancePolicyInput) -> ServiceResult<Value> {
         return Ok(json!({"enabled": p.enabled}));
     }
     let Some(a) = attrs else {
-        return Err(bad("attributes", "The field `attributes` is required when the policy is enabled"));
+        return Err(bad(
+            "attributes",
+            "The field `attributes` is required when the policy is enabled",
+        ));
     };
     let allowed: &[&str] = match p.policy_type.as_str() {
         "rotation" => &["interval_month"],
@@ -127,31 +138,49 @@ fn validate(p: &InstancePolicyInput) -> ServiceResult<Value> {
         _ => &[],
     };
     if let Some(k) = a.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")));
+        return Err(ServiceError::new(
+            ErrorCode::BadBody,
+            format!("json: unknown field \"{k}\""),
+        ));
     }
     match p.policy_type.as_str() {
         "rotation" => {
             let m = a.get("interval_month").and_then(Value::as_i64);
             if !m.is_some_and(|m| (1..=12).contains(&m)) {
-                return Err(bad("interval_month", "The field `interval_month` must be: an integer between 1 and 12 (inclusive)"));
+                return Err(bad(
+                    "interval_month",
+                    "The field `interval_month` must be: an integer between 1 and 12 (inclusive)",
+                ));
             }
         }
         "allowedNetwork" => {
             let v = a.get("allowed_network").and_then(Value::as_str);
             if !matches!(v, Some("public-and-private") | Some("private-only")) {
-                return Err(bad("allowed_network", "The field `allowed_network` must be: public-and-private or private-only"));
+                return Err(bad(
+                    "allowed_network",
+                    "The field `allowed_network` must be: public-and-private or private-only",
+                ));
             }
         }
         "allowedIP" => {
-            let ok = a.get("allowed_ip").and_then(Value::as_array).is_some_and(|l| {
-                !l.is_empty() && l.iter().all(|c| c.as_str().and_then(parse_cidr).is_some())
-            });
+            let ok = a
+                .get("allowed_ip")
+                .and_then(Value::as_array)
+                .is_some_and(|l| {
+                    !l.is_empty() && l.iter().all(|c| c.as_str().and_then(parse_cidr).is_some())
+                });
             if !ok {
-                return Err(bad("allowed_ip", "The field `allowed_ip` must be: a non-empty array of IPv4/IPv6 CIDR strings"));
+                return Err(bad(
+                    "allowed_ip",
+                    "The field `allowed_ip` must be: a non-empty array of IPv4/IPv6 CIDR strings",
+                ));
             }
         }
         "keyCreateImportAccess" if a.values().any(|v| !v.is_boolean()) => {
-            return Err(bad("attributes", "The keyCreateImportAccess attributes must be booleans"));
+            return Err(bad(
+                "attributes",
+                "The keyCreateImportAccess attributes must be booleans",
+            ));
         }
         _ => {}
     }
@@ -166,7 +195,10 @@ impl KeyService {
             }
         }
         let p = Arc::new(self.store.instance_policies(instance).await?);
-        self.policies.map.write().insert(instance, (p.clone(), Instant::now()));
+        self.policies
+            .map
+            .write()
+            .insert(instance, (p.clone(), Instant::now()));
         Ok(p)
     }
 
@@ -215,7 +247,8 @@ impl KeyService {
                 updated_by: caller.iam_id.clone(),
             });
         }
-        self.audit(caller, Action::WriteInstancePolicies, None).await?;
+        self.audit(caller, Action::WriteInstancePolicies, None)
+            .await?;
         for r in &rows {
             self.store.put_instance_policy(r).await?;
         }
@@ -241,7 +274,10 @@ impl KeyService {
         })
     }
 
-    pub(crate) async fn instance_key_defaults(&self, instance: InstanceId) -> ServiceResult<KeyDefaults> {
+    pub(crate) async fn instance_key_defaults(
+        &self,
+        instance: InstanceId,
+    ) -> ServiceResult<KeyDefaults> {
         let p = self.policies_of(instance).await?;
         Ok(KeyDefaults {
             dual_auth: Self::enabled(&p, "dualAuthDelete").is_some(),
@@ -252,7 +288,11 @@ impl KeyService {
     }
 
     /// Whether `ip` may call the instance under its `allowedIP` policy.
-    pub(crate) async fn ip_allowed(&self, instance: InstanceId, ip: Option<IpAddr>) -> ServiceResult<bool> {
+    pub(crate) async fn ip_allowed(
+        &self,
+        instance: InstanceId,
+        ip: Option<IpAddr>,
+    ) -> ServiceResult<bool> {
         let p = self.policies_of(instance).await?;
         let Some(list) = Self::enabled(&p, "allowedIP")
             .and_then(|d| d.pointer("/attributes/allowed_ip"))

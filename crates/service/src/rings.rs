@@ -11,19 +11,35 @@ pub const MAX_ALIASES_PER_KEY: usize = 5;
 pub const DEFAULT_RING: &str = "default";
 
 const RESERVED: [&str; 16] = [
-    "allowed_ip", "key", "keys", "metadata", "policy", "policies", "registration",
-    "registrations", "ring", "rings", "rotate", "wrap", "unwrap", "rewrap", "version", "versions",
+    "allowed_ip",
+    "key",
+    "keys",
+    "metadata",
+    "policy",
+    "policies",
+    "registration",
+    "registrations",
+    "ring",
+    "rings",
+    "rotate",
+    "wrap",
+    "unwrap",
+    "rewrap",
+    "version",
+    "versions",
 ];
 
 /// 2–90 characters of `[A-Za-z0-9_-]`.
 pub fn alias_syntax_ok(s: &str) -> bool {
     (2..=90).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn ring_syntax_ok(s: &str) -> bool {
     (2..=100).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl KeyService {
@@ -54,7 +70,10 @@ impl KeyService {
             .with_target("path_param", "key-ring-id"));
         }
         if id == DEFAULT_RING {
-            return Err(ServiceError::new(ErrorCode::KeyRingConflict, "The key ring `default` always exists"));
+            return Err(ServiceError::new(
+                ErrorCode::KeyRingConflict,
+                "The key ring `default` always exists",
+            ));
         }
         if self.store.list_key_rings(caller.instance).await?.len() + 1 >= MAX_KEY_RINGS {
             return Err(ServiceError::new(
@@ -83,10 +102,18 @@ impl KeyService {
     }
 
     /// `DELETE /key_rings/{id}[?force=true]`.
-    pub async fn delete_key_ring(&self, caller: &Caller, id: &str, force: bool) -> ServiceResult<()> {
+    pub async fn delete_key_ring(
+        &self,
+        caller: &Caller,
+        id: &str,
+        force: bool,
+    ) -> ServiceResult<()> {
         caller.require(Action::DeleteKeyRing)?;
         if id == DEFAULT_RING {
-            return Err(ServiceError::new(ErrorCode::KeyRingConflict, "The key ring `default` cannot be deleted"));
+            return Err(ServiceError::new(
+                ErrorCode::KeyRingConflict,
+                "The key ring `default` cannot be deleted",
+            ));
         }
         self.audit(caller, Action::DeleteKeyRing, None).await?;
         match self.store.delete_key_ring(caller.instance, id, force).await {
@@ -132,7 +159,12 @@ impl KeyService {
     }
 
     /// `POST /keys/{id}/aliases/{alias}`.
-    pub async fn create_alias(&self, caller: &Caller, id: KeyId, alias: &str) -> ServiceResult<AliasRow> {
+    pub async fn create_alias(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        alias: &str,
+    ) -> ServiceResult<AliasRow> {
         caller.require(Action::CreateAlias)?;
         if !alias_syntax_ok(alias)
             || keyward_domain::KeyId::parse(alias).is_ok()

@@ -214,13 +214,23 @@ impl KeyService {
             match self.store.get_token(caller.instance).await? {
                 Some(t) if t.remaining > 0 && t.expires_at > now => {
                     self.audit(caller, Action::GetImportToken, None).await?;
-                    caller.meta.audited.store(false, std::sync::atomic::Ordering::SeqCst);
+                    caller
+                        .meta
+                        .audited
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
                 }
                 _ => {}
             }
         }
-        if let Some(row) = self.store.take_token_retrieval(caller.instance, now).await? {
-            caller.meta.audited.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(row) = self
+            .store
+            .take_token_retrieval(caller.instance, now)
+            .await?
+        {
+            caller
+                .meta
+                .audited
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(TokenInfo::from_row(&row, true));
         }
         match self.store.get_token(caller.instance).await? {

@@ -128,7 +128,10 @@ impl fmt::Debug for VersionRow {
             .field("id", &self.id)
             .field("key_id", &self.key_id)
             .field("seq", &self.seq)
-            .field("sealed", &format_args!("[{} sealed bytes]", self.sealed.len()))
+            .field(
+                "sealed",
+                &format_args!("[{} sealed bytes]", self.sealed.len()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -341,7 +344,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>>;
     /// `NotFound`; `Conflict("key ring has keys")` while it holds keys not destroyed, or any
     /// key without `force` (with `force`, destroyed keys move to `default`).
-    async fn delete_key_ring(&self, instance: InstanceId, id: &str, force: bool) -> StoreResult<()>;
+    async fn delete_key_ring(&self, instance: InstanceId, id: &str, force: bool)
+        -> StoreResult<()>;
 
     /// Creates or replaces one instance policy (keeping its creation stamp).
     async fn put_instance_policy(&self, row: &PolicyRow) -> StoreResult<()>;

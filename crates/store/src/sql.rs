@@ -16,8 +16,8 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::{
     AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow, PolicyRow,
-    PrincipalRow, RegistrationRow, SortField, Store, StoreError, StoreResult, TokenGuard,
-    TokenRow, VersionRow,
+    PrincipalRow, RegistrationRow, SortField, Store, StoreError, StoreResult, TokenGuard, TokenRow,
+    VersionRow,
 };
 
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
@@ -199,7 +199,11 @@ where
         match attempt().await {
             Err(e) if n < WRITE_ATTEMPTS && is_serialization_failure(&e) => {
                 SERIALIZATION_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(what, attempt = n, "serialization failure; retrying the transaction");
+                tracing::debug!(
+                    what,
+                    attempt = n,
+                    "serialization failure; retrying the transaction"
+                );
                 n += 1;
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -355,10 +359,11 @@ impl SqlStore {
             match created {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    let exists = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM schema_migrations")
-                        .fetch_one(&self.write)
-                        .await
-                        .is_ok();
+                    let exists =
+                        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM schema_migrations")
+                            .fetch_one(&self.write)
+                            .await
+                            .is_ok();
                     if exists {
                         return Ok(());
                     }
@@ -402,7 +407,10 @@ impl SqlStore {
             return Ok(false);
         }
         for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            sqlx::query(stmt).execute(&mut *tx).await.map_err(classify)?;
+            sqlx::query(stmt)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
         Ok(true)
@@ -427,7 +435,11 @@ where
         .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
-pub(crate) fn uuid_col<T>(row: &AnyRow, col: &str, f: fn(&str) -> Result<T, keyward_domain::DomainError>) -> StoreResult<T> {
+pub(crate) fn uuid_col<T>(
+    row: &AnyRow,
+    col: &str,
+    f: fn(&str) -> Result<T, keyward_domain::DomainError>,
+) -> StoreResult<T> {
     let s: String = get(row, col)?;
     f(&s).map_err(|_| corrupt(col))
 }
@@ -674,10 +686,11 @@ impl Store for SqlStore {
     }
 
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM instances ORDER BY created_at, id")
-            .fetch_all(&self.read)
-            .await
-            .map_err(classify)?;
+        let rows =
+            sqlx::query("SELECT id, name, created_at FROM instances ORDER BY created_at, id")
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
         rows.iter()
             .map(|r| {
                 Ok(InstanceRow {
@@ -693,14 +706,17 @@ impl Store for SqlStore {
         retry_write("delete_instance", || async move {
             let mut tx = self.write.begin().await.map_err(classify)?;
             let id_s = id.to_string();
-            let live: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND state <> 5")
-                    .bind(id_s.as_str())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(classify)?;
+            let live: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND state <> 5",
+            )
+            .bind(id_s.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
             if live > 0 {
-                return Err(StoreError::Conflict("instance has keys that are not deleted"));
+                return Err(StoreError::Conflict(
+                    "instance has keys that are not deleted",
+                ));
             }
             for stmt in [
                 "DELETE FROM role_grants WHERE instance_id = $1",
@@ -771,10 +787,12 @@ impl Store for SqlStore {
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
-        let rows = sqlx::query("SELECT id, iam_id, name, created_at FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.read)
-            .await
-            .map_err(classify)?;
+        let rows = sqlx::query(
+            "SELECT id, iam_id, name, created_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
         rows.iter().map(api_key_from_row).collect()
     }
 
@@ -839,13 +857,14 @@ impl Store for SqlStore {
     }
 
     async fn roles_of(&self, instance: InstanceId, iam_id: &str) -> StoreResult<Vec<Role>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT role FROM role_grants WHERE instance_id = $1 AND iam_id = $2")
-                .bind(instance.to_string())
-                .bind(iam_id)
-                .fetch_all(&self.read)
-                .await
-                .map_err(classify)?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT role FROM role_grants WHERE instance_id = $1 AND iam_id = $2",
+        )
+        .bind(instance.to_string())
+        .bind(iam_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
         rows.iter()
             .map(|r| Role::from_str(r).map_err(|_| corrupt("role")))
             .collect()
@@ -863,7 +882,8 @@ impl Store for SqlStore {
                 Ok(GrantRow {
                     instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
                     iam_id: get(r, "iam_id")?,
-                    role: Role::from_str(&get::<String>(r, "role")?).map_err(|_| corrupt("role"))?,
+                    role: Role::from_str(&get::<String>(r, "role")?)
+                        .map_err(|_| corrupt("role"))?,
                     created_at: get(r, "created_at")?,
                 })
             })
@@ -1045,7 +1065,10 @@ impl Store for SqlStore {
     }
 
     async fn delete_alias(&self, instance: InstanceId, alias: &str, key: KeyId) -> StoreResult<()> {
-        retry_write("delete_alias", || self.delete_alias_impl(instance, alias, key)).await
+        retry_write("delete_alias", || {
+            self.delete_alias_impl(instance, alias, key)
+        })
+        .await
     }
 
     async fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>> {
@@ -1064,8 +1087,16 @@ impl Store for SqlStore {
         self.list_key_rings_impl(instance).await
     }
 
-    async fn delete_key_ring(&self, instance: InstanceId, id: &str, force: bool) -> StoreResult<()> {
-        retry_write("delete_key_ring", || self.delete_key_ring_impl(instance, id, force)).await
+    async fn delete_key_ring(
+        &self,
+        instance: InstanceId,
+        id: &str,
+        force: bool,
+    ) -> StoreResult<()> {
+        retry_write("delete_key_ring", || {
+            self.delete_key_ring_impl(instance, id, force)
+        })
+        .await
     }
 
     async fn put_instance_policy(&self, row: &PolicyRow) -> StoreResult<()> {
@@ -1239,7 +1270,9 @@ pub(crate) mod tests {
         let base = std::env::var("KEYWARD_TEST_DATABASE_URL").ok()?;
         let name = format!("kw_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
         for s in settings {
             conn.execute(format!("ALTER DATABASE {name} SET {s}").as_str())
                 .await
@@ -1330,7 +1363,9 @@ pub(crate) mod tests {
             eprintln!("KEYWARD_TEST_DATABASE_URL unset: serializable suite not run");
             return;
         };
-        let store = SqlStore::connect(&DatabaseUrl::new(url.clone())).await.unwrap();
+        let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))
+            .await
+            .unwrap();
         let iso: String = sqlx::query_scalar("SHOW transaction_isolation")
             .fetch_one(&store.read)
             .await
@@ -1338,7 +1373,10 @@ pub(crate) mod tests {
         assert_eq!(iso, "serializable");
         let before = serialization_retries();
         crate::testsuite::run_all(Arc::new(store.clone())).await;
-        assert!(serialization_retries() > before, "the suite never hit a serialization failure");
+        assert!(
+            serialization_retries() > before,
+            "the suite never hit a serialization failure"
+        );
         store.close().await;
         drop_postgres(&url).await;
     }
@@ -1352,7 +1390,11 @@ pub(crate) mod tests {
             eprintln!("KEYWARD_TEST_DATABASE_URL unset: serializable race not run");
             return;
         };
-        let store = Arc::new(SqlStore::connect(&DatabaseUrl::new(url.clone())).await.unwrap());
+        let store = Arc::new(
+            SqlStore::connect(&DatabaseUrl::new(url.clone()))
+                .await
+                .unwrap(),
+        );
         let inst = crate::testsuite::instance("race");
         store.create_instance(&inst).await.unwrap();
         for round in 0..5 {
@@ -1401,7 +1443,9 @@ pub(crate) mod tests {
         let Some(url) = fresh_postgres(&[]).await else {
             return;
         };
-        let store = SqlStore::connect(&DatabaseUrl::new(url.clone())).await.unwrap();
+        let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))
+            .await
+            .unwrap();
         let calls = std::sync::atomic::AtomicU32::new(0);
         let started = std::time::Instant::now();
         let r: StoreResult<()> = retry_write("test", || async {
@@ -1414,8 +1458,15 @@ pub(crate) mod tests {
         })
         .await;
         assert!(r.as_ref().is_err_and(is_serialization_failure), "{r:?}");
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), WRITE_ATTEMPTS);
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            WRITE_ATTEMPTS
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         store.close().await;
         drop_postgres(&url).await;
     }
@@ -1450,20 +1501,35 @@ pub(crate) mod tests {
         let (_, db) = url.rsplit_once('/').unwrap();
         let host_url = |host: &str, mode: &str| {
             let rest = url.split_once('@').unwrap().1; // host:port/db
-            let port = rest.split_once('/').unwrap().0.rsplit_once(':').map(|(_, p)| p).unwrap_or("5432");
+            let port = rest
+                .split_once('/')
+                .unwrap()
+                .0
+                .rsplit_once(':')
+                .map(|(_, p)| p)
+                .unwrap_or("5432");
             let user = url.split_once("://").unwrap().1.split_once('@').unwrap().0;
-            DatabaseUrl::new(format!("postgres://{user}@{host}:{port}/{db}?sslmode={mode}&sslrootcert={ca}"))
+            DatabaseUrl::new(format!(
+                "postgres://{user}@{host}:{port}/{db}?sslmode={mode}&sslrootcert={ca}"
+            ))
         };
-        let verified = SqlStore::connect(&host_url("localhost", "verify-full")).await.unwrap();
+        let verified = SqlStore::connect(&host_url("localhost", "verify-full"))
+            .await
+            .unwrap();
         assert!(uses_tls(&verified).await);
         verified.close().await;
         // The certificate names `localhost`, not 127.0.0.1: full verification must refuse.
         let wrong_host = SqlStore::connect(&host_url("127.0.0.1", "verify-full")).await;
-        assert!(wrong_host.is_err(), "verify-full accepted a certificate for another host");
+        assert!(
+            wrong_host.is_err(),
+            "verify-full accepted a certificate for another host"
+        );
         // verify-ca checks the chain only. (With sqlx 0.8.6 and rustls 0.23.3x it still refuses a
         // host name mismatch: sqlx matches the older `NotValidForName` error only. See
         // docs/postgres.md: use verify-full.)
-        let ca_only = SqlStore::connect(&host_url("localhost", "verify-ca")).await.unwrap();
+        let ca_only = SqlStore::connect(&host_url("localhost", "verify-ca"))
+            .await
+            .unwrap();
         assert!(uses_tls(&ca_only).await);
         ca_only.close().await;
         drop_postgres(&url).await;
@@ -1475,7 +1541,10 @@ pub(crate) mod tests {
         assert!(!format!("{u:?}").contains("s3cr3t-pw"));
         assert!(!u.to_string().contains("s3cr3t-pw"));
         assert!(format!("{u:?}").contains("kw:****@db.example"));
-        assert_eq!(u.expose(), "postgres://kw:s3cr3t-pw@db.example:5432/keyward");
+        assert_eq!(
+            u.expose(),
+            "postgres://kw:s3cr3t-pw@db.example:5432/keyward"
+        );
     }
 
     #[test]

@@ -5,9 +5,7 @@ use keyward_domain::{InstanceId, KeyId};
 use sqlx::any::AnyRow;
 
 use crate::sql::{classify, get, key_from_row, uuid_col, SqlStore, KEY_COLS};
-use crate::{
-    AliasRow, KeyRingRow, KeyRow, PolicyRow, RegistrationRow, StoreError, StoreResult,
-};
+use crate::{AliasRow, KeyRingRow, KeyRow, PolicyRow, RegistrationRow, StoreError, StoreResult};
 
 fn alias_from_row(r: &AnyRow) -> StoreResult<AliasRow> {
     Ok(AliasRow {
@@ -35,13 +33,14 @@ impl SqlStore {
     pub(crate) async fn purge_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
         let mut tx = self.write.begin().await.map_err(classify)?;
         let (inst, id) = (key.instance_id.to_string(), key.id.to_string());
-        let r = sqlx::query("DELETE FROM keys WHERE instance_id = $1 AND id = $2 AND row_version = $3")
-            .bind(inst.as_str())
-            .bind(id.as_str())
-            .bind(key.row_version)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+        let r =
+            sqlx::query("DELETE FROM keys WHERE instance_id = $1 AND id = $2 AND row_version = $3")
+                .bind(inst.as_str())
+                .bind(id.as_str())
+                .bind(key.row_version)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
         if r.rows_affected() != 1 {
             return Err(StoreError::Conflict("key changed"));
         }
@@ -61,7 +60,12 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(crate) async fn keys_where(&self, cond: &str, a: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
+    pub(crate) async fn keys_where(
+        &self,
+        cond: &str,
+        a: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<KeyRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {KEY_COLS} FROM keys WHERE {cond} ORDER BY id LIMIT $2"
         ))
@@ -94,20 +98,26 @@ impl SqlStore {
         alias: &str,
         key: KeyId,
     ) -> StoreResult<()> {
-        let r = sqlx::query("DELETE FROM key_aliases WHERE instance_id = $1 AND alias = $2 AND key_id = $3")
-            .bind(instance.to_string())
-            .bind(alias)
-            .bind(key.to_string())
-            .execute(&self.write)
-            .await
-            .map_err(classify)?;
+        let r = sqlx::query(
+            "DELETE FROM key_aliases WHERE instance_id = $1 AND alias = $2 AND key_id = $3",
+        )
+        .bind(instance.to_string())
+        .bind(alias)
+        .bind(key.to_string())
+        .execute(&self.write)
+        .await
+        .map_err(classify)?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())
     }
 
-    pub(crate) async fn aliases_of_impl(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>> {
+    pub(crate) async fn aliases_of_impl(
+        &self,
+        instance: InstanceId,
+        key: KeyId,
+    ) -> StoreResult<Vec<AliasRow>> {
         let rows = sqlx::query(
             "SELECT instance_id, alias, key_id, created_at, created_by FROM key_aliases WHERE instance_id = $1 AND key_id = $2 ORDER BY created_at, alias",
         )
@@ -119,14 +129,19 @@ impl SqlStore {
         rows.iter().map(alias_from_row).collect()
     }
 
-    pub(crate) async fn resolve_alias_impl(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT key_id FROM key_aliases WHERE instance_id = $1 AND alias = $2")
-                .bind(instance.to_string())
-                .bind(alias)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(classify)?;
+    pub(crate) async fn resolve_alias_impl(
+        &self,
+        instance: InstanceId,
+        alias: &str,
+    ) -> StoreResult<Option<KeyId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT key_id FROM key_aliases WHERE instance_id = $1 AND alias = $2",
+        )
+        .bind(instance.to_string())
+        .bind(alias)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
         id.map(|s| KeyId::parse(&s).map_err(|_| StoreError::Corrupt("alias key_id".into())))
             .transpose()
     }
@@ -143,7 +158,10 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(crate) async fn list_key_rings_impl(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>> {
+    pub(crate) async fn list_key_rings_impl(
+        &self,
+        instance: InstanceId,
+    ) -> StoreResult<Vec<KeyRingRow>> {
         let rows = sqlx::query(
             "SELECT instance_id, id, created_at, created_by FROM key_rings WHERE instance_id = $1 ORDER BY created_at, id",
         )
@@ -179,13 +197,14 @@ impl SqlStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
-        let all: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND key_ring_id = $2")
-                .bind(inst.as_str())
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(classify)?;
+        let all: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND key_ring_id = $2",
+        )
+        .bind(inst.as_str())
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
         if live > 0 || (all > 0 && !force) {
             return Err(StoreError::Conflict("key ring has keys"));
         }
@@ -209,7 +228,8 @@ impl SqlStore {
     }
 
     pub(crate) async fn put_instance_policy_impl(&self, p: &PolicyRow) -> StoreResult<()> {
-        let data = serde_json::to_string(&p.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data =
+            serde_json::to_string(&p.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
             "INSERT INTO instance_policies (instance_id, policy_type, data, created_at, created_by, updated_at, updated_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -229,7 +249,10 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(crate) async fn instance_policies_impl(&self, instance: InstanceId) -> StoreResult<Vec<PolicyRow>> {
+    pub(crate) async fn instance_policies_impl(
+        &self,
+        instance: InstanceId,
+    ) -> StoreResult<Vec<PolicyRow>> {
         let rows = sqlx::query(
             "SELECT instance_id, policy_type, data, created_at, created_by, updated_at, updated_by FROM instance_policies WHERE instance_id = $1 ORDER BY policy_type",
         )
@@ -243,7 +266,8 @@ impl SqlStore {
                 Ok(PolicyRow {
                     instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
                     policy_type: get(r, "policy_type")?,
-                    data: serde_json::from_str(&data).map_err(|_| StoreError::Corrupt("policy data".into()))?,
+                    data: serde_json::from_str(&data)
+                        .map_err(|_| StoreError::Corrupt("policy data".into()))?,
                     created_at: get(r, "created_at")?,
                     created_by: get(r, "created_by")?,
                     updated_at: get(r, "updated_at")?,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 use crate::{
-    AliasRow, KeyRingRow, PolicyRow, RegistrationRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRow, PrincipalRow, Store, StoreError,
-    TokenGuard, TokenRow, VersionRow,
+    AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow, PolicyRow,
+    PrincipalRow, RegistrationRow, Store, StoreError, TokenGuard, TokenRow, VersionRow,
 };
 
 /// Runs every check against `store`, which must start empty.
@@ -107,7 +107,10 @@ async fn instances_and_principals(store: &dyn Store) {
         created_at: 1,
     };
     store.create_api_key(&p, &k, &[7u8; 32]).await.unwrap();
-    assert_eq!(store.find_api_key(&[7u8; 32]).await.unwrap(), Some(k.clone()));
+    assert_eq!(
+        store.find_api_key(&[7u8; 32]).await.unwrap(),
+        Some(k.clone())
+    );
     assert_eq!(store.find_api_key(&[8u8; 32]).await.unwrap(), None);
     assert!(store.principal_exists(&p.iam_id).await.unwrap());
 
@@ -119,8 +122,15 @@ async fn instances_and_principals(store: &dyn Store) {
     };
     store.grant(&g).await.unwrap();
     store.grant(&g).await.unwrap(); // idempotent
-    assert_eq!(store.roles_of(a.id, &p.iam_id).await.unwrap(), vec![Role::Writer]);
-    assert!(store.roles_of(InstanceId::new(), &p.iam_id).await.unwrap().is_empty());
+    assert_eq!(
+        store.roles_of(a.id, &p.iam_id).await.unwrap(),
+        vec![Role::Writer]
+    );
+    assert!(store
+        .roles_of(InstanceId::new(), &p.iam_id)
+        .await
+        .unwrap()
+        .is_empty());
     store.revoke(a.id, &p.iam_id, Role::Writer).await.unwrap();
     assert!(store.roles_of(a.id, &p.iam_id).await.unwrap().is_empty());
 
@@ -144,9 +154,19 @@ async fn keys_are_scoped_and_conditional(store: &dyn Store) {
     store.insert_key(&k2, &v2, None).await.unwrap();
 
     assert_eq!(store.get_key(a.id, k1.id).await.unwrap(), Some(k1.clone()));
-    assert_eq!(store.get_key(b.id, k1.id).await.unwrap(), None, "tenant isolation");
-    assert_eq!(store.count_keys(a.id, &KeyQuery::default()).await.unwrap(), 2);
-    assert_eq!(store.count_keys(b.id, &KeyQuery::default()).await.unwrap(), 0);
+    assert_eq!(
+        store.get_key(b.id, k1.id).await.unwrap(),
+        None,
+        "tenant isolation"
+    );
+    assert_eq!(
+        store.count_keys(a.id, &KeyQuery::default()).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.count_keys(b.id, &KeyQuery::default()).await.unwrap(),
+        0
+    );
     let q = KeyQuery {
         extractable: Some(true),
         ..KeyQuery::default()
@@ -174,7 +194,10 @@ async fn keys_are_scoped_and_conditional(store: &dyn Store) {
     assert_eq!(got.state, KeyState::Destroyed);
     assert_eq!(got.row_version, 2);
     // destroyed keys are hidden by default, shown with state=5
-    assert_eq!(store.count_keys(a.id, &KeyQuery::default()).await.unwrap(), 1);
+    assert_eq!(
+        store.count_keys(a.id, &KeyQuery::default()).await.unwrap(),
+        1
+    );
     let q5 = KeyQuery {
         states: vec![KeyState::Destroyed],
         ..KeyQuery::default()
@@ -222,7 +245,10 @@ async fn token_replace_and_exact_retrievals(store: Arc<dyn Store>) {
     store.put_token(&t1).await.unwrap();
     let t2 = token_row(a.id, 50, 1_700_000_600);
     store.put_token(&t2).await.unwrap();
-    assert_eq!(store.get_token(a.id).await.unwrap().unwrap().token_id, t2.token_id);
+    assert_eq!(
+        store.get_token(a.id).await.unwrap().unwrap().token_id,
+        t2.token_id
+    );
 
     // expired: nothing taken
     assert!(store
@@ -245,7 +271,11 @@ async fn token_replace_and_exact_retrievals(store: Arc<dyn Store>) {
         }
     }
     seen.sort_unstable();
-    assert_eq!(seen, (0..50).collect::<Vec<_>>(), "exactly 50, each count once");
+    assert_eq!(
+        seen,
+        (0..50).collect::<Vec<_>>(),
+        "exactly 50, each count once"
+    );
     assert_eq!(store.get_token(a.id).await.unwrap().unwrap().remaining, 0);
 }
 
@@ -278,7 +308,11 @@ async fn token_guard_blocks_stale_imports(store: &dyn Store) {
             .await,
         Err(StoreError::Conflict("import token")),
     ));
-    assert_eq!(store.get_key(a.id, k2.id).await.unwrap(), None, "nothing written");
+    assert_eq!(
+        store.get_key(a.id, k2.id).await.unwrap(),
+        None,
+        "nothing written"
+    );
     assert!(store.versions(a.id, k2.id).await.unwrap().is_empty());
 }
 
@@ -319,27 +353,50 @@ async fn lifecycle_tables(store: &dyn Store) {
         created_by: "u".into(),
     };
     store.create_alias(&alias(a.id, "al-1")).await.unwrap();
-    assert!(matches!(store.create_alias(&alias(a.id, "al-1")).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_alias(&alias(a.id, "al-1")).await,
+        Err(StoreError::Conflict(_))
+    ));
     store.create_alias(&alias(b.id, "al-1")).await.unwrap();
     assert_eq!(store.resolve_alias(a.id, "al-1").await.unwrap(), Some(k.id));
     assert_eq!(store.resolve_alias(a.id, "al-2").await.unwrap(), None);
     assert_eq!(store.aliases_of(a.id, k.id).await.unwrap().len(), 1);
-    assert!(matches!(store.delete_alias(a.id, "al-1", KeyId::new()).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete_alias(a.id, "al-1", KeyId::new()).await,
+        Err(StoreError::NotFound)
+    ));
     store.delete_alias(a.id, "al-1", k.id).await.unwrap();
     assert_eq!(store.resolve_alias(a.id, "al-1").await.unwrap(), None);
     store.create_alias(&alias(a.id, "al-3")).await.unwrap();
 
     // key rings: delete refused while a live key is in it
-    let ring = KeyRingRow { instance_id: a.id, id: "ring-1".into(), created_at: 1, created_by: "u".into() };
+    let ring = KeyRingRow {
+        instance_id: a.id,
+        id: "ring-1".into(),
+        created_at: 1,
+        created_by: "u".into(),
+    };
     store.create_key_ring(&ring).await.unwrap();
-    assert!(matches!(store.create_key_ring(&ring).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_key_ring(&ring).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(store.list_key_rings(a.id).await.unwrap().len(), 1);
     assert!(store.list_key_rings(b.id).await.unwrap().is_empty());
-    assert!(matches!(store.delete_key_ring(a.id, "ring-1", true).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.delete_key_ring(a.id, "ring-1", true).await,
+        Err(StoreError::Conflict(_))
+    ));
 
     // scheduler queries
-    assert_eq!(store.due_rotations(1_700_000_499, 10).await.unwrap().len(), 0);
-    assert_eq!(store.due_rotations(1_700_000_500, 10).await.unwrap()[0].id, k.id);
+    assert_eq!(
+        store.due_rotations(1_700_000_499, 10).await.unwrap().len(),
+        0
+    );
+    assert_eq!(
+        store.due_rotations(1_700_000_500, 10).await.unwrap()[0].id,
+        k.id
+    );
 
     // policies: upsert keeps one row per type
     let mut p = PolicyRow {
@@ -375,7 +432,10 @@ async fn lifecycle_tables(store: &dyn Store) {
         })
         .await
         .unwrap();
-    assert_eq!(store.registrations(a.id, Some(k.id)).await.unwrap().len(), 1);
+    assert_eq!(
+        store.registrations(a.id, Some(k.id)).await.unwrap().len(),
+        1
+    );
     assert!(store.registrations(b.id, None).await.unwrap().is_empty());
 
     // destroy, then the ring can go with force (the key moves to default), then purge
@@ -383,15 +443,25 @@ async fn lifecycle_tables(store: &dyn Store) {
     del.state = KeyState::Destroyed;
     del.deletion_date = Some(1_700_000_000);
     store.update_key(&del).await.unwrap();
-    assert!(matches!(store.delete_key_ring(a.id, "ring-1", false).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.delete_key_ring(a.id, "ring-1", false).await,
+        Err(StoreError::Conflict(_))
+    ));
     store.delete_key_ring(a.id, "ring-1", true).await.unwrap();
     let moved = store.get_key(a.id, k.id).await.unwrap().unwrap();
     assert_eq!(moved.key_ring_id, "default");
     assert_eq!(store.due_purges(1_700_000_001, 10).await.unwrap().len(), 1);
-    assert!(matches!(store.purge_key(&del).await, Err(StoreError::Conflict(_))), "stale row_version");
+    assert!(
+        matches!(store.purge_key(&del).await, Err(StoreError::Conflict(_))),
+        "stale row_version"
+    );
     store.purge_key(&moved).await.unwrap();
     assert_eq!(store.get_key(a.id, k.id).await.unwrap(), None);
     assert!(store.versions(a.id, k.id).await.unwrap().is_empty());
     assert_eq!(store.resolve_alias(a.id, "al-3").await.unwrap(), None);
-    assert!(store.registrations(a.id, Some(k.id)).await.unwrap().is_empty());
+    assert!(store
+        .registrations(a.id, Some(k.id))
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -23,7 +23,11 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .cloned();
     let Ok(bytes) = axum::body::to_bytes(body, extract::BODY_LIMIT).await else {
-        return iam_error(StatusCode::PAYLOAD_TOO_LARGE, "BXNIM0109E", "Request body too large");
+        return iam_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BXNIM0109E",
+            "Request body too large",
+        );
     };
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
     let field = |name: &str| {
@@ -39,7 +43,11 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
         );
     }
     let Some(apikey) = field("apikey").filter(|k| !k.is_empty()) else {
-        return iam_error(StatusCode::BAD_REQUEST, "BXNIM0109E", "Property missing or empty: apikey");
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0109E",
+            "Property missing or empty: apikey",
+        );
     };
     let ip = connect.map(|c| c.0.ip());
     if let Err(retry) = st.limiter.auth_allowed(ip) {

@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use keyward_domain::KeyState;
 use keyward_service::keys::CreateKeyRequest;
 use keyward_service::listing::{parse_filter, ListRequest, Search};
-use keyward_store::SortField;
 use keyward_service::{ErrorCode, ServiceError};
 use keyward_store::KeyQuery;
+use keyward_store::SortField;
 use serde_json::Value;
 
 use crate::error::{op, ApiError};
@@ -83,7 +83,10 @@ fn list_request(
             .any(|t| t.prop == "state" || t.prop == "extractable")
     {
         return Err(ApiError::new(
-            ServiceError::query("filter", "`state` and `extractable` cannot be used both in `filter` and as query parameters"),
+            ServiceError::query(
+                "filter",
+                "`state` and `extractable` cannot be used both in `filter` and as query parameters",
+            ),
             what,
         ));
     }
@@ -99,7 +102,12 @@ fn key_query(raw: Option<&str>, what: &'static str) -> Result<KeyQuery, ApiError
     let mut q = KeyQuery::default();
     for (k, v) in extract::query_pairs(raw) {
         // IBM's Python SDK sends `state=` (empty) when no state is asked for.
-        if v.is_empty() && matches!(k.as_str(), "state" | "extractable" | "sort" | "search" | "filter") {
+        if v.is_empty()
+            && matches!(
+                k.as_str(),
+                "state" | "extractable" | "sort" | "search" | "filter"
+            )
+        {
             continue;
         }
         match k.as_str() {
@@ -118,7 +126,10 @@ fn key_query(raw: Option<&str>, what: &'static str) -> Result<KeyQuery, ApiError
             "offset" => {
                 q.offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
                     ApiError::new(
-                        ServiceError::query("offset", "The query parameter `offset` must be: a non-negative integer"),
+                        ServiceError::query(
+                            "offset",
+                            "The query parameter `offset` must be: a non-negative integer",
+                        ),
                         what,
                     )
                 })?;
@@ -146,7 +157,10 @@ fn key_query(raw: Option<&str>, what: &'static str) -> Result<KeyQuery, ApiError
                     "false" => false,
                     _ => {
                         return Err(ApiError::new(
-                            ServiceError::query("extractable", "The query parameter `extractable` must be: true or false"),
+                            ServiceError::query(
+                                "extractable",
+                                "The query parameter `extractable` must be: true or false",
+                            ),
                             what,
                         ))
                     }
@@ -165,9 +179,16 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let req = list_request(raw.as_deref(), &headers, LIST)?;
-    let keys = st.svc.list_keys_full(&caller, &req).await.map_err(op(LIST))?;
+    let keys = st
+        .svc
+        .list_keys_full(&caller, &req)
+        .await
+        .map_err(op(LIST))?;
     let resources = keys.iter().map(key_json).collect();
-    Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, resources)))
+    Ok(json_response(
+        StatusCode::OK,
+        &collection(KEY_TYPE, resources),
+    ))
 }
 
 pub async fn head(
@@ -178,12 +199,19 @@ pub async fn head(
 ) -> Result<Response, ApiError> {
     let req = list_request(raw.as_deref(), &headers, LIST)?;
     let n = if req.search.is_none() && req.filter.is_empty() {
-        st.svc.count_keys(&caller, &req.query).await.map_err(op(LIST))?
+        st.svc
+            .count_keys(&caller, &req.query)
+            .await
+            .map_err(op(LIST))?
     } else {
         let mut all = req.clone();
         all.query.limit = 5000;
         all.query.offset = 0;
-        st.svc.list_keys_full(&caller, &all).await.map_err(op(LIST))?.len() as i64
+        st.svc
+            .list_keys_full(&caller, &all)
+            .await
+            .map_err(op(LIST))?
+            .len() as i64
     };
     let mut resp = StatusCode::OK.into_response();
     if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
@@ -213,10 +241,16 @@ fn single_resource(body: Option<Value>) -> Result<serde_json::Map<String, Value>
     };
     match meta.get("collectiontype").and_then(Value::as_str) {
         Some(KEY_TYPE) => {}
-        _ => return Err(bad_body("The collectionType must be application/vnd.ibm.kms.key+json")),
+        _ => {
+            return Err(bad_body(
+                "The collectionType must be application/vnd.ibm.kms.key+json",
+            ))
+        }
     }
     let Some(Value::Array(mut resources)) = env.remove("resources") else {
-        return Err(bad_body("The field `resources` must be an array with one key"));
+        return Err(bad_body(
+            "The field `resources` must be an array with one key",
+        ));
     };
     let total = meta.get("collectiontotal").and_then(Value::as_i64);
     if total != Some(resources.len() as i64) {
@@ -229,14 +263,19 @@ fn single_resource(body: Option<Value>) -> Result<serde_json::Map<String, Value>
         ));
     }
     if resources.len() != 1 {
-        return Err(bad_body("Only creation of one key per request is supported"));
+        return Err(bad_body(
+            "Only creation of one key per request is supported",
+        ));
     }
     match resources.pop() {
         Some(Value::Object(r)) => {
             if let Some(t) = r.get("type") {
                 if t.as_str() != Some(KEY_TYPE) {
                     return Err(ApiError::new(
-                        ServiceError::field("type", "The field `type` must be: application/vnd.ibm.kms.key+json"),
+                        ServiceError::field(
+                            "type",
+                            "The field `type` must be: application/vnd.ibm.kms.key+json",
+                        ),
                         CREATE,
                     ));
                 }
@@ -340,7 +379,10 @@ pub async fn get(
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(GET))?;
     let mut info = st.svc.get_key(&caller, id).await.map_err(op(GET))?;
     info.aliases = st.svc.aliases(&caller, id).await.map_err(op(GET))?;
-    Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, vec![key_json(&info)])))
+    Ok(json_response(
+        StatusCode::OK,
+        &collection(KEY_TYPE, vec![key_json(&info)]),
+    ))
 }
 
 pub async fn metadata(
@@ -349,9 +391,16 @@ pub async fn metadata(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(GET))?;
-    let mut info = st.svc.get_key_metadata(&caller, id).await.map_err(op(GET))?;
+    let mut info = st
+        .svc
+        .get_key_metadata(&caller, id)
+        .await
+        .map_err(op(GET))?;
     info.aliases = st.svc.aliases(&caller, id).await.map_err(op(GET))?;
-    Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, vec![key_json(&info)])))
+    Ok(json_response(
+        StatusCode::OK,
+        &collection(KEY_TYPE, vec![key_json(&info)]),
+    ))
 }
 
 /// Whether `Prefer: return=representation` was sent.
@@ -360,7 +409,10 @@ pub fn wants_representation(headers: &HeaderMap) -> bool {
         .get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.replace(' ', "").eq_ignore_ascii_case("return=representation"))
+        .any(|v| {
+            v.replace(' ', "")
+                .eq_ignore_ascii_case("return=representation")
+        })
 }
 
 /// `force=true` (anything else, or absence, is false).
@@ -385,7 +437,10 @@ pub async fn delete(
         .map_err(op(DELETE))?;
     info.payload = None;
     if wants_representation(&headers) {
-        Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, vec![key_json(&info)])))
+        Ok(json_response(
+            StatusCode::OK,
+            &collection(KEY_TYPE, vec![key_json(&info)]),
+        ))
     } else {
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -400,5 +455,8 @@ pub async fn restore_inner(
     let id = st.svc.resolve_key(caller, id).await.map_err(op(RESTORE))?;
     let mut info = st.svc.restore_key(caller, id).await.map_err(op(RESTORE))?;
     info.payload = None;
-    Ok(json_response(StatusCode::CREATED, &collection(KEY_TYPE, vec![key_json(&info)])))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &collection(KEY_TYPE, vec![key_json(&info)]),
+    ))
 }

@@ -36,7 +36,11 @@ fn bad_query(name: &str, msg: &str, what: &'static str) -> ApiError {
 }
 
 /// limit / offset / totalCount of the small collections.
-fn paging(raw: Option<&str>, default_limit: usize, what: &'static str) -> Result<(usize, usize, bool), ApiError> {
+fn paging(
+    raw: Option<&str>,
+    default_limit: usize,
+    what: &'static str,
+) -> Result<(usize, usize, bool), ApiError> {
     let (mut limit, mut offset, mut total) = (default_limit, 0usize, false);
     for (k, v) in extract::query_pairs(raw) {
         match k.as_str() {
@@ -69,7 +73,11 @@ pub async fn versions(
     let all_states = extract::query_pairs(raw.as_deref())
         .iter()
         .any(|(k, v)| k == "allKeyStates" && v == "true");
-    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(VERSIONS))?;
+    let id = st
+        .svc
+        .resolve_key(&caller, &id)
+        .await
+        .map_err(op(VERSIONS))?;
     let (list, total) = st
         .svc
         .versions(&caller, id, all_states, limit, offset)
@@ -106,7 +114,10 @@ pub async fn purge(
 ) -> Result<Response, ApiError> {
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(PURGE))?;
     let info = st.svc.purge_key(&caller, id).await.map_err(op(PURGE))?;
-    Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, vec![key_json(&info)])))
+    Ok(json_response(
+        StatusCode::OK,
+        &collection(KEY_TYPE, vec![key_json(&info)]),
+    ))
 }
 
 pub async fn patch(
@@ -119,11 +130,21 @@ pub async fn patch(
     let bytes = extract::read_body(&headers, body, PATCH).await?;
     let obj = extract::object_or_empty(extract::parse_json(&bytes, PATCH)?, PATCH)?;
     let ring = extract::opt_str(&obj, "keyringid", "keyRingID", PATCH)?.ok_or_else(|| {
-        ApiError::new(ServiceError::field("keyRingID", "The field `keyRingID` is required"), PATCH)
+        ApiError::new(
+            ServiceError::field("keyRingID", "The field `keyRingID` is required"),
+            PATCH,
+        )
     })?;
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(PATCH))?;
-    let info = st.svc.move_key(&caller, id, &ring).await.map_err(op(PATCH))?;
-    Ok(json_response(StatusCode::OK, &collection(KEY_TYPE, vec![key_json(&info)])))
+    let info = st
+        .svc
+        .move_key(&caller, id, &ring)
+        .await
+        .map_err(op(PATCH))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &collection(KEY_TYPE, vec![key_json(&info)]),
+    ))
 }
 
 fn policy_query(raw: Option<&str>, _what: &'static str) -> Result<Option<String>, ApiError> {
@@ -133,7 +154,12 @@ fn policy_query(raw: Option<&str>, _what: &'static str) -> Result<Option<String>
         .map(|(_, v)| v))
 }
 
-fn key_policy_resources(row: &KeyRow, p: &KeyPolicies, only: Option<&str>, crn: &str) -> Vec<Value> {
+fn key_policy_resources(
+    row: &KeyRow,
+    p: &KeyPolicies,
+    only: Option<&str>,
+    crn: &str,
+) -> Vec<Value> {
     let mut out = Vec::new();
     let meta = |v: &Value| {
         json!({
@@ -149,7 +175,8 @@ fn key_policy_resources(row: &KeyRow, p: &KeyPolicies, only: Option<&str>, crn: 
     if only.is_none_or(|t| t == "rotation") {
         if let Some(r) = &p.rotation {
             let mut m = meta(r);
-            m["rotation"] = json!({"enabled": r.get("enabled"), "interval_month": r.get("interval_month")});
+            m["rotation"] =
+                json!({"enabled": r.get("enabled"), "interval_month": r.get("interval_month")});
             out.push(m);
         }
     }
@@ -170,8 +197,16 @@ pub async fn get_key_policies(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let only = policy_query(raw.as_deref(), POLICY_GET)?;
-    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(POLICY_GET))?;
-    let (row, p) = st.svc.key_policies(&caller, id).await.map_err(op(POLICY_GET))?;
+    let id = st
+        .svc
+        .resolve_key(&caller, &id)
+        .await
+        .map_err(op(POLICY_GET))?;
+    let (row, p) = st
+        .svc
+        .key_policies(&caller, id)
+        .await
+        .map_err(op(POLICY_GET))?;
     let crn = st.svc.crn(row.instance_id, row.id);
     let res = key_policy_resources(&row, &p, only.as_deref(), &crn);
     Ok(json_response(StatusCode::OK, &collection(POLICY_TYPE, res)))
@@ -183,7 +218,10 @@ fn envelope_resources(
 ) -> Result<Vec<Map<String, Value>>, ApiError> {
     let bad = |m: &str| ApiError::new(ServiceError::new(ErrorCode::BadBody, m.to_string()), what);
     let Some(Value::Object(mut env)) = body else {
-        return Err(ApiError::new(ServiceError::new(ErrorCode::NoBody, "A request body is required"), what));
+        return Err(ApiError::new(
+            ServiceError::new(ErrorCode::NoBody, "A request body is required"),
+            what,
+        ));
     };
     let Some(Value::Object(meta)) = env.remove("metadata") else {
         return Err(bad("CollectionMetadata is empty"));
@@ -193,7 +231,10 @@ fn envelope_resources(
     };
     if meta.get("collectiontotal").and_then(Value::as_i64) != Some(resources.len() as i64) {
         return Err(ApiError::new(
-            ServiceError::new(ErrorCode::CollectionTotalMismatch, "The collectionTotal does not match the number of resources"),
+            ServiceError::new(
+                ErrorCode::CollectionTotalMismatch,
+                "The collectionTotal does not match the number of resources",
+            ),
             what,
         ));
     }
@@ -222,7 +263,10 @@ pub async fn put_key_policies(
     let resources = envelope_resources(extract::parse_json(&bytes, POLICY_PUT)?, POLICY_PUT)?;
     let (mut rotation, mut dual) = (None, None);
     for r in &resources {
-        if let Some(k) = r.keys().find(|k| !["type", "rotation", "dualauthdelete"].contains(&k.as_str())) {
+        if let Some(k) = r
+            .keys()
+            .find(|k| !["type", "rotation", "dualauthdelete"].contains(&k.as_str()))
+        {
             return Err(ApiError::new(
                 ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")),
                 POLICY_PUT,
@@ -230,7 +274,10 @@ pub async fn put_key_policies(
         }
         if let Some(v) = r.get("rotation") {
             let o = v.as_object().ok_or_else(|| {
-                ApiError::new(ServiceError::field("rotation", "The field `rotation` must be: an object"), POLICY_PUT)
+                ApiError::new(
+                    ServiceError::field("rotation", "The field `rotation` must be: an object"),
+                    POLICY_PUT,
+                )
             })?;
             let enabled = extract::opt_bool(o, "enabled", "enabled", POLICY_PUT)?.unwrap_or(true);
             let interval = match o.get("interval_month") {
@@ -242,7 +289,13 @@ pub async fn put_key_policies(
         }
         if let Some(v) = r.get("dualauthdelete") {
             let o = v.as_object().ok_or_else(|| {
-                ApiError::new(ServiceError::field("dualAuthDelete", "The field `dualAuthDelete` must be: an object"), POLICY_PUT)
+                ApiError::new(
+                    ServiceError::field(
+                        "dualAuthDelete",
+                        "The field `dualAuthDelete` must be: an object",
+                    ),
+                    POLICY_PUT,
+                )
             })?;
             dual = Some(extract::opt_bool(o, "enabled", "enabled", POLICY_PUT)?.unwrap_or(false));
         }
@@ -251,17 +304,28 @@ pub async fn put_key_policies(
         Some("rotation") => dual.is_some() || rotation.is_none(),
         Some("dualAuthDelete") => rotation.is_some() || dual.is_none(),
         Some(_) => {
-            return Err(bad_query("policy", "The query parameter `policy` must be: rotation or dualAuthDelete", POLICY_PUT))
+            return Err(bad_query(
+                "policy",
+                "The query parameter `policy` must be: rotation or dualAuthDelete",
+                POLICY_PUT,
+            ))
         }
         None => rotation.is_none() && dual.is_none(),
     };
     if mismatch {
         return Err(ApiError::new(
-            ServiceError::new(ErrorCode::BodyQueryParamMismatch, "The policy in the body does not match the `policy` query parameter"),
+            ServiceError::new(
+                ErrorCode::BodyQueryParamMismatch,
+                "The policy in the body does not match the `policy` query parameter",
+            ),
             POLICY_PUT,
         ));
     }
-    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(POLICY_PUT))?;
+    let id = st
+        .svc
+        .resolve_key(&caller, &id)
+        .await
+        .map_err(op(POLICY_PUT))?;
     let (row, p) = st
         .svc
         .set_key_policies(&caller, id, rotation, dual)
@@ -311,25 +375,38 @@ pub async fn put_instance_policies(
     let resources = envelope_resources(extract::parse_json(&bytes, POLICY_PUT)?, POLICY_PUT)?;
     if only.is_some() && resources.len() != 1 {
         return Err(ApiError::new(
-            ServiceError::new(ErrorCode::NumCollectionResource, "Exactly one policy resource is allowed with the `policy` query parameter"),
+            ServiceError::new(
+                ErrorCode::NumCollectionResource,
+                "Exactly one policy resource is allowed with the `policy` query parameter",
+            ),
             POLICY_PUT,
         ));
     }
     let mut input = Vec::new();
     for r in resources {
-        if let Some(k) = r.keys().find(|k| !["policy_type", "policy_data", "type"].contains(&k.as_str())) {
+        if let Some(k) = r
+            .keys()
+            .find(|k| !["policy_type", "policy_data", "type"].contains(&k.as_str()))
+        {
             return Err(ApiError::new(
                 ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")),
                 POLICY_PUT,
             ));
         }
         // Policy type names are camelCase on the wire; keys were lowercased, values were not.
-        let policy_type = extract::opt_str(&r, "policy_type", "policy_type", POLICY_PUT)?.ok_or_else(|| {
-            ApiError::new(ServiceError::field("policy_type", "The field `policy_type` is required"), POLICY_PUT)
-        })?;
+        let policy_type = extract::opt_str(&r, "policy_type", "policy_type", POLICY_PUT)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ServiceError::field("policy_type", "The field `policy_type` is required"),
+                    POLICY_PUT,
+                )
+            })?;
         if only.as_deref().is_some_and(|t| t != policy_type) {
             return Err(ApiError::new(
-                ServiceError::new(ErrorCode::BodyQueryParamMismatch, "The policy type in the body does not match the `policy` query parameter"),
+                ServiceError::new(
+                    ErrorCode::BodyQueryParamMismatch,
+                    "The policy type in the body does not match the `policy` query parameter",
+                ),
                 POLICY_PUT,
             ));
         }
@@ -337,20 +414,30 @@ pub async fn put_instance_policies(
             Some(Value::Object(o)) => o.clone(),
             _ => {
                 return Err(ApiError::new(
-                    ServiceError::field("policy_data", "The field `policy_data` must be: an object"),
+                    ServiceError::field(
+                        "policy_data",
+                        "The field `policy_data` must be: an object",
+                    ),
                     POLICY_PUT,
                 ))
             }
         };
-        if let Some(k) = data.keys().find(|k| !["enabled", "attributes"].contains(&k.as_str())) {
+        if let Some(k) = data
+            .keys()
+            .find(|k| !["enabled", "attributes"].contains(&k.as_str()))
+        {
             return Err(ApiError::new(
                 ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")),
                 POLICY_PUT,
             ));
         }
-        let enabled = extract::opt_bool(&data, "enabled", "enabled", POLICY_PUT)?.ok_or_else(|| {
-            ApiError::new(ServiceError::field("enabled", "The field `enabled` is required"), POLICY_PUT)
-        })?;
+        let enabled =
+            extract::opt_bool(&data, "enabled", "enabled", POLICY_PUT)?.ok_or_else(|| {
+                ApiError::new(
+                    ServiceError::field("enabled", "The field `enabled` is required"),
+                    POLICY_PUT,
+                )
+            })?;
         let attributes = match data.get("attributes") {
             None | Some(Value::Null) => None,
             Some(Value::Object(o)) => Some(o.clone()),
@@ -361,7 +448,11 @@ pub async fn put_instance_policies(
                 ))
             }
         };
-        input.push(InstancePolicyInput { policy_type, enabled, attributes });
+        input.push(InstancePolicyInput {
+            policy_type,
+            enabled,
+            attributes,
+        });
     }
     st.svc
         .set_instance_policies(&caller, input)
@@ -375,14 +466,21 @@ pub async fn create_alias(
     Auth(caller): Auth,
     Path((id, alias)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(ALIAS_CREATE))?;
+    let id = st
+        .svc
+        .resolve_key(&caller, &id)
+        .await
+        .map_err(op(ALIAS_CREATE))?;
     let a = st
         .svc
         .create_alias(&caller, id, &alias)
         .await
         .map_err(op(ALIAS_CREATE))?;
     let res = json!({"keyId": a.key_id.to_string(), "alias": a.alias, "createdBy": a.created_by, "creationDate": format_time(a.created_at)});
-    Ok(json_response(StatusCode::CREATED, &collection("application/vnd.ibm.kms.alias+json", vec![res])))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &collection("application/vnd.ibm.kms.alias+json", vec![res]),
+    ))
 }
 
 pub async fn delete_alias(
@@ -390,7 +488,11 @@ pub async fn delete_alias(
     Auth(caller): Auth,
     Path((id, alias)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(ALIAS_DELETE))?;
+    let id = st
+        .svc
+        .resolve_key(&caller, &id)
+        .await
+        .map_err(op(ALIAS_DELETE))?;
     st.svc
         .delete_alias(&caller, id, &alias)
         .await
@@ -404,7 +506,11 @@ pub async fn list_key_rings(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let (limit, offset, with_total) = paging(raw.as_deref(), 100, RING_LIST)?;
-    let rings = st.svc.list_key_rings(&caller).await.map_err(op(RING_LIST))?;
+    let rings = st
+        .svc
+        .list_key_rings(&caller)
+        .await
+        .map_err(op(RING_LIST))?;
     let total = rings.len();
     let res = rings
         .iter()
@@ -424,7 +530,10 @@ pub async fn create_key_ring(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    st.svc.create_key_ring(&caller, &id).await.map_err(op(RING_CREATE))?;
+    st.svc
+        .create_key_ring(&caller, &id)
+        .await
+        .map_err(op(RING_CREATE))?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -463,8 +572,16 @@ pub async fn key_registrations(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = st.svc.resolve_key(&caller, &id).await.map_err(op(REG_LIST))?;
-    let rows = st.svc.registrations(&caller, Some(id)).await.map_err(op(REG_LIST))?;
+    let id = st
+        .svc
+        .resolve_key(&caller, &id)
+        .await
+        .map_err(op(REG_LIST))?;
+    let rows = st
+        .svc
+        .registrations(&caller, Some(id))
+        .await
+        .map_err(op(REG_LIST))?;
     Ok(json_response(StatusCode::OK, &registrations_body(&rows)))
 }
 
@@ -472,6 +589,10 @@ pub async fn all_registrations(
     State(st): State<AppState>,
     Auth(caller): Auth,
 ) -> Result<Response, ApiError> {
-    let rows = st.svc.registrations(&caller, None).await.map_err(op(REG_LIST))?;
+    let rows = st
+        .svc
+        .registrations(&caller, None)
+        .await
+        .map_err(op(REG_LIST))?;
     Ok(json_response(StatusCode::OK, &registrations_body(&rows)))
 }

@@ -39,7 +39,11 @@ async fn start(dir: &Path, audit: PathBuf) -> Srv {
     tokio::spawn(srv.serve(async move {
         let _ = rx.await;
     }));
-    Srv { base, store, _stop: tx }
+    Srv {
+        base,
+        store,
+        _stop: tx,
+    }
 }
 
 struct Client {
@@ -51,12 +55,19 @@ struct Client {
 
 impl Client {
     async fn new(srv: &Srv, role: Role) -> (Self, String, InstanceId) {
-        let inst = admin::create_instance(&*srv.store, "audit", 1).await.unwrap();
-        let k = admin::create_api_key(&*srv.store, inst.id, role, "a", None, 1).await.unwrap();
+        let inst = admin::create_instance(&*srv.store, "audit", 1)
+            .await
+            .unwrap();
+        let k = admin::create_api_key(&*srv.store, inst.id, role, "a", None, 1)
+            .await
+            .unwrap();
         let http = reqwest::Client::new();
         let t: Value = http
             .post(format!("{}/identity/token", srv.base))
-            .form(&[("grant_type", "urn:ibm:params:oauth:grant-type:apikey"), ("apikey", k.apikey.as_str())])
+            .form(&[
+                ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+                ("apikey", k.apikey.as_str()),
+            ])
             .send()
             .await
             .unwrap()
@@ -65,7 +76,12 @@ impl Client {
             .unwrap();
         let token = t["access_token"].as_str().unwrap().to_string();
         (
-            Self { http, base: srv.base.clone(), token, instance: inst.id.to_string() },
+            Self {
+                http,
+                base: srv.base.clone(),
+                token,
+                instance: inst.id.to_string(),
+            },
             k.apikey,
             inst.id,
         )
@@ -89,7 +105,8 @@ impl Client {
 }
 
 fn key_body(name: &str, payload: Option<&str>) -> Value {
-    let mut r = json!({"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false});
+    let mut r =
+        json!({"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false});
     if let Some(p) = payload {
         r["payload"] = json!(p);
     }
@@ -113,29 +130,74 @@ async fn one_record_per_audited_request_and_no_secrets() {
     let (c, apikey, _) = Client::new(&srv, Role::Manager).await;
     let material = B64.encode([7u8; 32]);
 
-    let (s, k) = c.call(M::POST, "keys", Some(key_body("imp", Some(&material)))).await;
+    let (s, k) = c
+        .call(M::POST, "keys", Some(key_body("imp", Some(&material))))
+        .await;
     assert_eq!(s, 201);
     let id = k["resources"][0]["id"].as_str().unwrap().to_string();
     let dek = B64.encode([9u8; 32]);
-    let (s, w) = c.call(M::POST, &format!("keys/{id}/actions/wrap"), Some(json!({"plaintext": dek}))).await;
+    let (s, w) = c
+        .call(
+            M::POST,
+            &format!("keys/{id}/actions/wrap"),
+            Some(json!({"plaintext": dek})),
+        )
+        .await;
     assert_eq!(s, 200);
     let ct = w["ciphertext"].as_str().unwrap().to_string();
-    assert_eq!(c.call(M::POST, &format!("keys/{id}/actions/unwrap"), Some(json!({"ciphertext": ct}))).await.0, 200);
+    assert_eq!(
+        c.call(
+            M::POST,
+            &format!("keys/{id}/actions/unwrap"),
+            Some(json!({"ciphertext": ct}))
+        )
+        .await
+        .0,
+        200
+    );
     // plain reads are not audited
-    assert_eq!(c.call(M::GET, &format!("keys/{id}/metadata"), None).await.0, 200);
+    assert_eq!(
+        c.call(M::GET, &format!("keys/{id}/metadata"), None).await.0,
+        200
+    );
     assert_eq!(c.call(M::GET, "keys", None).await.0, 200);
-    assert_eq!(c.call(M::POST, &format!("keys/{id}/aliases/audited-alias"), None).await.0, 201);
-    assert_eq!(c.call(M::POST, &format!("keys/{id}/actions/disable"), None).await.0, 204);
+    assert_eq!(
+        c.call(M::POST, &format!("keys/{id}/aliases/audited-alias"), None)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        c.call(M::POST, &format!("keys/{id}/actions/disable"), None)
+            .await
+            .0,
+        204
+    );
     // a failed audited request: one failure record with its reason code
-    assert_eq!(c.call(M::POST, &format!("keys/{id}/actions/wrap"), Some(json!({}))).await.0, 409);
-    assert_eq!(c.call(M::POST, "import_token", Some(json!({"expiration": 300}))).await.0, 200);
+    assert_eq!(
+        c.call(M::POST, &format!("keys/{id}/actions/wrap"), Some(json!({})))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        c.call(M::POST, "import_token", Some(json!({"expiration": 300})))
+            .await
+            .0,
+        200
+    );
     assert_eq!(c.call(M::GET, "import_token", None).await.0, 200);
     assert_eq!(c.call(M::DELETE, &format!("keys/{id}"), None).await.0, 204);
 
     let recs = records(&log);
     let actions: Vec<(&str, &str)> = recs
         .iter()
-        .map(|r| (r["action"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         actions,
@@ -157,11 +219,20 @@ async fn one_record_per_audited_request_and_no_secrets() {
         assert_eq!(r["correlation_id"], "test-corr-1");
         assert_eq!(r["source"], "127.0.0.1");
         assert!(r["request_id"].as_str().unwrap().len() == 36);
-        assert!(r["principal"].as_str().unwrap().starts_with("iam-ServiceId-"));
+        assert!(r["principal"]
+            .as_str()
+            .unwrap()
+            .starts_with("iam-ServiceId-"));
     }
     assert_eq!(recs[1]["key_id"], id.as_str());
     let text = std::fs::read_to_string(&log).unwrap();
-    for secret in [material.as_str(), dek.as_str(), ct.as_str(), apikey.as_str(), c.token.as_str()] {
+    for secret in [
+        material.as_str(),
+        dek.as_str(),
+        ct.as_str(),
+        apikey.as_str(),
+        c.token.as_str(),
+    ] {
         assert!(!text.contains(secret), "the audit log holds a secret");
     }
     let found = keyward::auditcmd::run(keyward::auditcmd::AuditCmd::Search {
@@ -175,10 +246,15 @@ async fn one_record_per_audited_request_and_no_secrets() {
     })
     .unwrap();
     assert_eq!(found.len(), 1);
-    let tail = keyward::auditcmd::run(keyward::auditcmd::AuditCmd::Tail { file: log.clone(), lines: 2 }).unwrap();
+    let tail = keyward::auditcmd::run(keyward::auditcmd::AuditCmd::Tail {
+        file: log.clone(),
+        lines: 2,
+    })
+    .unwrap();
     assert_eq!(tail.len(), 2);
     assert_eq!(tail[1]["action"], "kms.secrets.delete");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -193,18 +269,39 @@ async fn a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing() {
     let srv = start(dir.path(), PathBuf::from("/dev/full")).await;
     let (c, _, inst) = Client::new(&srv, Role::Manager).await;
     let all = KeyQuery {
-        states: vec![KeyState::Active, KeyState::Suspended, KeyState::Deactivated, KeyState::Destroyed],
+        states: vec![
+            KeyState::Active,
+            KeyState::Suspended,
+            KeyState::Deactivated,
+            KeyState::Destroyed,
+        ],
         ..KeyQuery::default()
     };
     let before = srv.store.count_keys(inst, &all).await.unwrap();
     let (s, body) = c.call(M::POST, "keys", Some(key_body("nope", None))).await;
     assert_eq!(s, 503);
-    assert_eq!(body["resources"][0]["reasons"][0]["code"], "SERVICE_UNAVAILABLE_ERR");
-    assert_eq!(c.call(M::POST, "import_token", Some(json!({}))).await.0, 503);
+    assert_eq!(
+        body["resources"][0]["reasons"][0]["code"],
+        "SERVICE_UNAVAILABLE_ERR"
+    );
+    assert_eq!(
+        c.call(M::POST, "import_token", Some(json!({}))).await.0,
+        503
+    );
     assert_eq!(c.call(M::POST, "key_rings/ring-x", None).await.0, 503);
-    assert_eq!(srv.store.count_keys(inst, &all).await.unwrap(), before, "no key was stored");
-    assert!(srv.store.get_token(inst).await.unwrap().is_none(), "no token was stored");
-    assert!(srv.store.list_key_rings(inst).await.unwrap().is_empty(), "no ring was stored");
+    assert_eq!(
+        srv.store.count_keys(inst, &all).await.unwrap(),
+        before,
+        "no key was stored"
+    );
+    assert!(
+        srv.store.get_token(inst).await.unwrap().is_none(),
+        "no token was stored"
+    );
+    assert!(
+        srv.store.list_key_rings(inst).await.unwrap().is_empty(),
+        "no ring was stored"
+    );
     // reads that use no key material still work
     assert_eq!(c.call(M::GET, "keys", None).await.0, 200);
 }

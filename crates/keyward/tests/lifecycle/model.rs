@@ -160,7 +160,11 @@ static SEEN: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
 fn check(resp: &Resp, want: Exp, ctx: &str) {
     if ctx.starts_with("step ") {
         let op = ctx.split_whitespace().nth(2).unwrap_or("?");
-        *SEEN.lock().unwrap().entry(format!("{op} -> {want:?}")).or_default() += 1;
+        *SEEN
+            .lock()
+            .unwrap()
+            .entry(format!("{op} -> {want:?}"))
+            .or_default() += 1;
     }
     match want {
         Exp::Ok(status) => assert_eq!(
@@ -201,12 +205,32 @@ async fn verify_key(c: &Client, m: &Model, i: usize, now: i64, ctx: &str) {
     let ctx = format!("{ctx}: key {i} {v}");
     assert_eq!(v["state"], k.code(now), "{ctx}: state");
     assert_eq!(v["deleted"], k.st == St::Destroyed, "{ctx}: deleted");
-    assert_eq!(v["keyVersion"]["id"].as_str(), k.versions.last().map(String::as_str), "{ctx}: keyVersion");
-    assert_eq!(v["extractable"], k.kind == Kind::Standard, "{ctx}: extractable");
+    assert_eq!(
+        v["keyVersion"]["id"].as_str(),
+        k.versions.last().map(String::as_str),
+        "{ctx}: keyVersion"
+    );
+    assert_eq!(
+        v["extractable"],
+        k.kind == Kind::Standard,
+        "{ctx}: extractable"
+    );
     assert_eq!(v["imported"], k.kind == Kind::Imported, "{ctx}: imported");
-    assert_eq!(v["lastRotateDate"].as_str().map(str::to_string), k.last_rotate.map(time_str), "{ctx}: lastRotateDate");
-    assert_eq!(v["deletionDate"].as_str().map(str::to_string), k.deleted_at.map(time_str), "{ctx}: deletionDate");
-    assert_eq!(v["expirationDate"].as_str().map(str::to_string), k.exp.map(time_str), "{ctx}: expirationDate");
+    assert_eq!(
+        v["lastRotateDate"].as_str().map(str::to_string),
+        k.last_rotate.map(time_str),
+        "{ctx}: lastRotateDate"
+    );
+    assert_eq!(
+        v["deletionDate"].as_str().map(str::to_string),
+        k.deleted_at.map(time_str),
+        "{ctx}: deletionDate"
+    );
+    assert_eq!(
+        v["expirationDate"].as_str().map(str::to_string),
+        k.exp.map(time_str),
+        "{ctx}: expirationDate"
+    );
 }
 
 /// Runs one step; returns the keys whose view must be re-checked (None: all of them).
@@ -233,7 +257,11 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
             }
             m.keys.push(MKey {
                 id: id_of(&v),
-                kind: if imported { Kind::Imported } else { Kind::Generated },
+                kind: if imported {
+                    Kind::Imported
+                } else {
+                    Kind::Generated
+                },
                 st: St::Active,
                 exp,
                 versions: vec![v["keyVersion"]["id"].as_str().unwrap().to_string()],
@@ -245,7 +273,11 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
         }
         Op::CreateStandard => {
             let v = c.create_standard("model-std").await;
-            assert_eq!(unb64(v["payload"].as_str().unwrap()).len(), 32, "{ctx}: {v}");
+            assert_eq!(
+                unb64(v["payload"].as_str().unwrap()).len(),
+                32,
+                "{ctx}: {v}"
+            );
             m.keys.push(MKey {
                 id: id_of(&v),
                 kind: Kind::Standard,
@@ -285,11 +317,18 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
             if want == Exp::Ok(204) {
                 let (ids, total) = c.versions(&key.id).await;
                 let key = &mut m.keys[i];
-                assert_eq!(total as usize, key.versions.len() + 1, "{ctx}: totalCount {ids:?}");
+                assert_eq!(
+                    total as usize,
+                    key.versions.len() + 1,
+                    "{ctx}: totalCount {ids:?}"
+                );
                 let mut older: Vec<String> = ids[1..].to_vec();
                 older.reverse();
                 assert_eq!(older, key.versions, "{ctx}: versions newest first");
-                assert!(!key.versions.contains(&ids[0]), "{ctx}: new version id reused");
+                assert!(
+                    !key.versions.contains(&ids[0]),
+                    "{ctx}: new version id reused"
+                );
                 key.versions.push(ids[0].clone());
                 key.last_rotate = Some(now);
             }
@@ -299,7 +338,11 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
             let i = pick(k)?;
             let key = &m.keys[i];
             let pt = random(32);
-            let body = if generate { json!({}) } else { json!({"plaintext": b64(&pt)}) };
+            let body = if generate {
+                json!({})
+            } else {
+                json!({"plaintext": b64(&pt)})
+            };
             let want = if key.st == St::Purged {
                 NOT_FOUND
             } else if key.kind == Kind::Standard {
@@ -313,9 +356,17 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
             check(&r, want, &ctx);
             if want == Exp::Ok(200) {
                 let v = r.json();
-                assert_eq!(v["keyVersion"]["id"].as_str(), key.versions.last().map(String::as_str), "{ctx}: {v}");
+                assert_eq!(
+                    v["keyVersion"]["id"].as_str(),
+                    key.versions.last().map(String::as_str),
+                    "{ctx}: {v}"
+                );
                 let ct = v["ciphertext"].as_str().unwrap().to_string();
-                assert_eq!(Some(&handle_of(&ct)), key.versions.last(), "{ctx}: blob handle");
+                assert_eq!(
+                    Some(&handle_of(&ct)),
+                    key.versions.last(),
+                    "{ctx}: blob handle"
+                );
                 let pt = if generate {
                     let p = unb64(v["plaintext"].as_str().unwrap());
                     assert_eq!(p.len(), 32, "{ctx}: generated DEK");
@@ -325,7 +376,12 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
                     pt
                 };
                 let version = key.versions.len() - 1;
-                m.cts.push(Ct { owner: i, ct, pt, version });
+                m.cts.push(Ct {
+                    owner: i,
+                    ct,
+                    pt,
+                    version,
+                });
             }
             Some(vec![i])
         }
@@ -349,23 +405,49 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
                 Exp::Ok(200)
             };
             let action = if unwrap { "unwrap" } else { "rewrap" };
-            let r = c.action(&key.id, action, &json!({"ciphertext": ct.ct})).await;
+            let r = c
+                .action(&key.id, action, &json!({"ciphertext": ct.ct}))
+                .await;
             check(&r, want, &ctx);
             if want == Exp::Ok(200) {
                 let v = r.json();
                 let latest = key.versions.len() - 1;
-                assert_eq!(v["keyVersion"]["id"].as_str(), Some(key.versions[ct.version].as_str()), "{ctx}: {v}");
+                assert_eq!(
+                    v["keyVersion"]["id"].as_str(),
+                    Some(key.versions[ct.version].as_str()),
+                    "{ctx}: {v}"
+                );
                 if unwrap {
-                    assert_eq!(unb64(v["plaintext"].as_str().unwrap()), ct.pt, "{ctx}: plaintext");
+                    assert_eq!(
+                        unb64(v["plaintext"].as_str().unwrap()),
+                        ct.pt,
+                        "{ctx}: plaintext"
+                    );
                 }
                 let rewrapped = !unwrap || ct.version != latest;
                 if rewrapped {
-                    assert_eq!(v["rewrappedKeyVersion"]["id"].as_str(), Some(key.versions[latest].as_str()), "{ctx}: {v}");
+                    assert_eq!(
+                        v["rewrappedKeyVersion"]["id"].as_str(),
+                        Some(key.versions[latest].as_str()),
+                        "{ctx}: {v}"
+                    );
                     let new_ct = v["ciphertext"].as_str().unwrap().to_string();
-                    assert_eq!(handle_of(&new_ct), key.versions[latest], "{ctx}: rewrapped blob handle");
-                    m.cts.push(Ct { owner: i, ct: new_ct, pt: ct.pt.clone(), version: latest });
+                    assert_eq!(
+                        handle_of(&new_ct),
+                        key.versions[latest],
+                        "{ctx}: rewrapped blob handle"
+                    );
+                    m.cts.push(Ct {
+                        owner: i,
+                        ct: new_ct,
+                        pt: ct.pt.clone(),
+                        version: latest,
+                    });
                 } else {
-                    assert!(v.get("ciphertext").is_none() && v.get("rewrappedKeyVersion").is_none(), "{ctx}: {v}");
+                    assert!(
+                        v.get("ciphertext").is_none() && v.get("rewrappedKeyVersion").is_none(),
+                        "{ctx}: {v}"
+                    );
                 }
             }
             Some(vec![i])
@@ -391,7 +473,9 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
             } else {
                 Exp::Ok(204)
             };
-            let r = c.act(&key.id, if disable { "disable" } else { "enable" }).await;
+            let r = c
+                .act(&key.id, if disable { "disable" } else { "enable" })
+                .await;
             check(&r, want, &ctx);
             if want == Exp::Ok(204) {
                 let key = &mut m.keys[i];
@@ -482,7 +566,11 @@ async fn step(s: &TestServer, c: &Client, m: &mut Model, n: usize, op: &Op) -> O
                 })
                 .collect();
             let (rotated, purged) = s.scheduler().await;
-            assert_eq!((rotated, purged), (0, due.len()), "{ctx}: scheduler pass (rotated, purged)");
+            assert_eq!(
+                (rotated, purged),
+                (0, due.len()),
+                "{ctx}: scheduler pass (rotated, purged)"
+            );
             for i in due {
                 m.keys[i].st = St::Purged;
             }
@@ -500,7 +588,12 @@ async fn verify_listing(c: &Client, m: &Model) {
         .filter(|k| matches!(k.st, St::Active | St::Suspended))
         .map(|k| k.id.clone())
         .collect();
-    let mut dead: Vec<String> = m.keys.iter().filter(|k| k.st == St::Destroyed).map(|k| k.id.clone()).collect();
+    let mut dead: Vec<String> = m
+        .keys
+        .iter()
+        .filter(|k| k.st == St::Destroyed)
+        .map(|k| k.id.clone())
+        .collect();
     live.sort();
     dead.sort();
     let mut got = c.list_ids("?limit=5000").await;
@@ -510,7 +603,11 @@ async fn verify_listing(c: &Client, m: &Model) {
     let mut got = c.list_ids("?state=5&limit=5000").await;
     got.sort();
     assert_eq!(got, dead, "GET /keys?state=5");
-    assert_eq!(c.key_total("?state=5").await, dead.len() as i64, "HEAD /keys?state=5");
+    assert_eq!(
+        c.key_total("?state=5").await,
+        dead.len() as i64,
+        "HEAD /keys?state=5"
+    );
 }
 
 async fn run_case(s: &TestServer, ops: Vec<Op>) {
@@ -559,7 +656,10 @@ fn lifecycle_matches_model() {
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let result = runner.run(&proptest::collection::vec(op_strategy(), 40), |ops| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(run_case(server(), ops));
         Ok(())
     });
@@ -581,21 +681,48 @@ fn lifecycle_fixed_walk() {
         CreateRoot { exp: None },
         ImportRoot { len: 16, exp: None },
         CreateStandard,
-        Wrap { k: 0, generate: false },
-        Rotate { k: 0, payload: false },
-        Rotate { k: 0, payload: false },
+        Wrap {
+            k: 0,
+            generate: false,
+        },
+        Rotate {
+            k: 0,
+            payload: false,
+        },
+        Rotate {
+            k: 0,
+            payload: false,
+        },
         Advance { secs: HOUR - 1 },
-        Rotate { k: 0, payload: false },
+        Rotate {
+            k: 0,
+            payload: false,
+        },
         Advance { secs: 1 },
-        Rotate { k: 0, payload: false },
+        Rotate {
+            k: 0,
+            payload: false,
+        },
         Unwrap { k: 0, c: 0 },
         Rewrap { k: 0, c: 0 },
-        Rotate { k: 1, payload: false },
-        Rotate { k: 1, payload: true },
-        Wrap { k: 2, generate: true },
+        Rotate {
+            k: 1,
+            payload: false,
+        },
+        Rotate {
+            k: 1,
+            payload: true,
+        },
+        Wrap {
+            k: 2,
+            generate: true,
+        },
         Disable { k: 2 },
         Disable { k: 0 },
-        Wrap { k: 0, generate: true },
+        Wrap {
+            k: 0,
+            generate: true,
+        },
         Unwrap { k: 0, c: 0 },
         Enable { k: 0 },
         Advance { secs: 29 },
@@ -618,8 +745,14 @@ fn lifecycle_fixed_walk() {
         Unwrap { k: 1, c: 0 },
         CreateRoot { exp: Some(0) },
         Advance { secs: 31 },
-        Wrap { k: 3, generate: true },
-        Rotate { k: 3, payload: false },
+        Wrap {
+            k: 3,
+            generate: true,
+        },
+        Rotate {
+            k: 3,
+            payload: false,
+        },
         Disable { k: 3 },
         Delete { k: 3 },
         Advance { secs: 30 },
@@ -637,6 +770,9 @@ fn lifecycle_fixed_walk() {
     ];
     // Its own server: the shared one's clock is being moved by the property test.
     let s = TestServer::start();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run_case(&s, ops));
 }

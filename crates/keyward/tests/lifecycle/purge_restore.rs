@@ -36,7 +36,10 @@ async fn purge_needs_the_key_purge_role_and_four_hours() {
     assert_eq!(meta["deletionDate"], time_str(deleted_at));
     assert_eq!(meta["purgeAllowedFrom"], time_str(deleted_at + 4 * HOUR));
     assert_eq!(meta["purgeScheduledOn"], time_str(deleted_at + 90 * DAY));
-    assert_eq!(meta["restoreExpirationDate"], time_str(deleted_at + 30 * DAY));
+    assert_eq!(
+        meta["restoreExpirationDate"],
+        time_str(deleted_at + 30 * DAY)
+    );
 
     s.advance(4 * HOUR);
     // A Manager is not enough.
@@ -47,7 +50,11 @@ async fn purge_needs_the_key_purge_role_and_four_hours() {
 
     // Gone for good: metadata, get, restore, purge all 404; the sealed versions are removed.
     assert_error(&c.metadata(&id).await, 404, "KEY_NOT_FOUND_ERR");
-    assert_error(&c.get(&format!("/api/v2/keys/{id}")).await, 404, "KEY_NOT_FOUND_ERR");
+    assert_error(
+        &c.get(&format!("/api/v2/keys/{id}")).await,
+        404,
+        "KEY_NOT_FOUND_ERR",
+    );
     assert_error(&c.restore(&id).await, 404, "KEY_NOT_FOUND_ERR");
     assert_error(&p.purge(&id).await, 404, "KEY_NOT_FOUND_ERR");
     assert_error(&c.delete_key(&id).await, 404, "KEY_NOT_FOUND_ERR");
@@ -61,12 +68,18 @@ async fn scheduler_purges_ninety_days_after_deletion() {
     let c = s.tenant().await;
     let id = id_of(&c.create_root("auto-purge").await);
     let alias = "auto-purge-alias";
-    c.post_empty(&format!("/api/v2/keys/{id}/aliases/{alias}")).await.expect(201);
+    c.post_empty(&format!("/api/v2/keys/{id}/aliases/{alias}"))
+        .await
+        .expect(201);
     let keep = id_of(&c.create_root("kept").await);
     c.delete_key(&id).await.expect(204);
 
     s.advance(90 * DAY);
-    assert_eq!(s.scheduler().await, (0, 0), "not before 90 days have passed");
+    assert_eq!(
+        s.scheduler().await,
+        (0, 0),
+        "not before 90 days have passed"
+    );
     assert_eq!(c.meta(&id).await["state"], 5);
     s.advance(1);
     assert_eq!(s.scheduler().await, (0, 1));
@@ -74,7 +87,11 @@ async fn scheduler_purges_ninety_days_after_deletion() {
     assert_error(&c.metadata(&id).await, 404, "KEY_NOT_FOUND_ERR");
     assert_error(&c.metadata(alias).await, 404, "KEY_NOT_FOUND_ERR");
     assert_eq!(s.stored_versions(c.instance_id, &id).await, 0);
-    assert_eq!(c.meta(&keep).await["state"], 1, "live keys are never purged");
+    assert_eq!(
+        c.meta(&keep).await["state"],
+        1,
+        "live keys are never purged"
+    );
 }
 
 #[tokio::test]
@@ -90,16 +107,32 @@ async fn restore_within_thirty_days_brings_the_key_back() {
         .await
         .resource(201);
     let id = id_of(&k);
-    c.put_key_policy(&id, "?policy=rotation", rotation_policy(2)).await.expect(200);
-    c.post_empty(&format!("/api/v2/keys/{id}/aliases/restorable-alias")).await.expect(201);
+    c.put_key_policy(&id, "?policy=rotation", rotation_policy(2))
+        .await
+        .expect(200);
+    c.post_empty(&format!("/api/v2/keys/{id}/aliases/restorable-alias"))
+        .await
+        .expect(201);
     let dek = random(32);
     let (ct, _) = c.wrap_ok(&id, &dek).await;
 
     // While deleted: data under the key is unusable at once.
     c.delete_key(&id).await.expect(204);
-    assert_error(&c.unwrap(&id, &ct).await, 409, "KEY_ACTION_INVALID_STATE_ERR");
-    assert_error(&c.wrap(&id, &dek).await, 409, "KEY_ACTION_INVALID_STATE_ERR");
-    assert_error(&c.act(&id, "disable").await, 409, "KEY_ACTION_INVALID_STATE_ERR");
+    assert_error(
+        &c.unwrap(&id, &ct).await,
+        409,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
+    assert_error(
+        &c.wrap(&id, &dek).await,
+        409,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
+    assert_error(
+        &c.act(&id, "disable").await,
+        409,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
 
     // Exactly 30 days later is still inside the window.
     s.advance(30 * DAY);
@@ -142,7 +175,10 @@ async fn restore_of_a_disabled_key_and_the_restore_body_forms() {
     s.advance(30);
     // Legacy restore body (original payload) is accepted and ignored.
     let legacy = key_envelope(json!({"payload": b64(&random(32))}));
-    let r = c.post(&format!("/api/v2/keys/{id}/restore"), &legacy).await.resource(201);
+    let r = c
+        .post(&format!("/api/v2/keys/{id}/restore"), &legacy)
+        .await
+        .resource(201);
     // Keyward restores to Active (spec §6.1: restore 5 → 1).
     assert_eq!(r["state"], 1);
     c.wrap_ok(&id, &random(8)).await;

@@ -61,7 +61,10 @@ async fn unwrap_works_across_six_rotations_and_rewraps_old_ciphertexts() {
             assert_eq!(unb64(v["plaintext"].as_str().unwrap()), *dek);
             assert_eq!(v["keyVersion"]["id"], versions[*vi].as_str());
             if *vi == versions.len() - 1 {
-                assert!(v.get("ciphertext").is_none() && v.get("rewrappedKeyVersion").is_none(), "{v}");
+                assert!(
+                    v.get("ciphertext").is_none() && v.get("rewrappedKeyVersion").is_none(),
+                    "{v}"
+                );
             } else {
                 assert_eq!(v["rewrappedKeyVersion"]["id"], latest.as_str(), "{v}");
                 let fresh = v["ciphertext"].as_str().unwrap();
@@ -81,17 +84,39 @@ async fn unwrap_works_across_six_rotations_and_rewraps_old_ciphertexts() {
 
     // Rewrap moves the oldest ciphertext to the newest version.
     let (ct0, dek0, _) = &wrapped[0];
-    let r = c.action(&id, "rewrap", &json!({"ciphertext": ct0})).await.expect(200);
+    let r = c
+        .action(&id, "rewrap", &json!({"ciphertext": ct0}))
+        .await
+        .expect(200);
     assert_eq!(r["keyVersion"]["id"], versions[0].as_str());
-    assert_eq!(r["rewrappedKeyVersion"]["id"], versions.last().unwrap().as_str());
-    let v = c.unwrap(&id, r["ciphertext"].as_str().unwrap()).await.expect(200);
+    assert_eq!(
+        r["rewrappedKeyVersion"]["id"],
+        versions.last().unwrap().as_str()
+    );
+    let v = c
+        .unwrap(&id, r["ciphertext"].as_str().unwrap())
+        .await
+        .expect(200);
     assert_eq!(unb64(v["plaintext"].as_str().unwrap()), *dek0);
 
     // Paging of the versions listing.
-    let v = c.get(&format!("/api/v2/keys/{id}/versions?limit=2&offset=1&totalCount=true")).await.expect(200);
-    assert_eq!(v["metadata"]["collectionType"], "application/vnd.ibm.kms.key.version+json");
+    let v = c
+        .get(&format!(
+            "/api/v2/keys/{id}/versions?limit=2&offset=1&totalCount=true"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(
+        v["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.key.version+json"
+    );
     assert_eq!(v["metadata"]["totalCount"], 7);
-    let page: Vec<&str> = v["resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let page: Vec<&str> = v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(page, vec![versions[5].as_str(), versions[4].as_str()]);
     let dates: Vec<String> = c
         .get(&format!("/api/v2/keys/{id}/versions"))
@@ -118,32 +143,60 @@ async fn imported_key_rotates_to_the_supplied_material() {
     for round in 0..5 {
         let dek = random(32);
         let (ct, _) = c.wrap_ok(&id, &dek).await;
-        assert_eq!(open_with(materials.last().unwrap(), &id, &ct), dek, "round {round}");
+        assert_eq!(
+            open_with(materials.last().unwrap(), &id, &ct),
+            dek,
+            "round {round}"
+        );
         cts.push((ct, dek));
         s.advance(HOUR + 1);
         let next = random([16, 24, 32][round % 3]);
-        c.rotate(&id, &json!({"payload": b64(&next)})).await.expect(204);
+        c.rotate(&id, &json!({"payload": b64(&next)}))
+            .await
+            .expect(204);
         materials.push(next);
         let meta = c.meta(&id).await;
-        assert_eq!(meta["algorithmBitSize"], materials.last().unwrap().len() as i64 * 8);
+        assert_eq!(
+            meta["algorithmBitSize"],
+            materials.last().unwrap().len() as i64 * 8
+        );
     }
     for (ct, dek) in &cts {
         let v = c.unwrap(&id, ct).await.expect(200);
         assert_eq!(unb64(v["plaintext"].as_str().unwrap()), *dek);
         let fresh = v["ciphertext"].as_str().unwrap();
-        assert_eq!(open_with(materials.last().unwrap(), &id, fresh), *dek, "rewrapped under the newest material");
+        assert_eq!(
+            open_with(materials.last().unwrap(), &id, fresh),
+            *dek,
+            "rewrapped under the newest material"
+        );
     }
     assert_eq!(c.versions(&id).await.1, 6);
 
     // Without new material: 400 KEY_PAYLOAD_REQ_ERR naming `payload`; nothing changes.
     s.advance(HOUR);
     for body in [json!({}), json!(null)] {
-        assert_field_error(&c.rotate(&id, &body).await, 400, "KEY_PAYLOAD_REQ_ERR", "payload");
+        assert_field_error(
+            &c.rotate(&id, &body).await,
+            400,
+            "KEY_PAYLOAD_REQ_ERR",
+            "payload",
+        );
     }
-    assert_field_error(&c.act(&id, "rotate").await, 400, "KEY_PAYLOAD_REQ_ERR", "payload");
+    assert_field_error(
+        &c.act(&id, "rotate").await,
+        400,
+        "KEY_PAYLOAD_REQ_ERR",
+        "payload",
+    );
     assert_eq!(c.versions(&id).await.1, 6);
     // Material of the wrong size.
-    assert_field_error(&c.rotate(&id, &json!({"payload": b64(&random(20))})).await, 400, "INVALID_FIELD_ERR", "payload");
+    assert_field_error(
+        &c.rotate(&id, &json!({"payload": b64(&random(20))})).await,
+        400,
+        "INVALID_FIELD_ERR",
+        "payload",
+    );
 }
 
 #[tokio::test]
@@ -153,19 +206,44 @@ async fn at_most_one_rotation_per_hour() {
     let id = id_of(&c.create_root("hourly").await);
     // The first rotation may follow creation at once.
     c.rotate(&id, &json!({})).await.expect(204);
-    let e = assert_error(&c.rotate(&id, &json!({})).await, 409, "KEY_ROTATION_NOT_PERMITTED");
-    assert!(e["resources"][0]["errorMsg"].as_str().unwrap().starts_with("Conflict:"), "{e}");
+    let e = assert_error(
+        &c.rotate(&id, &json!({})).await,
+        409,
+        "KEY_ROTATION_NOT_PERMITTED",
+    );
+    assert!(
+        e["resources"][0]["errorMsg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Conflict:"),
+        "{e}"
+    );
     s.advance(HOUR - 1);
-    assert_error(&c.rotate(&id, &json!({})).await, 409, "KEY_ROTATION_NOT_PERMITTED");
-    assert_eq!(c.versions(&id).await.1, 2, "refused rotations make no version");
+    assert_error(
+        &c.rotate(&id, &json!({})).await,
+        409,
+        "KEY_ROTATION_NOT_PERMITTED",
+    );
+    assert_eq!(
+        c.versions(&id).await.1,
+        2,
+        "refused rotations make no version"
+    );
     s.advance(1);
     c.rotate(&id, &json!({})).await.expect(204);
     assert_eq!(c.versions(&id).await.1, 3);
     // A generated key takes no material.
     s.advance(HOUR);
-    assert_field_error(&c.rotate(&id, &json!({"payload": b64(&random(32))})).await, 400, "INVALID_FIELD_ERR", "payload");
+    assert_field_error(
+        &c.rotate(&id, &json!({"payload": b64(&random(32))})).await,
+        400,
+        "INVALID_FIELD_ERR",
+        "payload",
+    );
     // Rotate docs send extra fields: they are tolerated.
-    c.rotate(&id, &json!({"type": KEY_TYPE, "name": "x"})).await.expect(204);
+    c.rotate(&id, &json!({"type": KEY_TYPE, "name": "x"}))
+        .await
+        .expect(204);
 }
 
 #[tokio::test]
@@ -179,8 +257,16 @@ async fn rotation_by_state_and_versions_of_non_active_keys() {
     // Suspended: no rotation; versions need allKeyStates.
     let k = id_of(&c.create_root("suspended").await);
     c.act(&k, "disable").await.expect(204);
-    assert_error(&c.rotate(&k, &json!({})).await, 409, "KEY_ACTION_INVALID_STATE_ERR");
-    assert_error(&c.get(&format!("/api/v2/keys/{k}/versions")).await, 409, "KEY_ACTION_INVALID_STATE_ERR");
+    assert_error(
+        &c.rotate(&k, &json!({})).await,
+        409,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
+    assert_error(
+        &c.get(&format!("/api/v2/keys/{k}/versions")).await,
+        409,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
     assert_eq!(c.versions(&k).await.1, 1);
 
     // Deactivated (expired): rotation allowed, wrap refused, unwrap still works.
@@ -204,12 +290,20 @@ async fn rotation_by_state_and_versions_of_non_active_keys() {
     assert_eq!(meta["state"], 3, "rotation does not extend expiry");
     assert_eq!(meta["expirationDate"], time_str(exp));
     // Disable needs an Active key.
-    assert_error(&c.act(&e, "disable").await, 409, "KEY_ACTION_INVALID_STATE_ERR");
+    assert_error(
+        &c.act(&e, "disable").await,
+        409,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
 
     // Deleted: nothing but restore.
     let d = id_of(&c.create_root("deleted").await);
     c.delete_key(&d).await.expect(204);
-    assert_error(&c.rotate(&d, &json!({})).await, 409, "KEY_ACTION_INVALID_STATE_ERR");
+    assert_error(
+        &c.rotate(&d, &json!({})).await,
+        409,
+        "KEY_ACTION_INVALID_STATE_ERR",
+    );
     assert_error(&c.wrap(&d, &dek).await, 409, "KEY_ACTION_INVALID_STATE_ERR");
     assert_eq!(c.versions(&d).await.1, 1);
 }

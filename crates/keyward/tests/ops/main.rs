@@ -30,13 +30,20 @@ impl Drop for Running {
 
 async fn start(args: ServeArgs, dir: Option<tempfile::TempDir>) -> Running {
     let settings = args.resolve().unwrap();
-    let srv = server::start_with_clock(&settings, Arc::new(SystemClock)).await.unwrap();
+    let srv = server::start_with_clock(&settings, Arc::new(SystemClock))
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, store) = (srv.addr, srv.store.clone());
     tokio::spawn(srv.serve(async move {
         let _ = rx.await;
     }));
-    Running { addr, store, stop: Some(tx), _dir: dir }
+    Running {
+        addr,
+        store,
+        stop: Some(tx),
+        _dir: dir,
+    }
 }
 
 fn base_args(dir: &Path) -> ServeArgs {
@@ -61,7 +68,10 @@ async fn tenant(store: &dyn keyward_store::Store, name: &str) -> (String, String
 async fn token(client: &reqwest::Client, base: &str, apikey: &str) -> String {
     let r: Value = client
         .post(format!("{base}/identity/token"))
-        .form(&[("grant_type", "urn:ibm:params:oauth:grant-type:apikey"), ("apikey", apikey)])
+        .form(&[
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", apikey),
+        ])
         .send()
         .await
         .unwrap()
@@ -93,7 +103,10 @@ async fn tls_serves_https_and_refuses_tls_1_1() {
 
     let pem = std::fs::read(tls.join("cert.pem")).unwrap();
     let ca = reqwest::Certificate::from_pem(&pem).unwrap();
-    let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
     let base = format!("https://localhost:{}", srv.addr.port());
     let t = token(&client, &base, &apikey).await;
     let r = client
@@ -121,16 +134,25 @@ async fn tls_serves_https_and_refuses_tls_1_1() {
     if let Ok(out) = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         tokio::process::Command::new("openssl")
-            .args(["s_client", "-connect", &format!("127.0.0.1:{}", srv.addr.port()), "-tls1_1"])
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", srv.addr.port()),
+                "-tls1_1",
+            ])
             .stdin(std::process::Stdio::null())
             .output(),
     )
     .await
     .expect("openssl s_client did not finish")
     {
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "TLS 1.1 handshake must fail: {text}");
-        assert!(!text.contains("Cipher is ECDHE"), "no cipher may be negotiated: {text}");
+        assert!(
+            !text.contains("Cipher is ECDHE"),
+            "no cipher may be negotiated: {text}"
+        );
     } else {
         eprintln!("openssl not installed: TLS 1.1 refusal checked by rustls' protocol set only");
     }
@@ -146,7 +168,10 @@ async fn rate_limit_gives_429_with_retry_after_and_spares_other_tenants() {
     let (k2, i2) = tenant(&*srv.store, "quiet").await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", srv.addr);
-    let (t1, t2) = (token(&client, &base, &k1).await, token(&client, &base, &k2).await);
+    let (t1, t2) = (
+        token(&client, &base, &k1).await,
+        token(&client, &base, &k2).await,
+    );
     let mk = |t: &str, i: &str| {
         let (t, i, c, b) = (t.to_string(), i.to_string(), client.clone(), base.clone());
         async move {
@@ -181,15 +206,22 @@ async fn rate_limit_gives_429_with_retry_after_and_spares_other_tenants() {
             200 => ok += 1,
             429 => {
                 limited += 1;
-                let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                let ra: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert!(ra >= 1);
                 let body: Value = r.json().await.unwrap();
-                assert_eq!(body["resources"][0]["reasons"][0]["code"], "TOO_MANY_REQUESTS_ERR");
+                assert_eq!(
+                    body["resources"][0]["reasons"][0]["code"],
+                    "TOO_MANY_REQUESTS_ERR"
+                );
             }
             s => panic!("unexpected {s}"),
         }
     }
-    assert!(ok >= 20 && ok <= 25, "burst of 20 plus refill, got {ok}");
+    assert!((20..=25).contains(&ok), "burst of 20 plus refill, got {ok}");
     assert!(limited >= 75, "the rest are limited, got {limited}");
     // The other tenant has its own bucket.
     for _ in 0..10 {
@@ -224,7 +256,10 @@ async fn failed_bearer_tokens_are_capped_per_address() {
             .send()
     };
     for _ in 0..5 {
-        assert_eq!(get("forged.token.value".into()).await.unwrap().status(), 401);
+        assert_eq!(
+            get("forged.token.value".into()).await.unwrap().status(),
+            401
+        );
     }
     let r = get("forged.token.value".into()).await.unwrap();
     assert_eq!(r.status(), 429);
@@ -234,7 +269,10 @@ async fn failed_bearer_tokens_are_capped_per_address() {
     // API-key guessing at the IAM endpoint is capped the same way.
     let r = client
         .post(format!("{base}/identity/token"))
-        .form(&[("grant_type", "urn:ibm:params:oauth:grant-type:apikey"), ("apikey", "kw_guess")])
+        .form(&[
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", "kw_guess"),
+        ])
         .send()
         .await
         .unwrap();
@@ -271,7 +309,9 @@ async fn metrics_and_readiness() {
         .await
         .unwrap();
     assert!(
-        text.contains(r#"keyward_http_requests_total{route="/api/v2/keys",method="POST",status="201"} 3"#),
+        text.contains(
+            r#"keyward_http_requests_total{route="/api/v2/keys",method="POST",status="201"} 3"#
+        ),
         "{text}"
     );
     assert!(text.contains(r#"keyward_http_request_duration_seconds_count{route="/api/v2/keys"} 3"#));
@@ -322,7 +362,10 @@ async fn a_master_key_that_does_not_match_the_database_leaves_the_service_sealed
         .unwrap();
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["metadata"]["collectionType"], "application/vnd.ibm.kms.error+json");
+    assert_eq!(
+        body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.error+json"
+    );
     // The missing original key file was not silently re-created over existing data.
     assert!(!mk.exists());
 }

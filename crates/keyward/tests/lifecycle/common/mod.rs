@@ -82,8 +82,14 @@ impl TestServer {
                     }
                     .resolve()
                     .unwrap();
-                    let server = keyward::server::start_with_clock(&settings, c2).await.unwrap();
-                    assert!(server.sealed.is_none(), "server sealed: {:?}", server.sealed);
+                    let server = keyward::server::start_with_clock(&settings, c2)
+                        .await
+                        .unwrap();
+                    assert!(
+                        server.sealed.is_none(),
+                        "server sealed: {:?}",
+                        server.sealed
+                    );
                     let svc = server.svc.clone().expect("unsealed server has a service");
                     tx.send((
                         server.addr,
@@ -135,7 +141,8 @@ impl TestServer {
     /// One scheduler pass: (rotated, purged).
     pub async fn scheduler(&self) -> (usize, usize) {
         let svc = self.svc.clone();
-        self.run(async move { svc.run_scheduled_jobs().await.unwrap() }).await
+        self.run(async move { svc.run_scheduled_jobs().await.unwrap() })
+            .await
     }
 
     pub async fn create_instance(&self) -> InstanceId {
@@ -189,7 +196,13 @@ impl TestServer {
     }
 
     /// Inserts a registration (the only way: no API creates them).
-    pub async fn add_registration(&self, instance: InstanceId, key: &str, crn: &str, prevent: bool) {
+    pub async fn add_registration(
+        &self,
+        instance: InstanceId,
+        key: &str,
+        crn: &str,
+        prevent: bool,
+    ) {
         let store = self.store.clone();
         let row = RegistrationRow {
             instance_id: instance,
@@ -200,14 +213,16 @@ impl TestServer {
             created_at: self.now(),
             created_by: "iam-ServiceId-cloud-object-storage".into(),
         };
-        self.run(async move { store.add_registration(&row).await.unwrap() }).await
+        self.run(async move { store.add_registration(&row).await.unwrap() })
+            .await
     }
 
     /// Number of sealed versions the store still holds for a key.
     pub async fn stored_versions(&self, instance: InstanceId, key: &str) -> usize {
         let store = self.store.clone();
         let key = KeyId::parse(key).unwrap();
-        self.run(async move { store.versions(instance, key).await.unwrap().len() }).await
+        self.run(async move { store.versions(instance, key).await.unwrap().len() })
+            .await
     }
 }
 
@@ -236,7 +251,12 @@ impl Resp {
 
     /// Asserts `status`; returns the JSON body (Null when empty).
     pub fn expect(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text());
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            self.text()
+        );
         if self.body.is_empty() {
             Value::Null
         } else {
@@ -296,13 +316,18 @@ pub fn assert_error(resp: &Resp, status: u16, code: &str) -> Value {
 /// The reason code of an error response, if it is one.
 pub fn reason(resp: &Resp) -> Option<String> {
     let v: Value = serde_json::from_slice(&resp.body).ok()?;
-    v["resources"][0]["reasons"][0]["code"].as_str().map(str::to_string)
+    v["resources"][0]["reasons"][0]["code"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// As [`assert_error`], and the reason's `target.name` is `field`.
 pub fn assert_field_error(resp: &Resp, status: u16, code: &str, field: &str) -> Value {
     let v = assert_error(resp, status, code);
-    assert_eq!(v["resources"][0]["reasons"][0]["target"]["name"], field, "target of {v}");
+    assert_eq!(
+        v["resources"][0]["reasons"][0]["target"]["name"], field,
+        "target of {v}"
+    );
     v
 }
 
@@ -325,7 +350,11 @@ pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
         "5xx from the server: {status} {}",
         String::from_utf8_lossy(&body)
     );
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub async fn fetch_token(http: &reqwest::Client, base: &str, apikey: &str) -> String {
@@ -425,7 +454,13 @@ impl Client {
         send(rb).await
     }
 
-    pub async fn send_json(&self, method: Method, path: &str, body: &Value, headers: &[(&str, &str)]) -> Resp {
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut rb = self
             .req(method, path)
             .await
@@ -457,9 +492,16 @@ impl Client {
     // ---- keys ----
 
     pub async fn create_in(&self, resource: Value, ring: Option<&str>) -> Resp {
-        let headers: Vec<(&str, &str)> = ring.map(|r| vec![("x-kms-key-ring", r)]).unwrap_or_default();
-        self.send_json(Method::POST, "/api/v2/keys", &key_envelope(resource), &headers)
-            .await
+        let headers: Vec<(&str, &str)> = ring
+            .map(|r| vec![("x-kms-key-ring", r)])
+            .unwrap_or_default();
+        self.send_json(
+            Method::POST,
+            "/api/v2/keys",
+            &key_envelope(resource),
+            &headers,
+        )
+        .await
     }
 
     pub async fn create(&self, resource: Value) -> Resp {
@@ -498,16 +540,19 @@ impl Client {
 
     /// `POST /keys/{id}/actions/{action}` with a JSON body.
     pub async fn action(&self, id: &str, action: &str, body: &Value) -> Resp {
-        self.post(&format!("/api/v2/keys/{id}/actions/{action}"), body).await
+        self.post(&format!("/api/v2/keys/{id}/actions/{action}"), body)
+            .await
     }
 
     /// `POST /keys/{id}/actions/{action}` with no body.
     pub async fn act(&self, id: &str, action: &str) -> Resp {
-        self.post_empty(&format!("/api/v2/keys/{id}/actions/{action}")).await
+        self.post_empty(&format!("/api/v2/keys/{id}/actions/{action}"))
+            .await
     }
 
     pub async fn wrap(&self, id: &str, plaintext: &[u8]) -> Resp {
-        self.action(id, "wrap", &json!({"plaintext": B64.encode(plaintext)})).await
+        self.action(id, "wrap", &json!({"plaintext": B64.encode(plaintext)}))
+            .await
     }
 
     /// Wraps and returns (ciphertext, keyVersion.id).
@@ -520,7 +565,8 @@ impl Client {
     }
 
     pub async fn unwrap(&self, id: &str, ciphertext: &str) -> Resp {
-        self.action(id, "unwrap", &json!({"ciphertext": ciphertext})).await
+        self.action(id, "unwrap", &json!({"ciphertext": ciphertext}))
+            .await
     }
 
     pub async fn rotate(&self, id: &str, body: &Value) -> Resp {
@@ -542,7 +588,9 @@ impl Client {
     /// `GET /keys/{id}/versions?allKeyStates=true&totalCount=true`: (ids newest first, totalCount).
     pub async fn versions(&self, id: &str) -> (Vec<String>, i64) {
         let v = self
-            .get(&format!("/api/v2/keys/{id}/versions?allKeyStates=true&totalCount=true"))
+            .get(&format!(
+                "/api/v2/keys/{id}/versions?allKeyStates=true&totalCount=true"
+            ))
             .await
             .expect(200);
         let ids = v["resources"]
@@ -571,22 +619,32 @@ impl Client {
     // ---- policies ----
 
     /// `PUT /instance/policies?policy=<type>` with one policy.
-    pub async fn put_instance_policy(&self, policy_type: &str, enabled: bool, attributes: Option<Value>) -> Resp {
+    pub async fn put_instance_policy(
+        &self,
+        policy_type: &str,
+        enabled: bool,
+        attributes: Option<Value>,
+    ) -> Resp {
         let mut data = json!({"enabled": enabled});
         if let Some(a) = attributes {
             data["attributes"] = a;
         }
         self.put(
             &format!("/api/v2/instance/policies?policy={policy_type}"),
-            &policy_envelope(vec![json!({"policy_type": policy_type, "policy_data": data})]),
+            &policy_envelope(vec![
+                json!({"policy_type": policy_type, "policy_data": data}),
+            ]),
         )
         .await
     }
 
     /// `PUT /keys/{id}/policies[?policy=...]` with one resource.
     pub async fn put_key_policy(&self, id: &str, query: &str, resource: Value) -> Resp {
-        self.put(&format!("/api/v2/keys/{id}/policies{query}"), &policy_envelope(vec![resource]))
-            .await
+        self.put(
+            &format!("/api/v2/keys/{id}/policies{query}"),
+            &policy_envelope(vec![resource]),
+        )
+        .await
     }
 }
 
