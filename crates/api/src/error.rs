@@ -55,7 +55,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | AliasLimit
         | KeyRingLimit => StatusCode::BAD_REQUEST,
         Unauthorized => StatusCode::UNAUTHORIZED,
-        Forbidden => StatusCode::FORBIDDEN,
+        Forbidden | ServiceOnly => StatusCode::FORBIDDEN,
         KeyNotFound | ImportTokenNotFound | NotFound | KeyRingNotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         KeyActionInvalidState

@@ -153,6 +153,18 @@ fn api_routes(state: AppState) -> Router {
             get(routes::lifecycle::all_registrations),
         )
         .route(
+            "/api/v2/keys/{id}/registrations/{crn}",
+            post(routes::lifecycle::service_only)
+                .put(routes::lifecycle::service_only)
+                .patch(routes::lifecycle::service_only)
+                .delete(routes::lifecycle::service_only),
+        )
+        .route("/api/v2/event_ack", post(routes::lifecycle::service_only))
+        .route(
+            "/api/v2/instance/allowed_ip_port",
+            get(routes::lifecycle::allowed_ip_port),
+        )
+        .route(
             "/api/v2/keys_with_policy_overrides",
             post(routes::keys::create_with_overrides),
         )

@@ -596,3 +596,42 @@ pub async fn all_registrations(
         .map_err(op(REG_LIST))?;
     Ok(json_response(StatusCode::OK, &registrations_body(&rows)))
 }
+
+/// Registration writes and event acknowledgements are service-to-service calls of IBM Cloud's
+/// integrated services; Keyward has none, so every caller (an authenticated user) is refused.
+pub async fn service_only(Auth(_caller): Auth) -> Result<Response, ApiError> {
+    Err(ApiError::new(
+        ServiceError::new(
+            ErrorCode::ServiceOnly,
+            "This API is reserved for integrated cloud services and cannot be called by a user",
+        ),
+        "Request could not be processed",
+    ))
+}
+
+/// `GET /instance/allowed_ip_port`: the port of the endpoint the caller reached (Keyward has
+/// one endpoint; Key Protect reports the private endpoint's port for allowedIP setups).
+pub async fn allowed_ip_port(
+    State(st): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    const WHAT: &str = "Allowed IP port could not be retrieved";
+    st.svc
+        .instance_policies(&caller, Some("allowedIP"))
+        .await
+        .map_err(op(WHAT))?;
+    let port = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or(443);
+    Ok(json_response(
+        StatusCode::OK,
+        &collection(
+            "application/vnd.ibm.kms.allowed_ip_metadata+json",
+            vec![json!({"private_endpoint_port": port})],
+        ),
+    ))
+}

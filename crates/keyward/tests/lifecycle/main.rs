@@ -18,3 +18,4 @@ mod purge_restore;
 mod reason_codes;
 mod rings_aliases;
 mod rotation;
+mod service_only;
