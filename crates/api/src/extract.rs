@@ -64,7 +64,12 @@ impl FromRequestParts<AppState> for Auth {
         };
         let instance = instance_header(&parts.headers)?;
         let meta = keyward_service::audit::RequestMeta {
-            request_id: keyward_domain::new_uuid().to_string(),
+            // Only the audit log uses request ids; skip the random draw when it is off.
+            request_id: if state.svc.auditing() {
+                keyward_domain::new_uuid().to_string()
+            } else {
+                String::new()
+            },
             correlation_id: parts
                 .headers
                 .get("correlation-id")

@@ -24,22 +24,29 @@ struct Histogram {
     count: u64,
 }
 
-/// Request counters and latency histograms.
+#[derive(Default)]
+struct RouteStats {
+    /// (method, status) → count
+    counts: HashMap<(axum::http::Method, u16), u64>,
+    latency: Histogram,
+}
+
+/// Request counters and latency histograms, per route (one lock, and no allocation once a
+/// route has been seen).
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(String, String, u16), u64>>,
-    latency: Mutex<HashMap<String, Histogram>>,
+    routes: Mutex<HashMap<String, RouteStats>>,
 }
 
 impl Metrics {
-    pub fn record(&self, route: &str, method: &str, status: u16, secs: f64) {
-        *self
-            .requests
-            .lock()
-            .entry((route.to_string(), method.to_string(), status))
-            .or_default() += 1;
-        let mut lat = self.latency.lock();
-        let h = lat.entry(route.to_string()).or_default();
+    pub fn record(&self, route: &str, method: &axum::http::Method, status: u16, secs: f64) {
+        let mut routes = self.routes.lock();
+        let stats = match routes.get_mut(route) {
+            Some(s) => s,
+            None => routes.entry(route.to_string()).or_default(),
+        };
+        *stats.counts.entry((method.clone(), status)).or_default() += 1;
+        let h = &mut stats.latency;
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
                 if let Some(c) = h.counts.get_mut(i) {
@@ -54,26 +61,26 @@ impl Metrics {
     /// The text exposition.
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
+        let routes = self.routes.lock();
+        let mut names: Vec<&String> = routes.keys().collect();
+        names.sort();
         out.push_str("# HELP keyward_http_requests_total HTTP requests by route, method and status.\n# TYPE keyward_http_requests_total counter\n");
-        let mut reqs: Vec<_> = self
-            .requests
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        reqs.sort();
-        for ((route, method, status), n) in reqs {
-            let _ = writeln!(
-                out,
-                "keyward_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
-            );
+        for route in &names {
+            if let Some(st) = routes.get(*route) {
+                let mut counts: Vec<_> = st.counts.iter().collect();
+                counts.sort_by_key(|((m, s), _)| (m.as_str().to_string(), *s));
+                for ((method, status), n) in counts {
+                    let _ = writeln!(
+                        out,
+                        "keyward_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
+                    );
+                }
+            }
         }
         out.push_str("# HELP keyward_http_request_duration_seconds Request latency by route.\n# TYPE keyward_http_request_duration_seconds histogram\n");
-        let lat = self.latency.lock();
-        let mut routes: Vec<_> = lat.keys().cloned().collect();
-        routes.sort();
-        for route in routes {
-            if let Some(h) = lat.get(&route) {
+        for route in &names {
+            if let Some(st) = routes.get(*route) {
+                let h = &st.latency;
                 for (i, b) in BUCKETS.iter().enumerate() {
                     let _ = writeln!(
                         out,
@@ -82,18 +89,11 @@ impl Metrics {
                     );
                 }
                 let _ = writeln!(out, "keyward_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(
-                    out,
-                    "keyward_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "keyward_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                    h.count
-                );
+                let _ = writeln!(out, "keyward_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
+                let _ = writeln!(out, "keyward_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
             }
         }
+        drop(routes);
         for (name, help, v) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -104,15 +104,11 @@ impl Metrics {
 /// Middleware: times every routed request.
 pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let resp = next.run(req).await;
     st.metrics.record(
-        &route,
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
         &method,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
@@ -92,7 +93,7 @@ impl fmt::Debug for IssuedToken {
 pub struct TokenAuthority {
     key: SecretBytes,
     /// token → claims, for tokens already verified (pruned of expired entries when full).
-    cache: RwLock<HashMap<String, Claims>>,
+    cache: RwLock<HashMap<String, Arc<Claims>>>,
 }
 
 impl fmt::Debug for TokenAuthority {
@@ -135,7 +136,7 @@ impl TokenAuthority {
     }
 
     /// Verifies a token (the part after `Bearer `). Cached after the first success.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<Claims>, AuthError> {
         if let Some(c) = self.cache.read().get(token) {
             return if c.exp > now {
                 Ok(c.clone())
@@ -143,7 +144,7 @@ impl TokenAuthority {
                 Err(AuthError::InvalidToken)
             };
         }
-        let claims = self.verify_uncached(token, now)?;
+        let claims = Arc::new(self.verify_uncached(token, now)?);
         let mut cache = self.cache.write();
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, c| c.exp > now);

@@ -92,7 +92,8 @@ impl KeyCache {
     }
 }
 
-type RoleEntries = HashMap<(InstanceId, String), (Arc<[Role]>, Instant)>;
+/// instance → principal → (roles, loaded at). Two levels so a lookup needs no allocation.
+type RoleEntries = HashMap<InstanceId, HashMap<String, (Arc<[Role]>, Instant)>>;
 
 pub struct RoleCache {
     ttl: Duration,
@@ -109,7 +110,7 @@ impl RoleCache {
 
     pub fn get(&self, instance: InstanceId, iam_id: &str) -> Option<Arc<[Role]>> {
         let map = self.map.read();
-        let (roles, at) = map.get(&(instance, iam_id.to_string()))?;
+        let (roles, at) = map.get(&instance)?.get(iam_id)?;
         (at.elapsed() < self.ttl).then(|| roles.clone())
     }
 
@@ -118,9 +119,11 @@ impl RoleCache {
             return;
         }
         let mut map = self.map.write();
-        if map.len() >= MAX_ENTRIES {
+        if map.values().map(HashMap::len).sum::<usize>() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert((instance, iam_id.to_string()), (roles, Instant::now()));
+        map.entry(instance)
+            .or_default()
+            .insert(iam_id.to_string(), (roles, Instant::now()));
     }
 }

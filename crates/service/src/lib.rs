@@ -200,7 +200,7 @@ impl KeyService {
             ));
         }
         Ok(Caller {
-            iam_id: claims.iam_id,
+            iam_id: claims.iam_id.clone(),
             instance,
             roles,
             meta,
@@ -211,7 +211,7 @@ impl KeyService {
     pub fn verify_token(&self, bearer: &str) -> ServiceResult<String> {
         self.tokens
             .verify(bearer, self.clock.now_unix())
-            .map(|c| c.iam_id)
+            .map(|c| c.iam_id.clone())
             .map_err(|_| ServiceError::unauthorized())
     }
 
