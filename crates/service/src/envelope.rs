@@ -179,9 +179,7 @@ impl KeyService {
         let key = self
             .root_key_for(caller, id, &[KeyState::Active], "wrap")
             .await?;
-        let current = key
-            .current()
-            .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))?;
+        let current = current_version(&key)?;
         let (dek, generated) = match given {
             Some(p) => (p, false),
             None => (random_secret(GENERATED_DEK_LEN)?, true),
@@ -195,6 +193,27 @@ impl KeyService {
         })
     }
 
+    /// The checks and the open shared by unwrap and rewrap: role, `aad`, a root key in a state
+    /// that allows `verb`, then the blob. Returns the key, the DEK and the version that wrapped it.
+    async fn open_wrapped(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        action: Action,
+        verb: &str,
+        ciphertext: &str,
+        aad: &[String],
+    ) -> ServiceResult<(std::sync::Arc<CachedKey>, SecretBytes, VersionId)> {
+        caller.require(action)?;
+        check_aad(aad)?;
+        let key = self
+            .root_key_for(caller, id, &[KeyState::Active, KeyState::Deactivated], verb)
+            .await?;
+        let (plaintext, version) = open_blob(&key, ciphertext, aad)?;
+        let version = version.id;
+        Ok((key, plaintext, version))
+    }
+
     /// `POST /keys/{id}/actions/unwrap`.
     pub async fn unwrap(
         &self,
@@ -203,21 +222,11 @@ impl KeyService {
         ciphertext: &str,
         aad: &[String],
     ) -> ServiceResult<UnwrapResult> {
-        caller.require(Action::Unwrap)?;
-        check_aad(aad)?;
-        let key = self
-            .root_key_for(
-                caller,
-                id,
-                &[KeyState::Active, KeyState::Deactivated],
-                "unwrap",
-            )
+        let (key, plaintext, version) = self
+            .open_wrapped(caller, id, Action::Unwrap, "unwrap", ciphertext, aad)
             .await?;
-        let (plaintext, version) = open_blob(&key, ciphertext, aad)?;
-        let rewrapped = if version.id != key.row.current_version {
-            let current = key
-                .current()
-                .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))?;
+        let rewrapped = if version != key.row.current_version {
+            let current = current_version(&key)?;
             Some((seal_blob(id, current, aad, plaintext.expose())?, current.id))
         } else {
             None
@@ -225,7 +234,7 @@ impl KeyService {
         self.audit(caller, Action::Unwrap, Some(id)).await?;
         Ok(UnwrapResult {
             plaintext,
-            key_version: version.id,
+            key_version: version,
             rewrapped,
         })
     }
@@ -238,26 +247,22 @@ impl KeyService {
         ciphertext: &str,
         aad: &[String],
     ) -> ServiceResult<RewrapResult> {
-        caller.require(Action::Rewrap)?;
-        check_aad(aad)?;
-        let key = self
-            .root_key_for(
-                caller,
-                id,
-                &[KeyState::Active, KeyState::Deactivated],
-                "rewrap",
-            )
+        let (key, plaintext, version) = self
+            .open_wrapped(caller, id, Action::Rewrap, "rewrap", ciphertext, aad)
             .await?;
-        let (plaintext, version) = open_blob(&key, ciphertext, aad)?;
-        let current = key
-            .current()
-            .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))?;
+        let current = current_version(&key)?;
         let ciphertext = seal_blob(id, current, aad, plaintext.expose())?;
         self.audit(caller, Action::Rewrap, Some(id)).await?;
         Ok(RewrapResult {
             ciphertext,
-            key_version: version.id,
+            key_version: version,
             rewrapped_key_version: current.id,
         })
     }
+}
+
+/// The key's newest version (always present: a key is stored with its first version).
+fn current_version(key: &CachedKey) -> ServiceResult<&OpenedVersion> {
+    key.current()
+        .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))
 }
