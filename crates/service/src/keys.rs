@@ -507,13 +507,14 @@ impl KeyService {
         let now = self.now();
         let q = &KeyQuery { now, ..q.clone() };
         let rows = self.store.list_keys(caller.instance, q).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let created = r.last_rotate_date.unwrap_or(r.created_at);
-                self.info_with(r, created, now)
-            })
-            .collect())
+        Ok(rows.into_iter().map(|r| self.list_info(r, now)).collect())
+    }
+
+    /// A key as listed: without reading its versions, the current version's creation time is
+    /// the last rotation (or the key's creation).
+    pub(crate) fn list_info(&self, row: KeyRow, now: i64) -> KeyInfo {
+        let created = row.last_rotate_date.unwrap_or(row.created_at);
+        self.info_with(row, created, now)
     }
 
     /// `HEAD /keys`.

@@ -279,14 +279,7 @@ impl KeyService {
             .into_iter()
             .skip(usize::try_from(req.query.offset).unwrap_or(0))
             .take(usize::try_from(req.query.limit).unwrap_or(0));
-        Ok(page
-            .map(|r| {
-                let created = r.last_rotate_date.unwrap_or(r.created_at);
-                let mut i = self.info(r, &[]);
-                i.version_created_at = created;
-                i
-            })
-            .collect())
+        Ok(page.map(|r| self.list_info(r, now)).collect())
     }
 }
 
