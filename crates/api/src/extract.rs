@@ -321,6 +321,38 @@ pub fn opt_int(
     }
 }
 
+/// Reads an optional JSON object field.
+pub fn opt_obj<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    key: &str,
+    wire: &str,
+    op: &'static str,
+) -> Result<Option<&'a serde_json::Map<String, Value>>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err(ApiError::new(
+            ServiceError::field(wire, format!("The field `{wire}` must be: an object")),
+            op,
+        )),
+    }
+}
+
+/// `BAD_BODY_ERR` for the first key of `obj` not in `allowed` (bodies that reject unknown fields).
+pub fn deny_unknown(
+    obj: &serde_json::Map<String, Value>,
+    allowed: &[&str],
+    op: &'static str,
+) -> Result<(), ApiError> {
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::new(
+            ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")),
+            op,
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Reads an optional boolean.
 pub fn opt_bool(
     obj: &serde_json::Map<String, Value>,

@@ -306,21 +306,6 @@ pub async fn create_with_overrides(
     create_inner(st, caller, headers, body, true).await
 }
 
-fn policy_obj<'a>(
-    r: &'a serde_json::Map<String, Value>,
-    key: &str,
-    wire: &str,
-) -> Result<Option<&'a serde_json::Map<String, Value>>, ApiError> {
-    match r.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o)),
-        Some(_) => Err(ApiError::new(
-            ServiceError::field(wire, format!("The field `{wire}` must be: an object")),
-            CREATE,
-        )),
-    }
-}
-
 async fn create_inner(
     st: AppState,
     caller: keyward_service::Caller,
@@ -332,7 +317,7 @@ async fn create_inner(
     let r = single_resource(extract::parse_json(&bytes, CREATE)?)?;
     let (mut rotation_override, mut dual_auth_override) = (None, None);
     if overrides {
-        if let Some(o) = policy_obj(&r, "rotation", "rotation")? {
+        if let Some(o) = extract::opt_obj(&r, "rotation", "rotation", CREATE)? {
             let enabled = opt_bool(o, "enabled", "enabled", CREATE)?.unwrap_or(true);
             let interval = extract::opt_int(o, "interval_month", "interval_month", CREATE)?;
             if interval.is_some_and(|m| !(1..=12).contains(&m)) {
@@ -343,7 +328,7 @@ async fn create_inner(
             }
             rotation_override = Some((enabled, interval));
         }
-        if let Some(o) = policy_obj(&r, "dualauthdelete", "dualAuthDelete")? {
+        if let Some(o) = extract::opt_obj(&r, "dualauthdelete", "dualAuthDelete", CREATE)? {
             dual_auth_override = Some(opt_bool(o, "enabled", "enabled", CREATE)?.unwrap_or(false));
         }
     }

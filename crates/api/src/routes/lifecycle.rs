@@ -263,22 +263,20 @@ pub async fn put_key_policies(
     let resources = envelope_resources(extract::parse_json(&bytes, POLICY_PUT)?, POLICY_PUT)?;
     let (mut rotation, mut dual) = (None, None);
     for r in &resources {
-        if let Some(k) = r
-            .keys()
-            .find(|k| !["type", "rotation", "dualauthdelete"].contains(&k.as_str()))
-        {
-            return Err(ApiError::new(
-                ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")),
-                POLICY_PUT,
-            ));
-        }
-        if let Some(v) = r.get("rotation") {
-            let o = v.as_object().ok_or_else(|| {
-                ApiError::new(
-                    ServiceError::field("rotation", "The field `rotation` must be: an object"),
+        extract::deny_unknown(r, &["type", "rotation", "dualauthdelete"], POLICY_PUT)?;
+        // In a policy PUT an explicit `null` policy is a malformed field, not an absent one.
+        for (key, wire) in [
+            ("rotation", "rotation"),
+            ("dualauthdelete", "dualAuthDelete"),
+        ] {
+            if r.get(key) == Some(&Value::Null) {
+                return Err(ApiError::new(
+                    ServiceError::field(wire, format!("The field `{wire}` must be: an object")),
                     POLICY_PUT,
-                )
-            })?;
+                ));
+            }
+        }
+        if let Some(o) = extract::opt_obj(r, "rotation", "rotation", POLICY_PUT)? {
             let enabled = extract::opt_bool(o, "enabled", "enabled", POLICY_PUT)?.unwrap_or(true);
             let interval = match o.get("interval_month") {
                 None | Some(Value::Null) => None,
@@ -287,16 +285,7 @@ pub async fn put_key_policies(
             };
             rotation = Some((enabled, interval));
         }
-        if let Some(v) = r.get("dualauthdelete") {
-            let o = v.as_object().ok_or_else(|| {
-                ApiError::new(
-                    ServiceError::field(
-                        "dualAuthDelete",
-                        "The field `dualAuthDelete` must be: an object",
-                    ),
-                    POLICY_PUT,
-                )
-            })?;
+        if let Some(o) = extract::opt_obj(r, "dualauthdelete", "dualAuthDelete", POLICY_PUT)? {
             dual = Some(extract::opt_bool(o, "enabled", "enabled", POLICY_PUT)?.unwrap_or(false));
         }
     }
@@ -384,15 +373,7 @@ pub async fn put_instance_policies(
     }
     let mut input = Vec::new();
     for r in resources {
-        if let Some(k) = r
-            .keys()
-            .find(|k| !["policy_type", "policy_data", "type"].contains(&k.as_str()))
-        {
-            return Err(ApiError::new(
-                ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")),
-                POLICY_PUT,
-            ));
-        }
+        extract::deny_unknown(&r, &["policy_type", "policy_data", "type"], POLICY_PUT)?;
         // Policy type names are camelCase on the wire; keys were lowercased, values were not.
         let policy_type = extract::opt_str(&r, "policy_type", "policy_type", POLICY_PUT)?
             .ok_or_else(|| {
@@ -410,27 +391,18 @@ pub async fn put_instance_policies(
                 POLICY_PUT,
             ));
         }
-        let data = match r.get("policy_data") {
-            Some(Value::Object(o)) => o.clone(),
-            _ => {
-                return Err(ApiError::new(
+        let data = extract::opt_obj(&r, "policy_data", "policy_data", POLICY_PUT)?
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
                     ServiceError::field(
                         "policy_data",
                         "The field `policy_data` must be: an object",
                     ),
                     POLICY_PUT,
-                ))
-            }
-        };
-        if let Some(k) = data
-            .keys()
-            .find(|k| !["enabled", "attributes"].contains(&k.as_str()))
-        {
-            return Err(ApiError::new(
-                ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")),
-                POLICY_PUT,
-            ));
-        }
+                )
+            })?;
+        extract::deny_unknown(&data, &["enabled", "attributes"], POLICY_PUT)?;
         let enabled =
             extract::opt_bool(&data, "enabled", "enabled", POLICY_PUT)?.ok_or_else(|| {
                 ApiError::new(
@@ -438,16 +410,7 @@ pub async fn put_instance_policies(
                     POLICY_PUT,
                 )
             })?;
-        let attributes = match data.get("attributes") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(o)) => Some(o.clone()),
-            Some(_) => {
-                return Err(ApiError::new(
-                    ServiceError::field("attributes", "The field `attributes` must be: an object"),
-                    POLICY_PUT,
-                ))
-            }
-        };
+        let attributes = extract::opt_obj(&data, "attributes", "attributes", POLICY_PUT)?.cloned();
         input.push(InstancePolicyInput {
             policy_type,
             enabled,
