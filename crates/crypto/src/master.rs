@@ -32,6 +32,92 @@ pub trait MasterKeyProvider: Send + Sync + fmt::Debug {
     fn key_id(&self) -> &str;
     fn seal(&self, ctx: &SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError>;
     fn open(&self, ctx: &SealContext<'_>, sealed: &[u8]) -> Result<SecretBytes, CryptoError>;
+
+    /// Opens a value whose row records `master_key_id`: a provider holding one key opens
+    /// only its own rows; a [`MasterKeyRing`] picks the member with that id.
+    fn open_as(
+        &self,
+        master_key_id: &str,
+        ctx: &SealContext<'_>,
+        sealed: &[u8],
+    ) -> Result<SecretBytes, CryptoError> {
+        if master_key_id == self.key_id() {
+            self.open(ctx, sealed)
+        } else {
+            Err(CryptoError::Open)
+        }
+    }
+
+    /// The ids of every key this provider can open.
+    fn key_ids(&self) -> Vec<String> {
+        vec![self.key_id().to_string()]
+    }
+}
+
+/// Several master keys: one `current` key seals, every member opens the rows that name it.
+/// This is what lets a master key be rotated (or moved into an HSM) while the service runs:
+/// rows sealed under the old key keep opening until they are re-sealed under the new one.
+#[derive(Debug, Clone)]
+pub struct MasterKeyRing {
+    members: Vec<std::sync::Arc<dyn MasterKeyProvider>>,
+    current: usize,
+}
+
+impl MasterKeyRing {
+    /// A ring sealing with the member whose id is `current`. `None` if no member has that id
+    /// or two members share an id.
+    pub fn new(
+        members: Vec<std::sync::Arc<dyn MasterKeyProvider>>,
+        current: &str,
+    ) -> Option<Self> {
+        let mut ids: Vec<&str> = members.iter().map(|m| m.key_id()).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w.first() == w.get(1)) {
+            return None;
+        }
+        let current = members.iter().position(|m| m.key_id() == current)?;
+        Some(Self { members, current })
+    }
+
+    /// The member with id `id`, if any.
+    pub fn member(&self, id: &str) -> Option<&std::sync::Arc<dyn MasterKeyProvider>> {
+        self.members.iter().find(|m| m.key_id() == id)
+    }
+
+    fn current(&self) -> Result<&std::sync::Arc<dyn MasterKeyProvider>, CryptoError> {
+        self.members.get(self.current).ok_or(CryptoError::Primitive)
+    }
+}
+
+impl MasterKeyProvider for MasterKeyRing {
+    fn key_id(&self) -> &str {
+        self.members
+            .get(self.current)
+            .map_or("", |m| m.key_id())
+    }
+
+    fn seal(&self, ctx: &SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.current()?.seal(ctx, plaintext)
+    }
+
+    fn open(&self, ctx: &SealContext<'_>, sealed: &[u8]) -> Result<SecretBytes, CryptoError> {
+        self.current()?.open(ctx, sealed)
+    }
+
+    fn open_as(
+        &self,
+        master_key_id: &str,
+        ctx: &SealContext<'_>,
+        sealed: &[u8],
+    ) -> Result<SecretBytes, CryptoError> {
+        self.member(master_key_id)
+            .ok_or(CryptoError::Open)?
+            .open(ctx, sealed)
+    }
+
+    fn key_ids(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.key_id().to_string()).collect()
+    }
 }
 
 /// Why a master key could not be loaded; the service then stays sealed and says this.
@@ -220,6 +306,41 @@ mod tests {
             Some(CryptoError::Open)
         );
         assert!(!format!("{mk:?}").contains("key:"));
+        Ok(())
+    }
+
+    #[test]
+    fn ring_seals_with_current_and_opens_by_row_key_id() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use std::sync::Arc;
+        let old: Arc<dyn MasterKeyProvider> =
+            Arc::new(FileMasterKey::from_secret(&random_secret(32)?)?);
+        let new: Arc<dyn MasterKeyProvider> =
+            Arc::new(FileMasterKey::from_secret(&random_secret(32)?)?);
+        let by_old = old.seal(&ctx("a"), b"m1")?;
+        let ring = MasterKeyRing::new(vec![old.clone(), new.clone()], new.key_id())
+            .ok_or("ring refused")?;
+        assert_eq!(ring.key_id(), new.key_id());
+        assert_eq!(ring.key_ids().len(), 2);
+        assert_eq!(
+            ring.open_as(old.key_id(), &ctx("a"), &by_old)?.expose(),
+            b"m1"
+        );
+        // the row's key id decides: the same bytes named as the other key's do not open
+        assert_eq!(
+            ring.open_as(new.key_id(), &ctx("a"), &by_old).err(),
+            Some(CryptoError::Open)
+        );
+        assert_eq!(
+            ring.open_as("file:unknown", &ctx("a"), &by_old).err(),
+            Some(CryptoError::Open)
+        );
+        let by_ring = ring.seal(&ctx("b"), b"m2")?;
+        assert_eq!(new.open(&ctx("b"), &by_ring)?.expose(), b"m2");
+        assert!(old.open(&ctx("b"), &by_ring).is_err());
+        // no such current member, or a duplicated id: refused
+        assert!(MasterKeyRing::new(vec![old.clone()], new.key_id()).is_none());
+        assert!(MasterKeyRing::new(vec![old.clone(), old.clone()], old.key_id()).is_none());
         Ok(())
     }
 

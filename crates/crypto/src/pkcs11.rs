@@ -274,33 +274,8 @@ impl Pkcs11MasterKey {
             .get_token_info(slot)
             .map(|t| t.serial_number().to_string())
             .map_err(hsm("C_GetTokenInfo"))?;
-        let login_key = format!("{}\0{}\0{}", cfg.module.display(), cfg.token_label, serial);
         let session = ctx.open_rw_session(slot).map_err(hsm("C_OpenSession"))?;
-        match session.login(UserType::User, Some(&cfg.pin.pin)) {
-            Ok(()) => {
-                let mut logins = LOGINS.lock().unwrap_or_else(PoisonError::into_inner);
-                logins.retain(|(k, _)| *k != login_key);
-                logins.push((login_key, cfg.pin.tag));
-            }
-            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
-                // Another provider in this process holds the login: its PIN must be ours.
-                let logins = LOGINS.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some((_, tag)) = logins.iter().find(|(k, _)| *k == login_key) {
-                    if !ct_eq(tag, &cfg.pin.tag) {
-                        return Err(Pkcs11Error::Login {
-                            token: cfg.token_label.clone(),
-                            reason: "CKR PinIncorrect".into(),
-                        });
-                    }
-                }
-            }
-            Err(e) => {
-                return Err(Pkcs11Error::Login {
-                    token: cfg.token_label.clone(),
-                    reason: rv_of(&e).map_or_else(|| e.to_string(), |rv| format!("CKR {rv:?}")),
-                })
-            }
-        }
+        login(&session, &cfg, &serial)?;
 
         let unsuitable = |reason: &str| Pkcs11Error::KeyUnsuitable {
             token: cfg.token_label.clone(),
@@ -576,6 +551,67 @@ impl MasterKeyProvider for Pkcs11MasterKey {
             })?;
         Ok(pt)
     }
+}
+
+/// Logs `session`'s application in to the token. If this process is already logged in (another
+/// provider holds the login), the PIN must be the one that logged in.
+fn login(session: &Session, cfg: &Pkcs11Config, serial: &str) -> Result<(), Pkcs11Error> {
+    let login_key = format!("{}\0{}\0{}", cfg.module.display(), cfg.token_label, serial);
+        match session.login(UserType::User, Some(&cfg.pin.pin)) {
+            Ok(()) => {
+                let mut logins = LOGINS.lock().unwrap_or_else(PoisonError::into_inner);
+                logins.retain(|(k, _)| *k != login_key);
+                logins.push((login_key, cfg.pin.tag));
+            }
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                // Another provider in this process holds the login: its PIN must be ours.
+                let logins = LOGINS.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((_, tag)) = logins.iter().find(|(k, _)| *k == login_key) {
+                    if !ct_eq(tag, &cfg.pin.tag) {
+                        return Err(Pkcs11Error::Login {
+                            token: cfg.token_label.clone(),
+                            reason: "CKR PinIncorrect".into(),
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(Pkcs11Error::Login {
+                    token: cfg.token_label.clone(),
+                    reason: rv_of(&e).map_or_else(|| e.to_string(), |rv| format!("CKR {rv:?}")),
+                })
+            }
+        }
+    Ok(())
+}
+
+/// The labels of every secret key object on the configured token (to find the generations of
+/// a master key). Logs in as [`Pkcs11MasterKey::open_or_create`] does.
+pub fn secret_key_labels(cfg: &Pkcs11Config) -> Result<Vec<String>, Pkcs11Error> {
+    let ctx = module_context(&cfg.module)?;
+    let slot = find_slot(&ctx, &cfg.token_label)?;
+    let serial = ctx
+        .get_token_info(slot)
+        .map(|t| t.serial_number().to_string())
+        .map_err(hsm("C_GetTokenInfo"))?;
+    let session = ctx.open_ro_session(slot).map_err(hsm("C_OpenSession"))?;
+    login(&session, cfg, &serial)?;
+    let found = session
+        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .map_err(hsm("C_FindObjects"))?;
+    let mut labels = Vec::new();
+    for h in found {
+        let attrs = session
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(hsm("C_GetAttributeValue"))?;
+        for a in attrs {
+            if let Attribute::Label(l) = a {
+                labels.push(String::from_utf8_lossy(&l).into_owned());
+            }
+        }
+    }
+    labels.sort();
+    Ok(labels)
 }
 
 fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, Pkcs11Error> {

@@ -50,6 +50,8 @@ pub enum AdminCmd {
     /// Restore a backup file into a new data dir or an empty database, after verifying all of
     /// it; a damaged, truncated or edited backup is refused before anything is written
     Restore(crate::backup::RestoreArgs),
+    /// The master key: status, online rotation, and migration into an HSM
+    MasterKey(crate::masterkeycmd::MasterKeyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -215,6 +217,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     if let AdminCmd::Migrate(m) = &args.cmd {
         return migrate(&args, m).await;
     }
+    let args = match args.cmd {
+        AdminCmd::MasterKey(m) => {
+            let out = crate::masterkeycmd::run(args.data_dir, args.database_url, m).await?;
+            print(&args.output, &out);
+            return Ok(());
+        }
+        cmd => AdminArgs { cmd, ..args },
+    };
     let (dir, db) = (args.data_dir.as_deref(), args.database_url.as_deref());
     match &args.cmd {
         AdminCmd::Backup(b) => {
@@ -317,7 +327,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             json!({"deleted": id})
         }
-        AdminCmd::Tls(_) | AdminCmd::Audit(_) => json!({}),
+        AdminCmd::Tls(_) | AdminCmd::Audit(_) | AdminCmd::MasterKey(_) => json!({}),
         AdminCmd::Migrate(_) => bail!("admin migrate is handled before opening a store"),
         AdminCmd::Backup(_) | AdminCmd::Restore(_) => {
             bail!("admin backup/restore are handled before opening a store")

@@ -463,17 +463,39 @@ pub async fn backup(
     }))
 }
 
-/// Checks a master key file against the backup's sealed rows.
+/// Checks the master key file (with its later generations `FILE.2`, `FILE.3`, ... that
+/// `admin master-key rotate` makes) against the backup's sealed rows: every `file:` key the
+/// backup names must be there. HSM keys (`pkcs11:` ids) cannot be checked from here.
 fn check_master_key(path: &Path, header: &Header) -> anyhow::Result<String> {
     let mk = FileMasterKey::load_or_create(path, false)
         .map_err(|e| anyhow!("checking the master key: {e}"))?;
     let id = mk.key_id().to_string();
-    if header.sealed_rows > 0 && !header.master_key_ids.contains(&id) {
+    let mut have = vec![id.clone()];
+    if let (Some(dir), Some(base)) = (path.parent(), path.file_name()) {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let base = base.to_string_lossy();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if crate::masterkey::generation_of(&base, &name).is_some_and(|g| g > 1) {
+                let g = FileMasterKey::load_or_create(&dir.join(&name), false)
+                    .map_err(|e| anyhow!("checking the master key: {e}"))?;
+                have.push(g.key_id().to_string());
+            }
+        }
+    }
+    let missing: Vec<&String> = header
+        .master_key_ids
+        .iter()
+        .filter(|k| !k.starts_with("pkcs11:") && !have.contains(k))
+        .collect();
+    let any_file = header.master_key_ids.iter().any(|k| !k.starts_with("pkcs11:"));
+    if header.sealed_rows > 0 && any_file && !missing.is_empty() {
         bail!(
-            "the master key {} ({id}) is not the key this backup is sealed under ({}): a server \
+            "the master key {} ({}) is not the key this backup is sealed under ({}): a server \
              with it could not open the restored keys. Use the master key of the backed-up \
              deployment",
             path.display(),
+            have.join(", "),
             header.master_key_ids.join(", ")
         );
     }

@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// Seconds between scheduler passes (policy rotations, 90-day purge); 0 disables [default: 60]
     #[arg(long, env = "KEYWARD_SCHEDULER_INTERVAL")]
     pub scheduler_interval: Option<u64>,
+    /// Seconds between looks for new master key generations and for the database's choice of
+    /// sealing key (how fast a running node follows `admin master-key rotate`) [default: 5]
+    #[arg(long, env = "KEYWARD_MASTER_KEY_WATCH")]
+    pub master_key_watch: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -102,6 +106,7 @@ struct FileConfig {
     token_pool_size: Option<usize>,
     log_format: Option<String>,
     scheduler_interval: Option<u64>,
+    master_key_watch: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
@@ -123,6 +128,11 @@ pub struct Settings {
     pub master_key_file: PathBuf,
     /// Which master key provider to use (`master_key_file` is the `file` provider's key).
     pub master_key: MasterKeySource,
+    /// The HSM, when one is configured: with `master_key` = `File` its keys are still loaded,
+    /// so rows moved into the HSM by `admin master-key migrate` keep opening.
+    pub pkcs11: Option<Pkcs11Settings>,
+    /// Seconds between rescans of the master keyring (0: only at start).
+    pub master_key_watch_secs: u64,
     pub insecure_http: bool,
     pub token_pool_size: usize,
     pub log_json: bool,
@@ -251,28 +261,23 @@ impl ServeArgs {
                 defaults.auth_failures,
             )?,
         };
-        let master_key = match self
+        let provider = self
             .master_key_provider
             .clone()
             .or(file.master_key_provider)
-            .as_deref()
-            .unwrap_or("file")
-        {
-            "file" => MasterKeySource::File,
-            "pkcs11" => {
-                let module = self.pkcs11_module.clone().or(file.pkcs11_module);
-                let token_label = self.pkcs11_token_label.clone().or(file.pkcs11_token_label);
-                let (Some(module), Some(token_label)) = (module, token_label) else {
-                    bail!("--master-key-provider pkcs11 needs --pkcs11-module and --pkcs11-token-label");
-                };
+            .unwrap_or_else(|| "file".into());
+        let module = self.pkcs11_module.clone().or(file.pkcs11_module);
+        let token_label = self.pkcs11_token_label.clone().or(file.pkcs11_token_label);
+        let pkcs11 = match (module, token_label) {
+            (Some(module), Some(token_label)) => {
                 let pin_file = self.pkcs11_pin_file.clone().or(file.pkcs11_pin_file);
                 let pin_env = std::env::var_os(PKCS11_PIN_ENV).is_some();
                 match (&pin_file, pin_env) {
-                    (None, false) => bail!("--master-key-provider pkcs11 needs --pkcs11-pin-file or {PKCS11_PIN_ENV}"),
+                    (None, false) => bail!("a PKCS#11 HSM needs --pkcs11-pin-file or {PKCS11_PIN_ENV}"),
                     (Some(_), true) => bail!("give the PKCS#11 PIN once: --pkcs11-pin-file or {PKCS11_PIN_ENV}, not both"),
                     _ => {}
                 }
-                MasterKeySource::Pkcs11(Pkcs11Settings {
+                Some(Pkcs11Settings {
                     module,
                     token_label,
                     key_label: self
@@ -283,6 +288,17 @@ impl ServeArgs {
                     pin_file,
                 })
             }
+            (None, None) => None,
+            _ => bail!("--pkcs11-module and --pkcs11-token-label go together"),
+        };
+        let master_key = match provider.as_str() {
+            "file" => MasterKeySource::File,
+            "pkcs11" => match &pkcs11 {
+                Some(p) => MasterKeySource::Pkcs11(p.clone()),
+                None => bail!(
+                    "--master-key-provider pkcs11 needs --pkcs11-module and --pkcs11-token-label"
+                ),
+            },
             other => bail!("--master-key-provider must be file or pkcs11, not {other:?}"),
         };
         if !listen.ip().is_loopback() && !insecure_http && tls.is_none() {
@@ -299,6 +315,11 @@ impl ServeArgs {
                 .or(file.master_key_file)
                 .unwrap_or_else(|| data_dir.join("master.key")),
             master_key,
+            pkcs11,
+            master_key_watch_secs: self
+                .master_key_watch
+                .or(file.master_key_watch)
+                .unwrap_or(5),
             data_dir,
             database_url,
             insecure_http,

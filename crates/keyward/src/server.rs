@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use keyward_api::{app, sealed_app, AppState};
-use keyward_crypto::master::{FileMasterKey, MasterKeyProvider};
-use keyward_crypto::pkcs11::{Pkcs11Config, Pkcs11MasterKey, Pkcs11Pin};
 use keyward_domain::{Clock, SystemClock};
 use keyward_service::admin::{bootstrap, CreatedApiKey};
 use keyward_service::{KeyService, ServiceConfig};
 use keyward_store::{SqlStore, Store};
 use tokio::net::TcpListener;
 
-use crate::config::{MasterKeySource, Settings, PKCS11_PIN_ENV};
+use crate::config::Settings;
+use keyward_crypto::master::MasterKeyProvider;
+use crate::masterkey::{read_marker, write_marker, Keyring};
 
 /// A bound, ready server.
 pub struct Server {
@@ -30,6 +30,8 @@ pub struct Server {
     /// The service (absent when sealed): tests drive the scheduler through it.
     pub svc: Option<Arc<KeyService>>,
     scheduler_interval: std::time::Duration,
+    /// The master keyring and how often to rescan it.
+    keyring: Option<(Arc<Keyring>, std::time::Duration)>,
     /// A separate listener for /healthz, /readyz, /metrics.
     ops: Option<(TcpListener, axum::Router)>,
     /// The TLS configuration and the files it came from (reloaded on SIGHUP).
@@ -90,12 +92,14 @@ pub async fn start_with_clock(
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
 
+    let mut keyring_watch = None;
     let (router, sealed, svc) = match open_service(settings, store.clone(), clock.clone()).await {
-        Ok(svc) => {
+        Ok((svc, keyring)) => {
             if let Some(created) = bootstrap(&*store, clock.now_unix()).await? {
                 print_banner(&created, addr);
             }
             let svc = Arc::new(svc);
+            keyring_watch = Some(keyring);
             let state = AppState::new(svc.clone(), settings.limits);
             let ops = settings
                 .metrics_listen
@@ -132,6 +136,8 @@ pub async fn start_with_clock(
         store,
         svc,
         scheduler_interval: std::time::Duration::from_secs(settings.scheduler_interval_secs),
+        keyring: keyring_watch
+            .map(|k| (k, std::time::Duration::from_secs(settings.master_key_watch_secs))),
         ops,
         tls,
     })
@@ -141,16 +147,48 @@ async fn open_service(
     settings: &Settings,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-) -> Result<KeyService, String> {
-    let (sealed_rows, key_ids) = store.sealed_rows().await.map_err(|e| e.to_string())?;
-    let (master, source) = load_master_key(settings, sealed_rows == 0)?;
-    if sealed_rows > 0 && !key_ids.iter().any(|k| k == master.key_id()) {
-        return Err(format!(
-            "the master key {source} ({}) does not match the database's rows (sealed under {}): \
+) -> Result<(KeyService, Arc<Keyring>), String> {
+    let counts = store.sealed_counts().await.map_err(|e| e.to_string())?;
+    let keyring = Arc::new(Keyring::new(settings));
+    let warnings = keyring.scan(counts.is_empty())?;
+    let marker = read_marker(&*store).await.map_err(|e| e.to_string())?;
+    let ring = keyring.ring(marker.as_deref())?;
+    let have = ring.key_ids();
+    let missing: Vec<String> = counts
+        .iter()
+        .map(|(id, _)| id.clone())
+        .filter(|id| !have.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        let mut reason = format!(
+            "the master key {} ({}) does not match the database's rows (sealed under {}): \
              use the master key this database was created with",
-            master.key_id(),
-            key_ids.join(", ")
-        ));
+            keyring.describe_configured(),
+            have.join(", "),
+            missing.join(", ")
+        );
+        for w in warnings {
+            reason.push_str("; ");
+            reason.push_str(&w);
+        }
+        return Err(reason);
+    }
+    for w in &warnings {
+        tracing::warn!(warning = %w, "a master key of the other provider could not be loaded");
+    }
+    if let Some(m) = &marker {
+        if m != ring.key_id() {
+            tracing::warn!(
+                chosen = %m,
+                sealing = ring.key_id(),
+                "this node does not have the master key the database chose for sealing: \
+                 sealing with its own newest key until that key appears"
+            );
+        }
+    } else {
+        write_marker(&*store, ring.key_id(), clock.now_unix())
+            .await
+            .map_err(|e| e.to_string())?;
     }
     let audit: Option<Arc<dyn keyward_service::audit::AuditSink>> = match &settings.audit_log {
         Some((path, max, keep)) => Some(Arc::new(
@@ -158,9 +196,9 @@ async fn open_service(
         )),
         None => None,
     };
-    KeyService::new(
+    let svc = KeyService::new(
         store,
-        master,
+        Arc::new(ring),
         clock,
         ServiceConfig {
             token_pool_size: settings.token_pool_size,
@@ -169,41 +207,37 @@ async fn open_service(
         },
     )
     .await
-    .map_err(|e| e.message)
+    .map_err(|e| e.message)?;
+    Ok((svc, keyring))
 }
 
-/// The configured master key provider, and words for where its key is. It creates a key only
-/// when `may_create` (the database holds no sealed rows yet).
-fn load_master_key(
-    settings: &Settings,
-    may_create: bool,
-) -> Result<(Arc<dyn MasterKeyProvider>, String), String> {
-    match &settings.master_key {
-        MasterKeySource::File => {
-            let mk = FileMasterKey::load_or_create(&settings.master_key_file, may_create)
-                .map_err(|e| e.to_string())?;
-            Ok((Arc::new(mk), settings.master_key_file.display().to_string()))
+/// One look for new master key generations and for the database's choice of sealing key;
+/// swaps the service's keyring when either changed.
+pub async fn refresh_master_keys(svc: &KeyService, keyring: &Arc<Keyring>) -> Result<bool, String> {
+    let marker = read_marker(&**svc.store()).await.map_err(|e| e.to_string())?;
+    let kr = keyring.clone();
+    let ring = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        for w in kr.scan(false)? {
+            tracing::warn!(warning = %w, "a master key of the other provider could not be loaded");
         }
-        MasterKeySource::Pkcs11(p) => {
-            let pin = match &p.pin_file {
-                Some(f) => Pkcs11Pin::from_file(f),
-                None => match std::env::var(PKCS11_PIN_ENV) {
-                    Ok(s) => Pkcs11Pin::from_string(s),
-                    Err(_) => return Err(format!("no PKCS#11 PIN: {PKCS11_PIN_ENV} is not set")),
-                },
-            }
-            .map_err(|e| e.to_string())?;
-            let cfg = Pkcs11Config {
-                module: p.module.clone(),
-                token_label: p.token_label.clone(),
-                pin,
-                key_label: p.key_label.clone(),
-            };
-            let mk = Pkcs11MasterKey::open_or_create(cfg, may_create).map_err(|e| e.to_string())?;
-            let source = format!("{:?} on HSM token {:?}", p.key_label, p.token_label);
-            Ok((Arc::new(mk), source))
-        }
+        kr.ring(marker.as_deref())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let old = svc.master();
+    let (mut a, mut b) = (old.key_ids(), ring.key_ids());
+    a.sort();
+    b.sort();
+    if a == b && old.key_id() == ring.key_id() {
+        return Ok(false);
     }
+    tracing::info!(
+        sealing = ring.key_id(),
+        keys = %b.join(", "),
+        "master keyring changed"
+    );
+    svc.set_master(Arc::new(ring));
+    Ok(true)
 }
 
 fn print_banner(k: &CreatedApiKey, addr: SocketAddr) {
@@ -252,6 +286,20 @@ impl Server {
                     }
                 }
             });
+        }
+        if let (Some(svc), Some((keyring, every))) = (self.svc.clone(), self.keyring.clone()) {
+            if !every.is_zero() {
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        if let Err(e) = refresh_master_keys(&svc, &keyring).await {
+                            tracing::warn!(error = %e, "master keyring rescan failed; keeping the keys loaded");
+                        }
+                    }
+                });
+            }
         }
         if let Some((listener, router)) = self.ops {
             let addr = listener.local_addr()?;

@@ -196,9 +196,8 @@ impl KeyService {
         material: &SecretBytes,
     ) -> ServiceResult<VersionRow> {
         let (i, k, v) = (instance.to_string(), key.to_string(), version.to_string());
-        let sealed = self
-            .master
-            .seal(&version_ctx(&i, &k, &v), material.expose())?;
+        let master = self.master();
+        let sealed = master.seal(&version_ctx(&i, &k, &v), material.expose())?;
         Ok(VersionRow {
             id: version,
             key_id: key,
@@ -206,7 +205,7 @@ impl KeyService {
             seq,
             created_at: self.now(),
             sealed,
-            master_key_id: self.master.key_id().to_string(),
+            master_key_id: master.key_id().to_string(),
         })
     }
 
@@ -216,8 +215,8 @@ impl KeyService {
             v.key_id.to_string(),
             v.id.to_string(),
         );
-        self.master
-            .open(&version_ctx(&i, &k, &id), &v.sealed)
+        self.master()
+            .open_as(&v.master_key_id, &version_ctx(&i, &k, &id), &v.sealed)
             .map_err(|e| {
                 ServiceError::new(ErrorCode::Internal, "key material could not be opened")
                     .with_source(e)

@@ -32,6 +32,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod listing;
 pub mod policies;
+pub mod reseal;
 pub mod rings;
 pub mod tokens;
 
@@ -95,7 +96,8 @@ impl Caller {
 /// The service. One per process; shared behind an `Arc`.
 pub struct KeyService {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) master: Arc<dyn MasterKeyProvider>,
+    /// The master keyring; swapped whole when a node loads a new master key generation.
+    master: parking_lot::RwLock<Arc<dyn MasterKeyProvider>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tokens: TokenAuthority,
     pub(crate) pool: Arc<tokens::KeypairPool>,
@@ -111,12 +113,12 @@ impl std::fmt::Debug for KeyService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyService")
             .field("store", &self.store)
-            .field("master", &self.master)
+            .field("master", &*self.master.read())
             .finish_non_exhaustive()
     }
 }
 
-const SIGNING_KEY_NAME: &str = "token-signing-key";
+pub(crate) const SIGNING_KEY_NAME: &str = "token-signing-key";
 
 impl KeyService {
     /// Builds the service: loads (or creates, on first start) the sealed token-signing key and
@@ -138,10 +140,22 @@ impl KeyService {
             tokens: TokenAuthority::new(signing),
             pool,
             store,
-            master,
+            master: parking_lot::RwLock::new(master),
             clock,
             cfg,
         })
+    }
+
+    /// The master key provider in use (a keyring: it seals with one key and opens rows under
+    /// any of its members).
+    pub fn master(&self) -> Arc<dyn MasterKeyProvider> {
+        self.master.read().clone()
+    }
+
+    /// Replaces the master key provider (after a new generation was found, or the database
+    /// chose another sealing key). Rows sealed under keys the new provider lacks stop opening.
+    pub fn set_master(&self, master: Arc<dyn MasterKeyProvider>) {
+        *self.master.write() = master;
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -239,11 +253,11 @@ async fn load_signing_key(
             .put_secret_if_absent(SIGNING_KEY_NAME, &sealed, master.key_id(), now)
             .await?;
     }
-    let (sealed, _mk) = store
+    let (sealed, mk) = store
         .get_secret(SIGNING_KEY_NAME)
         .await?
         .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "signing key missing"))?;
-    master.open(&ctx, &sealed).map_err(|_| {
+    master.open_as(&mk, &ctx, &sealed).map_err(|_| {
         ServiceError::new(
             ErrorCode::Internal,
             "the master key does not open this database's rows",

@@ -172,7 +172,8 @@ impl KeyService {
         let keypair = self.pool.take().await?;
         let token_id = TokenId::new();
         let (inst, tok) = token_ctx(&caller.instance.to_string(), &token_id.to_string());
-        let sealed = self.master.seal(
+        let master = self.master();
+        let sealed = master.seal(
             &SealContext {
                 kind: "import-token",
                 instance: &inst,
@@ -193,7 +194,7 @@ impl KeyService {
             nonce: random_bytes(12)?,
             public_pem: keypair.public_pem().to_string(),
             sealed_private: sealed,
-            master_key_id: self.master.key_id().to_string(),
+            master_key_id: master.key_id().to_string(),
         };
         self.audit(caller, Action::CreateImportToken, None).await?;
         self.store.put_token(&row).await?;
@@ -310,7 +311,8 @@ impl KeyService {
             }
         }
         let (inst, tok) = token_ctx(&token.instance_id.to_string(), &token.token_id.to_string());
-        let der = self.master.open(
+        let der = self.master().open_as(
+            &token.master_key_id,
             &SealContext {
                 kind: "import-token",
                 instance: &inst,

@@ -136,6 +136,44 @@ impl fmt::Debug for VersionRow {
     }
 }
 
+/// Which row a sealed value belongs to (its seal context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealedPlace {
+    KeyVersion {
+        instance: String,
+        key: String,
+        version: String,
+    },
+    ImportToken {
+        instance: String,
+        token: String,
+    },
+    Secret {
+        name: String,
+    },
+}
+
+/// A sealed value with where it lives and which master key sealed it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedRow {
+    pub place: SealedPlace,
+    pub sealed: Vec<u8>,
+    pub master_key_id: String,
+}
+
+impl fmt::Debug for SealedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedRow")
+            .field("place", &self.place)
+            .field("master_key_id", &self.master_key_id)
+            .field(
+                "sealed",
+                &format_args!("[{} sealed bytes]", self.sealed.len()),
+            )
+            .finish()
+    }
+}
+
 /// The one import token of an instance.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -275,6 +313,25 @@ pub trait Store: Send + Sync + fmt::Debug {
         master_key_id: &str,
         now: i64,
     ) -> StoreResult<bool>;
+
+    /// Stores a named secret row, replacing one of that name.
+    async fn put_secret(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        master_key_id: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+
+    /// Sealed rows per master key id (versions, tokens and sealed secrets together).
+    async fn sealed_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// Up to `limit` sealed rows whose master key id is not `keep` (to re-seal them under it).
+    async fn sealed_batch(&self, keep: &str, limit: i64) -> StoreResult<Vec<SealedRow>>;
+    /// Replaces one row's sealed value and master key id, if the row still holds exactly
+    /// `row.sealed` under `row.master_key_id`; returns whether it did (a row changed or deleted
+    /// meanwhile is left alone).
+    async fn reseal(&self, row: &SealedRow, sealed: &[u8], master_key_id: &str)
+        -> StoreResult<bool>;
 
     async fn create_instance(&self, row: &InstanceRow) -> StoreResult<()>;
     async fn get_instance(&self, id: InstanceId) -> StoreResult<Option<InstanceRow>>;

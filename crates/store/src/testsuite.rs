@@ -9,7 +9,8 @@ use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 use crate::{
     AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow, PolicyRow,
-    PrincipalRow, RegistrationRow, Store, StoreError, TokenGuard, TokenRow, VersionRow,
+    PrincipalRow, RegistrationRow, SealedPlace, Store, StoreError, TokenGuard, TokenRow,
+    VersionRow,
 };
 
 /// Runs every check against `store`, which must start empty.
@@ -20,6 +21,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     token_guard_blocks_stale_imports(&*store).await;
     sealed_rows_are_counted(&*store).await;
     lifecycle_tables(&*store).await;
+    reseal_moves_rows_between_master_keys(&*store).await;
 }
 
 pub fn instance(name: &str) -> InstanceRow {
@@ -464,4 +466,51 @@ async fn lifecycle_tables(store: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn reseal_moves_rows_between_master_keys(store: &dyn Store) {
+    let i = instance("reseal");
+    store.create_instance(&i).await.unwrap();
+    let (k, v) = key_row(i.id, "reseal-key");
+    store.insert_key(&k, &v, None).await.unwrap();
+    store.put_token(&token_row(i.id, 5, 1_800_000_000)).await.unwrap();
+    store.put_secret("marker", b"x", "", 1).await.unwrap();
+    store.put_secret("marker", b"mk-new", "", 2).await.unwrap();
+    assert_eq!(
+        store.get_secret("marker").await.unwrap(),
+        Some((b"mk-new".to_vec(), String::new()))
+    );
+    let before: i64 = store.sealed_counts().await.unwrap().iter().map(|c| c.1).sum();
+
+    // everything not under mk-new, in batches; the marker (no master key) is never a row
+    let mut moved = 0;
+    loop {
+        let batch = store.sealed_batch("mk-new", 2).await.unwrap();
+        assert!(batch.len() <= 2);
+        if batch.is_empty() {
+            break;
+        }
+        for row in batch {
+            assert_ne!(row.place, SealedPlace::Secret { name: "marker".into() });
+            assert!(!format!("{row:?}").contains("[1, 2, 3]"));
+            // a stale view of the row (other bytes) is refused and changes nothing
+            let mut stale = row.clone();
+            stale.sealed.push(0);
+            assert!(!store.reseal(&stale, &[7, 7], "mk-new").await.unwrap());
+            let new: Vec<u8> = row.sealed.iter().map(|b| b ^ 0xff).collect();
+            assert!(store.reseal(&row, &new, "mk-new").await.unwrap());
+            // the same swap a second time finds the row changed
+            assert!(!store.reseal(&row, &new, "mk-new").await.unwrap());
+            moved += 1;
+        }
+    }
+    assert_eq!(moved, before);
+    let counts = store.sealed_counts().await.unwrap();
+    assert_eq!(counts, vec![("mk-new".to_string(), before)]);
+    let versions = store.versions(i.id, k.id).await.unwrap();
+    assert_eq!(versions[0].sealed, vec![0xfe, 0xfd, 0xfc]);
+    assert_eq!(versions[0].master_key_id, "mk-new");
+    let t = store.get_token(i.id).await.unwrap().unwrap();
+    assert_eq!((t.sealed_private, t.master_key_id.as_str()), (vec![0xfb, 0xfa, 0xf9], "mk-new"));
+    assert_eq!(t.remaining, 5);
 }
