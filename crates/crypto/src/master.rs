@@ -66,10 +66,7 @@ pub struct MasterKeyRing {
 impl MasterKeyRing {
     /// A ring sealing with the member whose id is `current`. `None` if no member has that id
     /// or two members share an id.
-    pub fn new(
-        members: Vec<std::sync::Arc<dyn MasterKeyProvider>>,
-        current: &str,
-    ) -> Option<Self> {
+    pub fn new(members: Vec<std::sync::Arc<dyn MasterKeyProvider>>, current: &str) -> Option<Self> {
         let mut ids: Vec<&str> = members.iter().map(|m| m.key_id()).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w.first() == w.get(1)) {
@@ -91,9 +88,7 @@ impl MasterKeyRing {
 
 impl MasterKeyProvider for MasterKeyRing {
     fn key_id(&self) -> &str {
-        self.members
-            .get(self.current)
-            .map_or("", |m| m.key_id())
+        self.members.get(self.current).map_or("", |m| m.key_id())
     }
 
     fn seal(&self, ctx: &SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -116,7 +111,10 @@ impl MasterKeyProvider for MasterKeyRing {
     }
 
     fn key_ids(&self) -> Vec<String> {
-        self.members.iter().map(|m| m.key_id().to_string()).collect()
+        self.members
+            .iter()
+            .map(|m| m.key_id().to_string())
+            .collect()
     }
 }
 
@@ -310,8 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn ring_seals_with_current_and_opens_by_row_key_id() -> Result<(), Box<dyn std::error::Error>>
-    {
+    fn ring_seals_with_current_and_opens_by_row_key_id() -> Result<(), Box<dyn std::error::Error>> {
         use std::sync::Arc;
         let old: Arc<dyn MasterKeyProvider> =
             Arc::new(FileMasterKey::from_secret(&random_secret(32)?)?);

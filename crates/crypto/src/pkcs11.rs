@@ -557,31 +557,31 @@ impl MasterKeyProvider for Pkcs11MasterKey {
 /// provider holds the login), the PIN must be the one that logged in.
 fn login(session: &Session, cfg: &Pkcs11Config, serial: &str) -> Result<(), Pkcs11Error> {
     let login_key = format!("{}\0{}\0{}", cfg.module.display(), cfg.token_label, serial);
-        match session.login(UserType::User, Some(&cfg.pin.pin)) {
-            Ok(()) => {
-                let mut logins = LOGINS.lock().unwrap_or_else(PoisonError::into_inner);
-                logins.retain(|(k, _)| *k != login_key);
-                logins.push((login_key, cfg.pin.tag));
-            }
-            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
-                // Another provider in this process holds the login: its PIN must be ours.
-                let logins = LOGINS.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some((_, tag)) = logins.iter().find(|(k, _)| *k == login_key) {
-                    if !ct_eq(tag, &cfg.pin.tag) {
-                        return Err(Pkcs11Error::Login {
-                            token: cfg.token_label.clone(),
-                            reason: "CKR PinIncorrect".into(),
-                        });
-                    }
+    match session.login(UserType::User, Some(&cfg.pin.pin)) {
+        Ok(()) => {
+            let mut logins = LOGINS.lock().unwrap_or_else(PoisonError::into_inner);
+            logins.retain(|(k, _)| *k != login_key);
+            logins.push((login_key, cfg.pin.tag));
+        }
+        Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+            // Another provider in this process holds the login: its PIN must be ours.
+            let logins = LOGINS.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, tag)) = logins.iter().find(|(k, _)| *k == login_key) {
+                if !ct_eq(tag, &cfg.pin.tag) {
+                    return Err(Pkcs11Error::Login {
+                        token: cfg.token_label.clone(),
+                        reason: "CKR PinIncorrect".into(),
+                    });
                 }
             }
-            Err(e) => {
-                return Err(Pkcs11Error::Login {
-                    token: cfg.token_label.clone(),
-                    reason: rv_of(&e).map_or_else(|| e.to_string(), |rv| format!("CKR {rv:?}")),
-                })
-            }
         }
+        Err(e) => {
+            return Err(Pkcs11Error::Login {
+                token: cfg.token_label.clone(),
+                reason: rv_of(&e).map_or_else(|| e.to_string(), |rv| format!("CKR {rv:?}")),
+            })
+        }
+    }
     Ok(())
 }
 

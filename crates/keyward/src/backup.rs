@@ -472,7 +472,11 @@ fn check_master_key(path: &Path, header: &Header) -> anyhow::Result<String> {
     let id = mk.key_id().to_string();
     let mut have = vec![id.clone()];
     if let (Some(dir), Some(base)) = (path.parent(), path.file_name()) {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         let base = base.to_string_lossy();
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -488,7 +492,10 @@ fn check_master_key(path: &Path, header: &Header) -> anyhow::Result<String> {
         .iter()
         .filter(|k| !k.starts_with("pkcs11:") && !have.contains(k))
         .collect();
-    let any_file = header.master_key_ids.iter().any(|k| !k.starts_with("pkcs11:"));
+    let any_file = header
+        .master_key_ids
+        .iter()
+        .any(|k| !k.starts_with("pkcs11:"));
     if header.sealed_rows > 0 && any_file && !missing.is_empty() {
         bail!(
             "the master key {} ({}) is not the key this backup is sealed under ({}): a server \

@@ -316,10 +316,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| data_dir.join("master.key")),
             master_key,
             pkcs11,
-            master_key_watch_secs: self
-                .master_key_watch
-                .or(file.master_key_watch)
-                .unwrap_or(5),
+            master_key_watch_secs: self.master_key_watch.or(file.master_key_watch).unwrap_or(5),
             data_dir,
             database_url,
             insecure_http,

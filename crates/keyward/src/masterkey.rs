@@ -157,7 +157,8 @@ impl Keyring {
         };
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| format!("master key directory {}: {e}", dir.display()))?;
+            let entry =
+                entry.map_err(|e| format!("master key directory {}: {e}", dir.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(generation) = generation_of(&base, &name) else {
                 continue;
@@ -183,7 +184,11 @@ impl Keyring {
         Ok(out)
     }
 
-    fn scan_hsm(&self, p: &Pkcs11Settings, known: &[Generation]) -> Result<Vec<Generation>, String> {
+    fn scan_hsm(
+        &self,
+        p: &Pkcs11Settings,
+        known: &[Generation],
+    ) -> Result<Vec<Generation>, String> {
         let labels = secret_key_labels(&hsm_config(p, &p.key_label)?).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for label in labels {
@@ -216,7 +221,12 @@ impl Keyring {
         self.create_generation(self.configured, 1, may_create)
     }
 
-    fn create_generation(&self, kind: Kind, n: u32, may_create: bool) -> Result<Generation, String> {
+    fn create_generation(
+        &self,
+        kind: Kind,
+        n: u32,
+        may_create: bool,
+    ) -> Result<Generation, String> {
         match kind {
             Kind::File => {
                 let (dir, base) = split_path(&self.file)?;
@@ -234,7 +244,8 @@ impl Keyring {
                         let _ = d.sync_all();
                     }
                 }
-                let mk = FileMasterKey::load_or_create(&path, may_create).map_err(|e| e.to_string())?;
+                let mk =
+                    FileMasterKey::load_or_create(&path, may_create).map_err(|e| e.to_string())?;
                 Ok(Generation {
                     kind,
                     generation: n,
@@ -330,7 +341,9 @@ pub async fn read_marker(store: &dyn Store) -> anyhow::Result<Option<String>> {
 
 /// Points the marker at `id`.
 pub async fn write_marker(store: &dyn Store, id: &str, now: i64) -> anyhow::Result<()> {
-    store.put_secret(CURRENT_MARKER, id.as_bytes(), "", now).await?;
+    store
+        .put_secret(CURRENT_MARKER, id.as_bytes(), "", now)
+        .await?;
     Ok(())
 }
 

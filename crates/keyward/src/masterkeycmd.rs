@@ -150,12 +150,7 @@ async fn status(store: &dyn Store, keyring: &Keyring) -> anyhow::Result<Value> {
     let marker = read_marker(store).await?;
     let sealing = keyring.sealing_id(marker.as_deref());
     let gens = keyring.generations();
-    let rows_of = |id: &str| {
-        counts
-            .iter()
-            .find(|(k, _)| k == id)
-            .map_or(0, |(_, n)| *n)
-    };
+    let rows_of = |id: &str| counts.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);
     let keys: Vec<Value> = gens
         .iter()
         .map(|g| {

@@ -16,8 +16,8 @@ use keyward_store::{SqlStore, Store};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use keyward_crypto::master::MasterKeyProvider;
 use crate::masterkey::{read_marker, write_marker, Keyring};
+use keyward_crypto::master::MasterKeyProvider;
 
 /// A bound, ready server.
 pub struct Server {
@@ -136,8 +136,12 @@ pub async fn start_with_clock(
         store,
         svc,
         scheduler_interval: std::time::Duration::from_secs(settings.scheduler_interval_secs),
-        keyring: keyring_watch
-            .map(|k| (k, std::time::Duration::from_secs(settings.master_key_watch_secs))),
+        keyring: keyring_watch.map(|k| {
+            (
+                k,
+                std::time::Duration::from_secs(settings.master_key_watch_secs),
+            )
+        }),
         ops,
         tls,
     })
@@ -214,7 +218,9 @@ async fn open_service(
 /// One look for new master key generations and for the database's choice of sealing key;
 /// swaps the service's keyring when either changed.
 pub async fn refresh_master_keys(svc: &KeyService, keyring: &Arc<Keyring>) -> Result<bool, String> {
-    let marker = read_marker(&**svc.store()).await.map_err(|e| e.to_string())?;
+    let marker = read_marker(&**svc.store())
+        .await
+        .map_err(|e| e.to_string())?;
     let kr = keyring.clone();
     let ring = tokio::task::spawn_blocking(move || -> Result<_, String> {
         for w in kr.scan(false)? {

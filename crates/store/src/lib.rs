@@ -330,8 +330,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Replaces one row's sealed value and master key id, if the row still holds exactly
     /// `row.sealed` under `row.master_key_id`; returns whether it did (a row changed or deleted
     /// meanwhile is left alone).
-    async fn reseal(&self, row: &SealedRow, sealed: &[u8], master_key_id: &str)
-        -> StoreResult<bool>;
+    async fn reseal(
+        &self,
+        row: &SealedRow,
+        sealed: &[u8],
+        master_key_id: &str,
+    ) -> StoreResult<bool>;
 
     async fn create_instance(&self, row: &InstanceRow) -> StoreResult<()>;
     async fn get_instance(&self, id: InstanceId) -> StoreResult<Option<InstanceRow>>;

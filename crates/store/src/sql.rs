@@ -23,12 +23,18 @@ use crate::{
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_lifecycle.sql")),
-    (4, include_str!("../migrations/sqlite/0004_sealed_index.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_sealed_index.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_lifecycle.sql")),
-    (4, include_str!("../migrations/postgres/0004_sealed_index.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_sealed_index.sql"),
+    ),
 ];
 
 /// A database URL whose `Debug`/`Display` never show a password.
@@ -745,7 +751,12 @@ impl Store for SqlStore {
         Ok(out)
     }
 
-    async fn reseal(&self, row: &SealedRow, sealed: &[u8], master_key_id: &str) -> StoreResult<bool> {
+    async fn reseal(
+        &self,
+        row: &SealedRow,
+        sealed: &[u8],
+        master_key_id: &str,
+    ) -> StoreResult<bool> {
         retry_write("reseal", || async move {
             let q = match &row.place {
                 SealedPlace::KeyVersion {
@@ -1451,10 +1462,7 @@ pub(crate) mod tests {
         for t in tasks {
             stores.push(t.await.unwrap().unwrap());
         }
-        let expected: Vec<(i64, i64)> = POSTGRES_MIGRATIONS
-            .iter()
-            .map(|(v, _)| (*v, 1))
-            .collect();
+        let expected: Vec<(i64, i64)> = POSTGRES_MIGRATIONS.iter().map(|(v, _)| (*v, 1)).collect();
         for s in &stores {
             assert_eq!(applied_versions(s).await, expected);
             // The schema is complete: the newest migration's column is there.

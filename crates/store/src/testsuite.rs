@@ -473,14 +473,23 @@ async fn reseal_moves_rows_between_master_keys(store: &dyn Store) {
     store.create_instance(&i).await.unwrap();
     let (k, v) = key_row(i.id, "reseal-key");
     store.insert_key(&k, &v, None).await.unwrap();
-    store.put_token(&token_row(i.id, 5, 1_800_000_000)).await.unwrap();
+    store
+        .put_token(&token_row(i.id, 5, 1_800_000_000))
+        .await
+        .unwrap();
     store.put_secret("marker", b"x", "", 1).await.unwrap();
     store.put_secret("marker", b"mk-new", "", 2).await.unwrap();
     assert_eq!(
         store.get_secret("marker").await.unwrap(),
         Some((b"mk-new".to_vec(), String::new()))
     );
-    let before: i64 = store.sealed_counts().await.unwrap().iter().map(|c| c.1).sum();
+    let before: i64 = store
+        .sealed_counts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.1)
+        .sum();
 
     // everything not under mk-new, in batches; the marker (no master key) is never a row
     let mut moved = 0;
@@ -491,7 +500,12 @@ async fn reseal_moves_rows_between_master_keys(store: &dyn Store) {
             break;
         }
         for row in batch {
-            assert_ne!(row.place, SealedPlace::Secret { name: "marker".into() });
+            assert_ne!(
+                row.place,
+                SealedPlace::Secret {
+                    name: "marker".into()
+                }
+            );
             assert!(!format!("{row:?}").contains("[1, 2, 3]"));
             // a stale view of the row (other bytes) is refused and changes nothing
             let mut stale = row.clone();
@@ -511,6 +525,9 @@ async fn reseal_moves_rows_between_master_keys(store: &dyn Store) {
     assert_eq!(versions[0].sealed, vec![0xfe, 0xfd, 0xfc]);
     assert_eq!(versions[0].master_key_id, "mk-new");
     let t = store.get_token(i.id).await.unwrap().unwrap();
-    assert_eq!((t.sealed_private, t.master_key_id.as_str()), (vec![0xfb, 0xfa, 0xf9], "mk-new"));
+    assert_eq!(
+        (t.sealed_private, t.master_key_id.as_str()),
+        (vec![0xfb, 0xfa, 0xf9], "mk-new")
+    );
     assert_eq!(t.remaining, 5);
 }

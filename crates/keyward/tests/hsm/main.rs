@@ -118,12 +118,10 @@ impl Env {
         ])
         .args(["--scheduler-interval", "0", "--data-dir"])
         .arg(&self.data)
-        .args([
-            "--master-key-provider",
-            "pkcs11",
-            "--pkcs11-token-label",
-            TOKEN,
-        ]);
+        .args(["--pkcs11-token-label", TOKEN]);
+        if !extra.contains(&"--master-key-provider") {
+            cmd.args(["--master-key-provider", "pkcs11"]);
+        }
         if !extra.contains(&"--pkcs11-module") {
             cmd.args(["--pkcs11-module", MODULE]);
         }
@@ -578,4 +576,187 @@ async fn hsm_master_key_restart_secrecy_and_sealed_starts() {
     assert_eq!(&c.unwrap(id, ct).await, dek);
     p.terminate();
     eprintln!("hsm test: {:?}", started.elapsed());
+}
+
+/// Keeps unwrapping `old` ciphertexts and creating, wrapping and unwrapping new keys until
+/// stopped; returns the number of rounds and every failure.
+fn load(
+    base: String,
+    inst: String,
+    apikey: String,
+    old: Vec<(String, String, Vec<u8>)>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let c = Client::login(&base, &inst, &apikey).await;
+        let (mut rounds, mut bad) = (0usize, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (id, ct, dek) = &old[rounds % old.len()];
+            rounds += 1;
+            let (s, v) = c
+                .post(
+                    &format!("/api/v2/keys/{id}/actions/unwrap"),
+                    &json!({"ciphertext": ct}),
+                )
+                .await;
+            if s != 200
+                || B64
+                    .decode(v["plaintext"].as_str().unwrap_or(""))
+                    .ok()
+                    .as_ref()
+                    != Some(dek)
+            {
+                bad.push(format!("unwrap: {s} {v}"));
+            }
+            let body = json!({"metadata": {"collectionType": KEY_TYPE, "collectionTotal": 1},
+                              "resources": [{"type": KEY_TYPE, "name": format!("load-{rounds}"), "extractable": false}]});
+            let (s, v) = c.post("/api/v2/keys", &body).await;
+            if s != 201 {
+                bad.push(format!("create: {s} {v}"));
+            }
+        }
+        (rounds, bad)
+    })
+}
+
+/// Issue 6.1: a deployment on the file master key moves into the HSM while a node serves
+/// (`admin master-key migrate --to pkcs11`), then rotates the HSM key (`admin master-key
+/// rotate` makes `keyward-master-key.2` inside the HSM), with no failed request during either;
+/// after each, a restarted node without the old key opens every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_key_moves_from_file_into_hsm_then_rotates_there_online() {
+    if !softhsm_present() {
+        return;
+    }
+    let env = Env::new();
+    let pin_file = env.pin_file("pin", PIN);
+    let pin = pin_file.to_str().unwrap();
+    let mk = |args: &[&str]| -> Value {
+        let mut all = vec![
+            "master-key",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-token-label",
+            TOKEN,
+            "--pkcs11-pin-file",
+            pin,
+        ];
+        all.extend_from_slice(args);
+        env.admin(&all)
+    };
+
+    // A node on the file master key that also reaches the HSM (which holds no key yet).
+    let mut p = env.serve(
+        &[
+            "--master-key-provider",
+            "file",
+            "--pkcs11-pin-file",
+            pin,
+            "--master-key-watch",
+            "1",
+        ],
+        None,
+    );
+    p.ready(200).await;
+    assert!(env.data.join("master.key").exists());
+    let inst = env.admin(&["instance", "create", "--name", "move"]);
+    let inst = inst["id"].as_str().unwrap().to_string();
+    let key = env.admin(&["apikey", "create", "--instance", &inst, "--role", "Manager"]);
+    let apikey = key["apikey"].as_str().unwrap().to_string();
+    let c = Client::login(&p.base, &inst, &apikey).await;
+    let mut materials = Vec::new();
+    let mut checks = Vec::new();
+    for i in 0..20 {
+        let m = random(32);
+        let k = c
+            .create(json!({"type": KEY_TYPE, "name": format!("moved-{i}"), "extractable": false, "payload": B64.encode(&m)}))
+            .await;
+        let id = k["id"].as_str().unwrap().to_string();
+        let dek = random(32);
+        checks.push((
+            id,
+            c.wrap(&k["id"].as_str().unwrap().to_string(), &dek).await,
+            dek,
+        ));
+        materials.push(m);
+    }
+    let before = mk(&["status"]);
+    let file_id = before["sealing"].as_str().unwrap().to_string();
+    assert!(file_id.starts_with("file:"), "{before}");
+
+    // Into the HSM, online.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = load(
+        p.base.clone(),
+        inst.clone(),
+        apikey.clone(),
+        checks.clone(),
+        stop.clone(),
+    );
+    let moved = mk(&["migrate", "--to", "pkcs11", "--settle", "3", "--batch", "7"]);
+    assert_eq!(moved["complete"], true, "{moved}");
+    let hsm1 = moved["sealing"].as_str().unwrap().to_string();
+    assert!(
+        hsm1.starts_with(&format!("pkcs11:{TOKEN}:keyward-master-key:")),
+        "{moved}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (rounds, bad) = l.await.unwrap();
+    assert!(rounds > 0);
+    assert!(
+        bad.is_empty(),
+        "{} failures during the move, first: {:?}",
+        bad.len(),
+        bad.first()
+    );
+    let st = mk(&["status"]);
+    assert_eq!(st["rows_not_under_sealing_key"], 0, "{st}");
+    assert_eq!(st["sealing"], hsm1.as_str(), "{st}");
+    p.terminate();
+
+    // Without the key file, on the pkcs11 provider: everything opens.
+    std::fs::rename(env.data.join("master.key"), env.root.join("old-master.key")).unwrap();
+    let mut p = env.serve(&["--pkcs11-pin-file", pin, "--master-key-watch", "1"], None);
+    p.ready(200).await;
+    let c = Client::login(&p.base, &inst, &apikey).await;
+    for (id, ct, dek) in &checks {
+        assert_eq!(&c.unwrap(id, ct).await, dek, "{id}");
+    }
+
+    // Rotation inside the HSM, online.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = load(
+        p.base.clone(),
+        inst.clone(),
+        apikey.clone(),
+        checks.clone(),
+        stop.clone(),
+    );
+    let rotated = mk(&["--master-key-provider", "pkcs11", "rotate", "--settle", "3"]);
+    assert_eq!(rotated["complete"], true, "{rotated}");
+    assert_eq!(rotated["name"], "keyward-master-key.2", "{rotated}");
+    let hsm2 = rotated["sealing"].as_str().unwrap().to_string();
+    assert_ne!(hsm2, hsm1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, bad) = l.await.unwrap();
+    assert!(
+        bad.is_empty(),
+        "{} failures during the rotation, first: {:?}",
+        bad.len(),
+        bad.first()
+    );
+    p.terminate();
+
+    let (_, ids) = env.checkpoint().await;
+    assert_eq!(ids, vec![hsm2.clone()], "rows under other keys remain");
+    assert_no_material_in_db(&env, &materials);
+    let mut p = env.serve(&["--pkcs11-pin-file", pin], None);
+    p.ready(200).await;
+    let c = Client::login(&p.base, &inst, &apikey).await;
+    for (id, ct, dek) in &checks {
+        assert_eq!(&c.unwrap(id, ct).await, dek, "{id}");
+    }
+    p.terminate();
 }
