@@ -79,7 +79,7 @@ async fn ready(axum::extract::State(st): axum::extract::State<AppState>) -> Resp
 
 async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
     let depth = st.svc.pool_depth() as f64;
-    let body = st.metrics.render(&[
+    let mut body = st.metrics.render(&[
         (
             "keyward_import_token_pool_depth",
             "Ready RSA-4096 import-token keypairs.",
@@ -91,6 +91,10 @@ async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) 
             0.0,
         ),
     ]);
+    if let Some(t) = st.svc.store().timings() {
+        t.render(&mut body);
+    }
+    st.svc.crypto_counters().render(&mut body);
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -12,7 +12,7 @@ use keyward_api::{app, sealed_app, AppState};
 use keyward_domain::{Clock, SystemClock};
 use keyward_service::admin::{bootstrap, CreatedApiKey};
 use keyward_service::{KeyService, ServiceConfig};
-use keyward_store::{SqlStore, Store};
+use keyward_store::{SqlStore, Store, TimedStore};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -82,11 +82,12 @@ pub async fn start_with_clock(
             .create(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     }
-    let store: Arc<dyn Store> = Arc::new(
+    let sql: Arc<dyn Store> = Arc::new(
         SqlStore::connect(&settings.database_url)
             .await
             .with_context(|| format!("opening database {}", settings.database_url))?,
     );
+    let store: Arc<dyn Store> = Arc::new(TimedStore::new(sql, Arc::default()));
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

@@ -7,6 +7,7 @@
 //! open (tampered, truncated, another key's, other `aad`) is the one
 //! `UNPROCESSABLE_CIPHERTEXT_ERR`.
 
+use crate::counters::CryptoCounters;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::{dek, random_secret, SecretBytes};
@@ -185,6 +186,7 @@ impl KeyService {
             None => (random_secret(GENERATED_DEK_LEN)?, true),
         };
         let ciphertext = seal_blob(id, current, aad, dek.expose())?;
+        CryptoCounters::bump(&self.counters.wrap);
         self.audit(caller, Action::Wrap, Some(id)).await?;
         Ok(WrapResult {
             ciphertext,
@@ -209,6 +211,7 @@ impl KeyService {
         let key = self
             .root_key_for(caller, id, &[KeyState::Active, KeyState::Deactivated], verb)
             .await?;
+        CryptoCounters::bump(&self.counters.unwrap);
         let (plaintext, version) = open_blob(&key, ciphertext, aad)?;
         let version = version.id;
         Ok((key, plaintext, version))
@@ -227,6 +230,7 @@ impl KeyService {
             .await?;
         let rewrapped = if version != key.row.current_version {
             let current = current_version(&key)?;
+            CryptoCounters::bump(&self.counters.wrap);
             Some((seal_blob(id, current, aad, plaintext.expose())?, current.id))
         } else {
             None
@@ -251,6 +255,7 @@ impl KeyService {
             .open_wrapped(caller, id, Action::Rewrap, "rewrap", ciphertext, aad)
             .await?;
         let current = current_version(&key)?;
+        CryptoCounters::bump(&self.counters.wrap);
         let ciphertext = seal_blob(id, current, aad, plaintext.expose())?;
         self.audit(caller, Action::Rewrap, Some(id)).await?;
         Ok(RewrapResult {

@@ -1,5 +1,6 @@
 //! Keys: create (generated, plain import, secure import), read, list, delete, rotate.
 
+use crate::counters::CryptoCounters;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -197,6 +198,7 @@ impl KeyService {
     ) -> ServiceResult<VersionRow> {
         let (i, k, v) = (instance.to_string(), key.to_string(), version.to_string());
         let master = self.master();
+        CryptoCounters::bump(&self.counters.master_seal);
         let sealed = master.seal(&version_ctx(&i, &k, &v), material.expose())?;
         Ok(VersionRow {
             id: version,
@@ -215,6 +217,7 @@ impl KeyService {
             v.key_id.to_string(),
             v.id.to_string(),
         );
+        CryptoCounters::bump(&self.counters.master_open);
         self.master()
             .open_as(&v.master_key_id, &version_ctx(&i, &k, &id), &v.sealed)
             .map_err(|e| {

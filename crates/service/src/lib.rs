@@ -26,6 +26,7 @@ use keyward_store::Store;
 pub mod admin;
 pub mod audit;
 pub mod cache;
+pub mod counters;
 pub mod envelope;
 mod error;
 pub mod keys;
@@ -107,6 +108,7 @@ pub struct KeyService {
     pub(crate) policies: policies::PolicyCache,
     pub(crate) audit: Option<Arc<dyn audit::AuditSink>>,
     pub(crate) cfg: ServiceConfig,
+    pub(crate) counters: Arc<counters::CryptoCounters>,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -130,7 +132,8 @@ impl KeyService {
         cfg: ServiceConfig,
     ) -> ServiceResult<Self> {
         let signing = load_signing_key(&*store, &*master, clock.now_unix()).await?;
-        let pool = tokens::KeypairPool::start(cfg.token_pool_size);
+        let counters = Arc::new(counters::CryptoCounters::default());
+        let pool = tokens::KeypairPool::start(cfg.token_pool_size, counters.clone());
         Ok(Self {
             keys: cache::KeyCache::new(cfg.key_cache_ttl),
             roles: cache::RoleCache::new(cfg.role_cache_ttl),
@@ -143,6 +146,7 @@ impl KeyService {
             master: parking_lot::RwLock::new(master),
             clock,
             cfg,
+            counters,
         })
     }
 
@@ -170,6 +174,11 @@ impl KeyService {
     pub async fn ready(&self) -> ServiceResult<()> {
         self.store.get_instance(InstanceId::new()).await?;
         Ok(())
+    }
+
+    /// Counts of cryptographic operations so far.
+    pub fn crypto_counters(&self) -> &counters::CryptoCounters {
+        &self.counters
     }
 
     /// Keypairs ready in the import-token pool.

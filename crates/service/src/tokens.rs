@@ -10,6 +10,7 @@
 //!   AES-GCM nonce → constant-time nonce compare), and the key insert is guarded by the token id
 //!   so an import verified against a token that was replaced meanwhile is not stored.
 
+use crate::counters::CryptoCounters;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -42,15 +43,17 @@ pub struct KeypairPool {
     target: usize,
     ready: Mutex<VecDeque<ImportKeyPair>>,
     wake: Arc<Notify>,
+    counters: Arc<CryptoCounters>,
 }
 
 impl KeypairPool {
     /// Creates the pool and, if `target > 0`, a background task that keeps it full.
-    pub fn start(target: usize) -> Arc<Self> {
+    pub fn start(target: usize, counters: Arc<CryptoCounters>) -> Arc<Self> {
         let pool = Arc::new(Self {
             target,
             ready: Mutex::new(VecDeque::with_capacity(target)),
             wake: Arc::new(Notify::new()),
+            counters,
         });
         if target > 0 {
             let weak = Arc::downgrade(&pool);
@@ -62,6 +65,7 @@ impl KeypairPool {
                         match tokio::task::spawn_blocking(ImportKeyPair::generate).await {
                             Ok(Ok(kp)) => {
                                 let Some(p) = weak.upgrade() else { return };
+                                CryptoCounters::bump(&p.counters.rsa_keygen);
                                 p.ready.lock().push_back(kp);
                             }
                             _ => {
@@ -90,10 +94,13 @@ impl KeypairPool {
         self.wake.notify_one();
         match popped {
             Some(kp) => Ok(kp),
-            None => tokio::task::spawn_blocking(ImportKeyPair::generate)
-                .await
-                .map_err(ServiceError::internal)?
-                .map_err(ServiceError::from),
+            None => {
+                CryptoCounters::bump(&self.counters.rsa_keygen);
+                tokio::task::spawn_blocking(ImportKeyPair::generate)
+                    .await
+                    .map_err(ServiceError::internal)?
+                    .map_err(ServiceError::from)
+            }
         }
     }
 }
@@ -173,6 +180,7 @@ impl KeyService {
         let token_id = TokenId::new();
         let (inst, tok) = token_ctx(&caller.instance.to_string(), &token_id.to_string());
         let master = self.master();
+        CryptoCounters::bump(&self.counters.master_seal);
         let sealed = master.seal(
             &SealContext {
                 kind: "import-token",
@@ -262,6 +270,7 @@ impl KeyService {
         }
         let keypair = self.token_keypair(&token)?;
         let nonce = token.nonce.clone();
+        CryptoCounters::bump(&self.counters.rsa_oaep_decrypt);
         let result = tokio::task::spawn_blocking(move || {
             // A payload that is not base64 fails like any other OAEP failure.
             let ct = B64.decode(req.payload_b64.as_bytes()).unwrap_or_default();
@@ -311,6 +320,7 @@ impl KeyService {
             }
         }
         let (inst, tok) = token_ctx(&token.instance_id.to_string(), &token.token_id.to_string());
+        CryptoCounters::bump(&self.counters.master_open);
         let der = self.master().open_as(
             &token.master_key_id,
             &SealContext {

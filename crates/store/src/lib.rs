@@ -22,6 +22,8 @@ mod copy;
 mod sql;
 mod sql_lifecycle;
 pub mod testsuite;
+mod timed;
+pub use timed::{StoreTimings, TimedStore};
 
 pub use copy::{copy_database, CopyReport, COPY_TABLES};
 pub use sql::{
@@ -299,6 +301,11 @@ pub struct TokenGuard {
 pub trait Store: Send + Sync + fmt::Debug {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
+
+    /// Per-operation latency, when this store is a [`TimedStore`].
+    fn timings(&self) -> Option<&StoreTimings> {
+        None
+    }
 
     /// Rows sealed under a master key (versions, tokens, secrets), and the distinct master key ids.
     async fn sealed_rows(&self) -> StoreResult<(i64, Vec<String>)>;

@@ -317,6 +317,18 @@ async fn metrics_and_readiness() {
     assert!(text.contains(r#"keyward_http_request_duration_seconds_count{route="/api/v2/keys"} 3"#));
     assert!(text.contains("keyward_import_token_pool_depth 0"));
     assert!(text.contains("keyward_sealed 0"));
+    // store latency per operation: three key inserts, timed
+    assert!(
+        text.contains(r#"keyward_store_operation_duration_seconds_count{op="insert_key"} 3"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"keyward_store_errors_total{op="insert_key"} 0"#));
+    // crypto operations: three root keys generated and sealed under the master key
+    assert!(
+        text.contains(r#"keyward_crypto_operations_total{op="master_seal"} 3"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"keyward_crypto_operations_total{op="wrap"} 0"#));
     assert!(!text.contains(&apikey) && !text.contains(&t));
 }
 

@@ -1,0 +1,248 @@
+//! [`TimedStore`]: a [`Store`] that times every call of the store it wraps, for the
+//! `keyward_store_*` metrics (latency histogram and error count per operation).
+//!
+//! The forwarding impl is generated from one list of the trait's methods, so a method added to
+//! [`Store`] and not to that list fails to compile here.
+
+use std::collections::HashMap;
+use std::fmt::{self, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use keyward_domain::{InstanceId, KeyId, Role};
+use parking_lot::Mutex;
+
+use crate::{
+    AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow, PolicyRow,
+    PrincipalRow, RegistrationRow, SealedRow, Store, StoreResult, TokenGuard, TokenRow, VersionRow,
+};
+
+/// Upper bounds (seconds) of the latency buckets.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+#[derive(Default, Clone)]
+struct OpStats {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+    errors: u64,
+}
+
+/// Latency and errors per store operation.
+#[derive(Default)]
+pub struct StoreTimings {
+    ops: Mutex<HashMap<&'static str, OpStats>>,
+}
+
+impl fmt::Debug for StoreTimings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreTimings")
+            .field("ops", &self.ops.lock().len())
+            .finish()
+    }
+}
+
+impl StoreTimings {
+    pub fn record(&self, op: &'static str, secs: f64, ok: bool) {
+        let mut ops = self.ops.lock();
+        let s = ops.entry(op).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                if let Some(c) = s.buckets.get_mut(i) {
+                    *c += 1;
+                }
+            }
+        }
+        s.count += 1;
+        s.sum += secs;
+        if !ok {
+            s.errors += 1;
+        }
+    }
+
+    /// Calls recorded for `op` (tests).
+    pub fn count(&self, op: &str) -> u64 {
+        self.ops.lock().get(op).map_or(0, |s| s.count)
+    }
+
+    /// The Prometheus text exposition of these timings.
+    pub fn render(&self, out: &mut String) {
+        let ops = self.ops.lock().clone();
+        let mut names: Vec<&&str> = ops.keys().collect();
+        names.sort();
+        out.push_str("# HELP keyward_store_operation_duration_seconds Latency of store (database) operations.\n# TYPE keyward_store_operation_duration_seconds histogram\n");
+        for op in &names {
+            if let Some(s) = ops.get(**op) {
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "keyward_store_operation_duration_seconds_bucket{{op=\"{op}\",le=\"{b}\"}} {}",
+                        s.buckets.get(i).copied().unwrap_or(0)
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "keyward_store_operation_duration_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {}",
+                    s.count
+                );
+                let _ = writeln!(
+                    out,
+                    "keyward_store_operation_duration_seconds_sum{{op=\"{op}\"}} {}",
+                    s.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "keyward_store_operation_duration_seconds_count{{op=\"{op}\"}} {}",
+                    s.count
+                );
+            }
+        }
+        out.push_str("# HELP keyward_store_errors_total Store operations that failed (database unreachable, conflicts, ...).\n# TYPE keyward_store_errors_total counter\n");
+        for op in &names {
+            if let Some(s) = ops.get(**op) {
+                let _ = writeln!(
+                    out,
+                    "keyward_store_errors_total{{op=\"{op}\"}} {}",
+                    s.errors
+                );
+            }
+        }
+    }
+}
+
+/// Wraps a store, timing each call into shared [`StoreTimings`].
+#[derive(Debug)]
+pub struct TimedStore {
+    inner: Arc<dyn Store>,
+    timings: Arc<StoreTimings>,
+}
+
+impl TimedStore {
+    pub fn new(inner: Arc<dyn Store>, timings: Arc<StoreTimings>) -> Self {
+        Self { inner, timings }
+    }
+}
+
+macro_rules! timed {
+    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)* ) -> $ret:ty; )*) => {
+        #[async_trait]
+        impl Store for TimedStore {
+            fn backend(&self) -> &'static str {
+                self.inner.backend()
+            }
+            fn timings(&self) -> Option<&StoreTimings> {
+                Some(&self.timings)
+            }
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    let start = Instant::now();
+                    let r = self.inner.$name($($arg),*).await;
+                    self.timings
+                        .record(stringify!($name), start.elapsed().as_secs_f64(), r.is_ok());
+                    r
+                }
+            )*
+        }
+    };
+}
+
+timed! {
+    fn sealed_rows(&self) -> StoreResult<(i64, Vec<String>)>;
+    fn get_secret(&self, name: &str) -> StoreResult<Option<(Vec<u8>, String)>>;
+    fn put_secret_if_absent(&self, name: &str, sealed: &[u8], master_key_id: &str, now: i64) -> StoreResult<bool>;
+    fn put_secret(&self, name: &str, sealed: &[u8], master_key_id: &str, now: i64) -> StoreResult<()>;
+    fn sealed_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    fn sealed_batch(&self, keep: &str, limit: i64) -> StoreResult<Vec<SealedRow>>;
+    fn reseal(&self, row: &SealedRow, sealed: &[u8], master_key_id: &str) -> StoreResult<bool>;
+    fn create_instance(&self, row: &InstanceRow) -> StoreResult<()>;
+    fn get_instance(&self, id: InstanceId) -> StoreResult<Option<InstanceRow>>;
+    fn list_instances(&self) -> StoreResult<Vec<InstanceRow>>;
+    fn delete_instance(&self, id: InstanceId) -> StoreResult<()>;
+    fn create_api_key(&self, principal: &PrincipalRow, key: &ApiKeyRow, key_hash: &[u8]) -> StoreResult<()>;
+    fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<ApiKeyRow>>;
+    fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
+    fn delete_api_key(&self, id: &str) -> StoreResult<()>;
+    fn principal_exists(&self, iam_id: &str) -> StoreResult<bool>;
+    fn grant(&self, grant: &GrantRow) -> StoreResult<()>;
+    fn revoke(&self, instance: InstanceId, iam_id: &str, role: Role) -> StoreResult<()>;
+    fn roles_of(&self, instance: InstanceId, iam_id: &str) -> StoreResult<Vec<Role>>;
+    fn list_grants(&self) -> StoreResult<Vec<GrantRow>>;
+    fn insert_key(&self, key: &KeyRow, version: &VersionRow, guard: Option<TokenGuard>) -> StoreResult<()>;
+    fn get_key(&self, instance: InstanceId, id: KeyId) -> StoreResult<Option<KeyRow>>;
+    fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>>;
+    fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64>;
+    fn update_key(&self, key: &KeyRow) -> StoreResult<()>;
+    fn rotate_key(&self, key: &KeyRow, version: &VersionRow, guard: Option<TokenGuard>) -> StoreResult<()>;
+    fn versions(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<VersionRow>>;
+    fn purge_key(&self, key: &KeyRow) -> StoreResult<()>;
+    fn due_rotations(&self, now: i64, limit: i64) -> StoreResult<Vec<KeyRow>>;
+    fn due_purges(&self, deleted_before: i64, limit: i64) -> StoreResult<Vec<KeyRow>>;
+    fn create_alias(&self, row: &AliasRow) -> StoreResult<()>;
+    fn delete_alias(&self, instance: InstanceId, alias: &str, key: KeyId) -> StoreResult<()>;
+    fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>>;
+    fn resolve_alias(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>>;
+    fn create_key_ring(&self, row: &KeyRingRow) -> StoreResult<()>;
+    fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>>;
+    fn delete_key_ring(&self, instance: InstanceId, id: &str, force: bool) -> StoreResult<()>;
+    fn put_instance_policy(&self, row: &PolicyRow) -> StoreResult<()>;
+    fn instance_policies(&self, instance: InstanceId) -> StoreResult<Vec<PolicyRow>>;
+    fn add_registration(&self, row: &RegistrationRow) -> StoreResult<()>;
+    fn registrations(&self, instance: InstanceId, key: Option<KeyId>) -> StoreResult<Vec<RegistrationRow>>;
+    fn put_token(&self, row: &TokenRow) -> StoreResult<()>;
+    fn get_token(&self, instance: InstanceId) -> StoreResult<Option<TokenRow>>;
+    fn take_token_retrieval(&self, instance: InstanceId, now: i64) -> StoreResult<Option<TokenRow>>;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn every_call_is_timed_and_failures_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let inner: Arc<dyn Store> = Arc::new(
+            crate::SqlStore::connect(&crate::DatabaseUrl::new(url))
+                .await
+                .unwrap(),
+        );
+        let timings = Arc::new(StoreTimings::default());
+        let store = TimedStore::new(inner, timings.clone());
+        assert!(store.timings().is_some());
+        assert!(store
+            .get_instance(InstanceId::new())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .get_instance(InstanceId::new())
+            .await
+            .unwrap()
+            .is_none());
+        // a grant that does not exist cannot be revoked: an error, counted
+        assert!(store
+            .revoke(InstanceId::new(), "nobody", Role::Reader)
+            .await
+            .is_err());
+        assert_eq!(timings.count("get_instance"), 2);
+        assert_eq!(timings.count("revoke"), 1);
+        let mut text = String::new();
+        timings.render(&mut text);
+        assert!(
+            text.contains("keyward_store_operation_duration_seconds_count{op=\"get_instance\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "keyward_store_operation_duration_seconds_bucket{op=\"get_instance\",le=\"+Inf\"} 2"
+        ));
+        assert!(
+            text.contains("keyward_store_errors_total{op=\"revoke\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("keyward_store_errors_total{op=\"get_instance\"} 0"));
+    }
+}
