@@ -13,6 +13,7 @@ use keyward_crypto::master::{FileMasterKey, MasterKeyProvider};
 use keyward_crypto::pkcs11::{Pkcs11Config, Pkcs11MasterKey, Pkcs11Pin};
 use keyward_domain::{Clock, SystemClock};
 use keyward_service::admin::{bootstrap, CreatedApiKey};
+use keyward_service::audit::{AuditSink, DbSink, FileSink, TeeSink};
 use keyward_service::{KeyService, ServiceConfig};
 use keyward_store::{SqlStore, Store};
 use tokio::net::TcpListener;
@@ -152,12 +153,7 @@ async fn open_service(
             key_ids.join(", ")
         ));
     }
-    let audit: Option<Arc<dyn keyward_service::audit::AuditSink>> = match &settings.audit_log {
-        Some((path, max, keep)) => Some(Arc::new(
-            keyward_service::audit::FileSink::open(path, *max, *keep).map_err(|e| e.to_string())?,
-        )),
-        None => None,
-    };
+    let audit = audit_sink(settings, &store)?;
     KeyService::new(
         store,
         master,
@@ -170,6 +166,30 @@ async fn open_service(
     )
     .await
     .map_err(|e| e.message)
+}
+
+/// The configured audit sink(s): the file, the database table, both, or none.
+fn audit_sink(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+) -> Result<Option<Arc<dyn AuditSink>>, String> {
+    let file: Option<Arc<dyn AuditSink>> = match &settings.audit_log {
+        Some((path, max, keep)) => Some(Arc::new(
+            FileSink::open(path, *max, *keep).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let table: Option<Arc<dyn AuditSink>> = if settings.audit_database {
+        Some(Arc::new(
+            DbSink::open(store.clone()).map_err(|e| e.to_string())?,
+        ))
+    } else {
+        None
+    };
+    Ok(match (file, table) {
+        (Some(first), Some(second)) => Some(Arc::new(TeeSink { first, second })),
+        (one, None) | (None, one) => one,
+    })
 }
 
 /// The configured master key provider, and words for where its key is. It creates a key only
