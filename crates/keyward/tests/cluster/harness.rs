@@ -151,6 +151,11 @@ pub struct NodeOpts<'a> {
 
 impl Node {
     pub fn spawn(name: &str, o: &NodeOpts<'_>) -> Node {
+        Self::spawn_with(name, o, &[])
+    }
+
+    /// As [`Node::spawn`], with more `serve` flags.
+    pub fn spawn_with(name: &str, o: &NodeOpts<'_>, extra: &[&str]) -> Node {
         std::fs::create_dir_all(o.data_dir).unwrap();
         let port = free_port();
         let stdout = o.data_dir.join(format!("{name}.out"));
@@ -166,6 +171,7 @@ impl Node {
         if let Some(u) = o.database_url {
             cmd.args(["--database-url", u]);
         }
+        cmd.args(extra);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
