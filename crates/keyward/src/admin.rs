@@ -37,7 +37,7 @@ pub enum AdminCmd {
     /// TLS helpers
     #[command(subcommand)]
     Tls(crate::tls::TlsCmd),
-    /// Read the audit log
+    /// Read the audit log: the file (--file) or the database table (--data-dir/--database-url)
     #[command(subcommand)]
     Audit(crate::auditcmd::AuditCmd),
     /// Copy a whole deployment into an empty database (e.g. a single node's SQLite into the
@@ -244,7 +244,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCmd::Audit(cmd) => {
             // One JSON object per line, in either output mode: the records are the output.
-            for r in crate::auditcmd::run(cmd)? {
+            let (dir, db) = (args.data_dir.as_deref(), args.database_url.as_deref());
+            for r in crate::auditcmd::run(cmd, dir, db).await? {
                 println!("{r}");
             }
             return Ok(());

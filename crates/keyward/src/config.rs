@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// written fails with 503). Off when unset.
     #[arg(long, env = "KEYWARD_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+    /// Where audit records go: file (needs --audit-log), database (the audit_log table of the
+    /// server's database), or file,database (both; a request fails if either cannot be
+    /// written) [default: file when --audit-log is set, else no audit log]
+    #[arg(long, env = "KEYWARD_AUDIT_SINK")]
+    pub audit_sink: Option<String>,
     /// Rotate the audit log at this size in bytes [default: 104857600]
     #[arg(long, env = "KEYWARD_AUDIT_LOG_MAX_BYTES")]
     pub audit_log_max_bytes: Option<u64>,
@@ -111,6 +116,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     audit_log: Option<PathBuf>,
+    audit_sink: Option<String>,
     audit_log_max_bytes: Option<u64>,
     audit_log_keep: Option<usize>,
     rate_limit_crypto: Option<String>,
@@ -141,8 +147,25 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub metrics_listen: Option<SocketAddr>,
     pub limits: keyward_api::ratelimit::Limits,
-    /// (file, rotate at bytes, files kept)
+    /// The file sink: (file, rotate at bytes, files kept)
     pub audit_log: Option<(PathBuf, u64, usize)>,
+    /// The database sink: records go into the `audit_log` table of `database_url`.
+    pub audit_database: bool,
+}
+
+/// The audit sinks named by `--audit-sink`: (file, database).
+pub fn parse_audit_sinks(s: &str) -> anyhow::Result<(bool, bool)> {
+    let (mut file, mut database) = (false, false);
+    for part in s.split(',').map(str::trim) {
+        match part {
+            "file" => file = true,
+            "database" => database = true,
+            other => bail!(
+                "--audit-sink takes file, database or file,database; {other:?} is none of them"
+            ),
+        }
+    }
+    Ok((file, database))
 }
 
 /// The master key provider `serve` uses.
@@ -301,6 +324,21 @@ impl ServeArgs {
             },
             other => bail!("--master-key-provider must be file or pkcs11, not {other:?}"),
         };
+        let audit_file = self.audit_log.clone().or(file.audit_log);
+        let (file_sink, audit_database) =
+            match self.audit_sink.clone().or(file.audit_sink).as_deref() {
+                Some(s) => parse_audit_sinks(s)?,
+                None => (audit_file.is_some(), false),
+            };
+        match (file_sink, &audit_file) {
+            (true, None) => bail!("--audit-sink file needs --audit-log FILE"),
+            (false, Some(f)) => bail!(
+                "--audit-log {} is set, but --audit-sink does not name file: use \
+                 --audit-sink file,database to write both, or drop --audit-log",
+                f.display()
+            ),
+            _ => {}
+        }
         if !listen.ip().is_loopback() && !insecure_http && tls.is_none() {
             bail!(
                 "refusing plain HTTP on the non-loopback address {listen}: TLS is not configured. \
@@ -329,7 +367,7 @@ impl ServeArgs {
             tls,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
-            audit_log: self.audit_log.clone().or(file.audit_log).map(|p| {
+            audit_log: audit_file.map(|p| {
                 (
                     p,
                     self.audit_log_max_bytes
@@ -338,6 +376,7 @@ impl ServeArgs {
                     self.audit_log_keep.or(file.audit_log_keep).unwrap_or(10),
                 )
             }),
+            audit_database,
         })
     }
 }
@@ -415,6 +454,56 @@ mod tests {
             ..args
         };
         assert!(args.resolve().is_ok());
+    }
+
+    #[test]
+    fn audit_sinks() {
+        let resolve = |sink: Option<&str>, log: Option<&str>| {
+            ServeArgs {
+                audit_sink: sink.map(str::to_string),
+                audit_log: log.map(PathBuf::from),
+                ..ServeArgs::default()
+            }
+            .resolve()
+            .map(|s| (s.audit_log.map(|(p, _, _)| p), s.audit_database))
+        };
+        let f = Some(PathBuf::from("/var/log/a.jsonl"));
+        assert_eq!(resolve(None, None).unwrap(), (None, false));
+        assert_eq!(
+            resolve(None, Some("/var/log/a.jsonl")).unwrap(),
+            (f.clone(), false)
+        );
+        assert_eq!(
+            resolve(Some("file"), Some("/var/log/a.jsonl")).unwrap(),
+            (f.clone(), false)
+        );
+        assert_eq!(resolve(Some("database"), None).unwrap(), (None, true));
+        assert_eq!(
+            resolve(Some("file, database"), Some("/var/log/a.jsonl")).unwrap(),
+            (f, true)
+        );
+        assert!(resolve(Some("file"), None).is_err());
+        assert!(resolve(Some("file,database"), None).is_err());
+        // A file given but not written would be a silent surprise: refused.
+        assert!(resolve(Some("database"), Some("/var/log/a.jsonl")).is_err());
+        assert!(resolve(Some("syslog"), None).is_err());
+        assert!(resolve(Some(""), None).is_err());
+
+        // The TOML file sets it too (the flag wins).
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(&cfg, "audit_sink = \"database\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        };
+        assert!(args.resolve().unwrap().audit_database);
+        let args = ServeArgs {
+            audit_sink: Some("file".into()),
+            audit_log: Some("/tmp/a.jsonl".into()),
+            ..args
+        };
+        assert!(!args.resolve().unwrap().audit_database);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use anyhow::Context;
 use keyward_api::{app, sealed_app, AppState};
 use keyward_domain::{Clock, SystemClock};
 use keyward_service::admin::{bootstrap, CreatedApiKey};
+use keyward_service::audit::{AuditSink, DbSink, FileSink, TeeSink};
 use keyward_service::{KeyService, ServiceConfig};
 use keyward_store::{SqlStore, Store, TimedStore};
 use tokio::net::TcpListener;
@@ -195,12 +196,7 @@ async fn open_service(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let audit: Option<Arc<dyn keyward_service::audit::AuditSink>> = match &settings.audit_log {
-        Some((path, max, keep)) => Some(Arc::new(
-            keyward_service::audit::FileSink::open(path, *max, *keep).map_err(|e| e.to_string())?,
-        )),
-        None => None,
-    };
+    let audit = audit_sink(settings, &store)?;
     let svc = KeyService::new(
         store,
         Arc::new(ring),
@@ -214,6 +210,30 @@ async fn open_service(
     .await
     .map_err(|e| e.message)?;
     Ok((svc, keyring))
+}
+
+/// The configured audit sink(s): the file, the database table, both, or none.
+fn audit_sink(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+) -> Result<Option<Arc<dyn AuditSink>>, String> {
+    let file: Option<Arc<dyn AuditSink>> = match &settings.audit_log {
+        Some((path, max, keep)) => Some(Arc::new(
+            FileSink::open(path, *max, *keep).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let table: Option<Arc<dyn AuditSink>> = if settings.audit_database {
+        Some(Arc::new(
+            DbSink::open(store.clone()).map_err(|e| e.to_string())?,
+        ))
+    } else {
+        None
+    };
+    Ok(match (file, table) {
+        (Some(first), Some(second)) => Some(Arc::new(TeeSink { first, second })),
+        (one, None) | (None, one) => one,
+    })
 }
 
 /// One look for new master key generations and for the database's choice of sealing key;

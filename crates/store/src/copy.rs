@@ -13,6 +13,10 @@
 //!   transaction, so a failed copy leaves it empty. A target that holds any row is refused.
 //! - Both stores are opened with [`SqlStore::connect`], which migrates both to this build's
 //!   schema; the copy then requires the same applied migrations on both sides.
+//! - The audit trail (`audit_log`) is copied like every other table, ids included. On a
+//!   PostgreSQL target the id sequences are then moved past the copied ids, so the next record
+//!   the new deployment writes does not collide with a copied one (SQLite's `AUTOINCREMENT`
+//!   follows explicit ids by itself).
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -35,6 +39,7 @@ pub const COPY_TABLES: &[&str] = &[
     "key_rings",
     "instance_policies",
     "registrations",
+    "audit_log",
 ];
 
 /// Most bind parameters in one INSERT (SQLite allows 32766, PostgreSQL 65535).
@@ -220,6 +225,34 @@ fn bind_cell<'q>(q: AnyQuery<'q>, cell: &Cell) -> AnyQuery<'q> {
     }
 }
 
+/// Moves the sequence behind each serial column of `table` (PostgreSQL) past the largest
+/// copied value: rows were inserted with their ids, which does not advance a sequence.
+async fn advance_sequences(
+    dst: &mut sqlx::Transaction<'_, Any>,
+    table: &str,
+    cols: &[Column],
+) -> StoreResult<()> {
+    for c in cols.iter().filter(|c| c.kind == Kind::Int) {
+        let seq: Option<String> = sqlx::query_scalar("SELECT pg_get_serial_sequence($1, $2)")
+            .bind(table)
+            .bind(c.name.as_str())
+            .fetch_one(&mut **dst)
+            .await
+            .map_err(classify)?;
+        let Some(seq) = seq else { continue };
+        // The next value is MAX + 1 (or 1 for an empty table).
+        sqlx::query(&format!(
+            "SELECT setval(CAST($1 AS regclass), COALESCE(MAX({col}), 0) + 1, false) FROM {table}",
+            col = c.name
+        ))
+        .bind(seq)
+        .execute(&mut **dst)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
 /// Copies every row of every table in [`COPY_TABLES`] from `from` into `to`, which must be
 /// empty. Returns the rows copied per table.
 pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyReport> {
@@ -355,6 +388,9 @@ pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyRe
             return Err(refuse(format!(
                 "table {table}: copied {copied} rows but the target holds {in_target}"
             )));
+        }
+        if to.backend() == "postgres" {
+            advance_sequences(&mut dst, table, cols).await?;
         }
         tracing::info!(table, rows = copied, "copied table");
         report.push((table.to_string(), copied));
@@ -513,6 +549,20 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(dump(dst).await, before);
+
+        // The audit trail came along, ids included, and the target's next record gets a new
+        // id after them (on PostgreSQL, the copy moved the id sequence along).
+        let all = crate::AuditQuery::default();
+        let copied = dst.audit_records(&all).await.unwrap();
+        assert_eq!(copied, src.audit_records(&all).await.unwrap());
+        let last = copied.last().unwrap().id;
+        let next = crate::testsuite::audit_row(9999, "kms.secrets.wrap", "success");
+        dst.append_audit(std::slice::from_ref(&next)).await.unwrap();
+        let after = dst.audit_records(&all).await.unwrap();
+        assert_eq!(after.len(), copied.len() + 1);
+        let newest = after.last().unwrap();
+        assert!(newest.id > last, "{} <= {last}", newest.id);
+        assert_eq!(newest.row, next);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 mod copy;
 mod sql;
+mod sql_audit;
 mod sql_lifecycle;
 pub mod testsuite;
 mod timed;
@@ -30,6 +31,7 @@ pub use sql::{
     is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
     PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
 };
+pub use sql_audit::AUDIT_BATCH_ROWS;
 
 /// Store failures. `Conflict` is a lost race or a violated uniqueness/condition; `Unavailable`
 /// means the database could not be reached (the API answers 503).
@@ -245,6 +247,57 @@ pub struct RegistrationRow {
     pub created_by: String,
 }
 
+/// One audit record as the `audit_log` table holds it: ids, names, outcomes and addresses,
+/// never a secret (no key material, plaintext, ciphertext, nonce, token or API key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// `time` as Unix seconds (what time filters and indexes use).
+    pub time_unix: i64,
+    /// RFC 3339, UTC, exactly as the JSON-lines file writes it.
+    pub time: String,
+    pub request_id: String,
+    pub correlation_id: Option<String>,
+    pub principal: String,
+    pub instance: String,
+    /// Key Protect's activity-tracker name, e.g. `kms.secrets.wrap`.
+    pub action: String,
+    pub key_id: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// The reason code of a failure.
+    pub reason: Option<String>,
+    /// The client's address.
+    pub source: Option<String>,
+}
+
+/// A stored audit record and the id the database gave it (ids grow in insertion order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub row: AuditRow,
+}
+
+/// Filters of [`Store::audit_records`]: a record must match every filter given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub key_id: Option<String>,
+    pub principal: Option<String>,
+    pub instance: Option<String>,
+    pub outcome: Option<String>,
+    pub request_id: Option<String>,
+    /// Records at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Records at or before this time (Unix seconds).
+    pub until: Option<i64>,
+    /// Records with an id greater than this (to page through a long result).
+    pub after_id: Option<i64>,
+    /// At most this many records (`None`: all).
+    pub limit: Option<i64>,
+    /// Newest first (the last records, for `tail`) instead of oldest first.
+    pub newest_first: bool,
+}
+
 /// Sort fields of `GET /keys`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortField {
@@ -437,4 +490,10 @@ pub trait Store: Send + Sync + fmt::Debug {
         instance: InstanceId,
         now: i64,
     ) -> StoreResult<Option<TokenRow>>;
+
+    /// Appends audit records in one committed transaction of its own (all or none, in order):
+    /// when this returns `Ok`, they are durable.
+    async fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()>;
+    /// Audit records matching `q`, by id: oldest first, or newest first with `q.newest_first`.
+    async fn audit_records(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 }

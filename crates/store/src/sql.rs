@@ -15,14 +15,15 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::{
-    AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow, PolicyRow,
-    PrincipalRow, RegistrationRow, SealedPlace, SealedRow, SortField, Store, StoreError,
-    StoreResult, TokenGuard, TokenRow, VersionRow,
+    AliasRow, ApiKeyRow, AuditEntry, AuditQuery, AuditRow, GrantRow, InstanceRow, KeyQuery,
+    KeyRingRow, KeyRow, PolicyRow, PrincipalRow, RegistrationRow, SealedPlace, SealedRow,
+    SortField, Store, StoreError, StoreResult, TokenGuard, TokenRow, VersionRow,
 };
 
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_lifecycle.sql")),
+    (3, include_str!("../migrations/sqlite/0003_audit.sql")),
     (
         4,
         include_str!("../migrations/sqlite/0004_sealed_index.sql"),
@@ -31,6 +32,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_lifecycle.sql")),
+    (3, include_str!("../migrations/postgres/0003_audit.sql")),
     (
         4,
         include_str!("../migrations/postgres/0004_sealed_index.sql"),
@@ -1323,6 +1325,14 @@ impl Store for SqlStore {
         })
         .await
     }
+
+    async fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()> {
+        retry_write("append_audit", || self.append_audit_impl(rows)).await
+    }
+
+    async fn audit_records(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_records_impl(q).await
+    }
 }
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
@@ -1467,6 +1477,11 @@ pub(crate) mod tests {
             assert_eq!(applied_versions(s).await, expected);
             // The schema is complete: the newest migration's column is there.
             let n: i64 = sqlx::query_scalar("SELECT COUNT(next_rotation_at) FROM keys")
+                .fetch_one(&s.read)
+                .await
+                .unwrap();
+            assert_eq!(n, 0);
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
                 .fetch_one(&s.read)
                 .await
                 .unwrap();

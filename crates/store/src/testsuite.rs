@@ -8,8 +8,8 @@ use std::sync::Arc;
 use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 use crate::{
-    AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow, PolicyRow,
-    PrincipalRow, RegistrationRow, SealedPlace, Store, StoreError, TokenGuard, TokenRow,
+    AliasRow, ApiKeyRow, AuditQuery, AuditRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow,
+    PolicyRow, PrincipalRow, RegistrationRow, SealedPlace, Store, StoreError, TokenGuard, TokenRow,
     VersionRow,
 };
 
@@ -22,6 +22,24 @@ pub async fn run_all(store: Arc<dyn Store>) {
     sealed_rows_are_counted(&*store).await;
     lifecycle_tables(&*store).await;
     reseal_moves_rows_between_master_keys(&*store).await;
+    audit_log_appends_and_searches(store.clone()).await;
+}
+
+/// An audit row as the service would write it (`n` varies the time and ids).
+pub fn audit_row(n: i64, action: &str, outcome: &str) -> AuditRow {
+    AuditRow {
+        time_unix: 1_700_000_000 + n,
+        time: keyward_domain::format_time(1_700_000_000 + n),
+        request_id: format!("req-{n}"),
+        correlation_id: (n % 2 == 0).then(|| format!("corr-{n}")),
+        principal: format!("iam-ServiceId-{}", n % 3),
+        instance: "inst-1".into(),
+        action: action.to_string(),
+        key_id: (n % 5 != 0).then(|| format!("key-{}", n % 4)),
+        outcome: outcome.to_string(),
+        reason: (outcome == "failure").then(|| "KEY_ACTION_INVALID_STATE_ERR".to_string()),
+        source: Some("127.0.0.1".into()),
+    }
 }
 
 pub fn instance(name: &str) -> InstanceRow {
@@ -530,4 +548,166 @@ async fn reseal_moves_rows_between_master_keys(store: &dyn Store) {
         (vec![0xfb, 0xfa, 0xf9], "mk-new")
     );
     assert_eq!(t.remaining, 5);
+}
+
+/// Appends (one row, a batch larger than one statement, concurrent writers) and every search
+/// filter of the audit table.
+async fn audit_log_appends_and_searches(store: Arc<dyn Store>) {
+    let all = AuditQuery::default();
+    assert!(store.audit_records(&all).await.unwrap().is_empty());
+    store.append_audit(&[]).await.unwrap();
+
+    let first = audit_row(0, "kms.secrets.create", "success");
+    store
+        .append_audit(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    // A batch of more rows than one INSERT takes (and than one page of `copy_database`).
+    let batch: Vec<AuditRow> = (1..=600)
+        .map(|n| {
+            let (action, outcome) = match n % 3 {
+                0 => ("kms.secrets.wrap", "success"),
+                1 => ("kms.secrets.unwrap", "success"),
+                _ => ("kms.secrets.wrap", "failure"),
+            };
+            audit_row(n, action, outcome)
+        })
+        .collect();
+    assert!(batch.len() > crate::AUDIT_BATCH_ROWS);
+    store.append_audit(&batch).await.unwrap();
+
+    let got = store.audit_records(&all).await.unwrap();
+    assert_eq!(got.len(), 601);
+    assert_eq!(
+        got[0].row, first,
+        "a row reads back as written (NULLs included)"
+    );
+    assert!(got[0].row.key_id.is_none() && got[0].row.reason.is_none());
+    let rows: Vec<AuditRow> = got.iter().map(|e| e.row.clone()).collect();
+    assert_eq!(rows[1..], batch[..], "rows keep their order");
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id), "ids grow");
+
+    let count = |q: AuditQuery| {
+        let store = store.clone();
+        async move { store.audit_records(&q).await.unwrap().len() }
+    };
+    let text = |s: &str| Some(s.to_string());
+    assert_eq!(
+        count(AuditQuery {
+            action: text("kms.secrets.wrap"),
+            ..AuditQuery::default()
+        })
+        .await,
+        400
+    );
+    assert_eq!(
+        count(AuditQuery {
+            action: text("kms.secrets.wrap"),
+            outcome: text("failure"),
+            ..AuditQuery::default()
+        })
+        .await,
+        200
+    );
+    let by_key = store
+        .audit_records(&AuditQuery {
+            key_id: text("key-1"),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(!by_key.is_empty());
+    assert!(by_key
+        .iter()
+        .all(|e| e.row.key_id.as_deref() == Some("key-1")));
+    assert_eq!(
+        count(AuditQuery {
+            principal: text("iam-ServiceId-0"),
+            ..AuditQuery::default()
+        })
+        .await,
+        201
+    );
+    assert_eq!(
+        count(AuditQuery {
+            instance: text("inst-1"),
+            ..AuditQuery::default()
+        })
+        .await,
+        601
+    );
+    assert_eq!(
+        count(AuditQuery {
+            instance: text("inst-2"),
+            ..AuditQuery::default()
+        })
+        .await,
+        0
+    );
+    let one = store
+        .audit_records(&AuditQuery {
+            request_id: text("req-42"),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].row, batch[41]);
+    // Time range, inclusive at both ends.
+    assert_eq!(
+        count(AuditQuery {
+            since: Some(1_700_000_100),
+            until: Some(1_700_000_199),
+            ..AuditQuery::default()
+        })
+        .await,
+        100
+    );
+    // Tail: the newest first, limited; paging after an id.
+    let tail = store
+        .audit_records(&AuditQuery {
+            limit: Some(3),
+            newest_first: true,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let tail_ids: Vec<String> = tail.iter().map(|e| e.row.request_id.clone()).collect();
+    assert_eq!(tail_ids, ["req-600", "req-599", "req-598"]);
+    let page = store
+        .audit_records(&AuditQuery {
+            after_id: Some(got[10].id),
+            limit: Some(5),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.id).collect::<Vec<_>>(),
+        got[11..16].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+
+    // Concurrent writers: every append lands once, with its own id.
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let row = audit_row(1000 + w * 10 + i, "kms.secrets.unwrap", "success");
+                store.append_audit(&[row]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = store.audit_records(&all).await.unwrap();
+    assert_eq!(after.len(), 681);
+    let mut ids: Vec<i64> = after.iter().map(|e| e.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 681);
+    let mut reqs: Vec<&str> = after.iter().map(|e| e.row.request_id.as_str()).collect();
+    reqs.sort_unstable();
+    reqs.dedup();
+    assert_eq!(reqs.len(), 681);
 }

@@ -14,8 +14,9 @@ use keyward_domain::{InstanceId, KeyId, Role};
 use parking_lot::Mutex;
 
 use crate::{
-    AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow, PolicyRow,
-    PrincipalRow, RegistrationRow, SealedRow, Store, StoreResult, TokenGuard, TokenRow, VersionRow,
+    AliasRow, ApiKeyRow, AuditEntry, AuditQuery, AuditRow, GrantRow, InstanceRow, KeyQuery,
+    KeyRingRow, KeyRow, PolicyRow, PrincipalRow, RegistrationRow, SealedRow, Store, StoreResult,
+    TokenGuard, TokenRow, VersionRow,
 };
 
 /// Upper bounds (seconds) of the latency buckets.
@@ -194,6 +195,8 @@ timed! {
     fn put_token(&self, row: &TokenRow) -> StoreResult<()>;
     fn get_token(&self, instance: InstanceId) -> StoreResult<Option<TokenRow>>;
     fn take_token_retrieval(&self, instance: InstanceId, now: i64) -> StoreResult<Option<TokenRow>>;
+    fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()>;
+    fn audit_records(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! - restore into a non-empty data dir, or with the wrong master key, is refused;
 //! - damaged, truncated and forged backups are refused and the target stays empty;
 //! - PostgreSQL → backup → SQLite (and → another PostgreSQL database), when
-//!   `KEYWARD_TEST_DATABASE_URL` is set (skipped with a note otherwise).
+//!   `KEYWARD_TEST_DATABASE_URL` is set (skipped with a note otherwise);
+//! - the audit table (`--audit-sink database`) is in the backup, restored row for row, and a
+//!   node on the restored database (SQLite, and PostgreSQL when available) appends to it with
+//!   new ids.
 //!
 //! Run: `cargo test -p keyward --test backup`.
 
@@ -1024,5 +1027,116 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
         db2.query("SELECT COUNT(*) FROM key_versions"),
         (3 + in_snapshot).to_string()
     );
+    np.terminate();
+}
+
+/// Every row of the audit table of the node's database, through `keyward admin audit`.
+fn audit_rows(db_args: &[&str]) -> Vec<Value> {
+    let mut args = db_args.to_vec();
+    args.extend_from_slice(&["audit", "search"]);
+    let out = admin(&args);
+    assert!(
+        out.status.success(),
+        "admin audit search: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A node on the restored database appends audit rows after the restored ones: one more row
+/// per wrap, ids above every restored id (a collision would fail the request with 503).
+async fn appends_after_restore(
+    node: &mut Node,
+    apikey: &str,
+    inst: &str,
+    key: &str,
+    before: &[Value],
+    db_args: &[&str],
+) {
+    node.wait_health(200).await;
+    let api = Api::login(&node.base, apikey, inst).await;
+    for _ in 0..3 {
+        api.wrap_ok(key, b"after the restore").await;
+    }
+    let after = audit_rows(db_args);
+    assert_eq!(after.len(), before.len() + 3);
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "the restored rows are unchanged"
+    );
+    let last = before.last().unwrap()["id"].as_i64().unwrap();
+    for r in &after[before.len()..] {
+        assert!(r["id"].as_i64().unwrap() > last, "{r}");
+        assert_eq!(r["action"], "kms.secrets.wrap");
+        assert_eq!(r["key_id"], key);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_table_is_backed_up_and_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let key_file = a_dir.join("master.key");
+    write_master_key(&key_file);
+    let audited = ["--audit-sink", "database"];
+    let mut na = Node::spawn_with("a", &node_opts(&a_dir, &key_file, None), &audited);
+    na.wait_health(200).await;
+    let (inst, apikey) = na.banner().unwrap();
+    let a = Api::login(&na.base, &apikey, &inst).await;
+    let key = a.root_key("audited").await;
+    for _ in 0..20 {
+        a.wrap_ok(&key, b"0123456789abcdef").await;
+    }
+    let a_args = ["--data-dir", path_str(&a_dir)];
+    let before = audit_rows(&a_args);
+    assert_eq!(before.len(), 21, "one create and twenty wraps");
+    na.terminate();
+
+    let file = dir.path().join("audited.kwb");
+    let report = ok_json(backup(&a_dir, &file), "backup");
+    assert_eq!(report["tables"]["audit_log"], 21);
+
+    // → SQLite.
+    let b_dir = dir.path().join("b");
+    let b_key = b_dir.join("master.key");
+    copy_master_key(&key_file, &b_key);
+    let restored = ok_json(restore(&b_dir, &file, &[]), "restore into SQLite");
+    assert_eq!(restored["tables"]["audit_log"], 21);
+    let b_args = ["--data-dir", path_str(&b_dir)];
+    assert_eq!(audit_rows(&b_args), before);
+    let mut nb = Node::spawn_with("b", &node_opts(&b_dir, &b_key, None), &audited);
+    appends_after_restore(&mut nb, &apikey, &inst, &key, &before, &b_args).await;
+    nb.terminate();
+
+    // → PostgreSQL: the copy moves the id sequence past the restored ids.
+    let Some(base) = pg_base("the_audit_table_is_backed_up_and_restored (PostgreSQL part)") else {
+        return;
+    };
+    let db = Db::fresh(&base);
+    ok_json(
+        admin(&[
+            "--database-url",
+            &db.url,
+            "--output",
+            "json",
+            "restore",
+            "--from",
+            path_str(&file),
+            "--master-key-file",
+            path_str(&key_file),
+        ]),
+        "restore into PostgreSQL",
+    );
+    let p_args = ["--database-url", db.url.as_str()];
+    assert_eq!(audit_rows(&p_args), before);
+    let p_dir = dir.path().join("p");
+    let mut np = Node::spawn_with("p", &node_opts(&p_dir, &key_file, Some(&db.url)), &audited);
+    appends_after_restore(&mut np, &apikey, &inst, &key, &before, &p_args).await;
     np.terminate();
 }
