@@ -673,11 +673,7 @@ async fn master_key_moves_from_file_into_hsm_then_rotates_there_online() {
             .await;
         let id = k["id"].as_str().unwrap().to_string();
         let dek = random(32);
-        checks.push((
-            id,
-            c.wrap(&k["id"].as_str().unwrap().to_string(), &dek).await,
-            dek,
-        ));
+        checks.push((id, c.wrap(k["id"].as_str().unwrap(), &dek).await, dek));
         materials.push(m);
     }
     let before = mk(&["status"]);
