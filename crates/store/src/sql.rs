@@ -39,6 +39,30 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// Creates the file behind a `sqlite:` URL with mode 0600 when it does not exist yet (with
+/// `mode=rwc` SQLite would create it with the umask's mode, typically 0644). SQLite gives its
+/// `-wal` and `-shm` files the database file's mode, so they are private too.
+fn create_private_sqlite_file(url: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return;
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || !query.split('&').any(|p| p == "mode=rwc") {
+        return;
+    }
+    // An existing file is left alone; a missing directory or a permission problem is left for
+    // SQLite to report in its own words.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+}
+
 /// A database URL whose `Debug`/`Display` never show a password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl(String);
@@ -238,6 +262,7 @@ impl SqlStore {
         };
         let store = match backend {
             Backend::Sqlite => {
+                create_private_sqlite_file(url.expose());
                 let pragmas = |opts: AnyPoolOptions| {
                     opts.after_connect(|conn, _meta| {
                         Box::pin(async move {
@@ -1718,5 +1743,25 @@ pub(crate) mod tests {
         assert!(out.contains("$2,") && out.contains("$12)") && out.contains("extractable = $13"));
         assert!(out.contains("key_ring_id = $14"));
         assert!(!out.contains("$S") && !out.contains("$R"));
+    }
+
+    #[tokio::test]
+    async fn sqlite_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("kw.db");
+        let url = format!("sqlite://{}?mode=rwc", db.display());
+        let store = SqlStore::connect(&DatabaseUrl::new(url)).await.unwrap();
+        store
+            .put_secret_if_absent("x", &[1], "mk", 1)
+            .await
+            .unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&db), 0o600);
+        let wal = dir.path().join("kw.db-wal");
+        assert!(wal.exists());
+        assert_eq!(mode(&wal), 0o600);
+        assert_eq!(mode(&dir.path().join("kw.db-shm")), 0o600);
+        store.close().await;
     }
 }
