@@ -34,7 +34,7 @@ const ALL_SCENARIOS: &[&str] = &[
 ];
 
 /// Diagnostic scenarios, run only when named in --scenarios.
-const EXTRA_SCENARIOS: &[&str] = &["create-root-key"];
+const EXTRA_SCENARIOS: &[&str] = &["create-root-key", "master-key-rotate"];
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -321,7 +321,7 @@ async fn run(args: Args) -> Result<bool> {
     )
     .await;
     srv.stop().await;
-    let (scenarios_done, rsa) = match result {
+    let (scenarios_done, rsa, reseal) = match result {
         Ok(s) => s,
         Err(e) => {
             eprintln!("server log tail:\n{}", srv.log_tail());
@@ -348,7 +348,8 @@ async fn run(args: Args) -> Result<bool> {
         "serve_args": args.serve_args,
         "server_env": args.server_env,
     });
-    let report = report::build(machine, config, &scenarios_done, rsa);
+    let mut report = report::build(machine, config, &scenarios_done, rsa);
+    report["master_key_rotate"] = reseal.unwrap_or(Value::Null);
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
@@ -377,7 +378,7 @@ async fn run_scenarios(
     tmp: &Path,
     srv: &mut Server,
     setup: &Setup,
-) -> Result<(Vec<Scenario>, Option<(f64, f64)>)> {
+) -> Result<(Vec<Scenario>, Option<(f64, f64)>, Option<Value>)> {
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     let mut out = Vec::new();
@@ -556,6 +557,34 @@ async fn run_scenarios(
         }
     }
 
+    let mut reseal = None;
+    if want("master-key-rotate") {
+        // Every sealed row (all keys made by the scenarios above, their versions, the import
+        // token, the signing key) re-sealed under a new master key generation by the admin
+        // command, while the server runs idle. `--settle 0`: no waiting for other nodes.
+        settle(ctx.addr, args.token_pool_size, args.wait_idle).await;
+        progress("master-key-rotate: keyward admin master-key rotate --settle 0");
+        let key_file = data_dir.join("master.key");
+        let key_file = key_file.to_string_lossy();
+        let started = std::time::Instant::now();
+        let out = server::admin(
+            keyward,
+            data_dir,
+            &["master-key", "--master-key-file", &key_file, "rotate", "--settle", "0"],
+        )
+        .await?;
+        let secs = started.elapsed().as_secs_f64();
+        let rows = out["resealed"].as_f64().unwrap_or(0.0);
+        if out["complete"] != json!(true) {
+            bail!("master-key rotate did not complete: {out}");
+        }
+        reseal = Some(json!({
+            "rows": rows,
+            "seconds": (secs * 1000.0).round() / 1000.0,
+            "rows_per_s": if secs > 0.0 { (rows / secs).round() } else { 0.0 },
+        }));
+    }
+
     if want("import-token-warm") {
         let body = serde_json::to_vec(&json!({"expiration": 600, "maxAllowedRetrievals": 1}))?;
         let t = ReqTemplate::new(
@@ -646,7 +675,7 @@ async fn run_scenarios(
         s.note = Some("server started with --token-pool-size 0".to_string());
         out.push(s);
     }
-    Ok((out, rsa))
+    Ok((out, rsa, reseal))
 }
 
 /// Waits until the server's import-token pool is full (its background RSA key generation would

@@ -371,6 +371,13 @@ pub fn table(report: &Value) -> String {
             c["oaep_decrypts_per_s_all_threads"].as_f64().unwrap_or(0.0)
         );
     }
+    if let Some(r) = report["master_key_rotate"].as_object() {
+        let _ = writeln!(
+            o,
+            "\nmaster-key rotate (admin command, whole process incl. start-up): {} rows re-sealed in {} s = {}/s",
+            r["rows"], r["seconds"], r["rows_per_s"]
+        );
+    }
     let _ = writeln!(o, "\ntargets:");
     for t in report["targets"].as_array().unwrap_or(&empty) {
         let verdict = match t["pass"].as_bool() {
