@@ -570,7 +570,14 @@ async fn run_scenarios(
         let out = server::admin(
             keyward,
             data_dir,
-            &["master-key", "--master-key-file", &key_file, "rotate", "--settle", "0"],
+            &[
+                "master-key",
+                "--master-key-file",
+                &key_file,
+                "rotate",
+                "--settle",
+                "0",
+            ],
         )
         .await?;
         let secs = started.elapsed().as_secs_f64();

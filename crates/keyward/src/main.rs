@@ -36,6 +36,15 @@ fn init_tracing(json: bool) {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The server and the admin commands can hold key material: no core dumps, no ptrace.
+    // (The `kp` client handles only what its user gives it.)
+    let hardening_failed = match &cli.cmd {
+        Cmd::Serve(_) | Cmd::Admin(_) => keyward::harden::harden_process(),
+        Cmd::Kp(_) => Vec::new(),
+    };
+    for f in &hardening_failed {
+        eprintln!("warning: process hardening failed: {f}");
+    }
     let result = match cli.cmd {
         Cmd::Serve(args) => serve(*args).await,
         Cmd::Admin(args) => admin::run(args).await,

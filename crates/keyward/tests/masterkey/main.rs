@@ -347,3 +347,28 @@ async fn staged_generation_waits_for_the_next_run() {
     assert_eq!(s["rows_not_under_sealing_key"], 0, "{s}");
     node.terminate();
 }
+
+/// RELIABILITY T16: the server that holds the master key runs with core dumps off
+/// (`RLIMIT_CORE` 0, soft and hard), so a crash writes no key material to disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_without_core_dumps() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let o = opts(&data);
+    let mut node = Node::spawn("core", &o);
+    node.wait_health(200).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    assert!(
+        !node.log().contains("process hardening failed"),
+        "{}",
+        node.log()
+    );
+    node.terminate();
+}
