@@ -90,7 +90,7 @@ impl ReqTemplate {
         })
     }
 
-    fn build(&self) -> Request<Full<Bytes>> {
+    pub fn build(&self) -> Request<Full<Bytes>> {
         let body = self.bodies.next();
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = self.method.clone();
@@ -201,6 +201,11 @@ impl RunResult {
 
     pub fn errors(&self) -> u64 {
         self.statuses.values().sum::<u64>() + self.transport_errors
+    }
+
+    /// Records one request's outcome; false when the connection is unusable afterwards.
+    pub fn record_outcome(&mut self, outcome: Result<(StatusCode, Bytes)>, dt: Duration) -> bool {
+        self.record(outcome, dt)
     }
 
     fn record(&mut self, outcome: Result<(StatusCode, Bytes)>, dt: Duration) -> bool {

@@ -4,6 +4,7 @@
 mod http;
 mod report;
 mod server;
+mod soak;
 mod stats;
 
 use std::net::SocketAddr;
@@ -34,7 +35,7 @@ const ALL_SCENARIOS: &[&str] = &[
 ];
 
 /// Diagnostic scenarios, run only when named in --scenarios.
-const EXTRA_SCENARIOS: &[&str] = &["create-root-key", "master-key-rotate"];
+const EXTRA_SCENARIOS: &[&str] = &["create-root-key", "master-key-rotate", "soak"];
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -107,6 +108,12 @@ pub struct Args {
     /// Keep the temporary data directory (and server logs) and print its path.
     #[arg(long)]
     keep_data: bool,
+    /// soak (RELIABILITY T13, only when named): minutes of open-loop load
+    #[arg(long, default_value_t = 10.0)]
+    soak_minutes: f64,
+    /// soak: requests per second (80 % wrap/unwrap, 10 % key reads, 10 % key creations)
+    #[arg(long, default_value_t = 300.0)]
+    soak_rate: f64,
 }
 
 /// Exit status: 0, or 2 when a scenario saw a non-2xx response or a connection error (the
@@ -349,7 +356,10 @@ async fn run(args: Args) -> Result<bool> {
         "server_env": args.server_env,
     });
     let mut report = report::build(machine, config, &scenarios_done, rsa);
-    report["master_key_rotate"] = reseal.unwrap_or(Value::Null);
+    if let Some(x) = reseal {
+        report["master_key_rotate"] = x["master_key_rotate"].clone();
+        report["soak"] = x["soak"].clone();
+    }
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
@@ -362,7 +372,10 @@ async fn run(args: Args) -> Result<bool> {
         let kept = tmp.keep();
         progress(&format!("kept {}", kept.display()));
     }
-    let flagged = scenarios_done.iter().any(|s| s.res.errors() > 0);
+    let flagged = scenarios_done.iter().any(|s| s.res.errors() > 0)
+        || report["soak"]["non_2xx_or_transport_errors"]
+            .as_u64()
+            .is_some_and(|n| n > 0);
     if flagged {
         progress("some scenarios had errors (see notes); exit status 2");
     }
@@ -557,6 +570,69 @@ async fn run_scenarios(
         }
     }
 
+    let mut soak = None;
+    if want("soak") {
+        let t = |m: Method, path: &str, ct: &str, body: Vec<u8>| -> Result<Arc<ReqTemplate>> {
+            Ok(Arc::new(ReqTemplate::new(
+                m,
+                path,
+                &ctx.host,
+                &ctx.headers(ct),
+                Bodies::Fixed(Bytes::from(body)),
+            )?))
+        };
+        let wrap = t(
+            Method::POST,
+            &wrap_path,
+            WRAP_CT,
+            serde_json::to_vec(&json!({"plaintext": dek}))?,
+        )?;
+        let unwrap = t(
+            Method::POST,
+            &unwrap_path,
+            UNWRAP_CT,
+            serde_json::to_vec(&json!({"ciphertext": ciphertext}))?,
+        )?;
+        let get = t(
+            Method::GET,
+            &format!("/api/v2/keys/{key_id}"),
+            JSON_CT,
+            Vec::new(),
+        )?;
+        let create = t(
+            Method::POST,
+            "/api/v2/keys",
+            KEY_CT,
+            serde_json::to_vec(&key_envelope(
+                json!({"type": KEY_CT, "name": "soak-key", "extractable": false}),
+            ))?,
+        )?;
+        // 10 requests: 4 wrap, 4 unwrap, 1 read, 1 create.
+        let mut mix = Vec::new();
+        for _ in 0..4 {
+            mix.push(("wrap".to_string(), wrap.clone()));
+            mix.push(("unwrap".to_string(), unwrap.clone()));
+        }
+        mix.push(("get key".to_string(), get));
+        mix.push(("create key".to_string(), create));
+        settle(ctx.addr, args.token_pool_size, args.wait_idle).await;
+        progress(&format!(
+            "soak: {} req/s for {} min (open loop)",
+            args.soak_rate, args.soak_minutes
+        ));
+        let s = soak::run(
+            ctx.addr,
+            mix,
+            args.soak_rate,
+            Duration::from_secs_f64(args.soak_minutes * 60.0),
+            16,
+            ctx.pid,
+            Duration::from_secs(10),
+        )
+        .await?;
+        soak = Some(s.to_json());
+    }
+
     let mut reseal = None;
     if want("master-key-rotate") {
         // Every sealed row (all keys made by the scenarios above, their versions, the import
@@ -682,7 +758,8 @@ async fn run_scenarios(
         s.note = Some("server started with --token-pool-size 0".to_string());
         out.push(s);
     }
-    Ok((out, rsa, reseal))
+    let extras = json!({"master_key_rotate": reseal, "soak": soak});
+    Ok((out, rsa, Some(extras)))
 }
 
 /// Waits until the server's import-token pool is full (its background RSA key generation would

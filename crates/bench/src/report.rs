@@ -378,6 +378,35 @@ pub fn table(report: &Value) -> String {
             r["rows"], r["seconds"], r["rows_per_s"]
         );
     }
+    if let Some(s) = report["soak"].as_object() {
+        let f = |k: &str| s.get(k).cloned().unwrap_or(Value::Null);
+        let _ = writeln!(
+            o,
+            "\nsoak (open loop, {} req/s for {} s; 80 % wrap/unwrap): {} requests ({}/s), {} non-2xx, p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+            f("rate_per_s"), f("seconds"), f("requests"), f("achieved_per_s"), f("non_2xx_or_transport_errors"),
+            f("p50_ms"), f("p99_ms"), f("p999_ms"), f("max_ms")
+        );
+        let _ = writeln!(
+            o,
+            "  server RSS {} KiB at {} s -> {} KiB at the end ({} %), open fds {}..{}",
+            f("rss_kib_from"),
+            f("rss_from_s"),
+            f("rss_kib_end"),
+            f("rss_growth_pct"),
+            f("fds_min"),
+            f("fds_max")
+        );
+        if let Some(v) = s.get("verdicts").and_then(Value::as_object) {
+            for (k, v) in v {
+                let verdict = match v.as_bool() {
+                    Some(true) => "PASS",
+                    Some(false) => "FAIL",
+                    None => "n/a",
+                };
+                let _ = writeln!(o, "  [{verdict}] soak {k}");
+            }
+        }
+    }
     let _ = writeln!(o, "\ntargets:");
     for t in report["targets"].as_array().unwrap_or(&empty) {
         let verdict = match t["pass"].as_bool() {
