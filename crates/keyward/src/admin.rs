@@ -148,7 +148,7 @@ fn print(output: &str, v: &Value) {
 }
 
 /// The file behind a `sqlite:` URL (`None` for in-memory databases).
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub(crate) fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

@@ -98,7 +98,7 @@ pub async fn run(
         ..ServeArgs::default()
     };
     let settings = serve.resolve()?;
-    if let Some(p) = sqlite_file(settings.database_url.expose()) {
+    if let Some(p) = crate::admin::sqlite_path(settings.database_url.expose()) {
         if !p.exists() {
             bail!("no database at {}: nothing to re-seal", p.display());
         }
@@ -128,14 +128,6 @@ pub async fn run(
     };
     store.close().await;
     res
-}
-
-fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
 fn scan(keyring: &Keyring) -> anyhow::Result<()> {
