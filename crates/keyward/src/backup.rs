@@ -463,29 +463,24 @@ pub async fn backup(
     }))
 }
 
-/// Checks the master key file (with its later generations `FILE.2`, `FILE.3`, ... that
-/// `admin master-key rotate` makes) against the backup's sealed rows: every `file:` key the
-/// backup names must be there. HSM keys (`pkcs11:` ids) cannot be checked from here.
+/// Checks the master key file and its generations (`FILE`, `FILE.2`, ... that `admin master-key
+/// rotate` makes; generation 1 may be retired) against the backup's sealed rows: every `file:`
+/// key the backup names must be there. HSM keys (`pkcs11:` ids) cannot be checked from here.
+/// Returns the ids found.
 fn check_master_key(path: &Path, header: &Header) -> anyhow::Result<String> {
-    let mk = FileMasterKey::load_or_create(path, false)
+    let gens = crate::masterkey::file_generations(path)
         .map_err(|e| anyhow!("checking the master key: {e}"))?;
-    let id = mk.key_id().to_string();
-    let mut have = vec![id.clone()];
-    if let (Some(dir), Some(base)) = (path.parent(), path.file_name()) {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let base = base.to_string_lossy();
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if crate::masterkey::generation_of(&base, &name).is_some_and(|g| g > 1) {
-                let g = FileMasterKey::load_or_create(&dir.join(&name), false)
-                    .map_err(|e| anyhow!("checking the master key: {e}"))?;
-                have.push(g.key_id().to_string());
-            }
-        }
+    if gens.is_empty() {
+        bail!(
+            "checking the master key: no master key file at {} (nor a later generation of it)",
+            path.display()
+        );
+    }
+    let mut have = Vec::new();
+    for (_, p) in &gens {
+        let g = FileMasterKey::load_or_create(p, false)
+            .map_err(|e| anyhow!("checking the master key: {e}"))?;
+        have.push(g.key_id().to_string());
     }
     let missing: Vec<&String> = header
         .master_key_ids
@@ -506,7 +501,7 @@ fn check_master_key(path: &Path, header: &Header) -> anyhow::Result<String> {
             header.master_key_ids.join(", ")
         );
     }
-    Ok(id)
+    Ok(have.join(", "))
 }
 
 /// `admin restore`: verifies `args.from` completely, then copies it into the database behind
@@ -542,7 +537,7 @@ pub async fn restore(
         sqlite_dir
             .as_ref()
             .map(|d| d.join("master.key"))
-            .filter(|p| p.exists())
+            .filter(|p| crate::masterkey::file_generations(p).is_ok_and(|g| !g.is_empty()))
     });
     let master_key = match &mk_path {
         Some(p) => Some(check_master_key(p, &header).map_err(refuse)?),

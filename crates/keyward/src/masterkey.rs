@@ -149,21 +149,8 @@ impl Keyring {
     }
 
     fn scan_files(&self, known: &[Generation]) -> Result<Vec<Generation>, String> {
-        let (dir, base) = split_path(&self.file)?;
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("master key directory {}: {e}", dir.display())),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| format!("master key directory {}: {e}", dir.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(generation) = generation_of(&base, &name) else {
-                continue;
-            };
-            let path = dir.join(&name);
+        for (generation, path) in file_generations(&self.file)? {
             let shown = path.display().to_string();
             if let Some(g) = known
                 .iter()
@@ -180,7 +167,6 @@ impl Keyring {
                 provider: Arc::new(mk),
             });
         }
-        out.sort_by_key(|g| g.generation);
         Ok(out)
     }
 
@@ -329,6 +315,27 @@ impl Keyring {
         MasterKeyRing::new(members, &current)
             .ok_or_else(|| "two master key generations have the same key id".to_string())
     }
+}
+
+/// The generations of the key file `file` present on disk (`file` itself is 1, `file.N` is N),
+/// in generation order. A missing directory holds none.
+pub fn file_generations(file: &Path) -> Result<Vec<(u32, PathBuf)>, String> {
+    let (dir, base) = split_path(file)?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("master key directory {}: {e}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("master key directory {}: {e}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(generation) = generation_of(&base, &name) {
+            out.push((generation, dir.join(&name)));
+        }
+    }
+    out.sort_by_key(|(g, _)| *g);
+    Ok(out)
 }
 
 /// The marker row's key id, if set.

@@ -18,6 +18,7 @@
 #[path = "../cluster/harness.rs"]
 mod harness;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -275,6 +276,49 @@ async fn file_master_key_rotation_is_online_and_resumable() {
     assert_eq!(b.unwrap_ok(&imported, &ct).await, b"x");
     node.terminate();
 
+    // A backup taken now restores into a data dir that holds only generation 2 (generation 1
+    // retired), and a node there unwraps what was made under generation 1.
+    let file = dir.path().join("after-rotation.bak");
+    ok_json(
+        keyward()
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--output", "json", "backup", "--to"])
+            .arg(&file)
+            .output()
+            .unwrap(),
+        "backup",
+    );
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    std::fs::copy(data.join("master.key.2"), restored.join("master.key.2")).unwrap();
+    let out = ok_json(
+        keyward()
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(&restored)
+            .args(["--output", "json", "restore", "--from"])
+            .arg(&file)
+            .output()
+            .unwrap(),
+        "restore with only generation 2",
+    );
+    // The restore found and checked generation 2 (not "put the master key at ...").
+    assert_eq!(
+        out["next"],
+        format!("start the server with the master key {gen2}"),
+        "{out}"
+    );
+    let ro = opts(&restored);
+    let mut node = Node::spawn_with("r", &ro, &[]);
+    node.wait_health(200).await;
+    let r = a.on(&node);
+    for (id, ct, pt) in made.iter().take(6) {
+        assert_eq!(&r.unwrap_ok(id, ct).await, pt);
+    }
+    node.terminate();
+
     // Only the old key: sealed, naming the key it lacks; nothing is written.
     std::fs::rename(data.join("master.key.2"), dir.path().join("gen2")).unwrap();
     std::fs::rename(&retired, &key1).unwrap();
@@ -370,5 +414,22 @@ async fn serve_runs_without_core_dumps() {
         "{}",
         node.log()
     );
+    // The database files the server created are private.
+    for f in ["keyward.db", "keyward.db-wal", "master.key"] {
+        let mode = std::fs::metadata(data.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
     node.terminate();
+
+    // A migration into an HSM that is not configured: a clear refusal, nothing changed.
+    let before = status(&data);
+    let out = admin(&data, &["migrate", "--to", "pkcs11", "--settle", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no HSM is configured"), "{err}");
+    assert_eq!(status(&data), before);
 }
