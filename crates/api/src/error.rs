@@ -77,7 +77,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
         UnprocessableCiphertext => StatusCode::UNPROCESSABLE_ENTITY,
         Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Internal | RowIntegrity => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

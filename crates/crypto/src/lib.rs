@@ -18,6 +18,7 @@ pub mod dek;
 pub mod import;
 pub mod master;
 pub mod pkcs11;
+pub mod rowauth;
 mod secret;
 
 pub use secret::SecretBytes;

@@ -9,7 +9,6 @@ use keyward_service::admin;
 use keyward_store::{DatabaseUrl, SqlStore, Store};
 use serde_json::{json, Value};
 
-use crate::config::sqlite_url;
 
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
@@ -29,11 +28,9 @@ pub struct AdminArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum AdminCmd {
     /// Service instances (tenants)
-    #[command(subcommand)]
-    Instance(InstanceCmd),
+    Instance(InstanceArgs),
     /// API keys (each belongs to a principal that holds roles in instances)
-    #[command(subcommand)]
-    Apikey(ApikeyCmd),
+    Apikey(ApikeyArgs),
     /// TLS helpers
     #[command(subcommand)]
     Tls(crate::tls::TlsCmd),
@@ -64,6 +61,25 @@ pub struct MigrateArgs {
     /// empty (its schema is created)
     #[arg(long)]
     pub to: String,
+}
+
+/// `admin instance`: rows that grant access are authenticated under a key sealed by the master
+/// key, so these commands need the master key too (docs/threat-model.md).
+#[derive(clap::Args, Debug)]
+pub struct InstanceArgs {
+    #[command(flatten)]
+    pub keys: crate::masterkeycmd::MasterKeyOpts,
+    #[command(subcommand)]
+    pub cmd: InstanceCmd,
+}
+
+/// `admin apikey`: needs the master key like `admin instance`.
+#[derive(clap::Args, Debug)]
+pub struct ApikeyArgs {
+    #[command(flatten)]
+    pub keys: crate::masterkeycmd::MasterKeyOpts,
+    #[command(subcommand)]
+    pub cmd: ApikeyCmd,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -252,49 +268,68 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         _ => args,
     };
-    let url = match (&args.database_url, &args.data_dir) {
-        (Some(u), _) => DatabaseUrl::new(u.clone()),
-        (None, d) => {
-            let dir = d.clone().unwrap_or_else(|| PathBuf::from("./keyward-data"));
-            std::fs::create_dir_all(&dir)?;
-            sqlite_url(&dir.join("keyward.db"))
-        }
+    let keys = match &args.cmd {
+        AdminCmd::Instance(a) => a.keys.clone(),
+        AdminCmd::Apikey(a) => a.keys.clone(),
+        _ => crate::masterkeycmd::MasterKeyOpts::default(),
     };
-    let store = SqlStore::connect(&url).await?;
+    let settings = keys.settings(args.data_dir.clone(), args.database_url.clone())?;
+    if settings.database_url.is_sqlite() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    }
+    let store = SqlStore::connect(&settings.database_url).await?;
     let now = SystemClock.now_unix();
+    // Instances, API keys and grants are authenticated rows: open the row-authentication key
+    // with the master key before reading or writing them.
+    let (_, ring) = crate::masterkey::open_ring(&settings, &store, now)
+        .await
+        .map_err(|e| anyhow!("the master key could not be loaded: {e}"))?;
+    keyward_service::rowauth::init(
+        &store,
+        &ring,
+        std::sync::Arc::new(SystemClock),
+        std::time::Duration::ZERO,
+    )
+    .await
+    .map_err(|e| anyhow!("{}", e.message))?;
     let err = |e: keyward_service::ServiceError| anyhow!("{}", e.message);
     let out = match args.cmd {
-        AdminCmd::Instance(InstanceCmd::Create { name }) => {
+        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Create { name }, .. }) => {
             let row = admin::create_instance(&store, &name, now)
                 .await
                 .map_err(err)?;
             json!({"id": row.id.to_string(), "name": row.name, "created": format_time(row.created_at)})
         }
-        AdminCmd::Instance(InstanceCmd::List) => {
+        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::List, .. }) => {
             let rows = store.list_instances().await?;
             json!({"instances": rows.iter().map(|r| json!({"id": r.id.to_string(), "name": r.name, "created": format_time(r.created_at)})).collect::<Vec<_>>()})
         }
-        AdminCmd::Instance(InstanceCmd::Delete { id }) => {
+        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Delete { id }, .. }) => {
             let id = instance_id(&id)?;
             admin::delete_instance(&store, id).await.map_err(err)?;
             json!({"deleted": id.to_string()})
         }
-        AdminCmd::Instance(InstanceCmd::Grant {
+        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Grant {
             instance,
             iam_id,
             role: r,
-        }) => {
+        }, .. }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
             admin::grant(&store, i, &iam_id, r, now)
                 .await
                 .map_err(err)?;
             json!({"instance": i.to_string(), "iam_id": iam_id, "role": r.as_str()})
         }
-        AdminCmd::Instance(InstanceCmd::Revoke {
+        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Revoke {
             instance,
             iam_id,
             role: r,
-        }) => {
+        }, .. }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
             store
                 .revoke(i, &iam_id, r)
@@ -302,19 +337,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(|_| anyhow!("no such grant"))?;
             json!({"revoked": {"instance": i.to_string(), "iam_id": iam_id, "role": r.as_str()}})
         }
-        AdminCmd::Apikey(ApikeyCmd::Create {
+        AdminCmd::Apikey(ApikeyArgs { cmd: ApikeyCmd::Create {
             instance,
             role: r,
             name,
             iam_id,
-        }) => {
+        }, .. }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
             let k = admin::create_api_key(&store, i, r, &name, iam_id.as_deref(), now)
                 .await
                 .map_err(err)?;
             json!({"apikey": k.apikey, "id": k.id, "iam_id": k.iam_id, "instance": k.instance.to_string(), "role": k.role.as_str(), "name": k.name})
         }
-        AdminCmd::Apikey(ApikeyCmd::List) => {
+        AdminCmd::Apikey(ApikeyArgs { cmd: ApikeyCmd::List, .. }) => {
             let keys = store.list_api_keys().await?;
             let grants = store.list_grants().await?;
             json!({
@@ -322,7 +357,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 "grants": grants.iter().map(|g| json!({"instance": g.instance_id.to_string(), "iam_id": g.iam_id, "role": g.role.as_str()})).collect::<Vec<_>>(),
             })
         }
-        AdminCmd::Apikey(ApikeyCmd::Delete { id }) => {
+        AdminCmd::Apikey(ApikeyArgs { cmd: ApikeyCmd::Delete { id }, .. }) => {
             if store.delete_api_key(&id).await.is_err() {
                 bail!("no API key {id}");
             }

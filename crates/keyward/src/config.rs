@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// sealing key (how fast a running node follows `admin master-key rotate`) [default: 5]
     #[arg(long, env = "KEYWARD_MASTER_KEY_WATCH")]
     pub master_key_watch: Option<u64>,
+    /// After upgrading a database written by a Keyward without row authentication: seconds
+    /// during which rows still written by older nodes (a rolling upgrade of a cluster) are
+    /// accepted and tagged; 0 refuses them at once (docs/threat-model.md) [default: 0]
+    #[arg(long, env = "KEYWARD_ROW_AUTH_UPGRADE_GRACE")]
+    pub row_auth_upgrade_grace: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -112,6 +117,7 @@ struct FileConfig {
     log_format: Option<String>,
     scheduler_interval: Option<u64>,
     master_key_watch: Option<u64>,
+    row_auth_upgrade_grace: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
@@ -139,6 +145,8 @@ pub struct Settings {
     pub pkcs11: Option<Pkcs11Settings>,
     /// Seconds between rescans of the master keyring (0: only at start).
     pub master_key_watch_secs: u64,
+    /// Grace period of a row-authentication upgrade (see `--row-auth-upgrade-grace`).
+    pub row_auth_upgrade_grace_secs: u64,
     pub insecure_http: bool,
     pub token_pool_size: usize,
     pub log_json: bool,
@@ -355,6 +363,10 @@ impl ServeArgs {
             master_key,
             pkcs11,
             master_key_watch_secs: self.master_key_watch.or(file.master_key_watch).unwrap_or(5),
+            row_auth_upgrade_grace_secs: self
+                .row_auth_upgrade_grace
+                .or(file.row_auth_upgrade_grace)
+                .unwrap_or(0),
             data_dir,
             database_url,
             insecure_http,

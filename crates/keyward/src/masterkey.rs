@@ -338,6 +338,59 @@ pub fn file_generations(file: &Path) -> Result<Vec<(u32, PathBuf)>, String> {
     Ok(out)
 }
 
+/// Loads the master keyring for the database behind `store` (creating the first key file only
+/// when the database holds no sealed row) and checks that it opens every sealed row. `Err`
+/// says why the service must stay sealed.
+pub async fn open_ring(
+    settings: &Settings,
+    store: &dyn Store,
+    now: i64,
+) -> Result<(Arc<Keyring>, MasterKeyRing), String> {
+    let counts = store.sealed_counts().await.map_err(|e| e.to_string())?;
+    let keyring = Arc::new(Keyring::new(settings));
+    let warnings = keyring.scan(counts.is_empty())?;
+    let marker = read_marker(store).await.map_err(|e| e.to_string())?;
+    let ring = keyring.ring(marker.as_deref())?;
+    let have = ring.key_ids();
+    let missing: Vec<String> = counts
+        .iter()
+        .map(|(id, _)| id.clone())
+        .filter(|id| !have.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        let mut reason = format!(
+            "the master key {} ({}) does not match the database's rows (sealed under {}): \
+             use the master key this database was created with",
+            keyring.describe_configured(),
+            have.join(", "),
+            missing.join(", ")
+        );
+        for w in warnings {
+            reason.push_str("; ");
+            reason.push_str(&w);
+        }
+        return Err(reason);
+    }
+    for w in &warnings {
+        tracing::warn!(warning = %w, "a master key of the other provider could not be loaded");
+    }
+    if let Some(m) = &marker {
+        if m != ring.key_id() {
+            tracing::warn!(
+                chosen = %m,
+                sealing = ring.key_id(),
+                "this node does not have the master key the database chose for sealing: \
+                 sealing with its own newest key until that key appears"
+            );
+        }
+    } else {
+        write_marker(store, ring.key_id(), now)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((keyring, ring))
+}
+
 /// The marker row's key id, if set.
 pub async fn read_marker(store: &dyn Store) -> anyhow::Result<Option<String>> {
     Ok(store

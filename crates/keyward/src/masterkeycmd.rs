@@ -18,8 +18,11 @@ use serde_json::{json, Value};
 use crate::config::ServeArgs;
 use crate::masterkey::{read_marker, write_marker, Generation, Keyring, Kind};
 
-#[derive(clap::Args, Debug)]
-pub struct MasterKeyArgs {
+/// Where the master key is: the same settings as `keyward serve`'s (flags, `KEYWARD_*`
+/// environment, or the server's TOML file). Admin commands that open or write sealed or
+/// authenticated rows need it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MasterKeyOpts {
     /// The server's TOML configuration file (master key settings are read from it)
     #[arg(long, env = "KEYWARD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -37,6 +40,35 @@ pub struct MasterKeyArgs {
     pub pkcs11_pin_file: Option<PathBuf>,
     #[arg(long, env = "KEYWARD_PKCS11_KEY_LABEL", global = true)]
     pub pkcs11_key_label: Option<String>,
+}
+
+impl MasterKeyOpts {
+    /// The server settings these options (and the data dir or database URL) describe.
+    pub fn settings(
+        &self,
+        data_dir: Option<PathBuf>,
+        database_url: Option<String>,
+    ) -> anyhow::Result<crate::config::Settings> {
+        ServeArgs {
+            data_dir,
+            database_url,
+            config: self.config.clone(),
+            master_key_file: self.master_key_file.clone(),
+            master_key_provider: self.master_key_provider.clone(),
+            pkcs11_module: self.pkcs11_module.clone(),
+            pkcs11_token_label: self.pkcs11_token_label.clone(),
+            pkcs11_pin_file: self.pkcs11_pin_file.clone(),
+            pkcs11_key_label: self.pkcs11_key_label.clone(),
+            ..ServeArgs::default()
+        }
+        .resolve()
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MasterKeyArgs {
+    #[command(flatten)]
+    pub keys: MasterKeyOpts,
     #[command(subcommand)]
     pub cmd: MasterKeyCmd,
 }
@@ -85,19 +117,7 @@ pub async fn run(
     database_url: Option<String>,
     args: MasterKeyArgs,
 ) -> anyhow::Result<Value> {
-    let serve = ServeArgs {
-        data_dir,
-        database_url,
-        config: args.config,
-        master_key_file: args.master_key_file,
-        master_key_provider: args.master_key_provider,
-        pkcs11_module: args.pkcs11_module,
-        pkcs11_token_label: args.pkcs11_token_label,
-        pkcs11_pin_file: args.pkcs11_pin_file,
-        pkcs11_key_label: args.pkcs11_key_label,
-        ..ServeArgs::default()
-    };
-    let settings = serve.resolve()?;
+    let settings = args.keys.settings(data_dir, database_url)?;
     if let Some(p) = crate::admin::sqlite_path(settings.database_url.expose()) {
         if !p.exists() {
             bail!("no database at {}: nothing to re-seal", p.display());

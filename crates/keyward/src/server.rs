@@ -17,7 +17,7 @@ use keyward_store::{SqlStore, Store, TimedStore};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::masterkey::{read_marker, write_marker, Keyring};
+use crate::masterkey::{read_marker, Keyring};
 use keyward_crypto::master::MasterKeyProvider;
 
 /// A bound, ready server.
@@ -154,48 +154,7 @@ async fn open_service(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> Result<(KeyService, Arc<Keyring>), String> {
-    let counts = store.sealed_counts().await.map_err(|e| e.to_string())?;
-    let keyring = Arc::new(Keyring::new(settings));
-    let warnings = keyring.scan(counts.is_empty())?;
-    let marker = read_marker(&*store).await.map_err(|e| e.to_string())?;
-    let ring = keyring.ring(marker.as_deref())?;
-    let have = ring.key_ids();
-    let missing: Vec<String> = counts
-        .iter()
-        .map(|(id, _)| id.clone())
-        .filter(|id| !have.contains(id))
-        .collect();
-    if !missing.is_empty() {
-        let mut reason = format!(
-            "the master key {} ({}) does not match the database's rows (sealed under {}): \
-             use the master key this database was created with",
-            keyring.describe_configured(),
-            have.join(", "),
-            missing.join(", ")
-        );
-        for w in warnings {
-            reason.push_str("; ");
-            reason.push_str(&w);
-        }
-        return Err(reason);
-    }
-    for w in &warnings {
-        tracing::warn!(warning = %w, "a master key of the other provider could not be loaded");
-    }
-    if let Some(m) = &marker {
-        if m != ring.key_id() {
-            tracing::warn!(
-                chosen = %m,
-                sealing = ring.key_id(),
-                "this node does not have the master key the database chose for sealing: \
-                 sealing with its own newest key until that key appears"
-            );
-        }
-    } else {
-        write_marker(&*store, ring.key_id(), clock.now_unix())
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    let (keyring, ring) = crate::masterkey::open_ring(settings, &*store, clock.now_unix()).await?;
     let audit = audit_sink(settings, &store)?;
     let svc = KeyService::new(
         store,
@@ -204,6 +163,9 @@ async fn open_service(
         ServiceConfig {
             token_pool_size: settings.token_pool_size,
             audit,
+            row_auth_upgrade_grace: std::time::Duration::from_secs(
+                settings.row_auth_upgrade_grace_secs,
+            ),
             ..ServiceConfig::default()
         },
     )

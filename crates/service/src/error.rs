@@ -52,6 +52,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Unavailable,
     Internal,
+    /// A stored row failed its integrity check (`docs/threat-model.md`).
+    RowIntegrity,
 }
 
 impl ErrorCode {
@@ -104,6 +106,7 @@ impl ErrorCode {
             MethodNotAllowed => "METHOD_NOT_ALLOWED_ERR",
             Unavailable => "SERVICE_UNAVAILABLE_ERR",
             Internal => "INTERNAL_SERVER_ERROR",
+            RowIntegrity => "ROW_INTEGRITY_ERR",
         }
     }
 }
@@ -194,6 +197,18 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound => ServiceError::key_not_found(),
             StoreError::Unavailable(_) => Self {
+                code: ErrorCode::Unavailable,
+                message: "The service is temporarily unavailable; retry later".into(),
+                target: None,
+                source: Some(Box::new(e)),
+            },
+            StoreError::Integrity { .. } => Self {
+                code: ErrorCode::RowIntegrity,
+                message: "A stored row failed its integrity check; the database may have been tampered with".into(),
+                target: None,
+                source: Some(Box::new(e)),
+            },
+            StoreError::RowAuthMissing => Self {
                 code: ErrorCode::Unavailable,
                 message: "The service is temporarily unavailable; retry later".into(),
                 target: None,

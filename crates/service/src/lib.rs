@@ -34,6 +34,7 @@ pub mod lifecycle;
 pub mod listing;
 pub mod policies;
 pub mod reseal;
+pub mod rowauth;
 pub mod rings;
 pub mod tokens;
 
@@ -53,6 +54,9 @@ pub struct ServiceConfig {
     pub account: String,
     /// Where audit records go (None: no audit log).
     pub audit: Option<Arc<dyn audit::AuditSink>>,
+    /// After upgrading a database written before row authentication, how long untagged rows
+    /// (written by older nodes still running) are accepted and tagged ([`rowauth`]).
+    pub row_auth_upgrade_grace: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -64,6 +68,7 @@ impl Default for ServiceConfig {
             region: "local".into(),
             account: "keyward".into(),
             audit: None,
+            row_auth_upgrade_grace: Duration::ZERO,
         }
     }
 }
@@ -131,6 +136,16 @@ impl KeyService {
         clock: Arc<dyn Clock>,
         cfg: ServiceConfig,
     ) -> ServiceResult<Self> {
+        let (row_auth, _) = rowauth::init(
+            &*store,
+            &*master,
+            clock.clone(),
+            cfg.row_auth_upgrade_grace,
+        )
+        .await?;
+        if row_auth.upgrading() {
+            spawn_upgrade_tagger(store.clone(), row_auth);
+        }
         let signing = load_signing_key(&*store, &*master, clock.now_unix()).await?;
         let counters = Arc::new(counters::CryptoCounters::default());
         let pool = tokens::KeypairPool::start(cfg.token_pool_size, counters.clone());
@@ -241,6 +256,22 @@ impl KeyService {
     pub(crate) fn now(&self) -> i64 {
         self.clock.now_unix()
     }
+}
+
+/// During the grace period of a row-authentication upgrade, tags rows written meanwhile by
+/// nodes that do not tag yet, every few seconds, until the period ends.
+fn spawn_upgrade_tagger(store: Arc<dyn Store>, auth: Arc<rowauth::RowAuthenticator>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        while auth.upgrading() {
+            tick.tick().await;
+            match rowauth::tag_all(&*store).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "tagged rows written by nodes without row authentication"),
+                Err(e) => tracing::warn!(code = e.code.as_str(), "tagging untagged rows failed"),
+            }
+        }
+    });
 }
 
 async fn load_signing_key(

@@ -443,7 +443,9 @@ mod tests {
 
     async fn sqlite_store(dir: &tempfile::TempDir, name: &str) -> SqlStore {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
-        SqlStore::connect(&DatabaseUrl::new(url)).await.unwrap()
+        let store = SqlStore::connect(&DatabaseUrl::new(url)).await.unwrap();
+        crate::sql::tests::install_test_auth(&store);
+        store
     }
 
     /// A source filled by the conformance suite (every table gets rows), with more rows than

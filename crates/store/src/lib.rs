@@ -19,14 +19,17 @@ use async_trait::async_trait;
 use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 mod copy;
+pub mod rowtag;
 mod sql;
 mod sql_audit;
 mod sql_lifecycle;
+mod sql_rowauth;
 pub mod testsuite;
 mod timed;
 pub use timed::{StoreTimings, TimedStore};
 
 pub use copy::{copy_database, CopyReport, COPY_TABLES};
+pub use rowtag::{row_integrity_failures, RowAuth, TAGGED_TABLES};
 pub use sql::{
     is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
     PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
@@ -47,6 +50,14 @@ pub enum StoreError {
     Backend(#[source] sqlx::Error),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A row of an authenticated table whose tag does not verify: edited or inserted by
+    /// someone without the master key (`docs/threat-model.md`).
+    #[error("a {table} row ({id}) failed its integrity check")]
+    Integrity { table: &'static str, id: String },
+    /// An authenticated table was read or written before the row-authentication key was
+    /// installed ([`Store::install_row_auth`]).
+    #[error("the row-authentication key is not loaded")]
+    RowAuthMissing,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -298,6 +309,15 @@ pub struct AuditQuery {
     pub newest_first: bool,
 }
 
+/// What [`Store::row_auth_state`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowAuthState {
+    /// Some row of an authenticated table has a tag.
+    pub tagged: bool,
+    /// Some row of an authenticated table has no tag.
+    pub untagged: bool,
+}
+
 /// Sort fields of `GET /keys`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortField {
@@ -359,6 +379,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn timings(&self) -> Option<&StoreTimings> {
         None
     }
+
+    /// Installs the row authenticator: from now on rows of the authenticated tables are tagged
+    /// on write and checked on read (`rowtag`). Until then they can be neither.
+    fn install_row_auth(&self, auth: std::sync::Arc<dyn RowAuth>);
+
+    /// Whether any row of an authenticated table carries a tag, and whether any row of those
+    /// tables exists at all (to tell a database written before row authentication from one
+    /// whose tags were stripped).
+    async fn row_auth_state(&self) -> StoreResult<RowAuthState>;
+
+    /// Tags up to `limit` rows that have no tag yet (the upgrade of a database written before
+    /// row authentication); returns how many it tagged. Each row is tagged as it is read, and
+    /// only if it did not change meanwhile.
+    async fn tag_untagged(&self, limit: i64) -> StoreResult<u64>;
 
     /// Rows sealed under a master key (versions, tokens, secrets), and the distinct master key ids.
     async fn sealed_rows(&self) -> StoreResult<(i64, Vec<String>)>;

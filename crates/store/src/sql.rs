@@ -14,6 +14,7 @@ use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+use crate::rowtag::{self, RowAuth, TagInput};
 use crate::{
     AliasRow, ApiKeyRow, AuditEntry, AuditQuery, AuditRow, GrantRow, InstanceRow, KeyQuery,
     KeyRingRow, KeyRow, PolicyRow, PrincipalRow, RegistrationRow, SealedPlace, SealedRow,
@@ -28,6 +29,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_sealed_index.sql"),
     ),
+    (6, include_str!("../migrations/sqlite/0006_row_auth.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -37,6 +39,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/postgres/0004_sealed_index.sql"),
     ),
+    (6, include_str!("../migrations/postgres/0006_row_auth.sql")),
 ];
 
 /// Creates the file behind a `sqlite:` URL with mode 0600 when it does not exist yet (with
@@ -123,6 +126,9 @@ pub struct SqlStore {
     pub(crate) read: AnyPool,
     pub(crate) write: AnyPool,
     url: DatabaseUrl,
+    /// The row authenticator, once installed (`None`: authenticated tables can be neither read
+    /// nor written).
+    pub(crate) auth: std::sync::Arc<parking_lot::RwLock<Option<std::sync::Arc<dyn RowAuth>>>>,
 }
 
 impl fmt::Debug for SqlStore {
@@ -291,6 +297,7 @@ impl SqlStore {
                     read,
                     write,
                     url: url.clone(),
+                    auth: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -315,6 +322,7 @@ impl SqlStore {
                     read: pool.clone(),
                     write: pool,
                     url: url.clone(),
+                    auth: Default::default(),
                 }
             }
         };
@@ -456,6 +464,45 @@ impl SqlStore {
         self.write.close().await;
         self.read.close().await;
     }
+
+    fn row_auth(&self) -> StoreResult<std::sync::Arc<dyn RowAuth>> {
+        self.auth.read().clone().ok_or(StoreError::RowAuthMissing)
+    }
+
+    /// The tag of a row about to be written.
+    pub(crate) fn tag_of(&self, input: &TagInput) -> StoreResult<Vec<u8>> {
+        Ok(self.row_auth()?.tag(input.as_bytes()))
+    }
+
+    /// Checks a row just read against its stored tag. A row that fails is logged (table and
+    /// id, never a value), counted, and refused with [`StoreError::Integrity`].
+    pub(crate) fn check_tag(
+        &self,
+        table: &'static str,
+        id: &str,
+        input: &TagInput,
+        tag: Option<&[u8]>,
+    ) -> StoreResult<()> {
+        let auth = self.row_auth()?;
+        let ok = match tag {
+            Some(t) => auth.verify(input.as_bytes(), t),
+            None => auth.accept_untagged(),
+        };
+        if ok {
+            return Ok(());
+        }
+        rowtag::count_failure(table);
+        tracing::error!(
+            table,
+            id,
+            tagged = tag.is_some(),
+            "a stored row failed its integrity check and was refused: the database may have been tampered with"
+        );
+        Err(StoreError::Integrity {
+            table,
+            id: id.to_string(),
+        })
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -479,7 +526,7 @@ pub(crate) fn uuid_col<T>(
     f(&s).map_err(|_| corrupt(col))
 }
 
-pub(crate) const KEY_COLS: &str = "id, instance_id, name, description, tags, state, extractable, imported, key_ring_id, expiration_date, created_at, created_by, updated_at, last_rotate_date, deletion_date, deleted_by, state_changed_at, current_version, attrs, row_version, next_rotation_at";
+pub(crate) const KEY_COLS: &str = "id, instance_id, name, description, tags, state, extractable, imported, key_ring_id, expiration_date, created_at, created_by, updated_at, last_rotate_date, deletion_date, deleted_by, state_changed_at, current_version, attrs, row_version, next_rotation_at, auth_tag";
 
 pub(crate) fn key_from_row(row: &AnyRow) -> StoreResult<KeyRow> {
     let tags: String = get(row, "tags")?;
@@ -509,7 +556,8 @@ pub(crate) fn key_from_row(row: &AnyRow) -> StoreResult<KeyRow> {
     })
 }
 
-const VERSION_COLS: &str = "id, key_id, instance_id, seq, created_at, sealed, master_key_id";
+const VERSION_COLS: &str =
+    "id, key_id, instance_id, seq, created_at, sealed, master_key_id, auth_tag";
 
 fn version_from_row(row: &AnyRow) -> StoreResult<VersionRow> {
     Ok(VersionRow {
@@ -523,7 +571,7 @@ fn version_from_row(row: &AnyRow) -> StoreResult<VersionRow> {
     })
 }
 
-const TOKEN_COLS: &str = "instance_id, token_id, created_at, expires_at, expiration_secs, max_retrievals, remaining, nonce, public_pem, sealed_private, master_key_id";
+const TOKEN_COLS: &str = "instance_id, token_id, created_at, expires_at, expiration_secs, max_retrievals, remaining, nonce, public_pem, sealed_private, master_key_id, auth_tag";
 
 fn token_from_row(row: &AnyRow) -> StoreResult<TokenRow> {
     Ok(TokenRow {
@@ -541,6 +589,9 @@ fn token_from_row(row: &AnyRow) -> StoreResult<TokenRow> {
     })
 }
 
+/// The columns of an API key row as every read selects them.
+const API_KEY_COLS: &str = "id, iam_id, key_hash, name, created_at, auth_tag";
+
 fn api_key_from_row(row: &AnyRow) -> StoreResult<ApiKeyRow> {
     Ok(ApiKeyRow {
         id: get(row, "id")?,
@@ -548,6 +599,100 @@ fn api_key_from_row(row: &AnyRow) -> StoreResult<ApiKeyRow> {
         name: get(row, "name")?,
         created_at: get(row, "created_at")?,
     })
+}
+
+/// The `auth_tag` column of a row.
+pub(crate) fn tag_col(row: &AnyRow) -> StoreResult<Option<Vec<u8>>> {
+    get(row, "auth_tag")
+}
+
+impl SqlStore {
+    /// A key row, checked against its tag.
+    pub(crate) fn key_checked(&self, row: &AnyRow) -> StoreResult<KeyRow> {
+        let k = key_from_row(row)?;
+        self.check_tag(
+            "keys",
+            &k.id.to_string(),
+            &rowtag::key_input(&k),
+            tag_col(row)?.as_deref(),
+        )?;
+        Ok(k)
+    }
+
+    fn version_checked(&self, row: &AnyRow) -> StoreResult<VersionRow> {
+        let v = version_from_row(row)?;
+        self.check_tag(
+            "key_versions",
+            &v.id.to_string(),
+            &rowtag::version_input(&v),
+            tag_col(row)?.as_deref(),
+        )?;
+        Ok(v)
+    }
+
+    fn token_checked(&self, row: &AnyRow) -> StoreResult<TokenRow> {
+        let t = token_from_row(row)?;
+        self.check_tag(
+            "import_tokens",
+            &t.instance_id.to_string(),
+            &rowtag::token_input(&t),
+            tag_col(row)?.as_deref(),
+        )?;
+        Ok(t)
+    }
+
+    /// An API key row, checked; `None` (after the failure is logged and counted) when it does
+    /// not verify, so a row inserted without the master key grants nothing.
+    fn api_key_checked(&self, row: &AnyRow) -> StoreResult<Option<ApiKeyRow>> {
+        let k = api_key_from_row(row)?;
+        let hash: Vec<u8> = get(row, "key_hash")?;
+        let input = rowtag::api_key_input(&k, &hash);
+        match self.check_tag("api_keys", &k.id, &input, tag_col(row)?.as_deref()) {
+            Ok(()) => Ok(Some(k)),
+            Err(StoreError::Integrity { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A grant row, checked; `None` when it does not verify (it grants nothing).
+    fn grant_checked(&self, row: &AnyRow) -> StoreResult<Option<GrantRow>> {
+        let g = GrantRow {
+            instance_id: uuid_col(row, "instance_id", InstanceId::parse)?,
+            iam_id: get(row, "iam_id")?,
+            role: Role::from_str(&get::<String>(row, "role")?).map_err(|_| corrupt("role"))?,
+            created_at: get(row, "created_at")?,
+        };
+        let id = format!("{}/{}/{}", g.instance_id, g.iam_id, g.role.as_str());
+        match self.check_tag(
+            "role_grants",
+            &id,
+            &rowtag::grant_input(&g),
+            tag_col(row)?.as_deref(),
+        ) {
+            Ok(()) => Ok(Some(g)),
+            Err(StoreError::Integrity { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An instance row, checked; `None` when it does not verify.
+    fn instance_checked(&self, row: &AnyRow) -> StoreResult<Option<InstanceRow>> {
+        let i = InstanceRow {
+            id: uuid_col(row, "id", InstanceId::parse)?,
+            name: get(row, "name")?,
+            created_at: get(row, "created_at")?,
+        };
+        match self.check_tag(
+            "instances",
+            &i.id.to_string(),
+            &rowtag::instance_input(&i),
+            tag_col(row)?.as_deref(),
+        ) {
+            Ok(()) => Ok(Some(i)),
+            Err(StoreError::Integrity { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> StoreResult<String> {
@@ -636,6 +781,18 @@ impl Store for SqlStore {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
         }
+    }
+
+    fn install_row_auth(&self, auth: std::sync::Arc<dyn RowAuth>) {
+        self.install_row_auth_impl(auth);
+    }
+
+    async fn row_auth_state(&self) -> StoreResult<crate::RowAuthState> {
+        self.row_auth_state_impl().await
+    }
+
+    async fn tag_untagged(&self, limit: i64) -> StoreResult<u64> {
+        retry_write("tag_untagged", || self.tag_untagged_impl(limit)).await
     }
 
     async fn sealed_rows(&self) -> StoreResult<(i64, Vec<String>)> {
@@ -828,49 +985,46 @@ impl Store for SqlStore {
 
     async fn create_instance(&self, row: &InstanceRow) -> StoreResult<()> {
         retry_write("create_instance", || async move {
-            sqlx::query("INSERT INTO instances (id, name, created_at) VALUES ($1, $2, $3)")
-                .bind(row.id.to_string())
-                .bind(row.name.as_str())
-                .bind(row.created_at)
-                .execute(&self.write)
-                .await
-                .map_err(classify)?;
+            let tag = self.tag_of(&rowtag::instance_input(row))?;
+            sqlx::query(
+                "INSERT INTO instances (id, name, created_at, auth_tag) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(row.id.to_string())
+            .bind(row.name.as_str())
+            .bind(row.created_at)
+            .bind(tag)
+            .execute(&self.write)
+            .await
+            .map_err(classify)?;
             Ok(())
         })
         .await
     }
 
     async fn get_instance(&self, id: InstanceId) -> StoreResult<Option<InstanceRow>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM instances WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, created_at, auth_tag FROM instances WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.read)
             .await
             .map_err(classify)?;
-        row.map(|r| {
-            Ok(InstanceRow {
-                id: uuid_col(&r, "id", InstanceId::parse)?,
-                name: get(&r, "name")?,
-                created_at: get(&r, "created_at")?,
-            })
+        Ok(match row {
+            Some(r) => self.instance_checked(&r)?,
+            None => None,
         })
-        .transpose()
     }
 
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>> {
-        let rows =
-            sqlx::query("SELECT id, name, created_at FROM instances ORDER BY created_at, id")
-                .fetch_all(&self.read)
-                .await
-                .map_err(classify)?;
-        rows.iter()
-            .map(|r| {
-                Ok(InstanceRow {
-                    id: uuid_col(r, "id", InstanceId::parse)?,
-                    name: get(r, "name")?,
-                    created_at: get(r, "created_at")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, auth_tag FROM instances ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.extend(self.instance_checked(r)?);
+        }
+        Ok(out)
     }
 
     async fn delete_instance(&self, id: InstanceId) -> StoreResult<()> {
@@ -930,14 +1084,16 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
+            let tag = self.tag_of(&rowtag::api_key_input(key, key_hash))?;
             sqlx::query(
-                "INSERT INTO api_keys (id, iam_id, key_hash, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO api_keys (id, iam_id, key_hash, name, created_at, auth_tag) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(key.id.as_str())
             .bind(key.iam_id.as_str())
             .bind(key_hash.to_vec())
             .bind(key.name.as_str())
             .bind(key.created_at)
+            .bind(tag)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
@@ -948,23 +1104,31 @@ impl Store for SqlStore {
     }
 
     async fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<ApiKeyRow>> {
-        let row =
-            sqlx::query("SELECT id, iam_id, name, created_at FROM api_keys WHERE key_hash = $1")
-                .bind(key_hash.to_vec())
-                .fetch_optional(&self.read)
-                .await
-                .map_err(classify)?;
-        row.as_ref().map(api_key_from_row).transpose()
+        let row = sqlx::query(&format!(
+            "SELECT {API_KEY_COLS} FROM api_keys WHERE key_hash = $1"
+        ))
+        .bind(key_hash.to_vec())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        Ok(match row {
+            Some(r) => self.api_key_checked(&r)?,
+            None => None,
+        })
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
-        let rows = sqlx::query(
-            "SELECT id, iam_id, name, created_at FROM api_keys ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {API_KEY_COLS} FROM api_keys ORDER BY created_at, id"
+        ))
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
-        rows.iter().map(api_key_from_row).collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.extend(self.api_key_checked(r)?);
+        }
+        Ok(out)
     }
 
     async fn delete_api_key(&self, id: &str) -> StoreResult<()> {
@@ -993,13 +1157,17 @@ impl Store for SqlStore {
 
     async fn grant(&self, g: &GrantRow) -> StoreResult<()> {
         retry_write("grant", || async move {
+            // Granting again re-stamps the row (and replaces a tag that no longer verifies).
+            let tag = self.tag_of(&rowtag::grant_input(g))?;
             sqlx::query(
-                "INSERT INTO role_grants (instance_id, iam_id, role, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (instance_id, iam_id, role) DO NOTHING",
+                "INSERT INTO role_grants (instance_id, iam_id, role, created_at, auth_tag) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (instance_id, iam_id, role) DO UPDATE SET created_at = excluded.created_at, auth_tag = excluded.auth_tag",
             )
             .bind(g.instance_id.to_string())
             .bind(g.iam_id.as_str())
             .bind(g.role.as_str())
             .bind(g.created_at)
+            .bind(tag)
             .execute(&self.write)
             .await
             .map_err(classify)?;
@@ -1028,37 +1196,33 @@ impl Store for SqlStore {
     }
 
     async fn roles_of(&self, instance: InstanceId, iam_id: &str) -> StoreResult<Vec<Role>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT role FROM role_grants WHERE instance_id = $1 AND iam_id = $2",
+        let rows = sqlx::query(
+            "SELECT instance_id, iam_id, role, created_at, auth_tag FROM role_grants WHERE instance_id = $1 AND iam_id = $2",
         )
         .bind(instance.to_string())
         .bind(iam_id)
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
-        rows.iter()
-            .map(|r| Role::from_str(r).map_err(|_| corrupt("role")))
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.extend(self.grant_checked(r)?.map(|g| g.role));
+        }
+        Ok(out)
     }
 
     async fn list_grants(&self) -> StoreResult<Vec<GrantRow>> {
         let rows = sqlx::query(
-            "SELECT instance_id, iam_id, role, created_at FROM role_grants ORDER BY instance_id, iam_id, role",
+            "SELECT instance_id, iam_id, role, created_at, auth_tag FROM role_grants ORDER BY instance_id, iam_id, role",
         )
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
-        rows.iter()
-            .map(|r| {
-                Ok(GrantRow {
-                    instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
-                    iam_id: get(r, "iam_id")?,
-                    role: Role::from_str(&get::<String>(r, "role")?)
-                        .map_err(|_| corrupt("role"))?,
-                    created_at: get(r, "created_at")?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.extend(self.grant_checked(r)?);
+        }
+        Ok(out)
     }
 
     async fn insert_key(
@@ -1072,8 +1236,9 @@ impl Store for SqlStore {
             if let Some(g) = guard {
                 check_guard(&mut tx, key.instance_id, g).await?;
             }
+            let tag = self.tag_of(&rowtag::key_input(key))?;
             sqlx::query(&format!(
-                "INSERT INTO keys ({KEY_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
+                "INSERT INTO keys ({KEY_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)"
             ))
             .bind(key.id.to_string())
             .bind(key.instance_id.to_string())
@@ -1096,10 +1261,11 @@ impl Store for SqlStore {
             .bind(json_text(&key.attrs)?)
             .bind(key.row_version)
             .bind(key.next_rotation_at)
+            .bind(tag)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
-            insert_version(&mut tx, version).await?;
+            self.insert_version(&mut tx, version).await?;
             tx.commit().await.map_err(classify)?;
             Ok(())
         })
@@ -1115,7 +1281,7 @@ impl Store for SqlStore {
         .fetch_optional(&self.read)
         .await
         .map_err(classify)?;
-        row.as_ref().map(key_from_row).transpose()
+        row.as_ref().map(|r| self.key_checked(r)).transpose()
     }
 
     async fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>> {
@@ -1145,7 +1311,7 @@ impl Store for SqlStore {
             .fetch_all(&self.read)
             .await
             .map_err(classify)?;
-        rows.iter().map(key_from_row).collect()
+        rows.iter().map(|r| self.key_checked(r)).collect()
     }
 
     async fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64> {
@@ -1175,7 +1341,7 @@ impl Store for SqlStore {
     async fn update_key(&self, key: &KeyRow) -> StoreResult<()> {
         retry_write("update_key", || async move {
             let mut tx = self.write.begin().await.map_err(classify)?;
-            update_key_in(&mut tx, key).await?;
+            self.update_key_in(&mut tx, key).await?;
             tx.commit().await.map_err(classify)?;
             Ok(())
         })
@@ -1193,8 +1359,8 @@ impl Store for SqlStore {
             if let Some(g) = guard {
                 check_guard(&mut tx, key.instance_id, g).await?;
             }
-            update_key_in(&mut tx, key).await?;
-            insert_version(&mut tx, version).await?;
+            self.update_key_in(&mut tx, key).await?;
+            self.insert_version(&mut tx, version).await?;
             tx.commit().await.map_err(classify)?;
             Ok(())
         })
@@ -1210,7 +1376,7 @@ impl Store for SqlStore {
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
-        rows.iter().map(version_from_row).collect()
+        rows.iter().map(|r| self.version_checked(r)).collect()
     }
 
     async fn purge_key(&self, key: &KeyRow) -> StoreResult<()> {
@@ -1292,13 +1458,15 @@ impl Store for SqlStore {
 
     async fn put_token(&self, t: &TokenRow) -> StoreResult<()> {
         retry_write("put_token", || async move {
+            let tag = self.tag_of(&rowtag::token_input(t))?;
             sqlx::query(&format!(
-                "INSERT INTO import_tokens ({TOKEN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+                "INSERT INTO import_tokens ({TOKEN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)
                  ON CONFLICT (instance_id) DO UPDATE SET token_id = excluded.token_id,
                    created_at = excluded.created_at, expires_at = excluded.expires_at,
                    expiration_secs = excluded.expiration_secs, max_retrievals = excluded.max_retrievals,
                    remaining = excluded.remaining, nonce = excluded.nonce, public_pem = excluded.public_pem,
-                   sealed_private = excluded.sealed_private, master_key_id = excluded.master_key_id"
+                   sealed_private = excluded.sealed_private, master_key_id = excluded.master_key_id,
+                   auth_tag = excluded.auth_tag"
             ))
             .bind(t.instance_id.to_string())
             .bind(t.token_id.to_string())
@@ -1311,6 +1479,7 @@ impl Store for SqlStore {
             .bind(t.public_pem.as_str())
             .bind(t.sealed_private.clone())
             .bind(t.master_key_id.as_str())
+            .bind(tag)
             .execute(&self.write)
             .await
             .map_err(classify)?;
@@ -1327,7 +1496,7 @@ impl Store for SqlStore {
         .fetch_optional(&self.read)
         .await
         .map_err(classify)?;
-        row.as_ref().map(token_from_row).transpose()
+        row.as_ref().map(|r| self.token_checked(r)).transpose()
     }
 
     async fn take_token_retrieval(
@@ -1346,7 +1515,7 @@ impl Store for SqlStore {
             .fetch_optional(&self.write)
             .await
             .map_err(classify)?;
-            row.as_ref().map(token_from_row).transpose()
+            row.as_ref().map(|r| self.token_checked(r)).transpose()
         })
         .await
     }
@@ -1382,57 +1551,64 @@ async fn check_guard(tx: &mut Tx<'_>, instance: InstanceId, g: TokenGuard) -> St
     }
 }
 
-async fn insert_version(tx: &mut Tx<'_>, v: &VersionRow) -> StoreResult<()> {
-    sqlx::query(&format!(
-        "INSERT INTO key_versions ({VERSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"
-    ))
-    .bind(v.id.to_string())
-    .bind(v.key_id.to_string())
-    .bind(v.instance_id.to_string())
-    .bind(v.seq)
-    .bind(v.created_at)
-    .bind(v.sealed.clone())
-    .bind(v.master_key_id.as_str())
-    .execute(&mut **tx)
-    .await
-    .map_err(classify)?;
-    Ok(())
-}
+impl SqlStore {
+    async fn insert_version(&self, tx: &mut Tx<'_>, v: &VersionRow) -> StoreResult<()> {
+        let tag = self.tag_of(&rowtag::version_input(v))?;
+        sqlx::query(&format!(
+            "INSERT INTO key_versions ({VERSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+        ))
+        .bind(v.id.to_string())
+        .bind(v.key_id.to_string())
+        .bind(v.instance_id.to_string())
+        .bind(v.seq)
+        .bind(v.created_at)
+        .bind(v.sealed.clone())
+        .bind(v.master_key_id.as_str())
+        .bind(tag)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
 
-async fn update_key_in(tx: &mut Tx<'_>, key: &KeyRow) -> StoreResult<()> {
-    let r = sqlx::query(
-        "UPDATE keys SET name = $3, description = $4, tags = $5, state = $6, extractable = $7,
+    async fn update_key_in(&self, tx: &mut Tx<'_>, key: &KeyRow) -> StoreResult<()> {
+        let tag = self.tag_of(&rowtag::key_input(key))?;
+        let r = sqlx::query(
+            "UPDATE keys SET name = $3, description = $4, tags = $5, state = $6, extractable = $7,
            imported = $8, key_ring_id = $9, expiration_date = $10, updated_at = $11,
            last_rotate_date = $12, deletion_date = $13, deleted_by = $14, state_changed_at = $15,
-           current_version = $16, attrs = $17, next_rotation_at = $19, row_version = row_version + 1
+           current_version = $16, attrs = $17, next_rotation_at = $19, auth_tag = $20,
+           row_version = row_version + 1
          WHERE instance_id = $1 AND id = $2 AND row_version = $18",
-    )
-    .bind(key.instance_id.to_string())
-    .bind(key.id.to_string())
-    .bind(key.name.as_str())
-    .bind(key.description.clone())
-    .bind(json_text(&key.tags)?)
-    .bind(key.state.code())
-    .bind(i64::from(key.extractable))
-    .bind(i64::from(key.imported))
-    .bind(key.key_ring_id.as_str())
-    .bind(key.expiration_date)
-    .bind(key.updated_at)
-    .bind(key.last_rotate_date)
-    .bind(key.deletion_date)
-    .bind(key.deleted_by.clone())
-    .bind(key.state_changed_at)
-    .bind(key.current_version.to_string())
-    .bind(json_text(&key.attrs)?)
-    .bind(key.row_version)
-    .bind(key.next_rotation_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(classify)?;
-    if r.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict("key changed"))
+        )
+        .bind(key.instance_id.to_string())
+        .bind(key.id.to_string())
+        .bind(key.name.as_str())
+        .bind(key.description.clone())
+        .bind(json_text(&key.tags)?)
+        .bind(key.state.code())
+        .bind(i64::from(key.extractable))
+        .bind(i64::from(key.imported))
+        .bind(key.key_ring_id.as_str())
+        .bind(key.expiration_date)
+        .bind(key.updated_at)
+        .bind(key.last_rotate_date)
+        .bind(key.deletion_date)
+        .bind(key.deleted_by.clone())
+        .bind(key.state_changed_at)
+        .bind(key.current_version.to_string())
+        .bind(json_text(&key.attrs)?)
+        .bind(key.row_version)
+        .bind(key.next_rotation_at)
+        .bind(tag)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        if r.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("key changed"))
+        }
     }
 }
 
@@ -1441,6 +1617,39 @@ pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use std::sync::Arc;
+
+    /// A real HMAC row authenticator for store tests (the service's in miniature).
+    #[derive(Debug)]
+    pub(crate) struct TestAuth {
+        key: keyward_crypto::rowauth::RowAuthKey,
+        pub(crate) untagged: std::sync::atomic::AtomicBool,
+    }
+
+    impl RowAuth for TestAuth {
+        fn tag(&self, input: &[u8]) -> Vec<u8> {
+            self.key.tag(input)
+        }
+        fn verify(&self, input: &[u8], tag: &[u8]) -> bool {
+            self.key.verify(input, tag)
+        }
+        fn accept_untagged(&self) -> bool {
+            self.untagged.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Installs a [`TestAuth`] into `store` and returns it.
+    pub(crate) fn install_test_auth(store: &SqlStore) -> Arc<TestAuth> {
+        let key = keyward_crypto::rowauth::RowAuthKey::from_secret(
+            &keyward_crypto::SecretBytes::from_vec(vec![3; 32]),
+        )
+        .unwrap();
+        let a = Arc::new(TestAuth {
+            key,
+            untagged: Default::default(),
+        });
+        store.install_row_auth(a.clone());
+        a
+    }
 
     /// A fresh database on the server at `KEYWARD_TEST_DATABASE_URL` (`None` when unset), with
     /// `settings` (`ALTER DATABASE … SET …` clauses) applied.
@@ -1554,6 +1763,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(iso, "serializable");
+        install_test_auth(&store);
         let before = serialization_retries();
         crate::testsuite::run_all(Arc::new(store.clone())).await;
         assert!(
@@ -1578,6 +1788,7 @@ pub(crate) mod tests {
                 .await
                 .unwrap(),
         );
+        install_test_auth(&store);
         let inst = crate::testsuite::instance("race");
         store.create_instance(&inst).await.unwrap();
         for round in 0..5 {

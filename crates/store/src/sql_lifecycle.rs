@@ -4,7 +4,8 @@
 use keyward_domain::{InstanceId, KeyId};
 use sqlx::any::AnyRow;
 
-use crate::sql::{classify, get, key_from_row, uuid_col, SqlStore, KEY_COLS};
+use crate::rowtag;
+use crate::sql::{classify, get, tag_col, uuid_col, SqlStore, KEY_COLS};
 use crate::{AliasRow, KeyRingRow, KeyRow, PolicyRow, RegistrationRow, StoreError, StoreResult};
 
 fn alias_from_row(r: &AnyRow) -> StoreResult<AliasRow> {
@@ -30,6 +31,17 @@ fn registration_from_row(r: &AnyRow) -> StoreResult<RegistrationRow> {
 }
 
 impl SqlStore {
+    fn alias_checked(&self, r: &AnyRow) -> StoreResult<AliasRow> {
+        let a = alias_from_row(r)?;
+        self.check_tag(
+            "key_aliases",
+            &format!("{}/{}", a.instance_id, a.alias),
+            &rowtag::alias_input(&a),
+            tag_col(r)?.as_deref(),
+        )?;
+        Ok(a)
+    }
+
     pub(crate) async fn purge_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
         let mut tx = self.write.begin().await.map_err(classify)?;
         let (inst, id) = (key.instance_id.to_string(), key.id.to_string());
@@ -74,18 +86,30 @@ impl SqlStore {
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
-        rows.iter().map(key_from_row).collect()
+        // The scheduler skips a row that fails its check (it is logged and counted) rather than
+        // let one tampered row stop every rotation and purge.
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match self.key_checked(r) {
+                Ok(k) => out.push(k),
+                Err(StoreError::Integrity { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) async fn create_alias_impl(&self, a: &AliasRow) -> StoreResult<()> {
+        let tag = self.tag_of(&rowtag::alias_input(a))?;
         sqlx::query(
-            "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by, auth_tag) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(a.instance_id.to_string())
         .bind(a.alias.as_str())
         .bind(a.key_id.to_string())
         .bind(a.created_at)
         .bind(a.created_by.as_str())
+        .bind(tag)
         .execute(&self.write)
         .await
         .map_err(classify)?;
@@ -119,14 +143,14 @@ impl SqlStore {
         key: KeyId,
     ) -> StoreResult<Vec<AliasRow>> {
         let rows = sqlx::query(
-            "SELECT instance_id, alias, key_id, created_at, created_by FROM key_aliases WHERE instance_id = $1 AND key_id = $2 ORDER BY created_at, alias",
+            "SELECT instance_id, alias, key_id, created_at, created_by, auth_tag FROM key_aliases WHERE instance_id = $1 AND key_id = $2 ORDER BY created_at, alias",
         )
         .bind(instance.to_string())
         .bind(key.to_string())
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
-        rows.iter().map(alias_from_row).collect()
+        rows.iter().map(|r| self.alias_checked(r)).collect()
     }
 
     pub(crate) async fn resolve_alias_impl(
@@ -134,15 +158,16 @@ impl SqlStore {
         instance: InstanceId,
         alias: &str,
     ) -> StoreResult<Option<KeyId>> {
-        let id: Option<String> = sqlx::query_scalar(
-            "SELECT key_id FROM key_aliases WHERE instance_id = $1 AND alias = $2",
+        let row = sqlx::query(
+            "SELECT instance_id, alias, key_id, created_at, created_by, auth_tag FROM key_aliases WHERE instance_id = $1 AND alias = $2",
         )
         .bind(instance.to_string())
         .bind(alias)
         .fetch_optional(&self.read)
         .await
         .map_err(classify)?;
-        id.map(|s| KeyId::parse(&s).map_err(|_| StoreError::Corrupt("alias key_id".into())))
+        row.as_ref()
+            .map(|r| self.alias_checked(r).map(|a| a.key_id))
             .transpose()
     }
 
@@ -208,12 +233,29 @@ impl SqlStore {
         if live > 0 || (all > 0 && !force) {
             return Err(StoreError::Conflict("key ring has keys"));
         }
-        sqlx::query("UPDATE keys SET key_ring_id = 'default', row_version = row_version + 1 WHERE instance_id = $1 AND key_ring_id = $2")
+        // The (destroyed) keys left in the ring move to `default`, each re-tagged.
+        let moving = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1 AND key_ring_id = $2"
+        ))
+        .bind(inst.as_str())
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        for row in &moving {
+            let mut k = self.key_checked(row)?;
+            k.key_ring_id = "default".to_string();
+            let tag = self.tag_of(&rowtag::key_input(&k))?;
+            sqlx::query(
+                "UPDATE keys SET key_ring_id = 'default', auth_tag = $3, row_version = row_version + 1 WHERE instance_id = $1 AND id = $2",
+            )
             .bind(inst.as_str())
-            .bind(id)
+            .bind(k.id.to_string())
+            .bind(tag)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
+        }
         let r = sqlx::query("DELETE FROM key_rings WHERE instance_id = $1 AND id = $2")
             .bind(inst.as_str())
             .bind(id)
@@ -230,11 +272,13 @@ impl SqlStore {
     pub(crate) async fn put_instance_policy_impl(&self, p: &PolicyRow) -> StoreResult<()> {
         let data =
             serde_json::to_string(&p.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let tag = self.tag_of(&rowtag::policy_input(p))?;
         sqlx::query(
-            "INSERT INTO instance_policies (instance_id, policy_type, data, created_at, created_by, updated_at, updated_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO instance_policies (instance_id, policy_type, data, created_at, created_by, updated_at, updated_by, auth_tag)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (instance_id, policy_type) DO UPDATE SET data = excluded.data,
-               updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+               updated_at = excluded.updated_at, updated_by = excluded.updated_by,
+               auth_tag = excluded.auth_tag",
         )
         .bind(p.instance_id.to_string())
         .bind(p.policy_type.as_str())
@@ -243,6 +287,7 @@ impl SqlStore {
         .bind(p.created_by.as_str())
         .bind(p.updated_at)
         .bind(p.updated_by.as_str())
+        .bind(tag)
         .execute(&self.write)
         .await
         .map_err(classify)?;
@@ -254,7 +299,7 @@ impl SqlStore {
         instance: InstanceId,
     ) -> StoreResult<Vec<PolicyRow>> {
         let rows = sqlx::query(
-            "SELECT instance_id, policy_type, data, created_at, created_by, updated_at, updated_by FROM instance_policies WHERE instance_id = $1 ORDER BY policy_type",
+            "SELECT instance_id, policy_type, data, created_at, created_by, updated_at, updated_by, auth_tag FROM instance_policies WHERE instance_id = $1 ORDER BY policy_type",
         )
         .bind(instance.to_string())
         .fetch_all(&self.read)
@@ -263,7 +308,7 @@ impl SqlStore {
         rows.iter()
             .map(|r| {
                 let data: String = get(r, "data")?;
-                Ok(PolicyRow {
+                let p = PolicyRow {
                     instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
                     policy_type: get(r, "policy_type")?,
                     data: serde_json::from_str(&data)
@@ -272,7 +317,14 @@ impl SqlStore {
                     created_by: get(r, "created_by")?,
                     updated_at: get(r, "updated_at")?,
                     updated_by: get(r, "updated_by")?,
-                })
+                };
+                self.check_tag(
+                    "instance_policies",
+                    &format!("{}/{}", p.instance_id, p.policy_type),
+                    &rowtag::policy_input(&p),
+                    tag_col(r)?.as_deref(),
+                )?;
+                Ok(p)
             })
             .collect()
     }

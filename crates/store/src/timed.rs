@@ -137,6 +137,9 @@ macro_rules! timed {
             fn timings(&self) -> Option<&StoreTimings> {
                 Some(&self.timings)
             }
+            fn install_row_auth(&self, auth: Arc<dyn crate::RowAuth>) {
+                self.inner.install_row_auth(auth)
+            }
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     let start = Instant::now();
@@ -151,6 +154,8 @@ macro_rules! timed {
 }
 
 timed! {
+    fn row_auth_state(&self) -> StoreResult<crate::RowAuthState>;
+    fn tag_untagged(&self, limit: i64) -> StoreResult<u64>;
     fn sealed_rows(&self) -> StoreResult<(i64, Vec<String>)>;
     fn get_secret(&self, name: &str) -> StoreResult<Option<(Vec<u8>, String)>>;
     fn put_secret_if_absent(&self, name: &str, sealed: &[u8], master_key_id: &str, now: i64) -> StoreResult<bool>;

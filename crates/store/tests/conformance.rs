@@ -4,7 +4,31 @@
 
 use std::sync::Arc;
 
-use keyward_store::{testsuite, DatabaseUrl, SqlStore};
+use keyward_crypto::rowauth::RowAuthKey;
+use keyward_crypto::SecretBytes;
+use keyward_store::{testsuite, DatabaseUrl, RowAuth, SqlStore, Store};
+
+/// The service's row authenticator in miniature: a real HMAC key, untagged rows refused.
+#[derive(Debug)]
+struct Auth(RowAuthKey);
+
+impl RowAuth for Auth {
+    fn tag(&self, input: &[u8]) -> Vec<u8> {
+        self.0.tag(input)
+    }
+    fn verify(&self, input: &[u8], tag: &[u8]) -> bool {
+        self.0.verify(input, tag)
+    }
+    fn accept_untagged(&self) -> bool {
+        false
+    }
+}
+
+fn with_auth(store: SqlStore) -> Arc<dyn Store> {
+    let key = RowAuthKey::from_secret(&SecretBytes::from_vec(vec![9; 32])).unwrap();
+    store.install_row_auth(Arc::new(Auth(key)));
+    Arc::new(store)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_passes_the_suite() {
@@ -14,7 +38,7 @@ async fn sqlite_passes_the_suite() {
         dir.path().join("kw.db").display()
     ));
     let store = SqlStore::connect(&url).await.unwrap();
-    testsuite::run_all(Arc::new(store)).await;
+    testsuite::run_all(with_auth(store)).await;
 }
 
 /// A fresh database on the server at `KEYWARD_TEST_DATABASE_URL`, or `None` when unset.
@@ -37,5 +61,5 @@ async fn postgres_passes_the_suite() {
         return;
     };
     let store = SqlStore::connect(&url).await.unwrap();
-    testsuite::run_all(Arc::new(store)).await;
+    testsuite::run_all(with_auth(store)).await;
 }
