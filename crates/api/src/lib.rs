@@ -95,12 +95,23 @@ async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) 
         t.render(&mut body);
     }
     st.svc.crypto_counters().render(&mut body);
+    render_integrity_failures(&mut body);
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     resp
+}
+
+/// `keyward_row_integrity_failures_total{table}`: stored rows refused because their
+/// authentication tag did not verify (`docs/threat-model.md`).
+fn render_integrity_failures(out: &mut String) {
+    use std::fmt::Write;
+    out.push_str("# HELP keyward_row_integrity_failures_total Stored rows refused because their integrity check failed (database tampering).\n# TYPE keyward_row_integrity_failures_total counter\n");
+    for (table, n) in keyward_store::row_integrity_failures() {
+        let _ = writeln!(out, "keyward_row_integrity_failures_total{{table=\"{table}\"}} {n}");
+    }
 }
 
 /// The router of an unsealed service. With `with_ops`, also `/readyz` and `/metrics`

@@ -229,6 +229,32 @@ async fn migrate(args: &AdminArgs, m: &MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the database of `settings` for reading and writing authenticated rows: connects,
+/// loads the master keyring (creating the first key file only for a database without sealed
+/// rows, like `keyward serve`) and installs the row-authentication key it opens
+/// (docs/threat-model.md).
+pub async fn open_store(settings: &crate::config::Settings) -> anyhow::Result<SqlStore> {
+    if settings.database_url.is_sqlite() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    }
+    let store = SqlStore::connect(&settings.database_url)
+        .await
+        .with_context(|| format!("opening database {}", settings.database_url))?;
+    let clock = std::sync::Arc::new(SystemClock);
+    let (_, ring) = crate::masterkey::open_ring(settings, &store, clock.now_unix())
+        .await
+        .map_err(|e| anyhow!("the master key could not be loaded: {e}"))?;
+    keyward_service::rowauth::init(&store, &ring, clock, std::time::Duration::ZERO)
+        .await
+        .map_err(|e| anyhow!("{}", e.message))?;
+    Ok(store)
+}
+
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     if let AdminCmd::Migrate(m) = &args.cmd {
         return migrate(&args, m).await;
@@ -274,29 +300,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         _ => crate::masterkeycmd::MasterKeyOpts::default(),
     };
     let settings = keys.settings(args.data_dir.clone(), args.database_url.clone())?;
-    if settings.database_url.is_sqlite() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&settings.data_dir)
-            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    }
-    let store = SqlStore::connect(&settings.database_url).await?;
+    let store = open_store(&settings).await?;
     let now = SystemClock.now_unix();
-    // Instances, API keys and grants are authenticated rows: open the row-authentication key
-    // with the master key before reading or writing them.
-    let (_, ring) = crate::masterkey::open_ring(&settings, &store, now)
-        .await
-        .map_err(|e| anyhow!("the master key could not be loaded: {e}"))?;
-    keyward_service::rowauth::init(
-        &store,
-        &ring,
-        std::sync::Arc::new(SystemClock),
-        std::time::Duration::ZERO,
-    )
-    .await
-    .map_err(|e| anyhow!("{}", e.message))?;
     let err = |e: keyward_service::ServiceError| anyhow!("{}", e.message);
     let out = match args.cmd {
         AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Create { name }, .. }) => {

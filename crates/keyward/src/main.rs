@@ -62,6 +62,8 @@ async fn main() -> std::process::ExitCode {
 async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let settings = args.resolve()?;
     init_tracing(settings.log_json);
+    // Before the listener is bound: a SIGTERM from then on always means a graceful stop.
+    let shutdown = server::shutdown_signal();
     let server = server::start(&settings).await?;
-    server.serve(server::shutdown_signal()).await
+    server.serve(shutdown).await
 }

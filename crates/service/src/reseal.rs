@@ -35,6 +35,9 @@ pub fn seal_context(place: &SealedPlace) -> ServiceResult<SealContext<'_>> {
             object: name,
             version: "1",
         },
+        SealedPlace::Secret { name } if name == crate::rowauth::ROW_AUTH_KEY_NAME => {
+            crate::rowauth::CTX
+        }
         SealedPlace::Secret { name } => {
             return Err(ServiceError::new(
                 ErrorCode::Internal,

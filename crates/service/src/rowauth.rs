@@ -32,7 +32,8 @@ pub const ROW_AUTH_KEY_NAME: &str = "row-auth-key";
 /// Rows tagged per store call during the upgrade.
 const UPGRADE_BATCH: i64 = 500;
 
-const CTX: SealContext<'static> = SealContext {
+/// The seal context of the row-authentication key (re-sealing uses it too).
+pub const CTX: SealContext<'static> = SealContext {
     kind: "row-auth-key",
     instance: "",
     object: ROW_AUTH_KEY_NAME,

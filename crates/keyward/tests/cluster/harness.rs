@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_domain::{InstanceId, KeyId};
-use keyward_store::{DatabaseUrl, SqlStore};
+use keyward_store::SqlStore;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -74,11 +74,17 @@ impl Db {
         psql(&self.url, sql)
     }
 
-    /// The store on this database (opened on the calling runtime).
-    pub async fn store(&self) -> SqlStore {
-        SqlStore::connect(&DatabaseUrl::new(self.url.clone()))
-            .await
-            .unwrap()
+    /// The store on this database (opened on the calling runtime), reading and writing
+    /// authenticated rows with the deployment's master key file.
+    pub async fn store(&self, master_key_file: &Path) -> SqlStore {
+        let settings = keyward::config::ServeArgs {
+            database_url: Some(self.url.clone()),
+            master_key_file: Some(master_key_file.to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        keyward::admin::open_store(&settings).await.unwrap()
     }
 }
 

@@ -132,7 +132,7 @@ async fn import_token_retrievals_are_exact_across_nodes() {
             150
         )]
     );
-    let store = db.store().await;
+    let store = db.store(&dir.path().join("master.key")).await;
     let token = store.get_token(c.a.instance_id()).await.unwrap().unwrap();
     assert_eq!((token.remaining, token.max_retrievals), (0, 50));
     store.close().await;
@@ -147,7 +147,7 @@ async fn racing_rotations_on_two_nodes_have_one_winner() {
     let db = Db::fresh(&base);
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(&db, dir.path(), 0, 0).await;
-    let store = db.store().await;
+    let store = db.store(&dir.path().join("master.key")).await;
     for round in 0..8 {
         let id = c.a.root_key(&format!("race-{round}")).await;
         // Both nodes know the key (and have it cached) before the race.
@@ -246,7 +246,7 @@ async fn the_scheduler_rotates_a_due_key_once_with_two_nodes() {
     let db = Db::fresh(&base);
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(&db, dir.path(), 0, 1).await;
-    let store = db.store().await;
+    let store = db.store(&dir.path().join("master.key")).await;
     let inst = c.a.instance_id();
 
     let mut ids = Vec::new();
@@ -344,7 +344,7 @@ async fn nodes_starting_at_once_share_one_schema() {
     }
     assert_eq!(
         db.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
-        "1,2,3,4"
+        "1,2,3,4,6"
     );
     let banners: Vec<_> = nodes.iter().filter_map(Node::banner).collect();
     let instances: i64 = db.query("SELECT COUNT(*) FROM instances").parse().unwrap();
@@ -715,7 +715,7 @@ async fn postgres_restarts_lose_nothing_acknowledged() {
         created.len(),
         wrapped.len()
     );
-    let store = db.store().await;
+    let store = db.store(&dir.path().join("master.key")).await;
     let inst = c.a.instance_id();
     for id in &created {
         assert!(
@@ -856,8 +856,14 @@ async fn a_sqlite_deployment_migrates_to_postgres() {
     assert_eq!(db.query("SELECT COUNT(*) FROM keys"), "3");
     // The sealed material is byte for byte the same.
     let sqlite_versions = {
-        let url = keyward_store::DatabaseUrl::new(format!("sqlite://{}", db_file.display()));
-        let src = keyward_store::SqlStore::connect(&url).await.unwrap();
+        let settings = keyward::config::ServeArgs {
+            database_url: Some(format!("sqlite://{}", db_file.display())),
+            master_key_file: Some(key.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let src = keyward::admin::open_store(&settings).await.unwrap();
         let v = src
             .versions(s.instance_id(), key_id(&rotated))
             .await
@@ -865,7 +871,7 @@ async fn a_sqlite_deployment_migrates_to_postgres() {
         src.close().await;
         v
     };
-    let pg = db.store().await;
+    let pg = db.store(&dir.path().join("master.key")).await;
     assert_eq!(
         pg.versions(s.instance_id(), key_id(&rotated))
             .await

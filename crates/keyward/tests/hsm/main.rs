@@ -455,9 +455,27 @@ async fn hsm_master_key_restart_secrecy_and_sealed_starts() {
         !env.data.join("master.key").exists(),
         "a master key file was written"
     );
-    let inst = env.admin(&["instance", "create", "--name", "hsm"]);
+    // Instances, API keys and grants are authenticated under a key the HSM's master key
+    // seals, so the admin commands need the HSM too.
+    let hsm: Vec<&str> = vec![
+        "--master-key-provider",
+        "pkcs11",
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-token-label",
+        TOKEN,
+        "--pkcs11-pin-file",
+        pin_file.to_str().unwrap(),
+    ];
+    let inst = env.admin(&[&["instance", "create", "--name", "hsm"], &hsm[..]].concat());
     let inst = inst["id"].as_str().unwrap().to_string();
-    let key = env.admin(&["apikey", "create", "--instance", &inst, "--role", "Manager"]);
+    let key = env.admin(
+        &[
+            &["apikey", "create", "--instance", &inst, "--role", "Manager"],
+            &hsm[..],
+        ]
+        .concat(),
+    );
     let apikey = key["apikey"].as_str().unwrap().to_string();
     let c = Client::login(&p.base, &inst, &apikey).await;
 

@@ -15,11 +15,11 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
-struct Proc {
-    child: Option<Child>,
-    base: String,
+pub(crate) struct Proc {
+    pub(crate) child: Option<Child>,
+    pub(crate) base: String,
 }
 
 impl Drop for Proc {
@@ -31,7 +31,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -39,7 +39,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn keyward_cmd(data: &Path) -> Command {
+pub(crate) fn keyward_cmd(data: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("KEYWARD_") {
@@ -52,6 +52,11 @@ fn keyward_cmd(data: &Path) -> Command {
 }
 
 async fn start(data: &Path) -> Proc {
+    start_with(data, &[]).await
+}
+
+/// Starts the binary on `data` with more `serve` flags (e.g. `--database-url`).
+pub(crate) async fn start_with(data: &Path, extra: &[&str]) -> Proc {
     let port = free_port();
     let child = keyward_cmd(data)
         .args([
@@ -63,6 +68,7 @@ async fn start(data: &Path) -> Proc {
             "--data-dir",
         ])
         .arg(data)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(
@@ -105,7 +111,7 @@ impl Proc {
     }
 
     /// SIGTERM and wait for a clean exit.
-    fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         let st = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
@@ -124,7 +130,7 @@ impl Proc {
     }
 }
 
-fn admin(data: &Path, args: &[&str]) -> Value {
+pub(crate) fn admin(data: &Path, args: &[&str]) -> Value {
     let out = keyward_cmd(data)
         .arg("admin")
         .arg("--data-dir")
@@ -142,7 +148,7 @@ fn admin(data: &Path, args: &[&str]) -> Value {
 }
 
 /// An instance and a Manager key made with the admin CLI; returns a logged-in client.
-async fn setup(p: &Proc, data: &Path) -> Client {
+pub(crate) async fn setup(p: &Proc, data: &Path) -> Client {
     let inst = admin(data, &["instance", "create", "--name", "durability"]);
     let inst_id = inst["id"].as_str().unwrap().to_string();
     let key = admin(
@@ -170,7 +176,7 @@ async fn setup(p: &Proc, data: &Path) -> Client {
 }
 
 /// The same principal against a restarted server (a fresh HTTP client, a fresh token).
-async fn relogin(c: &Client, p: &Proc) -> Client {
+pub(crate) async fn relogin(c: &Client, p: &Proc) -> Client {
     Client::login(&p.base, c.instance_id, &c.apikey, &c.iam_id).await
 }
 

@@ -17,3 +17,4 @@ mod import_tokens;
 mod isolation;
 mod keys;
 mod secure_import;
+mod untrusted;

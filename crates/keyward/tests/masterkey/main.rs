@@ -194,8 +194,8 @@ async fn file_master_key_rotation_is_online_and_resumable() {
     assert!(gen1.starts_with("file:"), "{before}");
     assert_eq!(before["keys"].as_array().unwrap().len(), 1, "{before}");
     let total = rows_of(&before, &gen1);
-    // 12 keys + 4 rotations, the import token and the token-signing key
-    assert_eq!(total, 12 + 4 + 1 + 1, "{before}");
+    // 12 keys + 4 rotations, the import token, the token-signing and row-authentication keys
+    assert_eq!(total, 12 + 4 + 1 + 2, "{before}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let loader = load(a.clone(), made.clone(), stop.clone());
