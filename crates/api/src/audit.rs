@@ -1,5 +1,6 @@
-//! Audit of failed requests: the service records successes itself, before committing; this
-//! middleware records the requests that failed (best-effort, since they changed nothing).
+//! The end of an audited request: the service records an `attempt` before it acts; this
+//! middleware records the outcome once the response is decided (`success` only after the
+//! change committed), or a `failure` for a request refused before it acted.
 
 use std::sync::Arc;
 
@@ -78,8 +79,8 @@ pub fn audited_action(
     })
 }
 
-/// Middleware: after a failed audited request, records the failure.
-pub async fn record_failures(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Middleware: after an audited request, records its outcome.
+pub async fn record_outcomes(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     if !st.svc.auditing() {
         return next.run(req).await;
     }
@@ -102,16 +103,19 @@ pub async fn record_failures(State(st): State<AppState>, mut req: Request, next:
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
     let resp = next.run(req).await;
-    if resp.status().is_client_error() || resp.status().is_server_error() {
-        let caller = slot.0.lock().take();
-        if let Some(caller) = caller {
-            let reason = resp
-                .extensions()
-                .get::<keyward_service::ErrorCode>()
-                .map(|c| c.as_str())
-                .unwrap_or("refused");
-            st.svc.audit_failure(&caller, action, key, reason).await;
-        }
+    let caller = slot.0.lock().take();
+    if let Some(caller) = caller {
+        let reason = if resp.status().is_client_error() || resp.status().is_server_error() {
+            Some(
+                resp.extensions()
+                    .get::<keyward_service::ErrorCode>()
+                    .map(|c| c.as_str())
+                    .unwrap_or("refused"),
+            )
+        } else {
+            None
+        };
+        st.svc.audit_outcome(&caller, action, key, reason).await;
     }
     resp
 }

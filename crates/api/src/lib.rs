@@ -203,7 +203,7 @@ fn api_routes(state: AppState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            audit::record_failures,
+            audit::record_outcomes,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -2,11 +2,15 @@
 //! anything.
 //!
 //! What must hold:
-//! - A successful change is recorded **before** it is committed. If the record cannot be
-//!   written, the request fails with 503 and nothing changes.
+//! - A request that reads key material, uses a key or changes anything is recorded twice: an
+//!   `attempt` **before** it acts (if that record cannot be written, the request fails with
+//!   503 and nothing changes), and its outcome (`success` or `failure`) **after** the change
+//!   committed or failed. So `success` is only ever written for what happened; an `attempt`
+//!   without an outcome means the process stopped in between (docs/audit.md).
 //! - Records never hold a secret: no key material, plaintext, ciphertext, token, API key or
 //!   nonce. Only ids, names of actions, outcomes and addresses.
-//! - Failed requests are recorded after the fact, best-effort (their failure changed nothing).
+//! - Requests refused before they acted (no attempt) are recorded once, as `failure`, after the
+//!   fact. Outcome records are best-effort: the change is already decided when they are written.
 //!
 //! [`FileSink`] appends JSON lines and fsyncs them. It uses group commit: a writer thread takes
 //! every record queued meanwhile, writes them, fsyncs once, then acknowledges them all. It
@@ -24,7 +28,6 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 use keyward_domain::{format_time, Action, KeyId};
@@ -39,8 +42,16 @@ pub struct RequestMeta {
     pub request_id: String,
     pub correlation_id: Option<String>,
     pub source: Option<IpAddr>,
-    /// Set once the service has recorded this request (so the failure path does not again).
-    pub audited: Arc<AtomicBool>,
+    /// The attempt the service recorded for this request, if any: its outcome is recorded
+    /// against the same action and key when the request ends.
+    pub audited: Arc<parking_lot::Mutex<Option<Attempt>>>,
+}
+
+/// An `attempt` record written for a request, awaiting its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub action: Action,
+    pub key: Option<KeyId>,
 }
 
 /// One audit record.
@@ -322,9 +333,10 @@ pub(crate) fn record(
 }
 
 impl KeyService {
-    /// Records a request that is about to succeed. Call it right before the write (or, for
-    /// reads of key material and key use, right before answering). An error means: answer
-    /// 503 and change nothing.
+    /// Records the `attempt` of a request that is about to act. Call it right before the write
+    /// (or, for reads of key material and key use, right before answering). An error means:
+    /// answer 503 and change nothing. The outcome is recorded when the request ends
+    /// ([`KeyService::audit_outcome`]).
     pub(crate) async fn audit(
         &self,
         caller: &Caller,
@@ -335,11 +347,11 @@ impl KeyService {
             return Ok(());
         };
         match sink
-            .append(record(caller, action, key, "success", None, self.now()))
+            .append(record(caller, action, key, "attempt", None, self.now()))
             .await
         {
             Ok(()) => {
-                caller.meta.audited.store(true, Ordering::SeqCst);
+                *caller.meta.audited.lock() = Some(Attempt { action, key });
                 Ok(())
             }
             Err(e) => {
@@ -354,31 +366,28 @@ impl KeyService {
         }
     }
 
-    /// Records a failed request (best-effort: the failure changed nothing). Skipped when the
-    /// request was already recorded.
-    pub async fn audit_failure(
+    /// Records how an audited request ended: for a request with an attempt, its outcome under
+    /// the attempt's action and key; for a request refused before it acted, one `failure`
+    /// under `action` and `key`. `reason` is `None` for a success. Best-effort: the outcome is
+    /// already decided, so a failed write is logged, not returned.
+    pub async fn audit_outcome(
         &self,
         caller: &Caller,
         action: Action,
         key: Option<KeyId>,
-        reason: &'static str,
+        reason: Option<&'static str>,
     ) {
         let Some(sink) = &self.audit else { return };
-        if caller.meta.audited.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        if let Err(e) = sink
-            .append(record(
-                caller,
-                action,
-                key,
-                "failure",
-                Some(reason),
-                self.now(),
-            ))
-            .await
-        {
-            tracing::warn!(error = %e, "audit record of a failed request not written");
+        let attempt = caller.meta.audited.lock().take();
+        let rec = match (attempt, reason) {
+            (Some(a), None) => record(caller, a.action, a.key, "success", None, self.now()),
+            (Some(a), Some(r)) => record(caller, a.action, a.key, "failure", Some(r), self.now()),
+            (None, Some(r)) => record(caller, action, key, "failure", Some(r), self.now()),
+            // Nothing was attempted and nothing failed: nothing happened to record.
+            (None, None) => return,
+        };
+        if let Err(e) = sink.append(rec).await {
+            tracing::warn!(error = %e, "audit outcome record not written");
         }
     }
 

@@ -218,15 +218,11 @@ impl KeyService {
         caller.require(Action::GetImportToken)?;
         let now = self.now();
         if self.auditing() {
-            // Record before the counter moves; a retrieval that then loses a race is recorded
-            // again as a failure by the API layer (the one case with two records).
+            // The attempt is recorded before the counter moves, only when a retrieval can
+            // succeed; one that then loses a race gets a `failure` outcome.
             match self.store.get_token(caller.instance).await? {
                 Some(t) if t.remaining > 0 && t.expires_at > now => {
                     self.audit(caller, Action::GetImportToken, None).await?;
-                    caller
-                        .meta
-                        .audited
-                        .store(false, std::sync::atomic::Ordering::SeqCst);
                 }
                 _ => {}
             }
@@ -236,10 +232,6 @@ impl KeyService {
             .take_token_retrieval(caller.instance, now)
             .await?
         {
-            caller
-                .meta
-                .audited
-                .store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(TokenInfo::from_row(&row, true));
         }
         match self.store.get_token(caller.instance).await? {

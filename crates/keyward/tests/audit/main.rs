@@ -1,6 +1,7 @@
 //! Audit log, over real HTTP, for both sinks:
 //!
-//! - the JSON-lines file: exactly one record per audited request, none of the secrets the test
+//! - the JSON-lines file: an `attempt` and an outcome per audited request that acted (one
+//!   `failure` for a request refused before it acted), none of the secrets the test
 //!   used, and with the file failing (`/dev/full`) every state-changing request gets 503 and
 //!   changes nothing;
 //! - the database table (`--audit-sink database`, SQLite; and PostgreSQL when
@@ -149,17 +150,30 @@ fn records(path: &Path) -> Vec<Value> {
 }
 
 /// What [`exercise`] must leave in the audit log, in order.
+/// A request that acted leaves its `attempt` (written before it acted) and its outcome
+/// (written after it committed); the wrap refused before acting leaves one `failure`.
 const EXPECTED: &[(&str, &str)] = &[
+    ("kms.secrets.create", "attempt"),
     ("kms.secrets.create", "success"),
+    ("kms.secrets.wrap", "attempt"),
     ("kms.secrets.wrap", "success"),
+    ("kms.secrets.unwrap", "attempt"),
     ("kms.secrets.unwrap", "success"),
+    ("kms.secrets.createalias", "attempt"),
     ("kms.secrets.createalias", "success"),
+    ("kms.secrets.disable", "attempt"),
     ("kms.secrets.disable", "success"),
     ("kms.secrets.wrap", "failure"),
+    ("kms.importtoken.create", "attempt"),
     ("kms.importtoken.create", "success"),
+    ("kms.importtoken.read", "attempt"),
     ("kms.importtoken.read", "success"),
+    ("kms.secrets.delete", "attempt"),
     ("kms.secrets.delete", "success"),
 ];
+
+/// Index in [`EXPECTED`] of the one failure.
+const FAILURE: usize = 10;
 
 /// The key [`exercise`] worked on, and every secret that crossed the wire.
 struct Exercised {
@@ -258,7 +272,7 @@ fn check_records(recs: &[Value], key_id: &str) {
         })
         .collect();
     assert_eq!(actions, EXPECTED);
-    let failure = &recs[5];
+    let failure = &recs[FAILURE];
     assert_eq!(failure["reason"], "KEY_ACTION_INVALID_STATE_ERR");
     for r in recs {
         assert_eq!(r["correlation_id"], "test-corr-1");
@@ -271,13 +285,25 @@ fn check_records(recs: &[Value], key_id: &str) {
         assert!(keyward_domain::parse_time(r["time"].as_str().unwrap()).is_some());
     }
     assert_eq!(recs[1]["key_id"], key_id);
-    let mut ids: Vec<&str> = recs
-        .iter()
-        .map(|r| r["request_id"].as_str().unwrap())
-        .collect();
+    // Each attempt is followed by the outcome of the same request; the refused wrap has only
+    // its failure; no request id appears anywhere else.
+    let mut i = 0;
+    let mut ids = Vec::new();
+    while i < recs.len() {
+        let id = recs[i]["request_id"].as_str().unwrap();
+        if recs[i]["outcome"] == "attempt" {
+            assert_eq!(recs[i + 1]["request_id"], id, "outcome of {id}");
+            assert_ne!(recs[i + 1]["outcome"], "attempt");
+            i += 2;
+        } else {
+            i += 1;
+        }
+        ids.push(id);
+    }
+    let n = ids.len();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), recs.len(), "one record per request");
+    assert_eq!(ids.len(), n, "one attempt and one outcome per request");
 }
 
 /// The table's records as `keyward admin audit tail` prints them, without their ids.
@@ -435,7 +461,10 @@ async fn one_record_per_audited_request_and_no_secrets() {
     .await
     .unwrap();
     assert_eq!(tail.len(), 2);
+    assert_eq!(tail[0]["action"], "kms.secrets.delete");
+    assert_eq!(tail[0]["outcome"], "attempt");
     assert_eq!(tail[1]["action"], "kms.secrets.delete");
+    assert_eq!(tail[1]["outcome"], "success");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
@@ -516,8 +545,9 @@ async fn the_table_sink_holds_one_row_per_audited_request_and_no_secrets() {
     .await
     .unwrap();
     assert_eq!(tail.len(), 2);
-    assert_eq!(tail[0]["action"], "kms.importtoken.read");
+    assert_eq!(tail[0]["action"], "kms.secrets.delete");
     assert_eq!(tail[1]["action"], "kms.secrets.delete");
+    assert_eq!(tail[1]["outcome"], "success");
     assert!(tail[0]["id"].as_i64().unwrap() < tail[1]["id"].as_i64().unwrap());
     let run = |f: AuditFilter| keyward::auditcmd::run(search(table.clone(), f), d, None);
     let found = run(AuditFilter {
@@ -535,8 +565,8 @@ async fn the_table_sink_holds_one_row_per_audited_request_and_no_secrets() {
     })
     .await
     .unwrap();
-    // Every record but the two import-token ones names the key.
-    assert_eq!(by_key.len(), EXPECTED.len() - 2);
+    // Every record but the four import-token ones names the key.
+    assert_eq!(by_key.len(), EXPECTED.len() - 4);
     let principal = recs[0]["principal"].as_str().unwrap().to_string();
     let since = recs[0]["time"].as_str().unwrap().to_string();
     let mine = run(AuditFilter {
@@ -564,13 +594,14 @@ async fn the_table_sink_holds_one_row_per_audited_request_and_no_secrets() {
     assert_eq!(limited.len(), 3);
     assert_eq!(limited[0]["action"], "kms.secrets.create");
     let one = run(AuditFilter {
-        request_id: Some(recs[4]["request_id"].as_str().unwrap().to_string()),
+        request_id: Some(recs[8]["request_id"].as_str().unwrap().to_string()),
         ..AuditFilter::default()
     })
     .await
     .unwrap();
-    assert_eq!(one.len(), 1);
+    assert_eq!(one.len(), 2, "the attempt and the outcome");
     assert_eq!(one[0]["action"], "kms.secrets.disable");
+    assert_eq!(one[1]["outcome"], "success");
     assert!(run(AuditFilter {
         since: Some("yesterday".into()),
         ..AuditFilter::default()
@@ -642,7 +673,7 @@ async fn refuses_while_the_table_refuses(srv: &Srv, break_sql: &str, fix_sql: &s
         .audit_records(&AuditQuery::default())
         .await
         .unwrap();
-    assert_eq!(rows_before.len(), 2);
+    assert_eq!(rows_before.len(), 4, "create and wrap: attempts and outcomes");
 
     sql(&srv.url, break_sql).await;
 
@@ -731,11 +762,13 @@ async fn refuses_while_the_table_refuses(srv: &Srv, break_sql: &str, fix_sql: &s
         .unwrap();
     assert_eq!(
         rows_after.len(),
-        3,
+        6,
         "nothing was recorded while the table refused"
     );
-    assert_eq!(rows_after[..2], rows_before[..]);
-    assert_eq!(rows_after[2].row.action, "kms.secrets.create");
+    assert_eq!(rows_after[..4], rows_before[..]);
+    assert_eq!(rows_after[4].row.action, "kms.secrets.create");
+    assert_eq!(rows_after[4].row.outcome, "attempt");
+    assert_eq!(rows_after[5].row.outcome, "success");
 }
 
 /// The table sink on PostgreSQL (a fresh database): both sinks write the same records, no
@@ -869,14 +902,32 @@ async fn serve_and_admin_audit_read_the_table_through_the_binary() {
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .collect::<Vec<_>>()
     };
-    let tail = admin(&["tail", "-n", "2"]);
-    let actions: Vec<&str> = tail.iter().map(|r| r["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["kms.secrets.wrap", "kms.secrets.unwrap"]);
+    let tail = admin(&["tail", "-n", "4"]);
+    let actions: Vec<(&str, &str)> = tail
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("kms.secrets.wrap", "attempt"),
+            ("kms.secrets.wrap", "success"),
+            ("kms.secrets.unwrap", "attempt"),
+            ("kms.secrets.unwrap", "success")
+        ]
+    );
     assert!(tail.iter().all(|r| r["key_id"] == key.as_str()));
-    let created = admin(&["search", "--action", "kms.secrets.create", "--key-id", &key]);
+    let created = admin(&[
+        "search",
+        "--action",
+        "kms.secrets.create",
+        "--key-id",
+        &key,
+        "--outcome",
+        "success",
+    ]);
     assert_eq!(created.len(), 1);
     assert_eq!(created[0]["instance"], inst.as_str());
-    assert_eq!(created[0]["outcome"], "success");
     let text = tail
         .iter()
         .chain(&created)
