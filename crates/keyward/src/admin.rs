@@ -9,7 +9,6 @@ use keyward_service::admin;
 use keyward_store::{DatabaseUrl, SqlStore, Store};
 use serde_json::{json, Value};
 
-
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
     /// Data directory of the server (its SQLite database) [default: ./keyward-data]
@@ -304,37 +303,54 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let now = SystemClock.now_unix();
     let err = |e: keyward_service::ServiceError| anyhow!("{}", e.message);
     let out = match args.cmd {
-        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Create { name }, .. }) => {
+        AdminCmd::Instance(InstanceArgs {
+            cmd: InstanceCmd::Create { name },
+            ..
+        }) => {
             let row = admin::create_instance(&store, &name, now)
                 .await
                 .map_err(err)?;
             json!({"id": row.id.to_string(), "name": row.name, "created": format_time(row.created_at)})
         }
-        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::List, .. }) => {
+        AdminCmd::Instance(InstanceArgs {
+            cmd: InstanceCmd::List,
+            ..
+        }) => {
             let rows = store.list_instances().await?;
             json!({"instances": rows.iter().map(|r| json!({"id": r.id.to_string(), "name": r.name, "created": format_time(r.created_at)})).collect::<Vec<_>>()})
         }
-        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Delete { id }, .. }) => {
+        AdminCmd::Instance(InstanceArgs {
+            cmd: InstanceCmd::Delete { id },
+            ..
+        }) => {
             let id = instance_id(&id)?;
             admin::delete_instance(&store, id).await.map_err(err)?;
             json!({"deleted": id.to_string()})
         }
-        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Grant {
-            instance,
-            iam_id,
-            role: r,
-        }, .. }) => {
+        AdminCmd::Instance(InstanceArgs {
+            cmd:
+                InstanceCmd::Grant {
+                    instance,
+                    iam_id,
+                    role: r,
+                },
+            ..
+        }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
             admin::grant(&store, i, &iam_id, r, now)
                 .await
                 .map_err(err)?;
             json!({"instance": i.to_string(), "iam_id": iam_id, "role": r.as_str()})
         }
-        AdminCmd::Instance(InstanceArgs { cmd: InstanceCmd::Revoke {
-            instance,
-            iam_id,
-            role: r,
-        }, .. }) => {
+        AdminCmd::Instance(InstanceArgs {
+            cmd:
+                InstanceCmd::Revoke {
+                    instance,
+                    iam_id,
+                    role: r,
+                },
+            ..
+        }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
             store
                 .revoke(i, &iam_id, r)
@@ -342,19 +358,26 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(|_| anyhow!("no such grant"))?;
             json!({"revoked": {"instance": i.to_string(), "iam_id": iam_id, "role": r.as_str()}})
         }
-        AdminCmd::Apikey(ApikeyArgs { cmd: ApikeyCmd::Create {
-            instance,
-            role: r,
-            name,
-            iam_id,
-        }, .. }) => {
+        AdminCmd::Apikey(ApikeyArgs {
+            cmd:
+                ApikeyCmd::Create {
+                    instance,
+                    role: r,
+                    name,
+                    iam_id,
+                },
+            ..
+        }) => {
             let (i, r) = (instance_id(&instance)?, role(&r)?);
             let k = admin::create_api_key(&store, i, r, &name, iam_id.as_deref(), now)
                 .await
                 .map_err(err)?;
             json!({"apikey": k.apikey, "id": k.id, "iam_id": k.iam_id, "instance": k.instance.to_string(), "role": k.role.as_str(), "name": k.name})
         }
-        AdminCmd::Apikey(ApikeyArgs { cmd: ApikeyCmd::List, .. }) => {
+        AdminCmd::Apikey(ApikeyArgs {
+            cmd: ApikeyCmd::List,
+            ..
+        }) => {
             let keys = store.list_api_keys().await?;
             let grants = store.list_grants().await?;
             json!({
@@ -362,7 +385,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 "grants": grants.iter().map(|g| json!({"instance": g.instance_id.to_string(), "iam_id": g.iam_id, "role": g.role.as_str()})).collect::<Vec<_>>(),
             })
         }
-        AdminCmd::Apikey(ApikeyArgs { cmd: ApikeyCmd::Delete { id }, .. }) => {
+        AdminCmd::Apikey(ApikeyArgs {
+            cmd: ApikeyCmd::Delete { id },
+            ..
+        }) => {
             if store.delete_api_key(&id).await.is_err() {
                 bail!("no API key {id}");
             }

@@ -1,10 +1,13 @@
 //! Envelope encryption: wrap, unwrap and rewrap of data encryption keys under a root key.
 //!
-//! The wrapped form (decisions.md) is standard base64 of the JSON object
-//! `{"ciphertext","iv","version":"4.0.0","handle":<key version id>}`, where the inner
-//! ciphertext is AES-GCM under the version's material with a 12-byte random IV and an AAD that
-//! binds the key id, the version id and the caller's `aad` list. Any ciphertext that does not
-//! open (tampered, truncated, another key's, other `aad`) is the one
+//! The wrapped form is standard base64 of the JSON object
+//! `{"ciphertext","iv","salt","version":"5.0.0","handle":<key version id>}`, where the inner
+//! ciphertext is AES-256-GCM under a key derived for this wrap alone from the version's material
+//! and the random `salt` (`keyward_crypto::dek::seal_derived`, which explains the bound on
+//! wraps per version this gives), with a 12-byte random IV and an AAD that binds the key id,
+//! the version id and the caller's `aad` list. Ciphertexts of the earlier form
+//! (`"version":"4.0.0"`, no salt: AES-GCM directly under the material) still unwrap. Any
+//! ciphertext that does not open (tampered, truncated, another key's, other `aad`) is the one
 //! `UNPROCESSABLE_CIPHERTEXT_ERR`.
 
 use crate::counters::CryptoCounters;
@@ -26,13 +29,18 @@ pub const MAX_AAD_LEN: usize = 255;
 /// Generated DEK size.
 pub const GENERATED_DEK_LEN: usize = 32;
 
-const BLOB_VERSION: &str = "4.0.0";
+/// The wrapped form written now (a key derived per wrap).
+const BLOB_VERSION: &str = "5.0.0";
+/// The earlier form (AES-GCM under the version's material), still accepted by unwrap.
+const BLOB_VERSION_DIRECT: &str = "4.0.0";
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Blob {
     ciphertext: String,
     iv: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    salt: Option<String>,
     version: String,
     handle: String,
 }
@@ -85,10 +93,11 @@ fn seal_blob(
     plaintext: &[u8],
 ) -> ServiceResult<String> {
     let ad = dek::dek_aad(&key.to_string(), &v.id.to_string(), aad);
-    let (iv, ct) = dek::seal(&v.material, &ad, plaintext)?;
+    let (salt, iv, ct) = dek::seal_derived(&v.material, &ad, plaintext)?;
     let blob = Blob {
         ciphertext: B64.encode(ct),
         iv: B64.encode(iv),
+        salt: Some(B64.encode(salt)),
         version: BLOB_VERSION.into(),
         handle: v.id.to_string(),
     };
@@ -109,9 +118,11 @@ fn open_blob<'k>(
         )
     })?;
     let blob: Blob = serde_json::from_slice(&raw).map_err(|_| unprocessable())?;
-    if blob.version != BLOB_VERSION {
-        return Err(unprocessable());
-    }
+    let salt = match (blob.version.as_str(), &blob.salt) {
+        (BLOB_VERSION, Some(s)) => Some(B64.decode(s.as_bytes()).map_err(|_| unprocessable())?),
+        (BLOB_VERSION_DIRECT, None) => None,
+        _ => return Err(unprocessable()),
+    };
     let handle = VersionId::parse(&blob.handle).map_err(|_| unprocessable())?;
     let version = key.version(handle).ok_or_else(unprocessable)?;
     let iv = B64
@@ -121,7 +132,11 @@ fn open_blob<'k>(
         .decode(blob.ciphertext.as_bytes())
         .map_err(|_| unprocessable())?;
     let ad = dek::dek_aad(&key.row.id.to_string(), &handle.to_string(), aad);
-    let pt = dek::open(&version.material, &iv, &ad, &ct).map_err(|_| unprocessable())?;
+    let pt = match salt {
+        Some(salt) => dek::open_derived(&version.material, &salt, &iv, &ad, &ct),
+        None => dek::open(&version.material, &iv, &ad, &ct),
+    }
+    .map_err(|_| unprocessable())?;
     Ok((pt, version))
 }
 

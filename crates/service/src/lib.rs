@@ -34,8 +34,8 @@ pub mod lifecycle;
 pub mod listing;
 pub mod policies;
 pub mod reseal;
-pub mod rowauth;
 pub mod rings;
+pub mod rowauth;
 pub mod tokens;
 
 pub use error::{ErrorCode, ServiceError, ServiceResult, Target};
@@ -136,13 +136,8 @@ impl KeyService {
         clock: Arc<dyn Clock>,
         cfg: ServiceConfig,
     ) -> ServiceResult<Self> {
-        let (row_auth, _) = rowauth::init(
-            &*store,
-            &*master,
-            clock.clone(),
-            cfg.row_auth_upgrade_grace,
-        )
-        .await?;
+        let (row_auth, _) =
+            rowauth::init(&*store, &*master, clock.clone(), cfg.row_auth_upgrade_grace).await?;
         if row_auth.upgrading() {
             spawn_upgrade_tagger(store.clone(), row_auth);
         }
@@ -267,7 +262,10 @@ fn spawn_upgrade_tagger(store: Arc<dyn Store>, auth: Arc<rowauth::RowAuthenticat
             tick.tick().await;
             match rowauth::tag_all(&*store).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "tagged rows written by nodes without row authentication"),
+                Ok(n) => tracing::info!(
+                    rows = n,
+                    "tagged rows written by nodes without row authentication"
+                ),
                 Err(e) => tracing::warn!(code = e.code.as_str(), "tagging untagged rows failed"),
             }
         }

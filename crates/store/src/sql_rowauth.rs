@@ -329,7 +329,11 @@ mod tests {
         );
 
         // An API key and a grant inserted directly grant nothing.
-        exec(&store, "INSERT INTO principals (iam_id, name, created_at) VALUES ('IBMid-mallory', 'm', 1)").await;
+        exec(
+            &store,
+            "INSERT INTO principals (iam_id, name, created_at) VALUES ('IBMid-mallory', 'm', 1)",
+        )
+        .await;
         let hash_hex = "02".repeat(32);
         let blob = if store.backend() == "sqlite" {
             format!("X'{hash_hex}'")
@@ -340,7 +344,11 @@ mod tests {
         assert!(store.find_api_key(&[2u8; 32]).await.unwrap().is_none());
         assert_eq!(store.list_api_keys().await.unwrap().len(), 1);
         exec(&store, &format!("INSERT INTO role_grants (instance_id, iam_id, role, created_at) VALUES ('{}', 'IBMid-mallory', 'Manager', 1)", a.id)).await;
-        assert!(store.roles_of(a.id, "IBMid-mallory").await.unwrap().is_empty());
+        assert!(store
+            .roles_of(a.id, "IBMid-mallory")
+            .await
+            .unwrap()
+            .is_empty());
         // A forged grant beside a genuine one: the genuine one still counts, the forged not.
         exec(&store, &format!("INSERT INTO role_grants (instance_id, iam_id, role, created_at) VALUES ('{}', 'IBMid-alice', 'Manager', 1)", a.id)).await;
         assert_eq!(
@@ -348,10 +356,18 @@ mod tests {
             vec![Role::Reader]
         );
         // An edited API key (moved to another principal) stops working.
-        exec(&store, "UPDATE api_keys SET iam_id = 'IBMid-mallory' WHERE id = 'ak-1'").await;
+        exec(
+            &store,
+            "UPDATE api_keys SET iam_id = 'IBMid-mallory' WHERE id = 'ak-1'",
+        )
+        .await;
         assert!(store.find_api_key(&[1u8; 32]).await.unwrap().is_none());
         // An edited instance row is gone.
-        exec(&store, &format!("UPDATE instances SET name = 'x' WHERE id = '{}'", b.id)).await;
+        exec(
+            &store,
+            &format!("UPDATE instances SET name = 'x' WHERE id = '{}'", b.id),
+        )
+        .await;
         assert!(store.get_instance(b.id).await.unwrap().is_none());
 
         // Keys: each edit of a deciding column is refused on every read path.
@@ -370,7 +386,11 @@ mod tests {
             let (k, v) = key_row(a.id, &format!("k{n}"));
             store.insert_key(&k, &v, None).await.unwrap();
             assert_eq!(store.get_key(a.id, k.id).await.unwrap().unwrap(), k);
-            exec(&store, &format!("UPDATE keys SET {edit} WHERE id = '{}'", k.id)).await;
+            exec(
+                &store,
+                &format!("UPDATE keys SET {edit} WHERE id = '{}'", k.id),
+            )
+            .await;
             integrity(store.get_key(a.id, k.id).await, "keys");
             integrity(store.list_keys(a.id, &KeyQuery::default()).await, "keys");
             exec(&store, &format!("DELETE FROM keys WHERE id = '{}'", k.id)).await;
@@ -378,28 +398,63 @@ mod tests {
         // A key moved into another instance is refused there.
         let (k, v) = key_row(a.id, "moved");
         store.insert_key(&k, &v, None).await.unwrap();
-        exec(&store, &format!("UPDATE keys SET instance_id = '{}' WHERE id = '{}'", b.id, k.id)).await;
+        exec(
+            &store,
+            &format!(
+                "UPDATE keys SET instance_id = '{}' WHERE id = '{}'",
+                b.id, k.id
+            ),
+        )
+        .await;
         integrity(store.get_key(b.id, k.id).await, "keys");
-        exec(&store, &format!("UPDATE keys SET instance_id = '{}' WHERE id = '{}'", a.id, k.id)).await;
-        assert!(store.get_key(a.id, k.id).await.unwrap().is_some(), "moved back, valid again");
+        exec(
+            &store,
+            &format!(
+                "UPDATE keys SET instance_id = '{}' WHERE id = '{}'",
+                a.id, k.id
+            ),
+        )
+        .await;
+        assert!(
+            store.get_key(a.id, k.id).await.unwrap().is_some(),
+            "moved back, valid again"
+        );
         // Another key's tag copied onto this row does not fit it.
         let (k2, v2) = key_row(a.id, "donor");
         store.insert_key(&k2, &v2, None).await.unwrap();
         exec(&store, &format!("UPDATE keys SET auth_tag = (SELECT auth_tag FROM keys WHERE id = '{}') WHERE id = '{}'", k2.id, k.id)).await;
         integrity(store.get_key(a.id, k.id).await, "keys");
         // Versions.
-        exec(&store, &format!("UPDATE key_versions SET seq = 7 WHERE id = '{}'", v2.id)).await;
+        exec(
+            &store,
+            &format!("UPDATE key_versions SET seq = 7 WHERE id = '{}'", v2.id),
+        )
+        .await;
         integrity(store.versions(a.id, k2.id).await, "key_versions");
 
         // The import token: a swapped public key, or more retrievals, or a later expiry.
         let t = token_row(a.id, 3, now + 600);
         store.put_token(&t).await.unwrap();
         assert!(store.get_token(a.id).await.unwrap().is_some());
-        exec(&store, &format!("UPDATE import_tokens SET public_pem = 'EVIL' WHERE instance_id = '{}'", a.id)).await;
+        exec(
+            &store,
+            &format!(
+                "UPDATE import_tokens SET public_pem = 'EVIL' WHERE instance_id = '{}'",
+                a.id
+            ),
+        )
+        .await;
         integrity(store.get_token(a.id).await, "import_tokens");
         integrity(store.take_token_retrieval(a.id, now).await, "import_tokens");
         store.put_token(&t).await.unwrap();
-        exec(&store, &format!("UPDATE import_tokens SET max_retrievals = 500 WHERE instance_id = '{}'", a.id)).await;
+        exec(
+            &store,
+            &format!(
+                "UPDATE import_tokens SET max_retrievals = 500 WHERE instance_id = '{}'",
+                a.id
+            ),
+        )
+        .await;
         integrity(store.get_token(a.id).await, "import_tokens");
 
         // Aliases and instance policies.
@@ -415,8 +470,18 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(store.resolve_alias(a.id, "prod").await.unwrap(), Some(k3.id));
-        exec(&store, &format!("UPDATE key_aliases SET key_id = '{}' WHERE alias = 'prod'", k2.id)).await;
+        assert_eq!(
+            store.resolve_alias(a.id, "prod").await.unwrap(),
+            Some(k3.id)
+        );
+        exec(
+            &store,
+            &format!(
+                "UPDATE key_aliases SET key_id = '{}' WHERE alias = 'prod'",
+                k2.id
+            ),
+        )
+        .await;
         integrity(store.resolve_alias(a.id, "prod").await, "key_aliases");
         integrity(store.aliases_of(a.id, k2.id).await, "key_aliases");
         store
@@ -438,7 +503,11 @@ mod tests {
         // Untagged rows: refused unless the upgrade grace accepts them; the upgrade tags them.
         let (k4, v4) = key_row(a.id, "legacy");
         store.insert_key(&k4, &v4, None).await.unwrap();
-        exec(&store, &format!("UPDATE keys SET auth_tag = NULL WHERE id = '{}'", k4.id)).await;
+        exec(
+            &store,
+            &format!("UPDATE keys SET auth_tag = NULL WHERE id = '{}'", k4.id),
+        )
+        .await;
         integrity(store.get_key(a.id, k4.id).await, "keys");
         auth.untagged.store(true, Ordering::SeqCst);
         assert!(store.get_key(a.id, k4.id).await.unwrap().is_some());
@@ -469,7 +538,9 @@ mod tests {
     #[tokio::test]
     async fn edited_rows_are_refused_on_postgres() {
         let Some(url) = fresh_postgres(&[]).await else {
-            eprintln!("KEYWARD_TEST_DATABASE_URL unset: PostgreSQL row-authentication test not run");
+            eprintln!(
+                "KEYWARD_TEST_DATABASE_URL unset: PostgreSQL row-authentication test not run"
+            );
             return;
         };
         let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))

@@ -673,7 +673,11 @@ async fn refuses_while_the_table_refuses(srv: &Srv, break_sql: &str, fix_sql: &s
         .audit_records(&AuditQuery::default())
         .await
         .unwrap();
-    assert_eq!(rows_before.len(), 4, "create and wrap: attempts and outcomes");
+    assert_eq!(
+        rows_before.len(),
+        4,
+        "create and wrap: attempts and outcomes"
+    );
 
     sql(&srv.url, break_sql).await;
 
@@ -905,7 +909,12 @@ async fn serve_and_admin_audit_read_the_table_through_the_binary() {
     let tail = admin(&["tail", "-n", "4"]);
     let actions: Vec<(&str, &str)> = tail
         .iter()
-        .map(|r| (r["action"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         actions,

@@ -389,14 +389,34 @@ async fn wrap_unwrap_rewrap() {
         .expect(200);
     assert!(w.get("plaintext").is_none(), "{w}");
     let blob = decode_blob(w["ciphertext"].as_str().unwrap());
-    assert_eq!(blob["version"], "4.0.0");
+    assert_eq!(blob["version"], "5.0.0");
     assert_eq!(blob["handle"], version.as_str());
     assert_eq!(unb64(blob["iv"].as_str().unwrap()).len(), 12);
+    assert_eq!(
+        unb64(blob["salt"].as_str().unwrap()).len(),
+        32,
+        "a fresh 256-bit salt per wrap (a key of its own)"
+    );
     assert_eq!(
         c.unwrap_bytes(&id, w["ciphertext"].as_str().unwrap(), None)
             .await,
         dek
     );
+    // The salt and the version go together: without the salt, or relabelled as the earlier
+    // (direct) form, the blob is just an unprocessable ciphertext.
+    let mut no_salt = blob.clone();
+    no_salt.as_object_mut().unwrap().remove("salt");
+    let mut relabelled = no_salt.clone();
+    relabelled["version"] = json!("4.0.0");
+    let mut salted_old = blob.clone();
+    salted_old["version"] = json!("4.0.0");
+    for b in [no_salt, relabelled, salted_old] {
+        assert_error(
+            &c.unwrap(&id, &encode_blob(&b), None).await,
+            422,
+            "UNPROCESSABLE_CIPHERTEXT_ERR",
+        );
+    }
 
     // With aad: the same list unwraps; another list, another order, or none: 422.
     let dek = random(32);

@@ -230,7 +230,10 @@ async fn edited_key_attributes_are_refused(mut d: Deployment) {
     let other = d.principal("Manager").await;
     let mut victims = Vec::new();
     for (col, edit) in KEY_EDITS {
-        let id = c.create_root_key().await["id"].as_str().unwrap().to_string();
+        let id = c.create_root_key().await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let ct = c.wrap_bytes(&id, b"attribute", None).await;
         victims.push((
             col.to_string(),
@@ -239,11 +242,20 @@ async fn edited_key_attributes_are_refused(mut d: Deployment) {
             ct,
         ));
     }
-    let moved = c.create_root_key().await["id"].as_str().unwrap().to_string();
+    let moved = c.create_root_key().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let moved_ct = c.wrap_bytes(&moved, b"moved", None).await;
-    let versioned = c.create_root_key().await["id"].as_str().unwrap().to_string();
+    let versioned = c.create_root_key().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let versioned_ct = c.wrap_bytes(&versioned, b"versioned", None).await;
-    let control = c.create_root_key().await["id"].as_str().unwrap().to_string();
+    let control = c.create_root_key().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let control_ct = c.wrap_bytes(&control, b"control", None).await;
 
     let mut edits: Vec<String> = victims.iter().map(|v| v.1.clone()).collect();
@@ -288,12 +300,33 @@ async fn edited_key_attributes_are_refused(mut d: Deployment) {
         assert_refused(s, &b, &format!("unwrap after editing {col}"));
     }
     // The moved key is gone from its own instance, not refused there.
-    assert_error(&c.get(&format!("/api/v2/keys/{moved}")).await, 404, "KEY_NOT_FOUND_ERR");
+    assert_error(
+        &c.get(&format!("/api/v2/keys/{moved}")).await,
+        404,
+        "KEY_NOT_FOUND_ERR",
+    );
     // The untouched key still works: the refusal is about the edited rows only.
-    assert_eq!(c.unwrap_bytes(&control, &control_ct, None).await, b"control");
-    let refused = metric(d.base(), "keyward_row_integrity_failures_total{table=\"keys\"}").await;
-    assert!(refused >= KEY_EDITS.len() as u64, "{refused} refusals counted");
-    assert!(metric(d.base(), "keyward_row_integrity_failures_total{table=\"key_versions\"}").await >= 1);
+    assert_eq!(
+        c.unwrap_bytes(&control, &control_ct, None).await,
+        b"control"
+    );
+    let refused = metric(
+        d.base(),
+        "keyward_row_integrity_failures_total{table=\"keys\"}",
+    )
+    .await;
+    assert!(
+        refused >= KEY_EDITS.len() as u64,
+        "{refused} refusals counted"
+    );
+    assert!(
+        metric(
+            d.base(),
+            "keyward_row_integrity_failures_total{table=\"key_versions\"}"
+        )
+        .await
+            >= 1
+    );
     assert!(d.log().contains("failed its integrity check"));
 }
 
@@ -304,12 +337,18 @@ async fn inserted_access_rows_grant_nothing(mut d: Deployment) {
     let owner = d.principal("Manager").await;
     let victim = d.principal("Manager").await;
     let reader = d.principal_in(&owner.instance, "Reader").await;
-    let key = owner.create_root_key().await["id"].as_str().unwrap().to_string();
+    let key = owner.create_root_key().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let http = http_client();
     let unknown = iam_token(
         &http,
         d.base(),
-        &[("grant_type", APIKEY_GRANT), ("apikey", "kw_no-such-key-anywhere")],
+        &[
+            ("grant_type", APIKEY_GRANT),
+            ("apikey", "kw_no-such-key-anywhere"),
+        ],
     )
     .await;
     assert_eq!(unknown.status, 400);
@@ -347,17 +386,40 @@ async fn inserted_access_rows_grant_nothing(mut d: Deployment) {
     )
     .await;
     assert_eq!(forged.status, unknown.status);
-    assert_eq!(forged.body, unknown.body, "a forged API key answers as an unknown one");
+    assert_eq!(
+        forged.body, unknown.body,
+        "a forged API key answers as an unknown one"
+    );
     let owner = d.relogin(&owner).await;
     let mut as_owner_in_victim = owner.clone();
     as_owner_in_victim.instance = victim.instance.clone();
     let after = raw(&as_owner_in_victim, Method::GET, "/api/v2/keys", None).await;
     assert_eq!(after, before, "a forged grant changes nothing");
     let reader = d.relogin(&reader).await;
-    let (s, b) = raw(&reader, Method::DELETE, &format!("/api/v2/keys/{key}"), None).await;
+    let (s, b) = raw(
+        &reader,
+        Method::DELETE,
+        &format!("/api/v2/keys/{key}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 403, "a promoted grant is no grant at all: {b}");
-    assert!(metric(d.base(), "keyward_row_integrity_failures_total{table=\"api_keys\"}").await >= 1);
-    assert!(metric(d.base(), "keyward_row_integrity_failures_total{table=\"role_grants\"}").await >= 1);
+    assert!(
+        metric(
+            d.base(),
+            "keyward_row_integrity_failures_total{table=\"api_keys\"}"
+        )
+        .await
+            >= 1
+    );
+    assert!(
+        metric(
+            d.base(),
+            "keyward_row_integrity_failures_total{table=\"role_grants\"}"
+        )
+        .await
+            >= 1
+    );
     // The owner's genuine access is untouched.
     owner.get(&format!("/api/v2/keys/{key}")).await.expect(200);
 }
@@ -374,13 +436,22 @@ async fn edited_token_alias_and_policy_are_refused(mut d: Deployment) {
             .await
             .expect(200);
     }
-    let k1 = a.create_root_key().await["id"].as_str().unwrap().to_string();
-    let k2 = a.create_root_key().await["id"].as_str().unwrap().to_string();
+    let k1 = a.create_root_key().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let k2 = a.create_root_key().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = a
         .post(&format!("/api/v2/keys/{k1}/aliases/payments"), &json!(null))
         .await;
     assert!(r.status == 201 || r.status == 200, "{}", r.text());
-    let k3 = c.create_root_key().await["id"].as_str().unwrap().to_string();
+    let k3 = c.create_root_key().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = c
         .http
         .put(format!("{}/api/v2/instance/policies?policy=dualAuthDelete", c.base))
@@ -416,7 +487,10 @@ async fn edited_token_alias_and_policy_are_refused(mut d: Deployment) {
     let a = d.relogin(&a).await;
     let b = d.relogin(&b).await;
     let c = d.relogin(&c).await;
-    for (who, what) in [(&a, "swapped public key"), (&b, "more retrievals, later expiry")] {
+    for (who, what) in [
+        (&a, "swapped public key"),
+        (&b, "more retrievals, later expiry"),
+    ] {
         let (s, body) = raw(who, Method::GET, "/api/v2/import_token", None).await;
         assert_refused(s, &body, what);
     }
@@ -424,8 +498,16 @@ async fn edited_token_alias_and_policy_are_refused(mut d: Deployment) {
     assert_refused(s, &body, "a redirected alias");
     // The alias's key is intact; the key the alias was moved to shows the forged alias in
     // its metadata, so it is refused too.
-    a.get(&format!("/api/v2/keys/{k1}/metadata")).await.expect(200);
-    let (s, body) = raw(&a, Method::GET, &format!("/api/v2/keys/{k2}/metadata"), None).await;
+    a.get(&format!("/api/v2/keys/{k1}/metadata"))
+        .await
+        .expect(200);
+    let (s, body) = raw(
+        &a,
+        Method::GET,
+        &format!("/api/v2/keys/{k2}/metadata"),
+        None,
+    )
+    .await;
     assert_refused(s, &body, "metadata listing a forged alias");
     // Instance policies are read on every request of the instance (allowedIP): a tampered one
     // shuts the instance, and a delete that the (weakened) dual-authorisation policy would
@@ -435,7 +517,8 @@ async fn edited_token_alias_and_policy_are_refused(mut d: Deployment) {
     let (s, body) = raw(&c, Method::DELETE, &format!("/api/v2/keys/{k3}"), None).await;
     assert_refused(s, &body, "delete under a tampered policy");
     assert_eq!(
-        d.int(&format!("SELECT state FROM keys WHERE id = '{k3}'")).await,
+        d.int(&format!("SELECT state FROM keys WHERE id = '{k3}'"))
+            .await,
         1
     );
 }
@@ -448,7 +531,10 @@ async fn existing_database_is_upgraded_in_place(mut d: Deployment) {
     let c = d.principal("Manager").await;
     let mut kept = Vec::new();
     for i in 0..5 {
-        let id = c.create_root_key().await["id"].as_str().unwrap().to_string();
+        let id = c.create_root_key().await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let ct = c.wrap_bytes(&id, format!("old-{i}").as_bytes(), None).await;
         kept.push((id, ct, format!("old-{i}")));
     }
@@ -457,19 +543,26 @@ async fn existing_database_is_upgraded_in_place(mut d: Deployment) {
         d.exec(&format!("UPDATE {t} SET auth_tag = NULL")).await;
     }
     assert_eq!(
-        d.exec("DELETE FROM secrets WHERE name = 'row-auth-key'").await,
+        d.exec("DELETE FROM secrets WHERE name = 'row-auth-key'")
+            .await,
         1
     );
     d.start().await;
-    assert!(d.log().contains("row authentication enabled for"), "{}", d.log());
+    assert!(
+        d.log().contains("row authentication enabled for"),
+        "{}",
+        d.log()
+    );
     let c = d.relogin(&c).await;
     for (id, ct, plain) in &kept {
         assert_eq!(c.unwrap_bytes(id, ct, None).await, plain.as_bytes());
     }
     // The upgrade is over (no grace period): an untagged row is now refused.
     let (victim, ct, _) = kept[0].clone();
-    d.edit(&[format!("UPDATE keys SET auth_tag = NULL WHERE id = '{victim}'")])
-        .await;
+    d.edit(&[format!(
+        "UPDATE keys SET auth_tag = NULL WHERE id = '{victim}'"
+    )])
+    .await;
     let c = d.relogin(&c).await;
     let (s, body) = raw(
         &c,
@@ -483,12 +576,18 @@ async fn existing_database_is_upgraded_in_place(mut d: Deployment) {
     // Tags without their key: the node refuses to serve.
     d.stop();
     assert_eq!(
-        d.exec("DELETE FROM secrets WHERE name = 'row-auth-key'").await,
+        d.exec("DELETE FROM secrets WHERE name = 'row-auth-key'")
+            .await,
         1
     );
     let port = free_port();
     let mut child = keyward_cmd(&d.data)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(&d.data)
         .args(d.flags())
         .stdin(Stdio::null())
@@ -499,7 +598,11 @@ async fn existing_database_is_upgraded_in_place(mut d: Deployment) {
     let http = http_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
             break r.status().as_u16();
         }
         assert!(Instant::now() < deadline, "keyward did not answer");
@@ -507,7 +610,10 @@ async fn existing_database_is_upgraded_in_place(mut d: Deployment) {
     };
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(status, 503, "a database with tags but no row-authentication key is refused");
+    assert_eq!(
+        status, 503,
+        "a database with tags but no row-authentication key is refused"
+    );
 }
 
 macro_rules! on_both {
@@ -520,7 +626,10 @@ macro_rules! on_both {
         #[tokio::test]
         async fn $postgres() {
             let Some(d) = Deployment::postgres().await else {
-                eprintln!("KEYWARD_TEST_DATABASE_URL unset: {} not run", stringify!($postgres));
+                eprintln!(
+                    "KEYWARD_TEST_DATABASE_URL unset: {} not run",
+                    stringify!($postgres)
+                );
                 return;
             };
             $name(d).await;

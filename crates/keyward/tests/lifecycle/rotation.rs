@@ -12,12 +12,16 @@ fn open_with(material: &[u8], key_id: &str, ciphertext: &str) -> Vec<u8> {
     let blob: serde_json::Value = serde_json::from_slice(&unb64(ciphertext)).unwrap();
     let handle = blob["handle"].as_str().unwrap();
     let ad = keyward_crypto::dek::dek_aad(key_id, handle, &[]);
-    keyward_crypto::dek::open(
-        &SecretBytes::copy_from(material),
-        &unb64(blob["iv"].as_str().unwrap()),
-        &ad,
-        &unb64(blob["ciphertext"].as_str().unwrap()),
-    )
+    let (iv, ct) = (
+        unb64(blob["iv"].as_str().unwrap()),
+        unb64(blob["ciphertext"].as_str().unwrap()),
+    );
+    let material = SecretBytes::copy_from(material);
+    match blob["salt"].as_str() {
+        // The current form: a key derived per wrap from the material and the salt.
+        Some(salt) => keyward_crypto::dek::open_derived(&material, &unb64(salt), &iv, &ad, &ct),
+        None => keyward_crypto::dek::open(&material, &iv, &ad, &ct),
+    }
     .unwrap()
     .expose()
     .to_vec()

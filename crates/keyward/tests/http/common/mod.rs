@@ -668,12 +668,16 @@ pub fn open_blob_with(material: &[u8], key_id: &str, ciphertext: &str, aad: &[St
     let blob = decode_blob(ciphertext);
     let handle = blob["handle"].as_str().unwrap();
     let ad = keyward_crypto::dek::dek_aad(key_id, handle, aad);
-    keyward_crypto::dek::open(
-        &SecretBytes::copy_from(material),
-        &unb64(blob["iv"].as_str().unwrap()),
-        &ad,
-        &unb64(blob["ciphertext"].as_str().unwrap()),
-    )
+    let (iv, ct) = (
+        unb64(blob["iv"].as_str().unwrap()),
+        unb64(blob["ciphertext"].as_str().unwrap()),
+    );
+    let material = SecretBytes::copy_from(material);
+    match blob["salt"].as_str() {
+        // The current form: a key derived per wrap from the material and the salt.
+        Some(salt) => keyward_crypto::dek::open_derived(&material, &unb64(salt), &iv, &ad, &ct),
+        None => keyward_crypto::dek::open(&material, &iv, &ad, &ct),
+    }
     .unwrap()
     .expose()
     .to_vec()
