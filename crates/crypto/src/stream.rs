@@ -375,7 +375,14 @@ mod tests {
     #[test]
     fn round_trips_at_every_boundary() {
         let k = key();
-        for len in [0, 1, CHUNK_LEN - 1, CHUNK_LEN, CHUNK_LEN + 1, 3 * CHUNK_LEN + 17] {
+        for len in [
+            0,
+            1,
+            CHUNK_LEN - 1,
+            CHUNK_LEN,
+            CHUNK_LEN + 1,
+            3 * CHUNK_LEN + 17,
+        ] {
             let pt = random_bytes(len).unwrap();
             let sealed = seal_all(&k, INFO, b"hdr", &pt).unwrap();
             assert_eq!(sealed.len() as u64, sealed_len(len as u64).unwrap());
@@ -411,7 +418,12 @@ mod tests {
         let sealed = seal_all(&k, INFO, b"h", &pt).unwrap();
         // A flip in every 97th byte (and the first and last) of each chunk.
         let mut positions: Vec<usize> = (0..sealed.len()).step_by(97).collect();
-        positions.extend([0, sealed.len() - 1, CHUNK_LEN + TAG_LEN, CHUNK_LEN + TAG_LEN - 1]);
+        positions.extend([
+            0,
+            sealed.len() - 1,
+            CHUNK_LEN + TAG_LEN,
+            CHUNK_LEN + TAG_LEN - 1,
+        ]);
         for i in positions {
             let mut c = sealed.clone();
             c[i] ^= 0x10;
@@ -483,20 +495,29 @@ mod tests {
         );
         let last = s.seal_chunk(b"end", true).unwrap();
         assert!(s.is_finished());
-        assert_eq!(s.seal_chunk(b"more", true).err(), Some(CryptoError::Invalid));
+        assert_eq!(
+            s.seal_chunk(b"more", true).err(),
+            Some(CryptoError::Invalid)
+        );
 
         let mut o = StreamOpener::new(&k, INFO, b"").unwrap();
         let mut bad = last.clone();
         bad[0] ^= 1;
         assert!(o.open_chunk(&mut bad, true).is_err());
         let mut good = last.clone();
-        assert!(o.open_chunk(&mut good, true).is_err(), "refused after a failure");
+        assert!(
+            o.open_chunk(&mut good, true).is_err(),
+            "refused after a failure"
+        );
         let mut o = StreamOpener::new(&k, INFO, b"").unwrap();
         let mut good = last.clone();
         o.open_chunk(&mut good, true).unwrap();
         assert_eq!(good, b"end");
         let mut again = last.clone();
-        assert!(o.open_chunk(&mut again, true).is_err(), "nothing after the last");
+        assert!(
+            o.open_chunk(&mut again, true).is_err(),
+            "nothing after the last"
+        );
         let mut tiny = vec![0u8; TAG_LEN - 1];
         let mut o = StreamOpener::new(&k, INFO, b"").unwrap();
         assert!(o.open_chunk(&mut tiny, true).is_err());

@@ -258,7 +258,9 @@ impl std::fmt::Display for BackupError {
                  reads format {FORMAT_VERSION} (and format {FORMAT_V1} with \
                  --allow-unauthenticated-v1)"
             ),
-            BackupError::Inconsistent(m) => write!(f, "the backup's contents are inconsistent: {m}"),
+            BackupError::Inconsistent(m) => {
+                write!(f, "the backup's contents are inconsistent: {m}")
+            }
             BackupError::Io(m) => f.write_str(m),
         }
     }
@@ -275,7 +277,13 @@ fn hex(bytes: &[u8]) -> String {
 fn printable(s: &str) -> String {
     s.chars()
         .take(120)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -393,7 +401,10 @@ pub fn read_header(reader: &mut dyn Read) -> Result<Header, BackupError> {
     read_head(&mut Hashing::new(reader)).map(|(h, _)| h)
 }
 
-fn open_file_key(header: &Header, keys: &dyn MasterKeyProvider) -> Result<SecretBytes, BackupError> {
+fn open_file_key(
+    header: &Header,
+    keys: &dyn MasterKeyProvider,
+) -> Result<SecretBytes, BackupError> {
     let have = keys.key_ids();
     if !have.iter().any(|k| k == &header.master_key_id) {
         return Err(BackupError::MasterKeyMissing {
@@ -411,7 +422,9 @@ fn open_file_key(header: &Header, keys: &dyn MasterKeyProvider) -> Result<Secret
     ) {
         Ok(k) if k.len() == FILE_KEY_LEN => Ok(k),
         Ok(_) | Err(CryptoError::Open) | Err(CryptoError::Invalid) => Err(BackupError::NotIntact),
-        Err(CryptoError::Primitive) => Err(BackupError::MasterKeyFailed(header.master_key_id.clone())),
+        Err(CryptoError::Primitive) => {
+            Err(BackupError::MasterKeyFailed(header.master_key_id.clone()))
+        }
     }
 }
 
@@ -442,7 +455,8 @@ impl<'a> Splitter<'a> {
             let take = match self.manifest_len {
                 None => {
                     let take = (4 - self.len.len()).min(data.len());
-                    self.len.extend_from_slice(data.get(..take).unwrap_or_default());
+                    self.len
+                        .extend_from_slice(data.get(..take).unwrap_or_default());
                     if let Ok(b) = <[u8; 4]>::try_from(self.len.as_slice()) {
                         let m = u32::from_be_bytes(b) as usize;
                         if m > MAX_MANIFEST {
@@ -480,7 +494,9 @@ impl<'a> Splitter<'a> {
     fn finish(self) -> Result<Manifest, BackupError> {
         let complete = self.manifest_len == Some(self.manifest.len());
         if !complete {
-            return Err(BackupError::Inconsistent("its manifest is cut short".into()));
+            return Err(BackupError::Inconsistent(
+                "its manifest is cut short".into(),
+            ));
         }
         let m: Manifest = serde_json::from_slice(&self.manifest)
             .map_err(|e| BackupError::Inconsistent(format!("its manifest is not valid: {e}")))?;
@@ -543,8 +559,8 @@ pub fn open_backup_from(
     let n = stream::chunk_count(header.plaintext_bytes);
     let mut buf = Vec::with_capacity(CHUNK_LEN + TAG_LEN);
     for i in 0..n {
-        let len = stream::chunk_plaintext_len(header.plaintext_bytes, i)
-            .ok_or(BackupError::NotIntact)?;
+        let len =
+            stream::chunk_plaintext_len(header.plaintext_bytes, i).ok_or(BackupError::NotIntact)?;
         buf.clear();
         buf.resize(len + TAG_LEN, 0);
         r.read_exact(&mut buf)?;
@@ -626,7 +642,12 @@ pub fn seal_backup_to(
     let backup_id = uuid::Uuid::new_v4().to_string();
     let sealed = keys
         .seal(&file_key_context(&backup_id), file_key.expose())
-        .map_err(|e| anyhow!("sealing the file key under the master key {}: {e}", keys.key_id()))?;
+        .map_err(|e| {
+            anyhow!(
+                "sealing the file key under the master key {}: {e}",
+                keys.key_id()
+            )
+        })?;
     let header = Header {
         format: FORMAT_VERSION,
         backup_id,
@@ -990,7 +1011,9 @@ pub async fn backup(
     };
     master_key_ids.sort();
     master_key_ids.dedup();
-    let ring = keyring.ring(marker.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let ring = keyring
+        .ring(marker.as_deref())
+        .map_err(|e| anyhow!("{e}"))?;
     let have = ring.key_ids();
     let missing: Vec<&String> = master_key_ids
         .iter()
@@ -1023,8 +1046,7 @@ pub async fn backup(
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let mut snap_file =
-        File::open(&snap).with_context(|| format!("reading {}", snap.display()))?;
+    let mut snap_file = File::open(&snap).with_context(|| format!("reading {}", snap.display()))?;
     let payload_bytes = snap_file.metadata()?.len();
     let mut head = [0u8; 16];
     snap_file.read_exact(&mut head)?;
@@ -1119,10 +1141,14 @@ pub async fn restore(
 
     let header = read_header(&mut BufReader::new(open()?));
     let (contents, have) = match header {
-        Err(BackupError::Version1) if args.allow_unauthenticated_v1 => {
-            restore_v1_payload(&settings, &args.keys, sqlite_dir.as_deref(), &open()?, &payload_path)
-                .map_err(|e| refuse(&format!("{e:#}")))?
-        }
+        Err(BackupError::Version1) if args.allow_unauthenticated_v1 => restore_v1_payload(
+            &settings,
+            &args.keys,
+            sqlite_dir.as_deref(),
+            &open()?,
+            &payload_path,
+        )
+        .map_err(|e| refuse(&format!("{e:#}")))?,
         Err(e) => return Err(refuse(&e)),
         Ok(header) => {
             let keyring = load_keys(&settings).map_err(|e| {
@@ -1294,9 +1320,9 @@ pub async fn restore(
         _ if contents.sealed_rows == 0 => {
             "start the server (the backup holds no sealed key material)".to_string()
         }
-        (Some(_), _) => format!(
-            "start the server(s) with the same master key settings (keys needed: {needed})"
-        ),
+        (Some(_), _) => {
+            format!("start the server(s) with the same master key settings (keys needed: {needed})")
+        }
         (None, Some(d)) => format!(
             "put the backed-up deployment's master key ({needed}) at {} with mode 0600 (or \
              pass --master-key-file / the HSM settings), then start the server",
@@ -1338,7 +1364,13 @@ fn restore_v1_payload(
         });
     let have = if keys_configured {
         let keyring = load_keys(settings).map_err(|e| anyhow!("checking the master key: {e}"))?;
-        Some(keyring.generations().iter().map(|g| g.id().to_string()).collect())
+        Some(
+            keyring
+                .generations()
+                .iter()
+                .map(|g| g.id().to_string())
+                .collect(),
+        )
     } else {
         None
     };
@@ -1486,7 +1518,10 @@ mod tests {
         h.plaintext_bytes -= CHUNK_LEN as u64;
         let mut cut = with_header(&h);
         cut.truncate(cut.len() - CHECKSUM_LEN - CHUNK_LEN - TAG_LEN);
-        assert!(is_not_intact(open_backup(&reseal([cut, vec![0; 32]].concat()), &k)));
+        assert!(is_not_intact(open_backup(
+            &reseal([cut, vec![0; 32]].concat()),
+            &k
+        )));
         // chunks swapped, dropped, duplicated
         let c = CHUNK_LEN + TAG_LEN;
         let chunk = |i: usize| b[body_start + i * c..body_start + (i + 1) * c].to_vec();
