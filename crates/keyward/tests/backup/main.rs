@@ -915,6 +915,10 @@ fn backup_files_are_private_verified_and_never_overwritten() {
     assert!(hidden.is_empty(), "{hidden:?}");
 }
 
+/// (what, the file edited with its old checksum, the same edit with the checksum
+/// recomputed: `None` where that would give back the intact file)
+type EditCase = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
 #[test]
 fn edited_backup_is_refused_in_every_section() {
     let dir = tempfile::tempdir().unwrap();
@@ -972,9 +976,7 @@ fn edited_backup_is_refused_in_every_section() {
     let mut duplicated = all.clone();
     duplicated.insert(1, 0);
 
-    // (what, the file edited with its old checksum, the same edit with the checksum
-    // recomputed: `None` where that would give back the intact file)
-    let mut cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>)> = vec![
+    let mut cases: Vec<EditCase> = vec![
         (
             "magic",
             flipped(&good, 3, 0x20),
@@ -1667,4 +1669,220 @@ async fn the_audit_table_is_backed_up_and_restored() {
     let mut np = Node::spawn_with("p", &node_opts(&p_dir, &key_file, Some(&db.url)), &audited);
     appends_after_restore(&mut np, &apikey, &inst, &key, &before, &p_args).await;
     np.terminate();
+}
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const HSM_TOKEN: &str = "keyward-backup-hsm";
+
+/// A fresh SoftHSM2 token in `root`; returns its configuration file and a PIN file, or `None`
+/// (with a note) when SoftHSM2 is not installed.
+fn softhsm_token(root: &Path) -> Option<(PathBuf, PathBuf)> {
+    let util = std::process::Command::new("softhsm2-util")
+        .arg("--version")
+        .output();
+    if !Path::new(SOFTHSM_MODULE).exists() || util.is_err() {
+        eprintln!(
+            "NOTE: skipping the HSM backup test: {SOFTHSM_MODULE} or softhsm2-util is absent \
+             (apt-get install -y softhsm2)"
+        );
+        return None;
+    }
+    let tokens = root.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = root.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n\
+             slots.removable = false\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let pin = "backup-hsm-pin-1";
+    let out = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", HSM_TOKEN])
+        .args(["--so-pin", "backup-hsm-so-1", "--pin", pin])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "softhsm2-util: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pin_file = root.join("pin");
+    std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Some((conf, pin_file))
+}
+
+/// A `keyward serve` on the HSM; killed when dropped.
+struct HsmServer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl HsmServer {
+    fn spawn(conf: &Path, data: &Path, hsm: &[&str]) -> HsmServer {
+        let port = free_port();
+        let child = keyward()
+            .env("SOFTHSM2_CONF", conf)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--token-pool-size", "0", "--scheduler-interval", "0"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(hsm)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap();
+        HsmServer {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http().get(format!("{}/healthz", self.base)).send().await {
+                assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the server exited early"
+            );
+            assert!(Instant::now() < deadline, "the server never answered");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for HsmServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A deployment whose master key is in an HSM: the backup's file key is sealed inside the HSM,
+/// and a restore configured with the same HSM settings as the server opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hsm_deployment_backs_up_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((conf, pin_file)) = softhsm_token(dir.path()) else {
+        return;
+    };
+    let hsm = [
+        "--master-key-provider",
+        "pkcs11",
+        "--pkcs11-module",
+        SOFTHSM_MODULE,
+        "--pkcs11-token-label",
+        HSM_TOKEN,
+        "--pkcs11-pin-file",
+        path_str(&pin_file),
+    ];
+    let with_hsm = |args: &[&str]| {
+        let mut cmd = keyward();
+        cmd.env("SOFTHSM2_CONF", &conf).arg("admin").args(args);
+        cmd.output().unwrap()
+    };
+    let a_dir = dir.path().join("a");
+    let inst = ok_json(
+        with_hsm(&[
+            "--data-dir",
+            path_str(&a_dir),
+            "--output",
+            "json",
+            "instance",
+            "create",
+        ]),
+        "instance create",
+    );
+    let inst = inst["id"].as_str().unwrap().to_string();
+    let created = ok_json(
+        with_hsm(&[
+            "--data-dir",
+            path_str(&a_dir),
+            "--output",
+            "json",
+            "apikey",
+            "create",
+            "--instance",
+            &inst,
+            "--role",
+            "Manager",
+        ]),
+        "apikey create",
+    );
+    let apikey = created["apikey"].as_str().unwrap().to_string();
+    let mut a = HsmServer::spawn(&conf, &a_dir, &hsm);
+    a.wait_healthy().await;
+    let api = Api::login(&a.base, &apikey, &inst).await;
+    let keys = vec![api.root_key("hsm-1").await, api.root_key("hsm-2").await];
+    let samples = wrap_many(&api, &keys, 100, "hsm").await;
+
+    // The backup needs the HSM, as the server does.
+    let file = dir.path().join("hsm.kwb");
+    let mut args = vec![
+        "--data-dir",
+        path_str(&a_dir),
+        "--output",
+        "json",
+        "backup",
+        "--to",
+        path_str(&file),
+    ];
+    let err = failed(with_hsm(&args), "a backup without the HSM settings");
+    assert!(err.contains("no master key could be loaded"), "{err}");
+    args.extend_from_slice(&hsm);
+    let report = ok_json(with_hsm(&args), "backup");
+    let sealed_under = report["sealed_under"].as_str().unwrap().to_string();
+    assert!(sealed_under.starts_with("pkcs11:"), "{report}");
+    assert_eq!(
+        layout(&std::fs::read(&file).unwrap()).header_json["master_key_id"],
+        sealed_under.as_str()
+    );
+    drop(a);
+
+    // Restore without the HSM: refused, naming the HSM key it needs; with it: restored.
+    let b_dir = dir.path().join("b");
+    let restore_args = |extra: &[&str]| {
+        let mut v = vec![
+            "--data-dir",
+            path_str(&b_dir),
+            "--output",
+            "json",
+            "restore",
+            "--from",
+            path_str(&file),
+        ];
+        v.extend_from_slice(extra);
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let no_hsm = restore_args(&[]);
+    let err = failed(
+        with_hsm(&no_hsm.iter().map(String::as_str).collect::<Vec<_>>()),
+        "a restore without the HSM",
+    );
+    assert!(err.contains(&sealed_under), "{err}");
+    assert!(!b_dir.exists());
+    let with = restore_args(&hsm);
+    let restored = ok_json(
+        with_hsm(&with.iter().map(String::as_str).collect::<Vec<_>>()),
+        "restore with the HSM settings",
+    );
+    assert_eq!(restored["authenticated"], true);
+    assert_eq!(restored["tables"], report["tables"]);
+
+    // A server on the restored data dir, on the same HSM key, unwraps every sample.
+    let mut b = HsmServer::spawn(&conf, &b_dir, &hsm);
+    b.wait_healthy().await;
+    let api_b = Api::login(&b.base, &apikey, &inst).await;
+    let bad = unwrap_all(&api_b, &samples).await;
+    assert!(bad.is_empty(), "{bad:?}");
 }
