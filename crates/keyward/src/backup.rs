@@ -197,12 +197,21 @@ pub struct Verified {
 }
 
 /// A format-2 backup opened in memory by [`open_backup`].
-#[derive(Debug)]
 pub struct Opened {
     pub header: Header,
     pub manifest: Manifest,
     /// The SQLite database file.
     pub payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("header", &self.header)
+            .field("manifest", &self.manifest)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
 }
 
 /// Why a backup file was refused.
@@ -1141,14 +1150,10 @@ pub async fn restore(
 
     let header = read_header(&mut BufReader::new(open()?));
     let (contents, have) = match header {
-        Err(BackupError::Version1) if args.allow_unauthenticated_v1 => restore_v1_payload(
-            &settings,
-            &args.keys,
-            sqlite_dir.as_deref(),
-            &open()?,
-            &payload_path,
-        )
-        .map_err(|e| refuse(&format!("{e:#}")))?,
+        Err(BackupError::Version1) if args.allow_unauthenticated_v1 => {
+            restore_v1_payload(&settings, &args.keys, &open()?, &payload_path)
+                .map_err(|e| refuse(&format!("{e:#}")))?
+        }
         Err(e) => return Err(refuse(&e)),
         Ok(header) => {
             let keyring = load_keys(&settings).map_err(|e| {
@@ -1346,7 +1351,6 @@ pub async fn restore(
 fn restore_v1_payload(
     settings: &Settings,
     flags: &MasterKeyFlags,
-    sqlite_dir: Option<&Path>,
     file: &File,
     payload_path: &Path,
 ) -> anyhow::Result<(Contents, Option<Vec<String>>)> {
@@ -1359,9 +1363,7 @@ fn restore_v1_payload(
     );
     let keys_configured = flags.master_key_file.is_some()
         || settings.master_key != MasterKeySource::File
-        || sqlite_dir.is_some_and(|_| {
-            file_generations(&settings.master_key_file).is_ok_and(|g| !g.is_empty())
-        });
+        || file_generations(&settings.master_key_file).is_ok_and(|g| !g.is_empty());
     let have = if keys_configured {
         let keyring = load_keys(settings).map_err(|e| anyhow!("checking the master key: {e}"))?;
         Some(
