@@ -1325,9 +1325,7 @@ pub async fn restore(
         _ if contents.sealed_rows == 0 => {
             "start the server (the backup holds no sealed key material)".to_string()
         }
-        (Some(_), _) => {
-            format!("start the server(s) with the same master key settings (keys needed: {needed})")
-        }
+        (Some(_), _) => format!("start the server with the master key {needed}"),
         (None, Some(d)) => format!(
             "put the backed-up deployment's master key ({needed}) at {} with mode 0600 (or \
              pass --master-key-file / the HSM settings), then start the server",
