@@ -7,6 +7,7 @@
 //! - [`import`]: RSA-4096 import-token keypairs and the secure-import verification
 //!   (RSA-OAEP → AES-GCM nonce open), plus the client-side half used by the CLI and tests.
 //! - [`dek`]: wrapping data encryption keys under a root key version (AES-GCM).
+//! - [`stream`]: chunked streaming AEAD (STREAM over AES-256-GCM) for files such as backups.
 //! - small primitives: randomness, SHA-256, HMAC-SHA-256, constant-time comparison.
 //!
 //! What must hold:
@@ -20,6 +21,7 @@ pub mod master;
 pub mod pkcs11;
 pub mod rowauth;
 mod secret;
+pub mod stream;
 
 pub use secret::SecretBytes;
 

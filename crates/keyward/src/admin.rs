@@ -40,11 +40,14 @@ pub enum AdminCmd {
     /// PostgreSQL a cluster shares): every row as it is, sealed key material unchanged, so the
     /// new nodes need the same master key file. Stop the source node first.
     Migrate(MigrateArgs),
-    /// Write a consistent, checksummed snapshot of the whole database (SQLite or PostgreSQL)
-    /// to a file, while the server runs. The master key is NOT in it: back that up separately
+    /// Write a consistent snapshot of the whole database (SQLite or PostgreSQL) to a file,
+    /// while the server runs, encrypted and authenticated under a key sealed by the master key
+    /// (so it needs the master key settings the servers use). The master key is NOT in it:
+    /// back that up separately
     Backup(crate::backup::BackupArgs),
     /// Restore a backup file into a new data dir or an empty database, after verifying all of
-    /// it; a damaged, truncated or edited backup is refused before anything is written
+    /// it under the master key; a damaged, truncated or edited backup is refused before
+    /// anything is written
     Restore(crate::backup::RestoreArgs),
     /// The master key: status, online rotation, and migration into an HSM
     MasterKey(crate::masterkeycmd::MasterKeyArgs),

@@ -4,8 +4,12 @@
 //!   restored into a fresh data dir: every sampled ciphertext unwraps, keys, versions,
 //!   policies, the alias, API keys, bearer tokens and the import token are intact, and the
 //!   snapshot is consistent (the keys created during the backup are a prefix of their order);
-//! - restore into a non-empty data dir, or with the wrong master key, is refused;
-//! - damaged, truncated and forged backups are refused and the target stays empty;
+//! - restore into a non-empty data dir, or with another master key, is refused;
+//! - backups are encrypted and authenticated under the master key: an edit anywhere (with or
+//!   without a recomputed checksum) is refused and the target stays empty, an intact backup
+//!   restores and its ciphertexts unwrap, and no name chosen by a client is readable in the
+//!   file;
+//! - version-1 (unauthenticated) backups are refused unless `--allow-unauthenticated-v1`;
 //! - PostgreSQL → backup → SQLite (and → another PostgreSQL database), when
 //!   `KEYWARD_TEST_DATABASE_URL` is set (skipped with a note otherwise);
 //! - the audit table (`--audit-sink database`) is in the backup, restored row for row, and a
@@ -20,6 +24,7 @@
 mod harness;
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -30,6 +35,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::import::{encrypt_material, encrypt_nonce, OaepHash};
+use keyward_crypto::master::{FileMasterKey, MasterKeyProvider};
 use keyward_crypto::SecretBytes;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -676,7 +682,7 @@ async fn an_online_sqlite_backup_restores_everything() {
         "restore with the wrong master key",
     );
     assert!(
-        err.contains("is not the key this backup is sealed under"),
+        err.contains(&format!("sealed under the master key {master_id}")),
         "{err}"
     );
     assert!(
@@ -690,7 +696,8 @@ async fn an_online_sqlite_backup_restores_everything() {
     eprintln!("setup {:?}, whole test {:?}", setup_done, started.elapsed());
 }
 
-/// A small deployment made with the admin command alone (no server needed).
+/// A small deployment made with the admin command alone (no server needed), with a master
+/// key file in its data dir as the server would have made.
 fn small_deployment(dir: &Path) -> PathBuf {
     let data = dir.join("small");
     let inst = ok_json(
@@ -721,30 +728,86 @@ fn small_deployment(dir: &Path) -> PathBuf {
         ]),
         "apikey create",
     );
+    write_master_key(&data.join("master.key"));
     data
 }
 
+/// The one message for any edited, damaged or foreign file.
+const NOT_INTACT: &str = "is not an intact Keyward backup";
+
+/// Where the sections of a format-2 backup file are, found as a reader finds them (from the
+/// header length and the header's `plaintext_bytes`), without the crate's decoder.
+struct Layout {
+    header: Range<usize>,
+    header_json: Value,
+    chunks: Vec<Range<usize>>,
+    trailer: Range<usize>,
+}
+
+fn layout(b: &[u8]) -> Layout {
+    assert!(b.starts_with(b"KEYWARD-BACKUP\n"), "not a backup file");
+    let hlen = u32::from_be_bytes(b[15..19].try_into().unwrap()) as usize;
+    let header = 19..19 + hlen;
+    let header_json: Value = serde_json::from_slice(&b[header.clone()]).unwrap();
+    assert_eq!(header_json["format"], 2, "{header_json}");
+    let mut left = header_json["plaintext_bytes"].as_u64().unwrap() as usize;
+    let mut at = header.end;
+    let mut chunks = Vec::new();
+    loop {
+        let n = left.min(64 * 1024);
+        chunks.push(at..at + n + 16);
+        at += n + 16;
+        left -= n;
+        if left == 0 {
+            break;
+        }
+    }
+    assert_eq!(at + 32, b.len(), "chunks and checksum do not fill the file");
+    Layout {
+        header,
+        header_json,
+        chunks,
+        trailer: at..b.len(),
+    }
+}
+
+fn flipped(b: &[u8], at: usize, mask: u8) -> Vec<u8> {
+    let mut c = b.to_vec();
+    c[at] ^= mask;
+    c
+}
+
+/// `body` followed by its SHA-256: a file whose checksum was recomputed after an edit.
+fn with_checksum(mut body: Vec<u8>) -> Vec<u8> {
+    let sum = keyward_crypto::sha256(&body);
+    body.extend_from_slice(&sum);
+    body
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[test]
-fn damaged_truncated_and_forged_backups_are_refused() {
+fn backup_files_are_private_verified_and_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_deployment(dir.path());
     let file = dir.path().join("small.kwb");
     let report = ok_json(backup(&data, &file), "backup");
+    assert_eq!(report["format"], 2);
     assert_eq!(report["tables"]["instances"], 1);
     assert_eq!(report["tables"]["api_keys"], 1);
     assert_eq!(mode_of(&file), 0o600);
     let good = std::fs::read(&file).unwrap();
-    let hex: String = keyward_crypto::sha256(&good)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     assert_eq!(
         report["sha256"],
-        hex.as_str(),
+        hex(&keyward_crypto::sha256(&good)).as_str(),
         "`sha256` is what sha256sum prints"
     );
+    assert_eq!(report["bytes"], good.len());
 
-    // The backup command refuses to overwrite, or to read a data dir with no database.
+    // The backup command refuses to overwrite, to read a data dir with no database, and to
+    // run without the master key.
     let err = failed(backup(&data, &file), "backup over an existing file");
     assert!(err.contains("exists") && err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), good);
@@ -754,6 +817,23 @@ fn damaged_truncated_and_forged_backups_are_refused() {
     );
     assert!(err.contains("no database"), "{err}");
     assert!(!dir.path().join("nothing-here").exists());
+    assert!(!dir.path().join("x.kwb").exists());
+    let err = failed(
+        admin(&[
+            "--data-dir",
+            path_str(&data),
+            "backup",
+            "--to",
+            path_str(&dir.path().join("x.kwb")),
+            "--master-key-file",
+            path_str(&dir.path().join("no.key")),
+        ]),
+        "backup without a master key",
+    );
+    assert!(
+        err.contains("no master key could be loaded") && err.contains("no.key"),
+        "{err}"
+    );
     assert!(!dir.path().join("x.kwb").exists());
     let forced = admin(&[
         "--data-dir",
@@ -767,138 +847,52 @@ fn damaged_truncated_and_forged_backups_are_refused() {
     ]);
     ok_json(forced, "backup --force");
     assert_eq!(mode_of(&file), 0o600);
-    let good = std::fs::read(&file).unwrap();
+    assert_ne!(
+        std::fs::read(&file).unwrap(),
+        good,
+        "a new file key each time"
+    );
 
-    // --check verifies and writes nothing.
+    // --check verifies (with the master key) and writes nothing.
     let check_dir = dir.path().join("check");
-    let checked = ok_json(restore(&check_dir, &file, &["--check"]), "restore --check");
+    let key = data.join("master.key");
+    let checked = ok_json(
+        restore(
+            &check_dir,
+            &file,
+            &["--check", "--master-key-file", path_str(&key)],
+        ),
+        "restore --check",
+    );
     assert_eq!(checked["verified"], true);
+    assert_eq!(checked["authenticated"], true);
     assert!(!check_dir.exists());
 
-    let (header, payload) = keyward::backup::decode(&good).unwrap();
-    let payload = payload.to_vec();
-    let header_start = keyward::backup::MAGIC.len() + 4;
-    let payload_start = good.len() - keyward::backup::CHECKSUM_LEN - payload.len();
-    let reseal = |mut body: Vec<u8>| {
-        body.truncate(body.len() - keyward::backup::CHECKSUM_LEN);
-        let sum = keyward_crypto::sha256(&body);
-        body.extend_from_slice(&sum);
-        body
-    };
-
-    let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
-    let mut flipped = good.clone();
-    flipped[payload_start + payload.len() / 2] ^= 0x01;
-    cases.push((
-        "one byte flipped in the payload",
-        flipped,
-        "checksum does not match",
-    ));
-    let mut flipped_sum = good.clone();
-    *flipped_sum.last_mut().unwrap() ^= 0x80;
-    cases.push((
-        "one bit flipped in the checksum",
-        flipped_sum,
-        "checksum does not match",
-    ));
-    cases.push((
-        "truncated by 100 bytes",
-        good[..good.len() - 100].to_vec(),
-        "truncated",
-    ));
-    cases.push((
-        "truncated to half",
-        good[..good.len() / 2].to_vec(),
-        "truncated",
-    ));
-    cases.push((
-        "truncated inside the header",
-        good[..header_start + 10].to_vec(),
-        "truncated",
-    ));
-    cases.push(("empty", Vec::new(), "truncated"));
-    let mut longer = good.clone();
-    longer.extend_from_slice(b"junk");
-    cases.push(("bytes appended", longer, "damaged"));
-    // A header edited in place (instances 1 → 7), checksum left alone.
-    let text = String::from_utf8_lossy(&good[header_start..payload_start]).to_string();
-    assert!(text.contains("\"instances\":1"), "{text}");
-    let edited = text.replace("\"instances\":1", "\"instances\":7");
-    let mut forged = good[..header_start].to_vec();
-    forged.extend_from_slice(edited.as_bytes());
-    forged.extend_from_slice(&good[payload_start..]);
-    cases.push((
-        "a header edited in place",
-        forged,
-        "checksum does not match",
-    ));
-    // Forged headers with a recomputed checksum.
-    let mut h = header.clone();
-    *h.tables.get_mut("instances").unwrap() += 1;
-    h.rows += 1;
-    cases.push((
-        "a forged row count",
-        keyward::backup::encode(&h, &payload).unwrap(),
-        "header does not match the contents",
-    ));
-    let mut h = header.clone();
-    h.format = 2;
-    cases.push((
-        "a forged format version",
-        keyward::backup::encode(&h, &payload).unwrap(),
-        "format 2",
-    ));
-    let mut other_payload = payload.clone();
-    let mid = other_payload.len() / 2;
-    other_payload[mid] ^= 0xff;
-    cases.push((
-        "a changed payload with only the file checksum recomputed",
-        reseal(keyward::backup::encode(&header, &other_payload).unwrap()),
-        "payload SHA-256 differs",
-    ));
-    let mut h = header.clone();
-    h.payload_bytes += 1;
-    let mut longer_claim = keyward::backup::encode(&h, &payload).unwrap();
-    longer_claim = reseal(longer_claim);
-    cases.push((
-        "a header announcing more payload than there is",
-        longer_claim,
-        "truncated",
-    ));
-    cases.push((
-        "not a backup at all",
-        payload.clone(),
-        "not a Keyward backup",
-    ));
-
-    for (i, (what, bytes, expect)) in cases.iter().enumerate() {
-        let bad = dir.path().join(format!("bad-{i}.kwb"));
+    // Files that are not backups at all.
+    let sqlite = std::fs::read(data.join("keyward.db")).unwrap();
+    for (what, bytes) in [
+        ("an empty file", Vec::new()),
+        ("a SQLite database", sqlite),
+        ("the first line only", b"KEYWARD-BACKUP\n".to_vec()),
+    ] {
+        let bad = dir.path().join("foreign.kwb");
         std::fs::write(&bad, bytes).unwrap();
-        // Into a new data dir, and into an existing empty one.
-        for existing in [false, true] {
-            let target = dir.path().join(format!("target-{i}-{existing}"));
-            if existing {
-                std::fs::create_dir(&target).unwrap();
-            }
-            let err = failed(restore(&target, &bad, &[]), what);
-            assert!(
-                err.contains(expect),
-                "{what}: expected `{expect}` in: {err}"
-            );
-            assert!(err.contains("nothing was written"), "{what}: {err}");
-            assert_untouched(&target, what);
-            assert_eq!(target.exists(), existing, "{what}");
-        }
+        let target = dir.path().join("foreign-target");
         let err = failed(
-            restore(&dir.path().join("unused"), &bad, &["--check"]),
+            restore(&target, &bad, &["--master-key-file", path_str(&key)]),
             what,
         );
-        assert!(err.contains(expect), "{what} (--check): {err}");
+        assert!(err.contains(NOT_INTACT), "{what}: {err}");
+        assert!(err.contains("nothing was written"), "{what}: {err}");
+        assert!(!target.exists(), "{what}");
     }
 
-    // The untouched backup still restores, and the result holds the same rows.
+    // The backup restores, and the result holds the same rows.
     let target = dir.path().join("good-target");
-    let restored = ok_json(restore(&target, &file, &[]), "restore of the good backup");
+    let restored = ok_json(
+        restore(&target, &file, &["--master-key-file", path_str(&key)]),
+        "restore of the good backup",
+    );
     assert_eq!(restored["tables"], report["tables"]);
     let list = ok_json(
         admin(&[
@@ -912,13 +906,527 @@ fn damaged_truncated_and_forged_backups_are_refused() {
         "apikey list",
     );
     assert_eq!(list["apikeys"].as_array().unwrap().len(), 1);
-    // No scratch directories are left next to the backup.
+    // No scratch files are left next to the backup.
     let hidden: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+/// (what, the file edited with its old checksum, the same edit with the checksum
+/// recomputed: `None` where that would give back the intact file)
+type EditCase = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
+#[test]
+fn edited_backup_is_refused_in_every_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_deployment(dir.path());
+    let key = data.join("master.key");
+    let file = dir.path().join("small.kwb");
+    ok_json(backup(&data, &file), "backup");
+    let good = std::fs::read(&file).unwrap();
+    let l = layout(&good);
+    assert!(
+        l.chunks.len() >= 3,
+        "the test needs a first, a middle and a last chunk: {} chunks",
+        l.chunks.len()
+    );
+    let body = good[..l.trailer.start].to_vec();
+    let (first, middle, last) = (
+        l.chunks[0].clone(),
+        l.chunks[l.chunks.len() / 2].clone(),
+        l.chunks[l.chunks.len() - 1].clone(),
+    );
+    let mid = |r: &Range<usize>| r.start + (r.end - r.start) / 2;
+    let header_text = std::str::from_utf8(&good[l.header.clone()]).unwrap();
+    // A header edit that keeps valid JSON: the last digit of `created_unix` (d ^ 1 is a digit).
+    let field = header_text.find("\"created_unix\":").unwrap() + "\"created_unix\":".len();
+    let digits = header_text[field..]
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap();
+    let created_digit = l.header.start + field + digits - 1;
+    // The sealed file key with one bit flipped, re-encoded to the same length.
+    let sealed_b64 = l.header_json["sealed_file_key"].as_str().unwrap();
+    let mut sealed = B64.decode(sealed_b64).unwrap();
+    let n = sealed.len();
+    sealed[n / 2] ^= 0x04;
+    let resealed_b64 = B64.encode(&sealed);
+    assert_eq!(resealed_b64.len(), sealed_b64.len());
+    let key_at = l.header.start + header_text.find(sealed_b64).unwrap();
+    let edit_sealed_key = |b: &[u8]| {
+        let mut c = b.to_vec();
+        c[key_at..key_at + sealed_b64.len()].copy_from_slice(resealed_b64.as_bytes());
+        c
+    };
+    let chunk = |i: usize| good[l.chunks[i].clone()].to_vec();
+    let rebuilt = |order: &[usize]| {
+        let mut c = good[..l.header.end].to_vec();
+        for i in order {
+            c.extend_from_slice(&chunk(*i));
+        }
+        c
+    };
+    let all: Vec<usize> = (0..l.chunks.len()).collect();
+    let mut swapped = all.clone();
+    swapped.swap(0, 1);
+    let mut dropped = all.clone();
+    dropped.remove(l.chunks.len() / 2);
+    let mut duplicated = all.clone();
+    duplicated.insert(1, 0);
+
+    let mut cases: Vec<EditCase> = vec![
+        (
+            "magic",
+            flipped(&good, 3, 0x20),
+            Some(flipped(&body, 3, 0x20)),
+        ),
+        (
+            "header length",
+            flipped(&good, 18, 0x01),
+            Some(flipped(&body, 18, 0x01)),
+        ),
+        (
+            "header JSON (created_unix)",
+            flipped(&good, created_digit, 0x01),
+            Some(flipped(&body, created_digit, 0x01)),
+        ),
+        (
+            "header JSON (backup id)",
+            flipped(
+                &good,
+                l.header.start + header_text.find("\"backup_id\":\"").unwrap() + 14,
+                0x01,
+            ),
+            Some(flipped(
+                &body,
+                l.header.start + header_text.find("\"backup_id\":\"").unwrap() + 14,
+                0x01,
+            )),
+        ),
+        (
+            "sealed file key",
+            edit_sealed_key(&good),
+            Some(edit_sealed_key(&body)),
+        ),
+        (
+            "first chunk",
+            flipped(&good, mid(&first), 0x01),
+            Some(flipped(&body, mid(&first), 0x01)),
+        ),
+        (
+            "middle chunk",
+            flipped(&good, mid(&middle), 0x80),
+            Some(flipped(&body, mid(&middle), 0x80)),
+        ),
+        (
+            "last chunk",
+            flipped(&good, mid(&last), 0x10),
+            Some(flipped(&body, mid(&last), 0x10)),
+        ),
+        (
+            "a chunk's tag",
+            flipped(&good, first.end - 1, 0x01),
+            Some(flipped(&body, first.end - 1, 0x01)),
+        ),
+        ("trailer", flipped(&good, l.trailer.start + 7, 0x01), None),
+        (
+            "truncated by 100 bytes",
+            good[..good.len() - 100].to_vec(),
+            Some(body[..body.len() - 100].to_vec()),
+        ),
+        (
+            "truncated to half",
+            good[..good.len() / 2].to_vec(),
+            Some(body[..body.len() / 2].to_vec()),
+        ),
+        (
+            "truncated inside the header",
+            good[..l.header.start + 10].to_vec(),
+            Some(good[..l.header.start + 10].to_vec()),
+        ),
+        (
+            "truncated at a chunk boundary (last chunk dropped)",
+            [&good[..last.start], &good[l.trailer.clone()]].concat(),
+            Some(good[..last.start].to_vec()),
+        ),
+        (
+            "bytes appended",
+            [good.as_slice(), b"junk"].concat(),
+            Some([body.as_slice(), b"junk"].concat()),
+        ),
+        (
+            "a chunk appended",
+            [&body[..], &chunk(0), &good[l.trailer.clone()]].concat(),
+            Some([&body[..], &chunk(0)].concat()),
+        ),
+        (
+            "two chunks swapped",
+            [rebuilt(&swapped), good[l.trailer.clone()].to_vec()].concat(),
+            Some(rebuilt(&swapped)),
+        ),
+        (
+            "a chunk dropped",
+            [rebuilt(&dropped), good[l.trailer.clone()].to_vec()].concat(),
+            Some(rebuilt(&dropped)),
+        ),
+        (
+            "a chunk duplicated",
+            [rebuilt(&duplicated), good[l.trailer.clone()].to_vec()].concat(),
+            Some(rebuilt(&duplicated)),
+        ),
+    ];
+    assert_eq!(rebuilt(&all), body, "the layout is read right");
+    let mut messages = BTreeSet::new();
+    let mut n = 0;
+    for (what, plain, recomputed) in cases.drain(..) {
+        let variants = [Some(plain), recomputed.map(with_checksum)];
+        for (v, bytes) in variants.into_iter().enumerate() {
+            let Some(bytes) = bytes else { continue };
+            let what = format!(
+                "{what}{}",
+                if v == 1 { ", checksum recomputed" } else { "" }
+            );
+            assert_ne!(bytes, good, "{what}: not an edit");
+            n += 1;
+            let bad = dir.path().join(format!("bad-{n}.kwb"));
+            std::fs::write(&bad, &bytes).unwrap();
+            // Into a new data dir (key given) and into a prepared one (key in it); --check too.
+            let fresh = dir.path().join(format!("fresh-{n}"));
+            let prepared = dir.path().join(format!("prepared-{n}"));
+            copy_master_key(&key, &prepared.join("master.key"));
+            for (target, extra, check) in [
+                (&fresh, vec!["--master-key-file", path_str(&key)], false),
+                (&prepared, vec![], false),
+                (&prepared, vec!["--check"], true),
+            ] {
+                let err = failed(restore(target, &bad, &extra), &what);
+                assert!(err.contains(NOT_INTACT), "{what} (--check: {check}): {err}");
+                assert!(err.contains("nothing was written"), "{what}: {err}");
+                messages.insert(err.replace(path_str(&bad), "FILE"));
+            }
+            assert!(
+                !fresh.exists(),
+                "{what}: the refused restore created its data dir"
+            );
+            assert_untouched(&prepared, &what);
+        }
+    }
+    assert_eq!(
+        messages.len(),
+        1,
+        "every edit must get the same message, whatever byte changed: {messages:?}"
+    );
+    eprintln!("{n} edited files refused with: {messages:?}");
+
+    // The intact file still restores.
+    let target = dir.path().join("intact");
+    let restored = ok_json(
+        restore(&target, &file, &["--master-key-file", path_str(&key)]),
+        "restore of the intact file",
+    );
+    assert_eq!(restored["authenticated"], true);
+}
+
+#[test]
+fn restore_under_another_master_key_names_the_key_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_deployment(dir.path());
+    let file = dir.path().join("small.kwb");
+    let report = ok_json(backup(&data, &file), "backup");
+    let needed = report["sealed_under"].as_str().unwrap().to_string();
+    assert!(needed.starts_with("file:"), "{report}");
+    let other = dir.path().join("other.key");
+    write_master_key(&other);
+
+    // Another key given, for a restore and for --check.
+    for extra in [vec![], vec!["--check"]] {
+        let target = dir.path().join("t1");
+        let mut args = vec!["--master-key-file", path_str(&other)];
+        args.extend(extra);
+        let err = failed(restore(&target, &file, &args), "another master key");
+        assert!(
+            err.contains(&format!("sealed under the master key {needed}"))
+                && err.contains("not among the master keys found"),
+            "{err}"
+        );
+        assert!(err.contains("nothing was written"), "{err}");
+        assert!(!target.exists());
+    }
+    // A data dir prepared with another key.
+    let prepared = dir.path().join("t2");
+    write_master_key_in(&prepared);
+    let err = failed(
+        restore(&prepared, &file, &[]),
+        "another key in the data dir",
+    );
+    assert!(err.contains(&needed), "{err}");
+    assert_untouched(&prepared, "another key in the data dir");
+    // No master key at all.
+    let bare = dir.path().join("t3");
+    let err = failed(restore(&bare, &file, &[]), "no master key");
+    assert!(
+        err.contains(&needed) && err.contains("no master key could be loaded"),
+        "{err}"
+    );
+    assert!(!bare.exists());
+    // The right key restores the same file.
+    ok_json(
+        restore(
+            &bare,
+            &file,
+            &["--master-key-file", path_str(&data.join("master.key"))],
+        ),
+        "restore with the right key",
+    );
+}
+
+fn write_master_key_in(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    write_master_key(&dir.join("master.key"));
+}
+
+#[test]
+fn version_1_backups_need_the_escape_hatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_deployment(dir.path());
+    let file = dir.path().join("small.kwb");
+    let report = ok_json(backup(&data, &file), "backup");
+    // A version-1 file as an earlier Keyward wrote it: magic, header, SQLite payload, SHA-256.
+    let mk = FileMasterKey::load_or_create(&data.join("master.key"), false).unwrap();
+    let opened = keyward::backup::open_backup(&std::fs::read(&file).unwrap(), &mk).unwrap();
+    let payload = opened.payload;
+    let header = json!({
+        "format": 1, "created": "2026-01-01T00:00:00Z", "created_unix": 1_767_225_600,
+        "keyward_version": "0.1.0 (old)", "source_backend": "sqlite", "source": "sqlite://old",
+        "payload_format": "sqlite3", "payload_bytes": payload.len(),
+        "payload_sha256": hex(&keyward_crypto::sha256(&payload)),
+        "tables": report["tables"], "rows": report["rows"],
+        "sealed_rows": 0, "master_key_ids": [],
+    });
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut v1 = b"KEYWARD-BACKUP\n".to_vec();
+    v1.extend_from_slice(&(h.len() as u32).to_be_bytes());
+    v1.extend_from_slice(&h);
+    v1.extend_from_slice(&payload);
+    let v1 = with_checksum(v1);
+    let old = dir.path().join("old.kwb");
+    std::fs::write(&old, &v1).unwrap();
+
+    // Refused by default, saying why and what to pass.
+    let target = dir.path().join("t");
+    for extra in [vec![], vec!["--check"]] {
+        let err = failed(restore(&target, &old, &extra), "a version-1 backup");
+        assert!(
+            err.contains("version-1") && err.contains("--allow-unauthenticated-v1"),
+            "{err}"
+        );
+        assert!(!target.exists());
+    }
+    // The flag's help says such a file cannot be verified.
+    let help = keyward()
+        .args(["admin", "restore", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--allow-unauthenticated-v1") && help.contains("CANNOT be verified"),
+        "{help}"
+    );
+    // A damaged version-1 file is still refused with the flag.
+    let bad = dir.path().join("old-bad.kwb");
+    std::fs::write(&bad, flipped(&v1, v1.len() - 40, 1)).unwrap();
+    let err = failed(
+        restore(&target, &bad, &["--allow-unauthenticated-v1"]),
+        "a damaged version-1 file",
+    );
+    assert!(err.contains("checksum"), "{err}");
+    assert!(!target.exists());
+    // With the flag it restores, and says it was not authenticated.
+    let out = restore(&target, &old, &["--allow-unauthenticated-v1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let restored = ok_json(out, "restore of a version-1 backup with the flag");
+    assert_eq!(restored["authenticated"], false);
+    assert_eq!(restored["format"], 1);
+    assert_eq!(restored["tables"], report["tables"]);
+    assert!(stderr.contains("cannot be authenticated"), "{stderr}");
+}
+
+/// Ciphertexts wrapped through the API on a deployment whose backup is restored elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intact_backup_restores_and_unwraps() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let a_key = a_dir.join("master.key");
+    write_master_key(&a_key);
+    let mut na = Node::spawn("a", &node_opts(&a_dir, &a_key, None));
+    na.wait_health(200).await;
+    let (inst, apikey) = na.banner().unwrap();
+    let a = Api::login(&na.base, &apikey, &inst).await;
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        keys.push(a.root_key(&format!("intact-{i}")).await);
+    }
+    let samples = wrap_many(&a, &keys, CIPHERTEXTS, "intact").await;
+    assert_eq!(samples.len(), CIPHERTEXTS);
+    let file = dir.path().join("intact.kwb");
+    let report = ok_json(backup(&a_dir, &file), "backup");
+    na.terminate();
+
+    // The file is format 2, its file key sealed under A's master key.
+    let bytes = std::fs::read(&file).unwrap();
+    let l = layout(&bytes);
+    let mk = FileMasterKey::load_or_create(&a_key, false).unwrap();
+    assert_eq!(l.header_json["master_key_id"], mk.key_id());
+    assert_eq!(report["sealed_under"], mk.key_id());
+
+    // The operator restores into a fresh data dir with a copy of the master key kept elsewhere.
+    let kept = dir.path().join("vault").join("keyward-master.key");
+    copy_master_key(&a_key, &kept);
+    let b_dir = dir.path().join("b");
+    let checked = ok_json(
+        restore(
+            &b_dir,
+            &file,
+            &["--check", "--master-key-file", path_str(&kept)],
+        ),
+        "restore --check",
+    );
+    assert_eq!(checked["verified"], true);
+    assert!(!b_dir.exists());
+    let restored = ok_json(
+        restore(&b_dir, &file, &["--master-key-file", path_str(&kept)]),
+        "restore",
+    );
+    assert_eq!(restored["authenticated"], true);
+    assert_eq!(restored["format"], 2);
+    assert_eq!(restored["tables"], report["tables"]);
+    assert_eq!(restored["backup_id"], l.header_json["backup_id"]);
+
+    // Served there, every one of the 1,000 ciphertexts unwraps to its plaintext.
+    let mut nb = Node::spawn("b", &node_opts(&b_dir, &kept, None));
+    nb.wait_health(200).await;
+    assert!(
+        nb.banner().is_none(),
+        "a restored deployment must not bootstrap again"
+    );
+    let b = Api::login(&nb.base, &apikey, &inst).await;
+    let bad = unwrap_all(&b, &samples).await;
+    assert!(
+        bad.is_empty(),
+        "{} of {} failed: {:?}",
+        bad.len(),
+        samples.len(),
+        &bad[..bad.len().min(5)]
+    );
+    nb.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_reveals_no_names() {
+    let tag = hex(&keyward_crypto::random_bytes(4).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let a_key = a_dir.join("master.key");
+    write_master_key(&a_key);
+    let mut na = Node::spawn_with(
+        "a",
+        &node_opts(&a_dir, &a_key, None),
+        &["--audit-sink", "database"],
+    );
+    na.wait_health(200).await;
+    let db_args = |cmd: &[&str]| {
+        let mut args = vec!["--data-dir", path_str(&a_dir), "--output", "json"];
+        args.extend_from_slice(cmd);
+        ok_json(admin(&args), "admin")
+    };
+    let tenant = format!("tenant-acme-{tag}");
+    let robot = format!("ops-robot-{tag}");
+    let inst = db_args(&["instance", "create", "--name", &tenant]);
+    let inst = inst["id"].as_str().unwrap().to_string();
+    let created = db_args(&[
+        "apikey",
+        "create",
+        "--instance",
+        &inst,
+        "--role",
+        "Manager",
+        "--name",
+        &robot,
+    ]);
+    let iam_id = created["iam_id"].as_str().unwrap().to_string();
+    let api = Api::login(&na.base, created["apikey"].as_str().unwrap(), &inst).await;
+    let root_name = format!("payroll-root-{tag}");
+    let std_name = format!("ledger-standard-{tag}");
+    let alias = format!("billing-alias-{tag}");
+    let ring = format!("vault-ring-{tag}");
+    let root = api.root_key(&root_name).await;
+    let standard = create_key(
+        &api,
+        json!({"type": KEY_TYPE, "name": std_name, "extractable": true}),
+    )
+    .await;
+    api.call(
+        Method::POST,
+        &format!("/api/v2/keys/{root}/aliases/{alias}"),
+        None,
+    )
+    .await
+    .expect(201);
+    let r = api
+        .call(Method::POST, &format!("/api/v2/key_rings/{ring}"), None)
+        .await;
+    assert!(r.status == 201 || r.status == 204, "key ring: {}", r.text);
+    for _ in 0..5 {
+        api.wrap_ok(&root, b"audited wrap").await;
+    }
+    let file = dir.path().join("names.kwb");
+    ok_json(backup(&a_dir, &file), "backup");
+    na.terminate();
+
+    let needles = [
+        tenant.as_str(),
+        robot.as_str(),
+        iam_id.as_str(),
+        root_name.as_str(),
+        std_name.as_str(),
+        alias.as_str(),
+        ring.as_str(),
+        root.as_str(),
+        standard.as_str(),
+        inst.as_str(),
+        tag.as_str(),
+    ];
+    let contains =
+        |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    // They are in the database (so the test looks for something real) ...
+    let mut db = std::fs::read(a_dir.join("keyward.db")).unwrap();
+    db.extend(std::fs::read(a_dir.join("keyward.db-wal")).unwrap_or_default());
+    for n in &needles {
+        assert!(contains(&db, n), "{n} is not in the database");
+    }
+    // ... and in the audit table ...
+    let audit = admin(&["--data-dir", path_str(&a_dir), "audit", "search"]);
+    assert!(
+        contains(&audit.stdout, &iam_id),
+        "the audit table names the principal"
+    );
+    // ... and nowhere in the backup file.
+    let bytes = std::fs::read(&file).unwrap();
+    for n in &needles {
+        assert!(!contains(&bytes, n), "{n} is readable in the backup file");
+    }
+    for n in [
+        "instances",
+        "audit_log",
+        "kms.secrets.wrap",
+        "SQLite format 3",
+    ] {
+        assert!(!contains(&bytes, n), "{n} is readable in the backup file");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -958,7 +1466,7 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
     // Online backup of the PostgreSQL database while the node runs and is written to.
     let file = dir.path().join("pg.kwb");
     let online = {
-        let (url, file) = (db.url.clone(), file.clone());
+        let (url, file, key) = (db.url.clone(), file.clone(), key.clone());
         backup_while_writing(&p, move || {
             admin(&[
                 "--database-url",
@@ -968,12 +1476,34 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
                 "backup",
                 "--to",
                 path_str(&file),
+                "--master-key-file",
+                path_str(&key),
             ])
         })
         .await
     };
     let report = ok_json(online.out.clone(), "backup of PostgreSQL");
     assert_eq!(report["source_backend"], "postgres");
+    assert_eq!(report["format"], 2);
+    assert_eq!(
+        layout(&std::fs::read(&file).unwrap()).header_json["master_key_id"],
+        report["sealed_under"]
+    );
+    // Without the master key there is no backup.
+    let err = failed(
+        admin(&[
+            "--database-url",
+            &db.url,
+            "backup",
+            "--to",
+            path_str(&dir.path().join("x.kwb")),
+            "--master-key-file",
+            path_str(&dir.path().join("none.key")),
+        ]),
+        "a PostgreSQL backup without a master key",
+    );
+    assert!(err.contains("no master key could be loaded"), "{err}");
+    assert!(!dir.path().join("x.kwb").exists());
     assert_eq!(mode_of(&file), 0o600);
     let in_snapshot = report["tables"]["keys"].as_u64().unwrap() - 2;
     assert_eq!(report["tables"]["key_versions"], 3 + in_snapshot);
@@ -1139,4 +1669,220 @@ async fn the_audit_table_is_backed_up_and_restored() {
     let mut np = Node::spawn_with("p", &node_opts(&p_dir, &key_file, Some(&db.url)), &audited);
     appends_after_restore(&mut np, &apikey, &inst, &key, &before, &p_args).await;
     np.terminate();
+}
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const HSM_TOKEN: &str = "keyward-backup-hsm";
+
+/// A fresh SoftHSM2 token in `root`; returns its configuration file and a PIN file, or `None`
+/// (with a note) when SoftHSM2 is not installed.
+fn softhsm_token(root: &Path) -> Option<(PathBuf, PathBuf)> {
+    let util = std::process::Command::new("softhsm2-util")
+        .arg("--version")
+        .output();
+    if !Path::new(SOFTHSM_MODULE).exists() || util.is_err() {
+        eprintln!(
+            "NOTE: skipping the HSM backup test: {SOFTHSM_MODULE} or softhsm2-util is absent \
+             (apt-get install -y softhsm2)"
+        );
+        return None;
+    }
+    let tokens = root.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = root.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n\
+             slots.removable = false\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let pin = "backup-hsm-pin-1";
+    let out = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", HSM_TOKEN])
+        .args(["--so-pin", "backup-hsm-so-1", "--pin", pin])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "softhsm2-util: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pin_file = root.join("pin");
+    std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Some((conf, pin_file))
+}
+
+/// A `keyward serve` on the HSM; killed when dropped.
+struct HsmServer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl HsmServer {
+    fn spawn(conf: &Path, data: &Path, hsm: &[&str]) -> HsmServer {
+        let port = free_port();
+        let child = keyward()
+            .env("SOFTHSM2_CONF", conf)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--token-pool-size", "0", "--scheduler-interval", "0"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(hsm)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap();
+        HsmServer {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http().get(format!("{}/healthz", self.base)).send().await {
+                assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the server exited early"
+            );
+            assert!(Instant::now() < deadline, "the server never answered");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for HsmServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A deployment whose master key is in an HSM: the backup's file key is sealed inside the HSM,
+/// and a restore configured with the same HSM settings as the server opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hsm_deployment_backs_up_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((conf, pin_file)) = softhsm_token(dir.path()) else {
+        return;
+    };
+    let hsm = [
+        "--master-key-provider",
+        "pkcs11",
+        "--pkcs11-module",
+        SOFTHSM_MODULE,
+        "--pkcs11-token-label",
+        HSM_TOKEN,
+        "--pkcs11-pin-file",
+        path_str(&pin_file),
+    ];
+    let with_hsm = |args: &[&str]| {
+        let mut cmd = keyward();
+        cmd.env("SOFTHSM2_CONF", &conf).arg("admin").args(args);
+        cmd.output().unwrap()
+    };
+    let a_dir = dir.path().join("a");
+    let inst = ok_json(
+        with_hsm(&[
+            "--data-dir",
+            path_str(&a_dir),
+            "--output",
+            "json",
+            "instance",
+            "create",
+        ]),
+        "instance create",
+    );
+    let inst = inst["id"].as_str().unwrap().to_string();
+    let created = ok_json(
+        with_hsm(&[
+            "--data-dir",
+            path_str(&a_dir),
+            "--output",
+            "json",
+            "apikey",
+            "create",
+            "--instance",
+            &inst,
+            "--role",
+            "Manager",
+        ]),
+        "apikey create",
+    );
+    let apikey = created["apikey"].as_str().unwrap().to_string();
+    let mut a = HsmServer::spawn(&conf, &a_dir, &hsm);
+    a.wait_healthy().await;
+    let api = Api::login(&a.base, &apikey, &inst).await;
+    let keys = vec![api.root_key("hsm-1").await, api.root_key("hsm-2").await];
+    let samples = wrap_many(&api, &keys, 100, "hsm").await;
+
+    // The backup needs the HSM, as the server does.
+    let file = dir.path().join("hsm.kwb");
+    let mut args = vec![
+        "--data-dir",
+        path_str(&a_dir),
+        "--output",
+        "json",
+        "backup",
+        "--to",
+        path_str(&file),
+    ];
+    let err = failed(with_hsm(&args), "a backup without the HSM settings");
+    assert!(err.contains("no master key could be loaded"), "{err}");
+    args.extend_from_slice(&hsm);
+    let report = ok_json(with_hsm(&args), "backup");
+    let sealed_under = report["sealed_under"].as_str().unwrap().to_string();
+    assert!(sealed_under.starts_with("pkcs11:"), "{report}");
+    assert_eq!(
+        layout(&std::fs::read(&file).unwrap()).header_json["master_key_id"],
+        sealed_under.as_str()
+    );
+    drop(a);
+
+    // Restore without the HSM: refused, naming the HSM key it needs; with it: restored.
+    let b_dir = dir.path().join("b");
+    let restore_args = |extra: &[&str]| {
+        let mut v = vec![
+            "--data-dir",
+            path_str(&b_dir),
+            "--output",
+            "json",
+            "restore",
+            "--from",
+            path_str(&file),
+        ];
+        v.extend_from_slice(extra);
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let no_hsm = restore_args(&[]);
+    let err = failed(
+        with_hsm(&no_hsm.iter().map(String::as_str).collect::<Vec<_>>()),
+        "a restore without the HSM",
+    );
+    assert!(err.contains(&sealed_under), "{err}");
+    assert!(!b_dir.exists());
+    let with = restore_args(&hsm);
+    let restored = ok_json(
+        with_hsm(&with.iter().map(String::as_str).collect::<Vec<_>>()),
+        "restore with the HSM settings",
+    );
+    assert_eq!(restored["authenticated"], true);
+    assert_eq!(restored["tables"], report["tables"]);
+
+    // A server on the restored data dir, on the same HSM key, unwraps every sample.
+    let mut b = HsmServer::spawn(&conf, &b_dir, &hsm);
+    b.wait_healthy().await;
+    let api_b = Api::login(&b.base, &apikey, &inst).await;
+    let bad = unwrap_all(&api_b, &samples).await;
+    assert!(bad.is_empty(), "{bad:?}");
 }
