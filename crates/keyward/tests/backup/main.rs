@@ -696,8 +696,9 @@ async fn an_online_sqlite_backup_restores_everything() {
     eprintln!("setup {:?}, whole test {:?}", setup_done, started.elapsed());
 }
 
-/// A small deployment made with the admin command alone (no server needed), with a master
-/// key file in its data dir as the server would have made.
+/// A small deployment made with the admin command alone (no server needed). Its rows are
+/// authenticated under the master key, so the admin command creates the master key file in
+/// the data dir, as the server would.
 fn small_deployment(dir: &Path) -> PathBuf {
     let data = dir.join("small");
     let inst = ok_json(
@@ -728,7 +729,7 @@ fn small_deployment(dir: &Path) -> PathBuf {
         ]),
         "apikey create",
     );
-    write_master_key(&data.join("master.key"));
+    assert!(data.join("master.key").is_file());
     data
 }
 
@@ -902,6 +903,9 @@ fn backup_files_are_private_verified_and_never_overwritten() {
             "json",
             "apikey",
             "list",
+            // API keys are authenticated rows: reading them needs the master key.
+            "--master-key-file",
+            path_str(&key),
         ]),
         "apikey list",
     );
@@ -1577,8 +1581,9 @@ fn audit_rows(db_args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-/// A node on the restored database appends audit rows after the restored ones: one more row
-/// per wrap, ids above every restored id (a collision would fail the request with 503).
+/// A node on the restored database appends audit rows after the restored ones: two more rows
+/// per wrap (its attempt and outcome), ids above every restored id (a collision would fail
+/// the request with 503).
 async fn appends_after_restore(
     node: &mut Node,
     apikey: &str,
@@ -1593,7 +1598,7 @@ async fn appends_after_restore(
         api.wrap_ok(key, b"after the restore").await;
     }
     let after = audit_rows(db_args);
-    assert_eq!(after.len(), before.len() + 3);
+    assert_eq!(after.len(), before.len() + 6);
     assert_eq!(
         after[..before.len()],
         before[..],
@@ -1625,19 +1630,23 @@ async fn the_audit_table_is_backed_up_and_restored() {
     }
     let a_args = ["--data-dir", path_str(&a_dir)];
     let before = audit_rows(&a_args);
-    assert_eq!(before.len(), 21, "one create and twenty wraps");
+    assert_eq!(
+        before.len(),
+        42,
+        "one create and twenty wraps, each an attempt and an outcome"
+    );
     na.terminate();
 
     let file = dir.path().join("audited.kwb");
     let report = ok_json(backup(&a_dir, &file), "backup");
-    assert_eq!(report["tables"]["audit_log"], 21);
+    assert_eq!(report["tables"]["audit_log"], 42);
 
     // → SQLite.
     let b_dir = dir.path().join("b");
     let b_key = b_dir.join("master.key");
     copy_master_key(&key_file, &b_key);
     let restored = ok_json(restore(&b_dir, &file, &[]), "restore into SQLite");
-    assert_eq!(restored["tables"]["audit_log"], 21);
+    assert_eq!(restored["tables"]["audit_log"], 42);
     let b_args = ["--data-dir", path_str(&b_dir)];
     assert_eq!(audit_rows(&b_args), before);
     let mut nb = Node::spawn_with("b", &node_opts(&b_dir, &b_key, None), &audited);
@@ -1792,31 +1801,45 @@ async fn an_hsm_deployment_backs_up_and_restores() {
         cmd.output().unwrap()
     };
     let a_dir = dir.path().join("a");
+    // Instances and API keys are authenticated under the HSM's master key: the admin
+    // commands need the HSM too.
     let inst = ok_json(
-        with_hsm(&[
-            "--data-dir",
-            path_str(&a_dir),
-            "--output",
-            "json",
-            "instance",
-            "create",
-        ]),
+        with_hsm(
+            &[
+                &[
+                    "--data-dir",
+                    path_str(&a_dir),
+                    "--output",
+                    "json",
+                    "instance",
+                    "create",
+                ][..],
+                &hsm[..],
+            ]
+            .concat(),
+        ),
         "instance create",
     );
     let inst = inst["id"].as_str().unwrap().to_string();
     let created = ok_json(
-        with_hsm(&[
-            "--data-dir",
-            path_str(&a_dir),
-            "--output",
-            "json",
-            "apikey",
-            "create",
-            "--instance",
-            &inst,
-            "--role",
-            "Manager",
-        ]),
+        with_hsm(
+            &[
+                &[
+                    "--data-dir",
+                    path_str(&a_dir),
+                    "--output",
+                    "json",
+                    "apikey",
+                    "create",
+                    "--instance",
+                    &inst,
+                    "--role",
+                    "Manager",
+                ][..],
+                &hsm[..],
+            ]
+            .concat(),
+        ),
         "apikey create",
     );
     let apikey = created["apikey"].as_str().unwrap().to_string();
