@@ -35,6 +35,8 @@ const KEY_EDITS: &[(&str, &str)] = &[
 /// direct edits of its database.
 struct Deployment {
     flags: Vec<String>,
+    /// Flags for `serve` only.
+    serve_flags: Vec<String>,
     sql_url: String,
     data: PathBuf,
     proc: Option<Proc>,
@@ -47,6 +49,7 @@ impl Deployment {
         let data = dir.path().join("data");
         Deployment {
             flags: Vec::new(),
+            serve_flags: Vec::new(),
             sql_url: format!("sqlite://{}", data.join("keyward.db").display()),
             data,
             proc: None,
@@ -68,6 +71,7 @@ impl Deployment {
         std::fs::create_dir(dir.path().join("data")).unwrap();
         Some(Deployment {
             flags: vec!["--database-url".into(), url.clone()],
+            serve_flags: Vec::new(),
             sql_url: url,
             data: dir.path().join("data"),
             proc: None,
@@ -85,7 +89,9 @@ impl Deployment {
 
     async fn start(&mut self) {
         assert!(self.proc.is_none());
-        self.proc = Some(start_with(&self.data, &self.flags()).await);
+        let mut flags = self.flags();
+        flags.extend(self.serve_flags.iter().map(String::as_str));
+        self.proc = Some(start_with(&self.data, &flags).await);
     }
 
     fn stop(&mut self) {
@@ -616,6 +622,52 @@ async fn existing_database_is_upgraded_in_place(mut d: Deployment) {
     );
 }
 
+/// A rolling upgrade of a cluster: with `--row-auth-upgrade-grace`, rows still written without
+/// a tag (by nodes of the earlier version) are accepted during the grace period, and tagged by
+/// the upgraded node within seconds.
+async fn rolling_upgrade_grace_accepts_and_tags(mut d: Deployment) {
+    d.serve_flags
+        .extend(["--row-auth-upgrade-grace".to_string(), "600".to_string()]);
+    d.start().await;
+    let c = d.principal("Manager").await;
+    let id = c.create_root_key().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ct = c.wrap_bytes(&id, b"rolling", None).await;
+    d.stop();
+    for t in keyward_store::TAGGED_TABLES {
+        d.exec(&format!("UPDATE {t} SET auth_tag = NULL")).await;
+    }
+    d.exec("DELETE FROM secrets WHERE name = 'row-auth-key'")
+        .await;
+    d.start().await;
+    let c = d.relogin(&c).await;
+    // An "old node" writes a row without a tag while the upgraded node runs.
+    assert_eq!(
+        d.exec(&format!(
+            "UPDATE keys SET auth_tag = NULL WHERE id = '{id}'"
+        ))
+        .await,
+        1
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d
+        .int(&format!(
+            "SELECT COUNT(*) FROM keys WHERE id = '{id}' AND auth_tag IS NULL"
+        ))
+        .await
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the untagged row was never tagged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(c.unwrap_bytes(&id, &ct, None).await, b"rolling");
+}
+
 macro_rules! on_both {
     ($name:ident, $sqlite:ident, $postgres:ident) => {
         #[tokio::test]
@@ -656,4 +708,9 @@ on_both!(
     existing_database_is_upgraded_in_place,
     existing_database_is_upgraded_in_place_sqlite,
     existing_database_is_upgraded_in_place_postgres
+);
+on_both!(
+    rolling_upgrade_grace_accepts_and_tags,
+    rolling_upgrade_grace_accepts_and_tags_sqlite,
+    rolling_upgrade_grace_accepts_and_tags_postgres
 );
