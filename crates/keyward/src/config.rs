@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// Rotated audit files to keep [default: 10]
     #[arg(long, env = "KEYWARD_AUDIT_LOG_KEEP")]
     pub audit_log_keep: Option<usize>,
+    /// Most entries in each in-memory cache and limiter table (keys, roles, policies, verified
+    /// tokens, rate-limit buckets, failing addresses; opened import-token keys: at most 1024);
+    /// past it, entries are evicted [default: 50000]
+    #[arg(long, env = "KEYWARD_CACHE_ENTRIES")]
+    pub cache_entries: Option<usize>,
     /// Seconds between scheduler passes (policy rotations, 90-day purge); 0 disables [default: 60]
     #[arg(long, env = "KEYWARD_SCHEDULER_INTERVAL")]
     pub scheduler_interval: Option<u64>,
@@ -123,6 +128,7 @@ struct FileConfig {
     rate_limit_import_token: Option<String>,
     rate_limit_management: Option<String>,
     auth_failure_limit: Option<String>,
+    cache_entries: Option<usize>,
 }
 
 /// Validated settings.
@@ -147,6 +153,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub metrics_listen: Option<SocketAddr>,
     pub limits: keyward_api::ratelimit::Limits,
+    /// Most entries in each cache and limiter table.
+    pub cache_entries: usize,
     /// The file sink: (file, rotate at bytes, files kept)
     pub audit_log: Option<(PathBuf, u64, usize)>,
     /// The database sink: records go into the `audit_log` table of `database_url`.
@@ -256,6 +264,13 @@ impl ServeArgs {
             _ => bail!("--tls-cert and --tls-key go together"),
         };
         let defaults = keyward_api::ratelimit::Limits::default();
+        let cache_entries = self
+            .cache_entries
+            .or(file.cache_entries)
+            .unwrap_or(keyward_service::cache::DEFAULT_ENTRIES);
+        if cache_entries == 0 {
+            bail!("--cache-entries must be at least 1");
+        }
         let rate = |flag: &Option<String>, file: Option<String>, d| -> anyhow::Result<_> {
             match flag.clone().or(file) {
                 Some(s) => parse_rate(&s),
@@ -283,6 +298,7 @@ impl ServeArgs {
                 file.auth_failure_limit,
                 defaults.auth_failures,
             )?,
+            table_entries: cache_entries,
         };
         let provider = self
             .master_key_provider
@@ -367,6 +383,7 @@ impl ServeArgs {
             tls,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
+            cache_entries,
             audit_log: audit_file.map(|p| {
                 (
                     p,

@@ -203,6 +203,7 @@ async fn open_service(
         clock,
         ServiceConfig {
             token_pool_size: settings.token_pool_size,
+            cache_entries: settings.cache_entries,
             audit,
             ..ServiceConfig::default()
         },
