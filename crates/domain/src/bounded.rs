@@ -182,7 +182,7 @@ mod tests {
                 c.insert(i, i);
                 assert!(c.len() as u64 <= c.capacity(), "{cap}: {} entries", c.len());
             }
-            assert!(c.len() > 0);
+            assert!(!c.is_empty());
         }
     }
 
