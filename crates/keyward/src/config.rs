@@ -425,6 +425,29 @@ mod tests {
     }
 
     #[test]
+    fn cache_entries_bound_every_table() {
+        let d = ServeArgs::default().resolve().unwrap();
+        assert_eq!(d.cache_entries, 50_000);
+        assert_eq!(d.limits.table_entries, 50_000);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(&cfg, "cache_entries = 1000\n").unwrap();
+        let s = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!((s.cache_entries, s.limits.table_entries), (1000, 1000));
+        assert!(ServeArgs {
+            cache_entries: Some(0),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .is_err());
+    }
+
+    #[test]
     fn master_key_provider_settings() {
         assert_eq!(
             ServeArgs::default().resolve().unwrap().master_key,
