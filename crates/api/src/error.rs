@@ -8,12 +8,15 @@ use serde_json::json;
 
 use crate::json_response;
 
+/// `Retry-After` seconds of a 503 that names none.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+
 /// A service error plus what the request was trying to do ("Key could not be created").
 #[derive(Debug)]
 pub struct ApiError {
     pub err: ServiceError,
     pub op: &'static str,
-    /// `Retry-After` seconds, for 429.
+    /// `Retry-After` seconds, for 429 (503 gets [`UNAVAILABLE_RETRY_AFTER`] unless set).
     pub retry_after: Option<u64>,
 }
 
@@ -115,7 +118,11 @@ impl IntoResponse for ApiError {
         });
         let mut resp = json_response(status, &body);
         resp.extensions_mut().insert(code);
-        if let Some(secs) = self.retry_after {
+        // A 503 (store unreachable, key generation at capacity) says when to come back.
+        let retry_after = self
+            .retry_after
+            .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(UNAVAILABLE_RETRY_AFTER));
+        if let Some(secs) = retry_after {
             if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut()
                     .insert(axum::http::header::RETRY_AFTER, v);

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod query;
 pub mod ratelimit;
 mod routes;
 mod wire;
@@ -96,6 +97,9 @@ async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) 
     }
     st.svc.crypto_counters().render(&mut body);
     render_integrity_failures(&mut body);
+    let mut caches = st.svc.cache_stats();
+    caches.extend(st.limiter.stats());
+    render_caches(&caches, &mut body);
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -114,6 +118,50 @@ fn render_integrity_failures(out: &mut String) {
             out,
             "keyward_row_integrity_failures_total{{table=\"{table}\"}} {n}"
         );
+    }
+}
+
+/// `keyward_cache_entries`, `keyward_cache_capacity`, `keyward_cache_hits_total` and
+/// `keyward_cache_misses_total`, by `cache` (the limiter tables have entries and a capacity
+/// only).
+fn render_caches(caches: &[keyward_domain::bounded::CacheStats], out: &mut String) {
+    use std::fmt::Write;
+    type Field = fn(&keyward_domain::bounded::CacheStats) -> u64;
+    let families: [(&str, &str, &str, Field); 4] = [
+        (
+            "keyward_cache_entries",
+            "gauge",
+            "Entries in each in-memory cache and limiter table.",
+            |c| c.entries,
+        ),
+        (
+            "keyward_cache_capacity",
+            "gauge",
+            "Most entries each cache and limiter table holds (past it, entries are evicted).",
+            |c| c.capacity,
+        ),
+        (
+            "keyward_cache_hits_total",
+            "counter",
+            "Cache lookups answered from the cache.",
+            |c| c.hits,
+        ),
+        (
+            "keyward_cache_misses_total",
+            "counter",
+            "Cache lookups not answered from the cache (absent or expired).",
+            |c| c.misses,
+        ),
+    ];
+    for (i, (name, kind, help, field)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for c in caches {
+            // Limiter tables are not caches: no hit/miss series for them.
+            if i >= 2 && matches!(c.name, "rate_limit" | "auth_failures") {
+                continue;
+            }
+            let _ = writeln!(out, "{name}{{cache=\"{}\"}} {}", c.name, field(c));
+        }
     }
 }
 

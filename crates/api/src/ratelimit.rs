@@ -1,11 +1,17 @@
 //! Rate limits: token buckets per (instance, principal, action class), and a limit on failed
 //! bearer-token attempts per source address. Over a limit: 429 with `Retry-After` and the
 //! error envelope. A rate of 0 disables a class.
+//!
+//! Both tables are [`BoundedCache`]s of at most [`Limits::table_entries`] buckets each, with
+//! eviction (never cleared wholesale). Buckets are made only for callers that hold a role in
+//! the instance (the auth extractor checks first), and failure buckets only for addresses that
+//! failed; IPv6 addresses share one failure bucket per /64, the block one client usually holds.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use keyward_domain::bounded::{BoundedCache, CacheStats};
 use keyward_domain::InstanceId;
 use parking_lot::Mutex;
 
@@ -54,6 +60,8 @@ pub struct Limits {
     pub management: Rate,
     /// Failed bearer-token attempts per source address.
     pub auth_failures: Rate,
+    /// Most buckets in each table (callers; failing addresses).
+    pub table_entries: usize,
 }
 
 impl Default for Limits {
@@ -66,6 +74,7 @@ impl Default for Limits {
                 per_sec: 1.0,
                 burst: 30.0,
             },
+            table_entries: 50_000,
         }
     }
 }
@@ -101,21 +110,34 @@ impl Bucket {
     }
 }
 
-const MAX_BUCKETS: usize = 100_000;
+type Shared = Arc<Mutex<Bucket>>;
 
 pub struct RateLimiter {
     limits: Limits,
-    callers: Mutex<HashMap<(InstanceId, String, Class), Bucket>>,
-    failures: Mutex<HashMap<IpAddr, Bucket>>,
+    callers: BoundedCache<(InstanceId, String, Class), Shared>,
+    failures: BoundedCache<IpAddr, Shared>,
+}
+
+/// The failure-table key of an address: IPv4 (also when IPv4-mapped) as is, IPv6 by /64.
+fn failure_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
 }
 
 impl RateLimiter {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            callers: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            callers: BoundedCache::new("rate_limit", limits.table_entries),
+            failures: BoundedCache::new("auth_failures", limits.table_entries),
         }
+    }
+
+    /// Size and bound of the bucket tables (for `/metrics`).
+    pub fn stats(&self) -> [CacheStats; 2] {
+        [self.callers.stats(), self.failures.stats()]
     }
 
     fn rate(&self, c: Class) -> Rate {
@@ -133,15 +155,14 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let mut map = self.callers.lock();
-        if map.len() >= MAX_BUCKETS {
-            map.clear();
-        }
-        map.entry((instance, iam_id.to_string(), class))
-            .or_insert(Bucket {
-                tokens: rate.burst,
-                at: now,
+        self.callers
+            .get_or_insert_with(&(instance, iam_id.to_string(), class), || {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: rate.burst,
+                    at: now,
+                }))
             })
+            .lock()
             .take(rate, now)
     }
 
@@ -152,8 +173,8 @@ impl RateLimiter {
             return Ok(());
         };
         let now = Instant::now();
-        match self.failures.lock().get_mut(&ip) {
-            Some(b) => b.peek(rate, now),
+        match self.failures.peek(&failure_key(ip)) {
+            Some(b) => b.lock().peek(rate, now),
             None => Ok(()),
         }
     }
@@ -165,22 +186,22 @@ impl RateLimiter {
             return;
         };
         let now = Instant::now();
-        let mut map = self.failures.lock();
-        if map.len() >= MAX_BUCKETS {
-            map.clear();
-        }
-        let _ = map
-            .entry(ip)
-            .or_insert(Bucket {
-                tokens: rate.burst,
-                at: now,
+        let _ = self
+            .failures
+            .get_or_insert_with(&failure_key(ip), || {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: rate.burst,
+                    at: now,
+                }))
             })
+            .lock()
             .take(rate, now);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -217,5 +238,53 @@ mod tests {
         }
         assert!(l.auth_allowed(Some(ip)).is_err());
         assert!(l.auth_allowed(Some([10, 0, 0, 2].into())).is_ok());
+        // IPv4-mapped IPv6 is the same address.
+        assert!(l
+            .auth_allowed(Some("::ffff:10.0.0.1".parse::<IpAddr>().unwrap()))
+            .is_err());
+    }
+
+    #[test]
+    fn ipv6_failures_count_per_64() {
+        let l = RateLimiter::new(Limits::default());
+        for i in 0..30u16 {
+            let ip: IpAddr = format!("2001:db8:0:1::{i:x}").parse().unwrap();
+            l.auth_failed(Some(ip));
+        }
+        let other_host_same_64: IpAddr = "2001:db8:0:1:ffff::1".parse().unwrap();
+        assert!(l.auth_allowed(Some(other_host_same_64)).is_err());
+        let other_64: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+        assert!(l.auth_allowed(Some(other_64)).is_ok());
+    }
+
+    #[test]
+    fn tables_stay_bounded_and_active_buckets_survive() {
+        let l = RateLimiter::new(Limits {
+            management: Rate {
+                per_sec: 0.001,
+                burst: 3.0,
+            },
+            table_entries: 200,
+            ..Limits::default()
+        });
+        let me = InstanceId::new();
+        for round in 0..50 {
+            // An active caller keeps spending its bucket...
+            let _ = l.check(me, "busy", Class::Management);
+            // ...while many others come and go.
+            for i in 0..100 {
+                let _ = l.check(
+                    InstanceId::new(),
+                    &format!("p{round}-{i}"),
+                    Class::Management,
+                );
+                l.auth_failed(Some(IpAddr::from([10, 1, round as u8, i as u8])));
+            }
+        }
+        for s in l.stats() {
+            assert!(s.entries <= s.capacity && s.capacity < 300, "{s:?}");
+        }
+        // Its bucket survived the churn: it is still empty (a new one would allow 3).
+        assert!(l.check(me, "busy", Class::Management).is_err());
     }
 }

@@ -9,21 +9,20 @@
 //!   map lookup, not a MAC; the cache is bounded.
 //! - Nothing here logs or formats a key or token: the types holding them redact `Debug`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use keyward_crypto::{hmac_sha256, hmac_sha256_verify, random_bytes, sha256, SecretBytes};
-use parking_lot::RwLock;
+use keyward_domain::bounded::{BoundedCache, CacheStats};
 use serde::{Deserialize, Serialize};
 
 /// Lifetime of access tokens, in seconds (Key Protect's IAM issues one-hour tokens).
 pub const ACCESS_TOKEN_TTL: i64 = 3600;
 
-/// Most verified tokens kept in the cache before it is pruned.
-const CACHE_MAX: usize = 100_000;
+/// Most verified tokens kept in the cache (the default; past it, entries are evicted).
+pub const CACHE_MAX: usize = 100_000;
 
 /// API keys are shown once as `kw_` + base64url of 32 random bytes.
 pub const API_KEY_PREFIX: &str = "kw_";
@@ -92,8 +91,9 @@ impl fmt::Debug for IssuedToken {
 /// Issues and verifies access tokens.
 pub struct TokenAuthority {
     key: SecretBytes,
-    /// token → claims, for tokens already verified (pruned of expired entries when full).
-    cache: RwLock<HashMap<String, Arc<Claims>>>,
+    /// token → claims, for tokens that verified (only those: a bad token leaves nothing here).
+    /// Bounded with eviction; expired entries are refused on lookup and swept periodically.
+    cache: BoundedCache<String, Arc<Claims>>,
 }
 
 impl fmt::Debug for TokenAuthority {
@@ -107,10 +107,25 @@ const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 impl TokenAuthority {
     /// `signing_key` is the shared HMAC key (32 random bytes, sealed in the store).
     pub fn new(signing_key: SecretBytes) -> Self {
+        Self::with_capacity(signing_key, CACHE_MAX)
+    }
+
+    /// As [`TokenAuthority::new`], caching at most `capacity` verified tokens.
+    pub fn with_capacity(signing_key: SecretBytes, capacity: usize) -> Self {
         Self {
             key: signing_key,
-            cache: RwLock::new(HashMap::new()),
+            cache: BoundedCache::new("token", capacity),
         }
+    }
+
+    /// Drops cached tokens that expired by `now`.
+    pub fn sweep(&self, now: i64) {
+        self.cache.retain(|_, c| c.exp > now);
+    }
+
+    /// Size and hit counts of the verification cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     pub fn issue(&self, iam_id: &str, now: i64) -> Result<IssuedToken, AuthError> {
@@ -137,22 +152,12 @@ impl TokenAuthority {
 
     /// Verifies a token (the part after `Bearer `). Cached after the first success.
     pub fn verify(&self, token: &str, now: i64) -> Result<Arc<Claims>, AuthError> {
-        if let Some(c) = self.cache.read().get(token) {
-            return if c.exp > now {
-                Ok(c.clone())
-            } else {
-                Err(AuthError::InvalidToken)
-            };
+        // An expired entry is a miss and leaves the cache; the full check below then refuses it.
+        if let Some(c) = self.cache.get_valid(token, |c| c.exp > now) {
+            return Ok(c);
         }
         let claims = Arc::new(self.verify_uncached(token, now)?);
-        let mut cache = self.cache.write();
-        if cache.len() >= CACHE_MAX {
-            cache.retain(|_, c| c.exp > now);
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(token.to_string(), claims.clone());
+        self.cache.insert(token.to_string(), claims.clone());
         Ok(claims)
     }
 
@@ -235,6 +240,27 @@ mod tests {
         for junk in ["", "a.b", "a.b.c", "...", &"x".repeat(5000)] {
             assert_eq!(a.verify(junk, 1001), Err(AuthError::InvalidToken));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn cache_holds_only_verified_tokens_and_stays_bounded() -> Result<(), AuthError> {
+        let a = TokenAuthority::with_capacity(SecretBytes::from_vec(vec![42u8; 32]), 100);
+        for i in 0..1000 {
+            let _ = a.verify(&format!("junk.{i}.x"), 1001);
+        }
+        assert_eq!(a.cache_stats().entries, 0, "bad tokens are not cached");
+        for i in 0..1000 {
+            let t = a.issue(&format!("iam-{i}"), 1000)?;
+            a.verify(&t.access_token, 1001)?;
+        }
+        let s = a.cache_stats();
+        assert!(
+            s.entries > 0 && s.entries <= s.capacity && s.capacity < 200,
+            "{s:?}"
+        );
+        a.sweep(1000 + ACCESS_TOKEN_TTL);
+        assert_eq!(a.cache_stats().entries, 0, "expired tokens are swept");
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub mod bounded;
 mod ids;
 pub use ids::{InstanceId, KeyId, TokenId, VersionId};
 

@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// Rotated audit files to keep [default: 10]
     #[arg(long, env = "KEYWARD_AUDIT_LOG_KEEP")]
     pub audit_log_keep: Option<usize>,
+    /// Most entries in each in-memory cache and limiter table (keys, roles, policies, verified
+    /// tokens, rate-limit buckets, failing addresses; opened import-token keys: at most 1024);
+    /// past it, entries are evicted [default: 50000]
+    #[arg(long, env = "KEYWARD_CACHE_ENTRIES")]
+    pub cache_entries: Option<usize>,
     /// Seconds between scheduler passes (policy rotations, 90-day purge); 0 disables [default: 60]
     #[arg(long, env = "KEYWARD_SCHEDULER_INTERVAL")]
     pub scheduler_interval: Option<u64>,
@@ -129,6 +134,7 @@ struct FileConfig {
     rate_limit_import_token: Option<String>,
     rate_limit_management: Option<String>,
     auth_failure_limit: Option<String>,
+    cache_entries: Option<usize>,
 }
 
 /// Validated settings.
@@ -155,6 +161,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub metrics_listen: Option<SocketAddr>,
     pub limits: keyward_api::ratelimit::Limits,
+    /// Most entries in each cache and limiter table.
+    pub cache_entries: usize,
     /// The file sink: (file, rotate at bytes, files kept)
     pub audit_log: Option<(PathBuf, u64, usize)>,
     /// The database sink: records go into the `audit_log` table of `database_url`.
@@ -264,6 +272,13 @@ impl ServeArgs {
             _ => bail!("--tls-cert and --tls-key go together"),
         };
         let defaults = keyward_api::ratelimit::Limits::default();
+        let cache_entries = self
+            .cache_entries
+            .or(file.cache_entries)
+            .unwrap_or(keyward_service::cache::DEFAULT_ENTRIES);
+        if cache_entries == 0 {
+            bail!("--cache-entries must be at least 1");
+        }
         let rate = |flag: &Option<String>, file: Option<String>, d| -> anyhow::Result<_> {
             match flag.clone().or(file) {
                 Some(s) => parse_rate(&s),
@@ -291,6 +306,7 @@ impl ServeArgs {
                 file.auth_failure_limit,
                 defaults.auth_failures,
             )?,
+            table_entries: cache_entries,
         };
         let provider = self
             .master_key_provider
@@ -379,6 +395,7 @@ impl ServeArgs {
             tls,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
+            cache_entries,
             audit_log: audit_file.map(|p| {
                 (
                     p,
@@ -417,6 +434,29 @@ mod tests {
         assert_eq!(s.token_pool_size, 2);
         assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
         assert!(s.database_url.expose().contains("/tmp/x/keyward.db"));
+    }
+
+    #[test]
+    fn cache_entries_bound_every_table() {
+        let d = ServeArgs::default().resolve().unwrap();
+        assert_eq!(d.cache_entries, 50_000);
+        assert_eq!(d.limits.table_entries, 50_000);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(&cfg, "cache_entries = 1000\n").unwrap();
+        let s = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!((s.cache_entries, s.limits.table_entries), (1000, 1000));
+        assert!(ServeArgs {
+            cache_entries: Some(0),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .is_err());
     }
 
     #[test]

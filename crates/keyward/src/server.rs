@@ -162,6 +162,7 @@ async fn open_service(
         clock,
         ServiceConfig {
             token_pool_size: settings.token_pool_size,
+            cache_entries: settings.cache_entries,
             audit,
             row_auth_upgrade_grace: std::time::Duration::from_secs(
                 settings.row_auth_upgrade_grace_secs,

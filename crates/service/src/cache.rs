@@ -4,18 +4,25 @@
 //!   read and no master-key open. An entry is dropped at once when this node changes the key,
 //!   and trusted at most `ttl` otherwise (the bound on how long another node's change, e.g. a
 //!   disable, can go unseen here).
-//! - [`RoleCache`]: a caller's roles per instance, for `ttl`.
+//! - [`RoleCache`]: a caller's roles per instance, for `ttl`; an empty answer (no role) is
+//!   cached too, so a caller without a role costs one database query per `ttl`.
+//!
+//! Every cache here is a [`BoundedCache`]: at most `capacity` entries, S3-FIFO eviction when
+//! full, never cleared wholesale. [`KeyService::sweep_caches`](crate::KeyService) removes
+//! expired entries periodically, so opened material leaves memory (and is zeroized, being
+//! `SecretBytes`) shortly after its TTL even if nobody asks for the key again.
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward_crypto::SecretBytes;
+use keyward_domain::bounded::{BoundedCache, CacheStats, Equivalent};
 use keyward_domain::{InstanceId, KeyId, Role, VersionId};
 use keyward_store::KeyRow;
-use parking_lot::RwLock;
 
-const MAX_ENTRIES: usize = 50_000;
+/// Default bound of each cache (the `--cache-entries` setting).
+pub const DEFAULT_ENTRIES: usize = 50_000;
 
 /// One opened version of a key's material.
 pub struct OpenedVersion {
@@ -55,75 +62,151 @@ impl CachedKey {
 
 pub struct KeyCache {
     ttl: Duration,
-    map: RwLock<HashMap<(InstanceId, KeyId), Arc<CachedKey>>>,
+    map: BoundedCache<(InstanceId, KeyId), Arc<CachedKey>>,
 }
 
 impl KeyCache {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
-            map: RwLock::new(HashMap::new()),
+            map: BoundedCache::new("key", capacity),
         }
     }
 
     pub fn get(&self, instance: InstanceId, id: KeyId) -> Option<Arc<CachedKey>> {
-        let map = self.map.read();
-        let e = map.get(&(instance, id))?;
-        (e.loaded.elapsed() < self.ttl).then(|| e.clone())
+        let ttl = self.ttl;
+        self.map
+            .get_valid(&(instance, id), |e| e.loaded.elapsed() < ttl)
     }
 
     pub fn put(&self, entry: Arc<CachedKey>) {
         if self.ttl.is_zero() {
             return;
         }
-        let mut map = self.map.write();
-        if map.len() >= MAX_ENTRIES {
-            let ttl = self.ttl;
-            map.retain(|_, e| e.loaded.elapsed() < ttl);
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
-            }
-        }
-        map.insert((entry.row.instance_id, entry.row.id), entry);
+        self.map
+            .insert((entry.row.instance_id, entry.row.id), entry);
     }
 
     pub fn invalidate(&self, instance: InstanceId, id: KeyId) {
-        self.map.write().remove(&(instance, id));
+        self.map.remove(&(instance, id));
+    }
+
+    /// Drops every entry older than the TTL (their opened material with them).
+    pub fn sweep(&self) {
+        let ttl = self.ttl;
+        self.map.retain(|_, e| e.loaded.elapsed() < ttl);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.map.stats()
     }
 }
 
-/// instance → principal → (roles, loaded at). Two levels so a lookup needs no allocation.
-type RoleEntries = HashMap<InstanceId, HashMap<String, (Arc<[Role]>, Instant)>>;
+/// (instance, principal), hashed so that [`RoleKeyRef`] finds it without an allocation.
+#[derive(PartialEq, Eq)]
+struct RoleKey {
+    instance: InstanceId,
+    iam_id: String,
+}
+
+impl Hash for RoleKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.instance.hash(h);
+        self.iam_id.as_str().hash(h);
+    }
+}
+
+struct RoleKeyRef<'a> {
+    instance: InstanceId,
+    iam_id: &'a str,
+}
+
+impl Hash for RoleKeyRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.instance.hash(h);
+        self.iam_id.hash(h);
+    }
+}
+
+impl Equivalent<RoleKey> for RoleKeyRef<'_> {
+    fn equivalent(&self, key: &RoleKey) -> bool {
+        self.instance == key.instance && self.iam_id == key.iam_id
+    }
+}
 
 pub struct RoleCache {
     ttl: Duration,
-    map: RwLock<RoleEntries>,
+    map: BoundedCache<RoleKey, (Arc<[Role]>, Instant)>,
 }
 
 impl RoleCache {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
-            map: RwLock::new(HashMap::new()),
+            map: BoundedCache::new("role", capacity),
         }
     }
 
     pub fn get(&self, instance: InstanceId, iam_id: &str) -> Option<Arc<[Role]>> {
-        let map = self.map.read();
-        let (roles, at) = map.get(&instance)?.get(iam_id)?;
-        (at.elapsed() < self.ttl).then(|| roles.clone())
+        let ttl = self.ttl;
+        self.map
+            .get_valid(&RoleKeyRef { instance, iam_id }, |(_, at)| {
+                at.elapsed() < ttl
+            })
+            .map(|(roles, _)| roles)
     }
 
     pub fn put(&self, instance: InstanceId, iam_id: &str, roles: Arc<[Role]>) {
         if self.ttl.is_zero() {
             return;
         }
-        let mut map = self.map.write();
-        if map.values().map(HashMap::len).sum::<usize>() >= MAX_ENTRIES {
-            map.clear();
+        self.map.insert(
+            RoleKey {
+                instance,
+                iam_id: iam_id.to_string(),
+            },
+            (roles, Instant::now()),
+        );
+    }
+
+    pub fn sweep(&self) {
+        let ttl = self.ttl;
+        self.map.retain(|_, (_, at)| at.elapsed() < ttl);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.map.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn roles_are_found_by_borrowed_key_and_expire() {
+        let c = RoleCache::new(Duration::from_millis(50), 10);
+        let i = InstanceId::new();
+        let roles: Arc<[Role]> = vec![Role::Reader].into();
+        c.put(i, "p", roles.clone());
+        c.put(i, "q", Vec::new().into());
+        assert_eq!(c.get(i, "p").as_deref(), Some(&[Role::Reader][..]));
+        assert_eq!(c.get(i, "q").map(|r| r.len()), Some(0));
+        assert!(c.get(InstanceId::new(), "p").is_none());
+        std::thread::sleep(Duration::from_millis(60));
+        c.sweep();
+        assert_eq!(c.stats().entries, 0);
+        assert!(c.get(i, "p").is_none());
+    }
+
+    #[test]
+    fn role_cache_stays_bounded() {
+        let c = RoleCache::new(Duration::from_secs(60), 100);
+        for _ in 0..5_000 {
+            c.put(InstanceId::new(), "stranger", Vec::new().into());
         }
-        map.entry(instance)
-            .or_default()
-            .insert(iam_id.to_string(), (roles, Instant::now()));
+        let s = c.stats();
+        assert!(s.entries <= s.capacity && s.capacity < 200, "{s:?}");
     }
 }

@@ -49,6 +49,9 @@ pub struct ServiceConfig {
     pub key_cache_ttl: Duration,
     /// How long a caller's roles are cached.
     pub role_cache_ttl: Duration,
+    /// Most entries in each cache (keys, roles, policies, verified tokens; import-token keys
+    /// at most [`tokens::TOKEN_KEY_ENTRIES`]).
+    pub cache_entries: usize,
     /// Region and account shown in CRNs.
     pub region: String,
     pub account: String,
@@ -65,6 +68,7 @@ impl Default for ServiceConfig {
             token_pool_size: 4,
             key_cache_ttl: Duration::from_secs(1),
             role_cache_ttl: Duration::from_secs(1),
+            cache_entries: cache::DEFAULT_ENTRIES,
             region: "local".into(),
             account: "keyward".into(),
             audit: None,
@@ -105,12 +109,12 @@ pub struct KeyService {
     /// The master keyring; swapped whole when a node loads a new master key generation.
     master: parking_lot::RwLock<Arc<dyn MasterKeyProvider>>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) tokens: TokenAuthority,
+    pub(crate) tokens: Arc<TokenAuthority>,
     pub(crate) pool: Arc<tokens::KeypairPool>,
-    pub(crate) keys: cache::KeyCache,
-    pub(crate) roles: cache::RoleCache,
-    pub(crate) token_keys: tokens::TokenKeyCache,
-    pub(crate) policies: policies::PolicyCache,
+    pub(crate) keys: Arc<cache::KeyCache>,
+    pub(crate) roles: Arc<cache::RoleCache>,
+    pub(crate) token_keys: Arc<tokens::TokenKeyCache>,
+    pub(crate) policies: Arc<policies::PolicyCache>,
     pub(crate) audit: Option<Arc<dyn audit::AuditSink>>,
     pub(crate) cfg: ServiceConfig,
     pub(crate) counters: Arc<counters::CryptoCounters>,
@@ -129,7 +133,7 @@ pub(crate) const SIGNING_KEY_NAME: &str = "token-signing-key";
 
 impl KeyService {
     /// Builds the service: loads (or creates, on first start) the sealed token-signing key and
-    /// starts the keypair pool filler. Must run inside a Tokio runtime.
+    /// starts the keypair pool filler and the cache sweeper. Must run inside a Tokio runtime.
     pub async fn new(
         store: Arc<dyn Store>,
         master: Arc<dyn MasterKeyProvider>,
@@ -144,13 +148,28 @@ impl KeyService {
         let signing = load_signing_key(&*store, &*master, clock.now_unix()).await?;
         let counters = Arc::new(counters::CryptoCounters::default());
         let pool = tokens::KeypairPool::start(cfg.token_pool_size, counters.clone());
+        let n = cfg.cache_entries;
+        let keys = Arc::new(cache::KeyCache::new(cfg.key_cache_ttl, n));
+        let roles = Arc::new(cache::RoleCache::new(cfg.role_cache_ttl, n));
+        let token_keys = Arc::new(tokens::TokenKeyCache::new(n));
+        let policies = Arc::new(policies::PolicyCache::new(cfg.role_cache_ttl, n));
+        let tokens = Arc::new(TokenAuthority::with_capacity(signing, n));
+        Sweeper {
+            keys: Arc::downgrade(&keys),
+            roles: Arc::downgrade(&roles),
+            token_keys: Arc::downgrade(&token_keys),
+            policies: Arc::downgrade(&policies),
+            tokens: Arc::downgrade(&tokens),
+            clock: clock.clone(),
+        }
+        .start(sweep_interval(cfg.key_cache_ttl));
         Ok(Self {
-            keys: cache::KeyCache::new(cfg.key_cache_ttl),
-            roles: cache::RoleCache::new(cfg.role_cache_ttl),
-            token_keys: tokens::TokenKeyCache::default(),
-            policies: policies::PolicyCache::new(cfg.role_cache_ttl),
+            keys,
+            roles,
+            token_keys,
+            policies,
             audit: cfg.audit.clone(),
-            tokens: TokenAuthority::new(signing),
+            tokens,
             pool,
             store,
             master: parking_lot::RwLock::new(master),
@@ -189,6 +208,17 @@ impl KeyService {
     /// Counts of cryptographic operations so far.
     pub fn crypto_counters(&self) -> &counters::CryptoCounters {
         &self.counters
+    }
+
+    /// Size, bound and hit counts of each cache (for `/metrics`).
+    pub fn cache_stats(&self) -> Vec<keyward_domain::bounded::CacheStats> {
+        vec![
+            self.keys.stats(),
+            self.roles.stats(),
+            self.policies.stats(),
+            self.tokens.cache_stats(),
+            self.token_keys.stats(),
+        ]
     }
 
     /// Keypairs ready in the import-token pool.
@@ -270,6 +300,60 @@ fn spawn_upgrade_tagger(store: Arc<dyn Store>, auth: Arc<rowauth::RowAuthenticat
             }
         }
     });
+}
+
+/// How often expired cache entries are removed: half the key cache's TTL, between 100 ms and
+/// 1 s, so opened material outlives its TTL by at most that much.
+fn sweep_interval(key_ttl: Duration) -> Duration {
+    (key_ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Sweeps of the caches that hold no material run this many ticks apart.
+const SLOW_SWEEP_TICKS: u64 = 30;
+
+/// The background task that removes expired cache entries: every tick the caches holding
+/// opened material (key versions, import-token private keys), every [`SLOW_SWEEP_TICKS`]
+/// ticks the others. It ends when the service is dropped.
+struct Sweeper {
+    keys: std::sync::Weak<cache::KeyCache>,
+    roles: std::sync::Weak<cache::RoleCache>,
+    token_keys: std::sync::Weak<tokens::TokenKeyCache>,
+    policies: std::sync::Weak<policies::PolicyCache>,
+    tokens: std::sync::Weak<TokenAuthority>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Sweeper {
+    fn start(self, every: Duration) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                n += 1;
+                let (Some(keys), Some(token_keys)) =
+                    (self.keys.upgrade(), self.token_keys.upgrade())
+                else {
+                    return;
+                };
+                let now = self.clock.now_unix();
+                keys.sweep();
+                token_keys.sweep(now);
+                if n % SLOW_SWEEP_TICKS == 0 {
+                    if let Some(r) = self.roles.upgrade() {
+                        r.sweep();
+                    }
+                    if let Some(p) = self.policies.upgrade() {
+                        p.sweep();
+                    }
+                    if let Some(t) = self.tokens.upgrade() {
+                        t.sweep(now);
+                    }
+                }
+            }
+        });
+    }
 }
 
 async fn load_signing_key(

@@ -1,6 +1,13 @@
 //! `GET /keys` with `search` and `filter`: the store answers plain listings; a search or a
 //! filter runs over the instance's candidate keys in memory (at most 5,000, else
 //! `KEY_SEARCH_TOO_BROAD`, as Key Protect does).
+//!
+//! Bounds: every list-valued parameter is deduplicated and capped, and parsed in one pass:
+//! `state` ≤ [`MAX_STATES`] distinct values, `sort` ≤ [`MAX_SORT_FIELDS`] distinct fields,
+//! `filter` ≤ [`MAX_FILTER_TERMS`] distinct terms, `search` ≤ [`MAX_SEARCH_LEN`] bytes. A search
+//! over aliases reads the aliases of every candidate in one store call, not one per key.
+
+use std::collections::HashMap;
 
 use keyward_domain::{parse_time, Action, KeyId, KeyState};
 use keyward_store::{KeyQuery, KeyRow};
@@ -9,6 +16,14 @@ use crate::keys::{effective_state, KeyInfo};
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 
 pub const SEARCH_SPACE: i64 = 5_000;
+/// Distinct values of `state` (there are five states).
+pub const MAX_STATES: usize = 5;
+/// Distinct fields of `sort` (there are nine sortable fields).
+pub const MAX_SORT_FIELDS: usize = 9;
+/// Distinct terms of `filter` (seven properties, each with a lower and an upper bound, fit).
+pub const MAX_FILTER_TERMS: usize = 16;
+/// Bytes of `search`, prefixes included (names and aliases are at most 90 characters).
+pub const MAX_SEARCH_LEN: usize = 256;
 
 /// A parsed `search` parameter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,14 +31,30 @@ pub struct Search {
     pub query: String,
     pub not: bool,
     pub exact: bool,
-    /// `name`, `alias`, or both when empty.
+    /// `name`, `alias`, or both when empty (each at most once).
     pub scopes: Vec<String>,
+    /// `query` lowercased, and `query` as a key id: computed once, not per candidate.
+    lowered: String,
+    id: Option<KeyId>,
 }
 
 impl Search {
-    pub fn parse(raw: &str) -> Self {
+    /// Parses `[not:][exact:][alias:|name:]...[escape:]query[,]`; 400
+    /// `INVALID_QUERY_PARAM_ERR` past [`MAX_SEARCH_LEN`] bytes.
+    pub fn parse(raw: &str) -> ServiceResult<Self> {
+        if raw.len() > MAX_SEARCH_LEN {
+            return Err(ServiceError::query(
+                "search",
+                format!("The query parameter `search` must be: at most {MAX_SEARCH_LEN} bytes"),
+            ));
+        }
         let mut s = Search::default();
         let mut rest = raw.strip_suffix(',').unwrap_or(raw);
+        let scope = |s: &mut Search, name: &str| {
+            if !s.scopes.iter().any(|x| x == name) {
+                s.scopes.push(name.to_string());
+            }
+        };
         loop {
             if let Some(r) = rest.strip_prefix("not:") {
                 s.not = true;
@@ -32,10 +63,10 @@ impl Search {
                 s.exact = true;
                 rest = r;
             } else if let Some(r) = rest.strip_prefix("alias:") {
-                s.scopes.push("alias".into());
+                scope(&mut s, "alias");
                 rest = r;
             } else if let Some(r) = rest.strip_prefix("name:") {
-                s.scopes.push("name".into());
+                scope(&mut s, "name");
                 rest = r;
             } else if let Some(r) = rest.strip_prefix("escape:") {
                 rest = r;
@@ -45,23 +76,28 @@ impl Search {
             }
         }
         s.query = rest.to_string();
-        s
+        s.lowered = rest.to_lowercase();
+        s.id = KeyId::parse(rest).ok();
+        Ok(s)
+    }
+
+    fn scoped(&self, scope: &str) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|x| x == scope)
     }
 
     fn hit(&self, text: &str) -> bool {
         if self.exact {
             text == self.query
         } else {
-            text.to_lowercase().contains(&self.query.to_lowercase())
+            text.to_lowercase().contains(&self.lowered)
         }
     }
 
     fn matches(&self, row: &KeyRow, aliases: &[String]) -> bool {
-        let scoped = |s: &str| self.scopes.is_empty() || self.scopes.iter().any(|x| x == s);
-        let by_id = KeyId::parse(&self.query).is_ok_and(|k| k == row.id);
+        let by_id = self.id == Some(row.id);
         let found = by_id
-            || (scoped("name") && self.hit(&row.name))
-            || (scoped("alias") && aliases.iter().any(|a| self.hit(a)));
+            || (self.scoped("name") && self.hit(&row.name))
+            || (self.scoped("alias") && aliases.iter().any(|a| self.hit(a)));
         found != self.not
     }
 }
@@ -104,9 +140,10 @@ const DATE_PROPS: [&str; 5] = [
     "lastUpdateDate",
 ];
 
-/// Parses `prop=value prop=op:value ...` (dates in double quotes, `none` = absent).
+/// Parses `prop=value prop=op:value ...` (dates in double quotes, `none` = absent) into at
+/// most [`MAX_FILTER_TERMS`] distinct terms (a repeated term counts once).
 pub fn parse_filter(raw: &str) -> ServiceResult<Vec<FilterTerm>> {
-    let mut terms = Vec::new();
+    let mut terms: Vec<FilterTerm> = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
     let mut parts = Vec::new();
@@ -157,15 +194,17 @@ pub fn parse_filter(raw: &str) -> ServiceResult<Vec<FilterTerm>> {
                 .ok_or_else(|| filter_err("dates must be quoted RFC 3339"))?;
             FilterValue::Int(vec![d])
         } else if prop == "state" {
-            let states = val
-                .split(',')
-                .map(|s| {
-                    s.parse::<i64>()
-                        .ok()
-                        .filter(|n| KeyState::from_code(*n).is_some())
-                })
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| filter_err("state must be 0, 1, 2, 3 or 5"))?;
+            let mut states: Vec<i64> = Vec::with_capacity(MAX_STATES);
+            for s in val.split(',') {
+                let n = s
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| KeyState::from_code(*n).is_some())
+                    .ok_or_else(|| filter_err("state must be 0, 1, 2, 3 or 5"))?;
+                if !states.contains(&n) {
+                    states.push(n);
+                }
+            }
             FilterValue::Int(states)
         } else if prop == "extractable" {
             FilterValue::Bool(match val {
@@ -179,13 +218,30 @@ pub fn parse_filter(raw: &str) -> ServiceResult<Vec<FilterTerm>> {
         if op != Op::Eq && !matches!(value, FilterValue::Int(ref v) if v.len() == 1) {
             return Err(filter_err("lt/lte/gt/gte need a single date or number"));
         }
-        terms.push(FilterTerm {
-            prop: prop.to_string(),
-            op,
-            value,
-        });
+        add_filter_term(
+            &mut terms,
+            FilterTerm {
+                prop: prop.to_string(),
+                op,
+                value,
+            },
+        )?;
     }
     Ok(terms)
+}
+
+/// Adds `term` unless it is already there; 400 past [`MAX_FILTER_TERMS`] distinct terms.
+pub fn add_filter_term(terms: &mut Vec<FilterTerm>, term: FilterTerm) -> ServiceResult<()> {
+    if terms.contains(&term) {
+        return Ok(());
+    }
+    if terms.len() == MAX_FILTER_TERMS {
+        return Err(filter_err(&format!(
+            "at most {MAX_FILTER_TERMS} distinct terms"
+        )));
+    }
+    terms.push(term);
+    Ok(())
 }
 
 fn prop_value(row: &KeyRow, prop: &str, now: i64) -> Option<i64> {
@@ -258,18 +314,23 @@ impl KeyService {
                 "The search would cover more than 5000 keys: narrow it with state, extractable or a key ring",
             ));
         }
+        let rows: Vec<KeyRow> = rows
+            .into_iter()
+            .filter(|row| req.filter.iter().all(|t| term_matches(t, row, now)))
+            .collect();
+        // The aliases of every candidate in one store call (never one call per key).
+        let mut aliases: HashMap<KeyId, Vec<String>> = HashMap::new();
+        if req.search.as_ref().is_some_and(|s| s.scoped("alias")) && !rows.is_empty() {
+            let ids: Vec<KeyId> = rows.iter().map(|r| r.id).collect();
+            for a in self.store.aliases_of_keys(caller.instance, &ids).await? {
+                aliases.entry(a.key_id).or_default().push(a.alias);
+            }
+        }
         let mut out = Vec::new();
         for row in rows {
-            if !req.filter.iter().all(|t| term_matches(t, &row, now)) {
-                continue;
-            }
             if let Some(s) = &req.search {
-                let aliases = if s.scopes.is_empty() || s.scopes.iter().any(|x| x == "alias") {
-                    self.aliases(caller, row.id).await?
-                } else {
-                    Vec::new()
-                };
-                if !s.matches(&row, &aliases) {
+                let of_row = aliases.get(&row.id).map_or(&[][..], Vec::as_slice);
+                if !s.matches(&row, of_row) {
                     continue;
                 }
             }
@@ -288,14 +349,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn search_prefixes() {
-        let s = Search::parse("not:exact:alias:abc,");
+    fn search_prefixes() -> ServiceResult<()> {
+        let s = Search::parse("not:exact:alias:abc,")?;
         assert!(s.not && s.exact);
         assert_eq!(s.scopes, vec!["alias".to_string()]);
         assert_eq!(s.query, "abc");
-        let e = Search::parse("escape:not:x");
+        let e = Search::parse("escape:not:x")?;
         assert!(!e.not);
         assert_eq!(e.query, "not:x");
+        let d = Search::parse(&"alias:".repeat(40))?;
+        assert_eq!(
+            d.scopes,
+            vec!["alias".to_string()],
+            "scopes are deduplicated"
+        );
+        assert!(Search::parse(&"a".repeat(MAX_SEARCH_LEN)).is_ok());
+        assert!(Search::parse(&"a".repeat(MAX_SEARCH_LEN + 1)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn filter_terms_are_deduplicated_and_capped() -> ServiceResult<()> {
+        let t = parse_filter(&"state=1,1,2,1 ".repeat(500))?;
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].value, FilterValue::Int(vec![1, 2]));
+        let terms = |n: usize| {
+            (0..n)
+                .map(|i| format!(r#"creationDate=gt:"20{:02}-01-01T00:00:00Z""#, i))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            parse_filter(&terms(MAX_FILTER_TERMS))?.len(),
+            MAX_FILTER_TERMS
+        );
+        assert!(parse_filter(&terms(MAX_FILTER_TERMS + 1)).is_err());
+        Ok(())
     }
 
     #[test]

@@ -1,14 +1,13 @@
 //! Instance policies (`/instance/policies`) and their effects: defaults for new keys
 //! (dual-auth, rotation), the `keyCreateImportAccess` rules, and `allowedIP`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keyward_domain::bounded::{BoundedCache, CacheStats};
 use keyward_domain::{Action, InstanceId};
 use keyward_store::PolicyRow;
-use parking_lot::RwLock;
 use serde_json::{json, Map, Value};
 
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
@@ -47,21 +46,45 @@ pub struct KeyDefaults {
     pub rotation: Option<i64>,
 }
 
-/// Instance policies cached per instance for a short time (they are read on every request
-/// when `allowedIP` is in force).
-type PolicyEntries = HashMap<InstanceId, (Arc<Vec<PolicyRow>>, Instant)>;
-
+/// Instance policies cached per instance for a short time (they are read on every request of
+/// a caller with a role, for `allowedIP`). Bounded, with eviction.
 pub struct PolicyCache {
     ttl: Duration,
-    pub(crate) map: RwLock<PolicyEntries>,
+    map: BoundedCache<InstanceId, (Arc<Vec<PolicyRow>>, Instant)>,
 }
 
 impl PolicyCache {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
-            map: RwLock::new(HashMap::new()),
+            map: BoundedCache::new("policy", capacity),
         }
+    }
+
+    fn get(&self, instance: InstanceId) -> Option<Arc<Vec<PolicyRow>>> {
+        let ttl = self.ttl;
+        self.map
+            .get_valid(&instance, |(_, at)| at.elapsed() < ttl)
+            .map(|(p, _)| p)
+    }
+
+    fn put(&self, instance: InstanceId, p: Arc<Vec<PolicyRow>>) {
+        if !self.ttl.is_zero() {
+            self.map.insert(instance, (p, Instant::now()));
+        }
+    }
+
+    pub(crate) fn invalidate(&self, instance: InstanceId) {
+        self.map.remove(&instance);
+    }
+
+    pub fn sweep(&self) {
+        let ttl = self.ttl;
+        self.map.retain(|_, (_, at)| at.elapsed() < ttl);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.map.stats()
     }
 }
 
@@ -189,16 +212,11 @@ fn validate(p: &InstancePolicyInput) -> ServiceResult<Value> {
 
 impl KeyService {
     async fn policies_of(&self, instance: InstanceId) -> ServiceResult<Arc<Vec<PolicyRow>>> {
-        if let Some((p, at)) = self.policies.map.read().get(&instance) {
-            if at.elapsed() < self.policies.ttl {
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.policies.get(instance) {
+            return Ok(p);
         }
         let p = Arc::new(self.store.instance_policies(instance).await?);
-        self.policies
-            .map
-            .write()
-            .insert(instance, (p.clone(), Instant::now()));
+        self.policies.put(instance, p.clone());
         Ok(p)
     }
 
@@ -252,7 +270,7 @@ impl KeyService {
         for r in &rows {
             self.store.put_instance_policy(r).await?;
         }
-        self.policies.map.write().remove(&caller.instance);
+        self.policies.invalidate(caller.instance);
         Ok(())
     }
 

@@ -11,18 +11,21 @@
 //!   so an import verified against a token that was replaced meanwhile is not stored.
 
 use crate::counters::CryptoCounters;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::import::{verify_secure_import, ImportError, ImportKeyPair, OaepHash};
 use keyward_crypto::master::SealContext;
-use keyward_crypto::{random_bytes, SecretBytes};
+use keyward_crypto::{random_bytes, CryptoError, SecretBytes};
+use keyward_domain::bounded::{BoundedCache, CacheStats};
 use keyward_domain::{Action, InstanceId, TokenId};
 use keyward_store::{TokenGuard, TokenRow};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 
@@ -37,23 +40,81 @@ pub const DEFAULT_RETRIEVALS: i64 = 1;
 pub const OAEP_FAILURE_MESSAGE: &str =
     "The field `payload` must be: the key material encrypted with the import token's public key";
 
+/// How the pool makes a keypair (a parameter only so tests can hold a generation open).
+pub type Generate = Arc<dyn Fn() -> Result<ImportKeyPair, CryptoError> + Send + Sync>;
+
+/// How long a creation waits for an inline key generation slot before it is refused (503).
+pub const INLINE_WAIT: Duration = Duration::from_secs(10);
+/// `Retry-After` of that refusal, in seconds.
+pub const INLINE_RETRY_AFTER: u64 = 5;
+
 /// A bounded queue of ready RSA-4096 keypairs. Memory: about 3 KiB per keypair; CPU: about one
 /// second of one core per keypair, spent on blocking threads in the background.
+///
+/// When the queue is empty a creation generates its keypair inline, through a semaphore of
+/// `concurrency` permits (default: the number of cores), so a burst of creations cannot take
+/// every blocking thread or every core. At most `max_waiting` creations wait for a permit, each
+/// at most [`INLINE_WAIT`]; past either bound the creation is refused at once with 503
+/// `SERVICE_UNAVAILABLE_ERR` and `Retry-After` ([`INLINE_RETRY_AFTER`]). A generation already
+/// started finishes (it holds its permit) even if its caller went away.
 pub struct KeypairPool {
     target: usize,
     ready: Mutex<VecDeque<ImportKeyPair>>,
     wake: Arc<Notify>,
     counters: Arc<CryptoCounters>,
+    inline: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    generate: Generate,
+}
+
+/// Counts a waiter for as long as it waits (also when its request is dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn keygen_busy() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::Unavailable,
+        "Import-token key generation is at capacity; retry later",
+    )
 }
 
 impl KeypairPool {
-    /// Creates the pool and, if `target > 0`, a background task that keeps it full.
+    /// Creates the pool and, if `target > 0`, a background task that keeps it full. Inline
+    /// generation gets one permit per core and four waiters per permit.
     pub fn start(target: usize, counters: Arc<CryptoCounters>) -> Arc<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::start_with(
+            target,
+            counters,
+            cores,
+            cores * 4,
+            Arc::new(ImportKeyPair::generate),
+        )
+    }
+
+    /// As [`KeypairPool::start`], with the inline bounds and the generator given.
+    pub fn start_with(
+        target: usize,
+        counters: Arc<CryptoCounters>,
+        concurrency: usize,
+        max_waiting: usize,
+        generate: Generate,
+    ) -> Arc<Self> {
         let pool = Arc::new(Self {
             target,
             ready: Mutex::new(VecDeque::with_capacity(target)),
             wake: Arc::new(Notify::new()),
             counters,
+            inline: Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+            generate,
         });
         if target > 0 {
             let weak = Arc::downgrade(&pool);
@@ -61,8 +122,9 @@ impl KeypairPool {
                 loop {
                     let Some(p) = weak.upgrade() else { return };
                     if p.depth() < p.target {
+                        let generate = p.generate.clone();
                         drop(p);
-                        match tokio::task::spawn_blocking(ImportKeyPair::generate).await {
+                        match tokio::task::spawn_blocking(move || generate()).await {
                             Ok(Ok(kp)) => {
                                 let Some(p) = weak.upgrade() else { return };
                                 CryptoCounters::bump(&p.counters.rsa_keygen);
@@ -88,27 +150,109 @@ impl KeypairPool {
         self.ready.lock().len()
     }
 
-    /// A ready keypair, or a freshly generated one when the pool is empty.
+    /// Creations waiting for an inline generation slot.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// A ready keypair, or a freshly generated one when the pool is empty (bounded, see the
+    /// type's documentation).
     pub async fn take(&self) -> ServiceResult<ImportKeyPair> {
         let popped = self.ready.lock().pop_front();
         self.wake.notify_one();
-        match popped {
-            Some(kp) => Ok(kp),
-            None => {
-                CryptoCounters::bump(&self.counters.rsa_keygen);
-                tokio::task::spawn_blocking(ImportKeyPair::generate)
-                    .await
-                    .map_err(ServiceError::internal)?
-                    .map_err(ServiceError::from)
-            }
+        if let Some(kp) = popped {
+            return Ok(kp);
         }
+        let permit = match self.inline.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(keygen_busy());
+                }
+                let _waiting = Waiting(&self.waiting);
+                match tokio::time::timeout(INLINE_WAIT, self.inline.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(keygen_busy()),
+                }
+            }
+        };
+        // The background filler may have finished one while this caller waited.
+        if let Some(kp) = self.ready.lock().pop_front() {
+            return Ok(kp);
+        }
+        CryptoCounters::bump(&self.counters.rsa_keygen);
+        let generate = self.generate.clone();
+        tokio::task::spawn_blocking(move || {
+            let kp = generate();
+            drop(permit);
+            kp
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::from)
     }
 }
 
-/// Opened token private keys by instance, tagged with the token id they belong to.
-#[derive(Default)]
+/// Most opened import-token private keys kept (one per instance with a live token).
+pub const TOKEN_KEY_ENTRIES: usize = 1024;
+/// An opened import-token private key is dropped at its token's expiry or this long after it
+/// was opened, whichever comes first (it is reopened from the sealed row if needed again).
+pub const TOKEN_KEY_MAX_AGE: Duration = Duration::from_secs(600);
+
+struct CachedTokenKey {
+    token_id: TokenId,
+    keypair: Arc<ImportKeyPair>,
+    /// The token's expiry (service clock, Unix seconds).
+    expires_at: i64,
+    opened: Instant,
+}
+
+impl CachedTokenKey {
+    fn live(&self, now: i64) -> bool {
+        now < self.expires_at && self.opened.elapsed() < TOKEN_KEY_MAX_AGE
+    }
+}
+
+/// Opened token private keys by instance, tagged with the token id they belong to. Bounded;
+/// entries leave when their token expires (the periodic sweep) or after [`TOKEN_KEY_MAX_AGE`].
 pub struct TokenKeyCache {
-    map: Mutex<HashMap<InstanceId, (TokenId, Arc<ImportKeyPair>)>>,
+    map: BoundedCache<InstanceId, Arc<CachedTokenKey>>,
+}
+
+impl TokenKeyCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: BoundedCache::new("import_token_key", capacity.min(TOKEN_KEY_ENTRIES)),
+        }
+    }
+
+    fn get(&self, instance: InstanceId, token: TokenId, now: i64) -> Option<Arc<ImportKeyPair>> {
+        self.map
+            .get_valid(&instance, |e| e.token_id == token && e.live(now))
+            .map(|e| e.keypair.clone())
+    }
+
+    fn put(&self, row: &TokenRow, keypair: Arc<ImportKeyPair>) {
+        self.map.insert(
+            row.instance_id,
+            Arc::new(CachedTokenKey {
+                token_id: row.token_id,
+                keypair,
+                expires_at: row.expires_at,
+                opened: Instant::now(),
+            }),
+        );
+    }
+
+    /// Drops the keys of expired tokens (and those past [`TOKEN_KEY_MAX_AGE`]).
+    pub fn sweep(&self, now: i64) {
+        self.map.retain(|_, e| e.live(now));
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.map.stats()
+    }
 }
 
 /// Token metadata as the API shows it.
@@ -206,10 +350,7 @@ impl KeyService {
         };
         self.audit(caller, Action::CreateImportToken, None).await?;
         self.store.put_token(&row).await?;
-        self.token_keys
-            .map
-            .lock()
-            .insert(caller.instance, (token_id, Arc::new(keypair)));
+        self.token_keys.put(&row, Arc::new(keypair));
         Ok(TokenInfo::from_row(&row, false))
     }
 
@@ -306,10 +447,11 @@ impl KeyService {
     }
 
     fn token_keypair(&self, token: &TokenRow) -> ServiceResult<Arc<ImportKeyPair>> {
-        if let Some((id, kp)) = self.token_keys.map.lock().get(&token.instance_id) {
-            if *id == token.token_id {
-                return Ok(kp.clone());
-            }
+        if let Some(kp) = self
+            .token_keys
+            .get(token.instance_id, token.token_id, self.now())
+        {
+            return Ok(kp);
         }
         let (inst, tok) = token_ctx(&token.instance_id.to_string(), &token.token_id.to_string());
         CryptoCounters::bump(&self.counters.master_open);
@@ -324,10 +466,7 @@ impl KeyService {
             &token.sealed_private,
         )?;
         let kp = Arc::new(ImportKeyPair::from_pkcs8(&der)?);
-        self.token_keys
-            .map
-            .lock()
-            .insert(token.instance_id, (token.token_id, kp.clone()));
+        self.token_keys.put(token, kp.clone());
         Ok(kp)
     }
 }
@@ -356,4 +495,64 @@ fn token_expired(verb: &str) -> ServiceError {
         ErrorCode::ImportTokenExpired,
         format!("The import token has expired and cannot be {verb}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Inline generation runs at most `concurrency` at once; past the waiting bound a creation
+    /// is refused at once with 503, and a waiter gets its turn when a slot frees.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inline_generation_is_bounded() {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(parking_lot::Mutex::new(gate));
+        let active = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let (a, p, s) = (active.clone(), peak.clone(), started.clone());
+        let generate: Generate = Arc::new(move || {
+            s.fetch_add(1, Ordering::SeqCst);
+            let now = a.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            let _ = gate.lock().recv();
+            a.fetch_sub(1, Ordering::SeqCst);
+            // Stand-in for a keypair: the test counts generations, not keys.
+            Err(CryptoError::Primitive)
+        });
+        let pool = KeypairPool::start_with(0, Arc::default(), 1, 1, generate);
+        let first = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take().await.map(|_| ()) }
+        });
+        while started.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take().await.map(|_| ()) }
+        });
+        while pool.waiting() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // One generating, one waiting: a third is refused without waiting.
+        let third = pool.take().await.map(|_| ()).unwrap_err();
+        assert_eq!(third.code, ErrorCode::Unavailable);
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap_err().code, ErrorCode::Internal);
+        while started.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        release.send(()).unwrap();
+        assert_eq!(second.await.unwrap().unwrap_err().code, ErrorCode::Internal);
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            1,
+            "never two generations at once"
+        );
+        assert_eq!(pool.waiting(), 0);
+    }
 }

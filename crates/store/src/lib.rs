@@ -492,6 +492,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `NotFound` unless `alias` names `key`.
     async fn delete_alias(&self, instance: InstanceId, alias: &str, key: KeyId) -> StoreResult<()>;
     async fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>>;
+    /// The aliases of each of `keys` (of `instance`), in one query for up to 8,192 keys.
+    async fn aliases_of_keys(
+        &self,
+        instance: InstanceId,
+        keys: &[KeyId],
+    ) -> StoreResult<Vec<AliasRow>>;
     async fn resolve_alias(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>>;
 
     /// `Conflict` if it exists.

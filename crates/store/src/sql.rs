@@ -699,79 +699,91 @@ fn json_text<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// The state a key shows at `$N` ("now", bound as the last parameter): expiry turns Active
+/// The state a key shows at "now", which every key query binds as `$2`: expiry turns Active
 /// into Deactivated.
 const EFFECTIVE_STATE: &str =
-    "(CASE WHEN state = 1 AND expiration_date IS NOT NULL AND expiration_date <= $NOW THEN 3 ELSE state END)";
+    "(CASE WHEN state = 1 AND expiration_date IS NOT NULL AND expiration_date <= $2 THEN 3 ELSE state END)";
 
-/// The WHERE clause (after `instance_id = $1`) and binds for a key query. Only fixed SQL
-/// fragments are concatenated; every value is bound.
-fn key_filter(q: &KeyQuery) -> (String, Vec<i64>, Option<String>) {
-    let mut sql = String::new();
-    let mut ints = Vec::new();
-    let states: Vec<i64> = if q.states.is_empty() {
-        vec![0, 1, 2, 3]
+/// A value bound by a key query, after `$1` (instance) and `$2` (now).
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// The WHERE clause (after `instance_id = $1`) and its values, numbered from `$3` as they are
+/// written: one placeholder per value, built in one pass. Only fixed SQL fragments are
+/// concatenated; every value is bound. States are deduplicated.
+fn key_filter(q: &KeyQuery) -> (String, Vec<Bind>) {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(256);
+    let mut binds = Vec::new();
+    let mut seen = [false; 6];
+    let states = if q.states.is_empty() {
+        &[
+            KeyState::PreActivation,
+            KeyState::Active,
+            KeyState::Suspended,
+            KeyState::Deactivated,
+        ][..]
     } else {
-        q.states.iter().map(|s| s.code()).collect()
+        &q.states[..]
     };
     sql.push_str(" AND ");
     sql.push_str(EFFECTIVE_STATE);
     sql.push_str(" IN (");
-    for (i, s) in states.iter().enumerate() {
-        if i > 0 {
+    for s in states {
+        let code = s.code();
+        match usize::try_from(code).ok().and_then(|i| seen.get_mut(i)) {
+            Some(seen) if !*seen => *seen = true,
+            _ => continue,
+        }
+        if !binds.is_empty() {
             sql.push(',');
         }
-        ints.push(*s);
-        sql.push_str(&format!("$S{}", ints.len()));
+        binds.push(Bind::Int(code));
+        let _ = write!(sql, "${}", binds.len() + 2);
     }
     sql.push(')');
     if let Some(e) = q.extractable {
-        ints.push(i64::from(e));
-        sql.push_str(&format!(" AND extractable = $S{}", ints.len()));
+        binds.push(Bind::Int(i64::from(e)));
+        let _ = write!(sql, " AND extractable = ${}", binds.len() + 2);
     }
-    let ring = q.key_ring_id.clone();
-    if ring.is_some() {
-        sql.push_str(" AND key_ring_id = $R");
+    if let Some(r) = &q.key_ring_id {
+        binds.push(Bind::Text(r.clone()));
+        let _ = write!(sql, " AND key_ring_id = ${}", binds.len() + 2);
     }
-    (sql, ints, ring)
+    (sql, binds)
 }
 
+/// The ORDER BY list: each field once (the first mention wins, as SQL would), then `id`.
 fn sort_sql(q: &KeyQuery) -> String {
-    let mut parts: Vec<String> = q
-        .sort
-        .iter()
-        .map(|(f, desc)| {
-            let col = match f {
-                SortField::Id => "id",
-                SortField::State => EFFECTIVE_STATE,
-                SortField::Extractable => "extractable",
-                SortField::Imported => "imported",
-                SortField::CreationDate => "created_at",
-                SortField::LastUpdateDate => "updated_at",
-                SortField::LastRotateDate => "last_rotate_date",
-                SortField::DeletionDate => "deletion_date",
-                SortField::ExpirationDate => "expiration_date",
-            };
-            format!("{col} {}", if *desc { "DESC" } else { "ASC" })
-        })
-        .collect();
-    parts.push("id ASC".to_string());
-    parts.join(", ")
-}
-
-/// Renumbers the `$S<n>` / `$R` markers of [`key_filter`] after `first` fixed parameters.
-fn number_params(sql: &str, first: usize, n_ints: usize) -> String {
-    let mut out = sql.to_string();
-    // Replace from the highest index down so `$S1` does not clobber `$S10`.
-    for i in (1..=n_ints).rev() {
-        out = out.replace(&format!("$S{i}"), &format!("${}", first + i));
+    let mut sql = String::with_capacity(64);
+    let mut seen: Vec<SortField> = Vec::with_capacity(9);
+    for (f, desc) in &q.sort {
+        if seen.contains(f) {
+            continue;
+        }
+        seen.push(*f);
+        let col = match f {
+            SortField::Id => "id",
+            SortField::State => EFFECTIVE_STATE,
+            SortField::Extractable => "extractable",
+            SortField::Imported => "imported",
+            SortField::CreationDate => "created_at",
+            SortField::LastUpdateDate => "updated_at",
+            SortField::LastRotateDate => "last_rotate_date",
+            SortField::DeletionDate => "deletion_date",
+            SortField::ExpirationDate => "expiration_date",
+        };
+        sql.push_str(col);
+        sql.push_str(if *desc { " DESC, " } else { " ASC, " });
     }
-    out.replace("$R", &format!("${}", first + n_ints + 1))
-}
-
-/// Replaces `$NOW` with the parameter number that follows the filter's parameters.
-fn number_now(sql: &str, n: usize) -> String {
-    sql.replace("$NOW", &format!("${n}"))
+    if seen.contains(&SortField::Id) {
+        sql.truncate(sql.len() - 2);
+    } else {
+        sql.push_str("id ASC");
+    }
+    sql
 }
 
 #[async_trait]
@@ -1285,29 +1297,24 @@ impl Store for SqlStore {
     }
 
     async fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>> {
-        let (filter, ints, ring) = key_filter(q);
-        let n = ints.len() + usize::from(ring.is_some());
-        let sql = number_now(
-            &format!(
-                "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1{} ORDER BY {} LIMIT ${} OFFSET ${}",
-                number_params(&filter, 1, ints.len()),
-                sort_sql(q),
-                n + 2,
-                n + 3
-            ),
-            n + 4,
+        let (filter, binds) = key_filter(q);
+        let n = binds.len() + 2;
+        let sql = format!(
+            "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1{filter} ORDER BY {} LIMIT ${} OFFSET ${}",
+            sort_sql(q),
+            n + 1,
+            n + 2
         );
-        let mut query = sqlx::query(&sql).bind(instance.to_string());
-        for i in ints {
-            query = query.bind(i);
-        }
-        if let Some(r) = ring {
-            query = query.bind(r);
+        let mut query = sqlx::query(&sql).bind(instance.to_string()).bind(q.now);
+        for b in binds {
+            query = match b {
+                Bind::Int(i) => query.bind(i),
+                Bind::Text(t) => query.bind(t),
+            };
         }
         let rows = query
             .bind(q.limit)
             .bind(q.offset)
-            .bind(q.now)
             .fetch_all(&self.read)
             .await
             .map_err(classify)?;
@@ -1315,27 +1322,18 @@ impl Store for SqlStore {
     }
 
     async fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64> {
-        let (filter, ints, ring) = key_filter(q);
-        let n = ints.len() + usize::from(ring.is_some());
-        let sql = number_now(
-            &format!(
-                "SELECT COUNT(*) FROM keys WHERE instance_id = $1{}",
-                number_params(&filter, 1, ints.len())
-            ),
-            n + 2,
-        );
-        let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(instance.to_string());
-        for i in ints {
-            query = query.bind(i);
+        let (filter, binds) = key_filter(q);
+        let sql = format!("SELECT COUNT(*) FROM keys WHERE instance_id = $1{filter}");
+        let mut query = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(instance.to_string())
+            .bind(q.now);
+        for b in binds {
+            query = match b {
+                Bind::Int(i) => query.bind(i),
+                Bind::Text(t) => query.bind(t),
+            };
         }
-        if let Some(r) = ring {
-            query = query.bind(r);
-        }
-        query
-            .bind(q.now)
-            .fetch_one(&self.read)
-            .await
-            .map_err(classify)
+        query.fetch_one(&self.read).await.map_err(classify)
     }
 
     async fn update_key(&self, key: &KeyRow) -> StoreResult<()> {
@@ -1410,6 +1408,14 @@ impl Store for SqlStore {
 
     async fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>> {
         self.aliases_of_impl(instance, key).await
+    }
+
+    async fn aliases_of_keys(
+        &self,
+        instance: InstanceId,
+        keys: &[KeyId],
+    ) -> StoreResult<Vec<AliasRow>> {
+        self.aliases_of_keys_impl(instance, keys).await
     }
 
     async fn resolve_alias(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>> {
@@ -1512,10 +1518,14 @@ impl Store for SqlStore {
             ))
             .bind(instance.to_string())
             .bind(now)
-            .fetch_optional(&self.write)
+            // `fetch_all`, not `fetch_optional`: the whole response must be read. An error the
+            // database reports after the returned row (a serialization failure at the
+            // statement's implicit commit) means the decrement did not happen; stopping after
+            // the first row would hand out a retrieval that was never counted.
+            .fetch_all(&self.write)
             .await
             .map_err(classify)?;
-            row.as_ref().map(|r| self.token_checked(r)).transpose()
+            row.first().map(|r| self.token_checked(r)).transpose()
         })
         .await
     }
@@ -1942,18 +1952,34 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn params_renumber_without_clobbering() {
+    fn placeholders_are_numbered_in_one_pass_and_deduplicated() {
         let q = KeyQuery {
-            states: vec![KeyState::Active; 11],
+            states: [KeyState::Active, KeyState::Destroyed]
+                .into_iter()
+                .cycle()
+                .take(10_000)
+                .collect(),
             extractable: Some(true),
             key_ring_id: Some("r".into()),
+            sort: vec![(SortField::State, true), (SortField::Id, false)]
+                .into_iter()
+                .cycle()
+                .take(10_000)
+                .collect(),
             ..KeyQuery::default()
         };
-        let (sql, ints, _) = key_filter(&q);
-        let out = number_params(&sql, 1, ints.len());
-        assert!(out.contains("$2,") && out.contains("$12)") && out.contains("extractable = $13"));
-        assert!(out.contains("key_ring_id = $14"));
-        assert!(!out.contains("$S") && !out.contains("$R"));
+        let (sql, binds) = key_filter(&q);
+        assert!(sql.contains("IN ($3,$4)"), "{sql}");
+        assert!(
+            sql.contains("extractable = $5") && sql.contains("key_ring_id = $6"),
+            "{sql}"
+        );
+        assert_eq!(binds.len(), 4);
+        assert!(sql.contains("<= $2"));
+        let sort = sort_sql(&q);
+        assert_eq!(sort.matches("DESC").count(), 1, "{sort}");
+        assert_eq!(sort.matches("id ASC").count(), 1, "{sort}");
+        assert!(!sort.ends_with(", "), "{sort}");
     }
 
     #[tokio::test]

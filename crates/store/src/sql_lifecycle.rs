@@ -8,6 +8,9 @@ use crate::rowtag;
 use crate::sql::{classify, get, tag_col, uuid_col, SqlStore, KEY_COLS};
 use crate::{AliasRow, KeyRingRow, KeyRow, PolicyRow, RegistrationRow, StoreError, StoreResult};
 
+/// Most ids bound in one `IN (...)` list (SQLite allows 32,766 parameters, PostgreSQL 65,535).
+const MAX_IDS_PER_STATEMENT: usize = 8_192;
+
 fn alias_from_row(r: &AnyRow) -> StoreResult<AliasRow> {
     Ok(AliasRow {
         instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
@@ -151,6 +154,43 @@ impl SqlStore {
         .await
         .map_err(classify)?;
         rows.iter().map(|r| self.alias_checked(r)).collect()
+    }
+
+    /// The aliases of `keys` (all of one instance) in one statement with one placeholder per
+    /// key, `MAX_IDS_PER_STATEMENT` keys per statement (a key search passes at most 5,001).
+    pub(crate) async fn aliases_of_keys_impl(
+        &self,
+        instance: InstanceId,
+        keys: &[KeyId],
+    ) -> StoreResult<Vec<AliasRow>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(MAX_IDS_PER_STATEMENT) {
+            let mut sql = String::with_capacity(160 + chunk.len() * 8);
+            sql.push_str(
+                "SELECT instance_id, alias, key_id, created_at, created_by, auth_tag FROM key_aliases WHERE instance_id = $1 AND key_id IN (",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('$');
+                sql.push_str(&(i + 2).to_string());
+            }
+            sql.push_str(") ORDER BY key_id, created_at, alias");
+            // The statement's text varies with the number of keys: not worth a cached
+            // prepared statement per length.
+            let mut q = sqlx::query(&sql)
+                .persistent(false)
+                .bind(instance.to_string());
+            for k in chunk {
+                q = q.bind(k.to_string());
+            }
+            let rows = q.fetch_all(&self.read).await.map_err(classify)?;
+            for r in &rows {
+                out.push(self.alias_checked(r)?);
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) async fn resolve_alias_impl(

@@ -388,6 +388,18 @@ async fn lifecycle_tables(store: &dyn Store) {
     store.delete_alias(a.id, "al-1", k.id).await.unwrap();
     assert_eq!(store.resolve_alias(a.id, "al-1").await.unwrap(), None);
     store.create_alias(&alias(a.id, "al-3")).await.unwrap();
+    // Aliases of many keys in one call, scoped to the instance.
+    let bulk = store
+        .aliases_of_keys(a.id, &[k.id, KeyId::new()])
+        .await
+        .unwrap();
+    assert_eq!(
+        bulk.iter().map(|x| x.alias.as_str()).collect::<Vec<_>>(),
+        ["al-3"]
+    );
+    assert!(store.aliases_of_keys(a.id, &[]).await.unwrap().is_empty());
+    let many: Vec<KeyId> = (0..9_000).map(|_| KeyId::new()).chain([k.id]).collect();
+    assert_eq!(store.aliases_of_keys(a.id, &many).await.unwrap().len(), 1);
 
     // key rings: delete refused while a live key is in it
     let ring = KeyRingRow {

@@ -189,6 +189,7 @@ timed! {
     fn create_alias(&self, row: &AliasRow) -> StoreResult<()>;
     fn delete_alias(&self, instance: InstanceId, alias: &str, key: KeyId) -> StoreResult<()>;
     fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>>;
+    fn aliases_of_keys(&self, instance: InstanceId, keys: &[KeyId]) -> StoreResult<Vec<AliasRow>>;
     fn resolve_alias(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>>;
     fn create_key_ring(&self, row: &KeyRingRow) -> StoreResult<()>;
     fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>>;

@@ -6,14 +6,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_domain::KeyState;
 use keyward_service::keys::CreateKeyRequest;
-use keyward_service::listing::{parse_filter, ListRequest, Search};
+use keyward_service::listing::{
+    add_filter_term, parse_filter, ListRequest, Search, MAX_SORT_FIELDS, MAX_STATES,
+};
 use keyward_service::{ErrorCode, ServiceError};
-use keyward_store::KeyQuery;
 use keyward_store::SortField;
 use serde_json::Value;
 
 use crate::error::{op, ApiError};
 use crate::extract::{self, opt_bool, opt_str, opt_str_list, Auth};
+use crate::query;
 use crate::wire::{collection, key_json, KEY_TYPE};
 use crate::{json_response, AppState};
 
@@ -38,24 +40,80 @@ fn sort_field(name: &str) -> Option<SortField> {
     })
 }
 
-/// Parses the query of `GET/HEAD /keys` (and the `x-kms-key-ring` header).
+fn bad_query(name: &str, msg: String, what: &'static str) -> ApiError {
+    ApiError::new(ServiceError::query(name, msg), what)
+}
+
+/// Parses the query of `GET/HEAD /keys` (and the `x-kms-key-ring` header) in one pass over at
+/// most [`query::MAX_PAIRS`] pairs. `state`, `sort` and `filter` may be repeated: their values
+/// are merged, deduplicated and capped (`listing::MAX_*`); for `limit`, `offset`,
+/// `extractable` and `search` the last one counts. An empty value is ignored (IBM's Python SDK
+/// sends `state=`).
 fn list_request(
     raw: Option<&str>,
     headers: &HeaderMap,
     what: &'static str,
 ) -> Result<ListRequest, ApiError> {
-    let mut req = ListRequest {
-        query: key_query(raw, what)?,
-        ..ListRequest::default()
-    };
-    let pairs = extract::query_pairs(raw);
+    let mut req = ListRequest::default();
+    let q = &mut req.query;
     let mut plain_state_or_extractable = false;
-    for (k, v) in &pairs {
-        if v.is_empty() {
+    for (k, v) in query::pairs(raw, what)? {
+        if v.is_empty()
+            && matches!(
+                k.as_str(),
+                "state" | "extractable" | "sort" | "search" | "filter"
+            )
+        {
             continue;
         }
         match k.as_str() {
-            "state" | "extractable" => plain_state_or_extractable = true,
+            "limit" => {
+                q.limit = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=5000).contains(n))
+                    .ok_or_else(|| {
+                        bad_query("limit", "The query parameter `limit` must be: an integer between 1 and 5000 (inclusive)".into(), what)
+                    })?;
+            }
+            "offset" => {
+                q.offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    bad_query(
+                        "offset",
+                        "The query parameter `offset` must be: a non-negative integer".into(),
+                        what,
+                    )
+                })?;
+            }
+            "state" => {
+                plain_state_or_extractable = true;
+                for s in v.split(',') {
+                    let st = s
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(KeyState::from_code)
+                        .ok_or_else(|| {
+                            bad_query("state", format!("The query parameter `state` must be: a comma-separated list of at most {MAX_STATES} of 0, 1, 2, 3, 5"), what)
+                        })?;
+                    if !q.states.contains(&st) {
+                        q.states.push(st);
+                    }
+                }
+            }
+            "extractable" => {
+                plain_state_or_extractable = true;
+                q.extractable = Some(match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(bad_query(
+                            "extractable",
+                            "The query parameter `extractable` must be: true or false".into(),
+                            what,
+                        ))
+                    }
+                });
+            }
             "sort" => {
                 for f in v.split(',').filter(|f| !f.is_empty()) {
                     let (desc, name) = match f.strip_prefix('-') {
@@ -63,16 +121,20 @@ fn list_request(
                         None => (false, f),
                     };
                     let field = sort_field(name).ok_or_else(|| {
-                        ApiError::new(
-                            ServiceError::query("sort", "The query parameter `sort` must be: a comma-separated list of id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate (each optionally prefixed by -)"),
-                            what,
-                        )
+                        bad_query("sort", format!("The query parameter `sort` must be: a comma-separated list of at most {MAX_SORT_FIELDS} of id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate (each optionally prefixed by -)"), what)
                     })?;
-                    req.query.sort.push((field, desc));
+                    // A field already sorted on adds nothing (the first mention decides).
+                    if !q.sort.iter().any(|(g, _)| *g == field) {
+                        q.sort.push((field, desc));
+                    }
                 }
             }
-            "search" => req.search = Some(Search::parse(v)),
-            "filter" => req.filter = parse_filter(v).map_err(op(what))?,
+            "search" => req.search = Some(Search::parse(&v).map_err(op(what))?),
+            "filter" => {
+                for t in parse_filter(&v).map_err(op(what))? {
+                    add_filter_term(&mut req.filter, t).map_err(op(what))?;
+                }
+            }
             _ => {}
         }
     }
@@ -95,81 +157,6 @@ fn list_request(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     Ok(req)
-}
-
-/// Parses `limit`, `offset`, `state`, `extractable` of `GET/HEAD /keys`.
-fn key_query(raw: Option<&str>, what: &'static str) -> Result<KeyQuery, ApiError> {
-    let mut q = KeyQuery::default();
-    for (k, v) in extract::query_pairs(raw) {
-        // IBM's Python SDK sends `state=` (empty) when no state is asked for.
-        if v.is_empty()
-            && matches!(
-                k.as_str(),
-                "state" | "extractable" | "sort" | "search" | "filter"
-            )
-        {
-            continue;
-        }
-        match k.as_str() {
-            "limit" => {
-                q.limit = v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (1..=5000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            ServiceError::query("limit", "The query parameter `limit` must be: an integer between 1 and 5000 (inclusive)"),
-                            what,
-                        )
-                    })?;
-            }
-            "offset" => {
-                q.offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    ApiError::new(
-                        ServiceError::query(
-                            "offset",
-                            "The query parameter `offset` must be: a non-negative integer",
-                        ),
-                        what,
-                    )
-                })?;
-            }
-            "state" => {
-                let mut states = Vec::new();
-                for s in v.split(',') {
-                    let st = s
-                        .parse::<i64>()
-                        .ok()
-                        .and_then(KeyState::from_code)
-                        .ok_or_else(|| {
-                            ApiError::new(
-                                ServiceError::query("state", "The query parameter `state` must be: a comma-separated list of 0, 1, 2, 3, 5"),
-                                what,
-                            )
-                        })?;
-                    states.push(st);
-                }
-                q.states = states;
-            }
-            "extractable" => {
-                q.extractable = Some(match v.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(ApiError::new(
-                            ServiceError::query(
-                                "extractable",
-                                "The query parameter `extractable` must be: true or false",
-                            ),
-                            what,
-                        ))
-                    }
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(q)
 }
 
 pub async fn list(
@@ -401,10 +388,10 @@ pub fn wants_representation(headers: &HeaderMap) -> bool {
 }
 
 /// `force=true` (anything else, or absence, is false).
-pub fn force(raw: Option<&str>) -> bool {
-    extract::query_pairs(raw)
+pub fn force(raw: Option<&str>, what: &'static str) -> Result<bool, ApiError> {
+    Ok(query::pairs(raw, what)?
         .iter()
-        .any(|(k, v)| k == "force" && v == "true")
+        .any(|(k, v)| k == "force" && v == "true"))
 }
 
 pub async fn delete(
@@ -414,10 +401,11 @@ pub async fn delete(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let force = force(raw.as_deref(), DELETE)?;
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(DELETE))?;
     let mut info = st
         .svc
-        .delete_key(&caller, id, force(raw.as_deref()))
+        .delete_key(&caller, id, force)
         .await
         .map_err(op(DELETE))?;
     info.payload = None;

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{op, ApiError};
 use crate::extract::{self, Auth};
+use crate::query;
 use crate::routes::keys::{force, restore_inner, RESTORE};
 use crate::wire::{collection, key_json, KEY_TYPE};
 use crate::{json_response, AppState};
@@ -35,14 +36,15 @@ fn bad_query(name: &str, msg: &str, what: &'static str) -> ApiError {
     ApiError::new(ServiceError::query(name, msg.to_string()), what)
 }
 
-/// limit / offset / totalCount of the small collections.
+/// limit / offset / totalCount of the small collections (from at most
+/// [`query::MAX_PAIRS`] pairs; for a repeated name the last one counts).
 fn paging(
-    raw: Option<&str>,
+    pairs: &[(String, String)],
     default_limit: usize,
     what: &'static str,
 ) -> Result<(usize, usize, bool), ApiError> {
     let (mut limit, mut offset, mut total) = (default_limit, 0usize, false);
-    for (k, v) in extract::query_pairs(raw) {
+    for (k, v) in pairs {
         match k.as_str() {
             "limit" => {
                 limit = v
@@ -69,10 +71,9 @@ pub async fn versions(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (limit, offset, with_total) = paging(raw.as_deref(), 200, VERSIONS)?;
-    let all_states = extract::query_pairs(raw.as_deref())
-        .iter()
-        .any(|(k, v)| k == "allKeyStates" && v == "true");
+    let pairs = query::pairs(raw.as_deref(), VERSIONS)?;
+    let (limit, offset, with_total) = paging(&pairs, 200, VERSIONS)?;
+    let all_states = query::last(&pairs, "allKeyStates") == Some("true");
     let id = st
         .svc
         .resolve_key(&caller, &id)
@@ -147,8 +148,8 @@ pub async fn patch(
     ))
 }
 
-fn policy_query(raw: Option<&str>, _what: &'static str) -> Result<Option<String>, ApiError> {
-    Ok(extract::query_pairs(raw)
+fn policy_query(raw: Option<&str>, what: &'static str) -> Result<Option<String>, ApiError> {
+    Ok(query::pairs(raw, what)?
         .into_iter()
         .find(|(k, v)| k == "policy" && !v.is_empty())
         .map(|(_, v)| v))
@@ -468,7 +469,8 @@ pub async fn list_key_rings(
     Auth(caller): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (limit, offset, with_total) = paging(raw.as_deref(), 100, RING_LIST)?;
+    let (limit, offset, with_total) =
+        paging(&query::pairs(raw.as_deref(), RING_LIST)?, 100, RING_LIST)?;
     let rings = st
         .svc
         .list_key_rings(&caller)
@@ -506,8 +508,9 @@ pub async fn delete_key_ring(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let force = force(raw.as_deref(), RING_DELETE)?;
     st.svc
-        .delete_key_ring(&caller, &id, force(raw.as_deref()))
+        .delete_key_ring(&caller, &id, force)
         .await
         .map_err(op(RING_DELETE))?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -11,6 +11,7 @@
 mod common;
 
 mod bad_inputs;
+mod bounds;
 mod durability;
 mod envelope;
 mod import_tokens;
