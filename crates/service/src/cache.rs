@@ -5,6 +5,7 @@
 //!   and trusted at most `ttl` otherwise (the bound on how long another node's change, e.g. a
 //!   disable, can go unseen here).
 //! - [`RoleCache`]: a caller's roles per instance, for `ttl`.
+//! - [`ApiKeyCache`]: whether the API key a token was minted from still exists, for `ttl`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -125,5 +126,51 @@ impl RoleCache {
         map.entry(instance)
             .or_default()
             .insert(iam_id.to_string(), (roles, Instant::now()));
+    }
+}
+
+/// Whether an API key still exists, by key id, for `ttl`: how long a token minted from a
+/// deleted API key can still be accepted by a node. Both answers are cached, so a revoked token
+/// replayed in a loop costs one query per `ttl`, not one per request. Entries are made only for
+/// ids taken from verified tokens (which this service signed), so the map holds at most one
+/// entry per API key; past [`MAX_ENTRIES`] expired entries go first, then arbitrary ones.
+pub struct ApiKeyCache {
+    ttl: Duration,
+    map: RwLock<HashMap<String, (bool, Instant)>>,
+}
+
+impl ApiKeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<bool> {
+        let map = self.map.read();
+        let (exists, at) = map.get(id)?;
+        (at.elapsed() < self.ttl).then_some(*exists)
+    }
+
+    /// Caches what a lookup that *started* at `asked` found: the entry ages from the start of
+    /// the lookup, so an answer read just before a deletion committed is never trusted past
+    /// `ttl` after that commit.
+    pub fn put(&self, id: &str, exists: bool, asked: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.map.write();
+        if map.len() >= MAX_ENTRIES && !map.contains_key(id) {
+            let ttl = self.ttl;
+            map.retain(|_, (_, at)| at.elapsed() < ttl);
+            while map.len() >= MAX_ENTRIES {
+                let Some(k) = map.keys().next().cloned() else {
+                    break;
+                };
+                map.remove(&k);
+            }
+        }
+        map.insert(id.to_string(), (exists, asked));
     }
 }

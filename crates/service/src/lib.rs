@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_auth::{hash_api_key, IssuedToken, TokenAuthority};
+use keyward_auth::{hash_api_key, Claims, IssuedToken, TokenAuthority};
 use keyward_crypto::master::{MasterKeyProvider, SealContext};
 use keyward_crypto::{random_secret, SecretBytes};
 use keyward_domain::{Action, Clock, InstanceId, Role};
@@ -48,6 +48,9 @@ pub struct ServiceConfig {
     pub key_cache_ttl: Duration,
     /// How long a caller's roles are cached.
     pub role_cache_ttl: Duration,
+    /// How long "this API key still exists" is cached: the bound on how long a token minted
+    /// from a deleted API key keeps working on a node.
+    pub api_key_cache_ttl: Duration,
     /// Region and account shown in CRNs.
     pub region: String,
     pub account: String,
@@ -61,6 +64,7 @@ impl Default for ServiceConfig {
             token_pool_size: 4,
             key_cache_ttl: Duration::from_secs(1),
             role_cache_ttl: Duration::from_secs(1),
+            api_key_cache_ttl: Duration::from_secs(1),
             region: "local".into(),
             account: "keyward".into(),
             audit: None,
@@ -104,6 +108,7 @@ pub struct KeyService {
     pub(crate) pool: Arc<tokens::KeypairPool>,
     pub(crate) keys: cache::KeyCache,
     pub(crate) roles: cache::RoleCache,
+    pub(crate) api_keys: cache::ApiKeyCache,
     pub(crate) token_keys: tokens::TokenKeyCache,
     pub(crate) policies: policies::PolicyCache,
     pub(crate) audit: Option<Arc<dyn audit::AuditSink>>,
@@ -137,6 +142,7 @@ impl KeyService {
         Ok(Self {
             keys: cache::KeyCache::new(cfg.key_cache_ttl),
             roles: cache::RoleCache::new(cfg.role_cache_ttl),
+            api_keys: cache::ApiKeyCache::new(cfg.api_key_cache_ttl),
             token_keys: tokens::TokenKeyCache::default(),
             policies: policies::PolicyCache::new(cfg.role_cache_ttl),
             audit: cfg.audit.clone(),
@@ -193,8 +199,31 @@ impl KeyService {
             ServiceError::new(ErrorCode::BadBody, "Provided API key could not be found")
         })?;
         self.tokens
-            .issue(&row.iam_id, self.clock.now_unix())
+            .issue(&row.iam_id, &row.id, self.clock.now_unix())
             .map_err(ServiceError::internal)
+    }
+
+    /// Verifies a bearer token and that the API key it was minted from still exists (cached
+    /// for `api_key_cache_ttl`); every failure is the one 401.
+    async fn verified_claims(&self, bearer: &str) -> ServiceResult<Arc<Claims>> {
+        let claims = self
+            .tokens
+            .verify(bearer, self.clock.now_unix())
+            .map_err(|_| ServiceError::unauthorized())?;
+        let exists = match self.api_keys.get(&claims.api_key_id) {
+            Some(e) => e,
+            None => {
+                let asked = std::time::Instant::now();
+                let e = self.store.api_key_exists(&claims.api_key_id).await?;
+                self.api_keys.put(&claims.api_key_id, e, asked);
+                e
+            }
+        };
+        if exists {
+            Ok(claims)
+        } else {
+            Err(ServiceError::unauthorized())
+        }
     }
 
     /// Verifies a bearer token and loads the caller's roles in `instance`.
@@ -204,10 +233,7 @@ impl KeyService {
         instance: InstanceId,
         meta: audit::RequestMeta,
     ) -> ServiceResult<Caller> {
-        let claims = self
-            .tokens
-            .verify(bearer, self.clock.now_unix())
-            .map_err(|_| ServiceError::unauthorized())?;
+        let claims = self.verified_claims(bearer).await?;
         let roles = match self.roles.get(instance, &claims.iam_id) {
             Some(r) => r,
             None => {
@@ -231,11 +257,8 @@ impl KeyService {
     }
 
     /// Verifies a bearer token only (no instance): for endpoints that need a valid caller.
-    pub fn verify_token(&self, bearer: &str) -> ServiceResult<String> {
-        self.tokens
-            .verify(bearer, self.clock.now_unix())
-            .map(|c| c.iam_id.clone())
-            .map_err(|_| ServiceError::unauthorized())
+    pub async fn verify_token(&self, bearer: &str) -> ServiceResult<String> {
+        Ok(self.verified_claims(bearer).await?.iam_id.clone())
     }
 
     pub(crate) fn now(&self) -> i64 {

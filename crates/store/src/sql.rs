@@ -28,6 +28,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_sealed_index.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_import_failures.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -36,6 +40,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../migrations/postgres/0004_sealed_index.sql"),
+    ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_import_failures.sql"),
     ),
 ];
 
@@ -982,6 +990,15 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn api_key_exists(&self, id: &str) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.read)
+            .await
+            .map_err(classify)?;
+        Ok(n > 0)
+    }
+
     async fn principal_exists(&self, iam_id: &str) -> StoreResult<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals WHERE iam_id = $1")
             .bind(iam_id)
@@ -1347,6 +1364,42 @@ impl Store for SqlStore {
             .await
             .map_err(classify)?;
             row.as_ref().map(token_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn import_failures(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT CASE WHEN import_failures_token = $2 THEN import_failures ELSE 0 END
+             FROM import_tokens WHERE instance_id = $1",
+        )
+        .bind(instance.to_string())
+        .bind(token.to_string())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn record_import_failure(
+        &self,
+        instance: InstanceId,
+        token: TokenId,
+    ) -> StoreResult<i64> {
+        retry_write("record_import_failure", || async move {
+            let n: Option<i64> = sqlx::query_scalar(
+                "UPDATE import_tokens SET
+                   import_failures = CASE WHEN import_failures_token = $2 THEN import_failures + 1 ELSE 1 END,
+                   import_failures_token = $2
+                 WHERE instance_id = $1 AND token_id = $2
+                 RETURNING import_failures",
+            )
+            .bind(instance.to_string())
+            .bind(token.to_string())
+            .fetch_optional(&self.write)
+            .await
+            .map_err(classify)?;
+            Ok(n.unwrap_or(0))
         })
         .await
     }

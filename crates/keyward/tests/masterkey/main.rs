@@ -324,10 +324,11 @@ async fn file_master_key_rotation_is_online_and_resumable() {
     std::fs::rename(&retired, &key1).unwrap();
     let mut node = Node::spawn_with("c", &o, &[]);
     let h = node.wait_health(503).await;
-    let reason = h["reason"].as_str().unwrap_or_default();
+    assert_eq!(h["status"], "sealed", "{h}");
+    let reason = node.log();
     assert!(
         reason.contains("does not match") && reason.contains(&gen2),
-        "{h}"
+        "{reason}"
     );
     node.terminate();
     let still = status(&data);

@@ -57,6 +57,14 @@ impl TestServer {
     /// Starts a server with `pool` pre-generated import-token keypairs (0: generate inline).
     /// Blocks the calling thread briefly until the server is bound.
     pub fn start(pool: usize) -> TestServer {
+        Self::start_with(pool, |_| {})
+    }
+
+    /// As [`TestServer::start`], with `edit` applied to the server's flags first.
+    pub fn start_with(
+        pool: usize,
+        edit: impl FnOnce(&mut ServeArgs) + Send + 'static,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -73,16 +81,16 @@ impl TestServer {
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let settings = ServeArgs {
+                    let mut args = ServeArgs {
                         data_dir: Some(data_dir),
                         listen: Some("127.0.0.1:0".parse().unwrap()),
                         token_pool_size: Some(pool),
                         // The scheduler is driven by the manual clock only when a test asks.
                         scheduler_interval: Some(0),
                         ..ServeArgs::default()
-                    }
-                    .resolve()
-                    .unwrap();
+                    };
+                    edit(&mut args);
+                    let settings = args.resolve().unwrap();
                     let server = keyward::server::start_with_clock(&settings, c2)
                         .await
                         .unwrap();
