@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Rate limit of key creations and imports (POST /keys) per (instance, principal) [default: 50/500]
     #[arg(long, env = "KEYWARD_RATE_LIMIT_KEY_CREATE")]
     pub rate_limit_key_create: Option<String>,
+    /// Failed secure imports after which an import token is locked until a new one is created;
+    /// 0 = no limit [default: 10]
+    #[arg(long, env = "KEYWARD_IMPORT_FAILURE_LIMIT")]
+    pub import_failure_limit: Option<i64>,
     /// Believe X-Forwarded-For only from peers in this CIDR (repeatable; env: comma-separated)
     /// [default: none, the header is ignored]
     #[arg(long, env = "KEYWARD_TRUSTED_PROXY", value_delimiter = ',')]
@@ -135,6 +139,7 @@ struct FileConfig {
     auth_failure_limit: Option<String>,
     rate_limit_import_token_create: Option<String>,
     rate_limit_key_create: Option<String>,
+    import_failure_limit: Option<i64>,
     trusted_proxy: Option<Vec<String>>,
 }
 
@@ -162,6 +167,8 @@ pub struct Settings {
     pub limits: keyward_api::ratelimit::Limits,
     /// Peers whose X-Forwarded-For names the client.
     pub trusted_proxies: keyward_api::proxy::TrustedProxies,
+    /// Failed secure imports after which an import token is locked (0: no limit).
+    pub import_failure_limit: i64,
     /// The file sink: (file, rotate at bytes, files kept)
     pub audit_log: Option<(PathBuf, u64, usize)>,
     /// The database sink: records go into the `audit_log` table of `database_url`.
@@ -328,6 +335,13 @@ impl ServeArgs {
             })
             .collect::<anyhow::Result<_>>()?,
         );
+        let import_failure_limit = self
+            .import_failure_limit
+            .or(file.import_failure_limit)
+            .unwrap_or(keyward_service::tokens::MAX_FAILED_IMPORTS);
+        if import_failure_limit < 0 {
+            bail!("--import-failure-limit must be 0 (no limit) or more");
+        }
         let provider = self
             .master_key_provider
             .clone()
@@ -412,6 +426,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
             trusted_proxies,
+            import_failure_limit,
             audit_log: audit_file.map(|p| {
                 (
                     p,

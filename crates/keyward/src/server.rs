@@ -212,6 +212,7 @@ async fn open_service(
         clock,
         ServiceConfig {
             token_pool_size: settings.token_pool_size,
+            max_failed_imports: settings.import_failure_limit,
             audit,
             ..ServiceConfig::default()
         },

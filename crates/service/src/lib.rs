@@ -51,6 +51,8 @@ pub struct ServiceConfig {
     /// How long "this API key still exists" is cached: the bound on how long a token minted
     /// from a deleted API key keeps working on a node.
     pub api_key_cache_ttl: Duration,
+    /// Failed secure imports after which an import token is locked (0: no limit).
+    pub max_failed_imports: i64,
     /// Region and account shown in CRNs.
     pub region: String,
     pub account: String,
@@ -65,6 +67,7 @@ impl Default for ServiceConfig {
             key_cache_ttl: Duration::from_secs(1),
             role_cache_ttl: Duration::from_secs(1),
             api_key_cache_ttl: Duration::from_secs(1),
+            max_failed_imports: tokens::MAX_FAILED_IMPORTS,
             region: "local".into(),
             account: "keyward".into(),
             audit: None,

@@ -10,8 +10,8 @@
 //!   AES-GCM nonce → constant-time nonce compare), and the key insert is guarded by the token id
 //!   so an import verified against a token that was replaced meanwhile is not stored.
 //! - Failed secure imports are counted per token in the database (one conditional `UPDATE` on
-//!   the token's row, so the count is exact across nodes). After [`MAX_FAILED_IMPORTS`] the
-//!   token is locked: further secure imports with it answer 409 `IMPORT_TOKEN_EXPIRED_ERR`,
+//!   the token's row, so the count is exact across nodes). After `max_failed_imports`
+//!   ([`MAX_FAILED_IMPORTS`] by default) the token is locked: further secure imports with it answer 409 `IMPORT_TOKEN_EXPIRED_ERR`,
 //!   before any RSA work, until a new token is created. Every failure kind (RSA-OAEP, nonce/IV,
 //!   nonce mismatch) is counted by the same call at the same point, after the cryptography, so
 //!   the counter adds no difference between them.
@@ -39,7 +39,8 @@ pub const MIN_RETRIEVALS: i64 = 1;
 pub const MAX_RETRIEVALS: i64 = 500;
 pub const DEFAULT_RETRIEVALS: i64 = 1;
 
-/// Failed secure imports after which an import token is locked (`docs/import-tokens.md`).
+/// Failed secure imports after which an import token is locked, by default
+/// (`--import-failure-limit`; `docs/import-tokens.md`).
 pub const MAX_FAILED_IMPORTS: i64 = 10;
 
 /// The one message for every RSA-OAEP failure (decisions.md: same bytes in every case).
@@ -277,8 +278,9 @@ impl KeyService {
         if token.expires_at <= now {
             return Err(token_expired("used"));
         }
-        if self.store.import_failures(instance, token.token_id).await? >= MAX_FAILED_IMPORTS {
-            return Err(token_locked());
+        let cap = self.cfg.max_failed_imports;
+        if cap > 0 && self.store.import_failures(instance, token.token_id).await? >= cap {
+            return Err(token_locked(cap));
         }
         let keypair = self.token_keypair(&token)?;
         let nonce = token.nonce.clone();
@@ -377,10 +379,10 @@ fn token_not_found() -> ServiceError {
     )
 }
 
-fn token_locked() -> ServiceError {
+fn token_locked(cap: i64) -> ServiceError {
     ServiceError::new(
         ErrorCode::ImportTokenExpired,
-        format!("The import token is locked after {MAX_FAILED_IMPORTS} failed imports and cannot be used: create a new import token"),
+        format!("The import token is locked after {cap} failed imports and cannot be used: create a new import token"),
     )
 }
 
