@@ -1387,7 +1387,9 @@ impl Store for SqlStore {
         token: TokenId,
     ) -> StoreResult<i64> {
         retry_write("record_import_failure", || async move {
-            let n: Option<i64> = sqlx::query_scalar(
+            // `fetch_all`: the statement's own completion (where a serializable database
+            // reports a conflict) is read before the count is trusted.
+            let n: Vec<i64> = sqlx::query_scalar(
                 "UPDATE import_tokens SET
                    import_failures = CASE WHEN import_failures_token = $2 THEN import_failures + 1 ELSE 1 END,
                    import_failures_token = $2
@@ -1396,10 +1398,10 @@ impl Store for SqlStore {
             )
             .bind(instance.to_string())
             .bind(token.to_string())
-            .fetch_optional(&self.write)
+            .fetch_all(&self.write)
             .await
             .map_err(classify)?;
-            Ok(n.unwrap_or(0))
+            Ok(n.first().copied().unwrap_or(0))
         })
         .await
     }

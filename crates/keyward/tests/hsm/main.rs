@@ -661,6 +661,7 @@ async fn master_key_moves_from_file_into_hsm_then_rotates_there_online() {
     };
 
     // A node on the file master key that also reaches the HSM (which holds no key yet).
+    // The load loop creates keys as fast as it can: no key-creation limit here.
     let mut p = env.serve(
         &[
             "--master-key-provider",
@@ -669,6 +670,8 @@ async fn master_key_moves_from_file_into_hsm_then_rotates_there_online() {
             pin,
             "--master-key-watch",
             "1",
+            "--rate-limit-key-create",
+            "0",
         ],
         None,
     );
@@ -728,7 +731,17 @@ async fn master_key_moves_from_file_into_hsm_then_rotates_there_online() {
 
     // Without the key file, on the pkcs11 provider: everything opens.
     std::fs::rename(env.data.join("master.key"), env.root.join("old-master.key")).unwrap();
-    let mut p = env.serve(&["--pkcs11-pin-file", pin, "--master-key-watch", "1"], None);
+    let mut p = env.serve(
+        &[
+            "--pkcs11-pin-file",
+            pin,
+            "--master-key-watch",
+            "1",
+            "--rate-limit-key-create",
+            "0",
+        ],
+        None,
+    );
     p.ready(200).await;
     let c = Client::login(&p.base, &inst, &apikey).await;
     for (id, ct, dek) in &checks {
