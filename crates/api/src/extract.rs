@@ -41,10 +41,8 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
+        // The peer, or the client a trusted proxy names (`--trusted-proxy`).
+        let ip = state.client_ip(parts);
         // A valid token always passes; failures are counted per source address and, past
         // the limit, answered 429 (so a proxy's shared address is never locked out).
         let refuse = |e: ServiceError| -> ApiError {
@@ -112,6 +110,12 @@ impl FromRequestParts<AppState> for Auth {
                     crate::ratelimit::Class::of(route, action.as_deref()),
                 )
                 .map_err(too_many)?;
+            if let Some(sub) = crate::ratelimit::Class::creation(&parts.method, route) {
+                state
+                    .limiter
+                    .check(caller.instance, &caller.iam_id, sub)
+                    .map_err(too_many)?;
+            }
         }
         Ok(Auth(caller))
     }

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod proxy;
 pub mod query;
 pub mod ratelimit;
 mod routes;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub svc: Arc<KeyService>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<ratelimit::RateLimiter>,
+    /// Peers whose `X-Forwarded-For` names the client (none by default).
+    pub proxies: Arc<proxy::TrustedProxies>,
 }
 
 impl AppState {
@@ -42,7 +45,23 @@ impl AppState {
             svc,
             metrics: Arc::new(metrics::Metrics::default()),
             limiter: Arc::new(ratelimit::RateLimiter::new(limits)),
+            proxies: Arc::default(),
         }
+    }
+
+    /// Believes `X-Forwarded-For` from peers inside these networks.
+    pub fn with_trusted_proxies(mut self, proxies: proxy::TrustedProxies) -> Self {
+        self.proxies = Arc::new(proxies);
+        self
+    }
+
+    /// The client's address: the TCP peer, or what a trusted proxy says it is.
+    pub fn client_ip(&self, parts: &axum::http::request::Parts) -> Option<std::net::IpAddr> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        self.proxies.client_ip(peer, &parts.headers)
     }
 }
 
@@ -265,45 +284,15 @@ fn api_routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The router of a sealed service: health says why, everything else is 503.
-pub fn sealed_app(reason: String) -> Router {
-    let reason = Arc::new(reason);
-    let r2 = reason.clone();
+/// The router of a sealed service on the main (public) listener: every route answers 503, and
+/// `/healthz` says only `{"status":"sealed"}`. Why it is sealed (which names key files, HSM
+/// labels and master key ids) goes to the log, and to the ops listener when one is configured
+/// ([`sealed_ops_router`]), never to the public listener.
+pub fn sealed_app() -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(move || {
-                let reason = r2.clone();
-                async move {
-                    json_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &json!({"status": "sealed", "reason": reason.as_str()}),
-                    )
-                }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(|| async {
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "sealed"}),
-                )
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|| async {
-                let mut resp = Response::new(Body::from(
-                    "# HELP keyward_sealed 1 when the service is sealed (master key unavailable).\n# TYPE keyward_sealed gauge\nkeyward_sealed 1\n",
-                ));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                resp
-            }),
-        )
+        .route("/healthz", get(sealed_status))
+        .route("/readyz", get(sealed_status))
+        .route("/metrics", get(sealed_metrics))
         .fallback(|| async {
             ApiError::new(
                 ServiceError::new(
@@ -314,6 +303,43 @@ pub fn sealed_app(reason: String) -> Router {
             )
             .into_response()
         })
+}
+
+/// The separate ops listener (`--metrics-listen`) of a sealed service: operator-facing, so its
+/// `/healthz` and `/readyz` also give the reason.
+pub fn sealed_ops_router(reason: String) -> Router {
+    let reason = Arc::new(reason);
+    let status = move || {
+        let reason = reason.clone();
+        async move {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "sealed", "reason": reason.as_str()}),
+            )
+        }
+    };
+    Router::new()
+        .route("/healthz", get(status.clone()))
+        .route("/readyz", get(status))
+        .route("/metrics", get(sealed_metrics))
+}
+
+async fn sealed_status() -> Response {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"status": "sealed"}),
+    )
+}
+
+async fn sealed_metrics() -> Response {
+    let mut resp = Response::new(Body::from(
+        "# HELP keyward_sealed 1 when the service is sealed (master key unavailable).\n# TYPE keyward_sealed gauge\nkeyward_sealed 1\n",
+    ));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
 }
 
 async fn health() -> Response {

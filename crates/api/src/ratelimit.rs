@@ -6,6 +6,11 @@
 //! eviction (never cleared wholesale). Buckets are made only for callers that hold a role in
 //! the instance (the auth extractor checks first), and failure buckets only for addresses that
 //! failed; IPv6 addresses share one failure bucket per /64, the block one client usually holds.
+//!
+//! Two creation sub-limits are on by default, because each request of theirs makes Keyward do
+//! expensive or lasting work: import-token creation (`POST /import_token`: an RSA-4096 keypair)
+//! and key creation (`POST /keys` and `POST /keys_with_policy_overrides`, imports included: a
+//! sealed row that stays). Such a request counts against its class and its sub-limit.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,9 +29,25 @@ pub enum Class {
     ImportToken,
     /// everything else
     Management,
+    /// sub-limit: `POST /import_token`
+    ImportTokenCreate,
+    /// sub-limit: `POST /keys`, `POST /keys_with_policy_overrides`
+    KeyCreate,
 }
 
 impl Class {
+    /// The creation sub-limit a request also counts against, if any.
+    pub fn creation(method: &axum::http::Method, route: &str) -> Option<Self> {
+        if method != axum::http::Method::POST {
+            return None;
+        }
+        match route {
+            "/api/v2/import_token" => Some(Class::ImportTokenCreate),
+            "/api/v2/keys" | "/api/v2/keys_with_policy_overrides" => Some(Class::KeyCreate),
+            _ => None,
+        }
+    }
+
     /// Classifies a matched route.
     pub fn of(route: &str, action: Option<&str>) -> Self {
         if route.contains("import_token") {
@@ -58,10 +79,29 @@ pub struct Limits {
     pub crypto: Rate,
     pub import_token: Rate,
     pub management: Rate,
+    /// Import-token creations (on by default: [`Limits::IMPORT_TOKEN_CREATE`]).
+    pub import_token_create: Rate,
+    /// Key creations and imports (on by default: [`Limits::KEY_CREATE`]).
+    pub key_create: Rate,
     /// Failed bearer-token attempts per source address.
     pub auth_failures: Rate,
     /// Most buckets in each table (callers; failing addresses).
     pub table_entries: usize,
+}
+
+impl Limits {
+    /// Default import-token creations per (instance, principal): 2 per second, bursts of 20.
+    /// A client makes one token per batch of imports; a flood makes one RSA-4096 keypair per
+    /// request.
+    pub const IMPORT_TOKEN_CREATE: Rate = Rate {
+        per_sec: 2.0,
+        burst: 20.0,
+    };
+    /// Default key creations per (instance, principal): 50 per second, bursts of 500.
+    pub const KEY_CREATE: Rate = Rate {
+        per_sec: 50.0,
+        burst: 500.0,
+    };
 }
 
 impl Default for Limits {
@@ -70,6 +110,8 @@ impl Default for Limits {
             crypto: Rate::OFF,
             import_token: Rate::OFF,
             management: Rate::OFF,
+            import_token_create: Limits::IMPORT_TOKEN_CREATE,
+            key_create: Limits::KEY_CREATE,
             auth_failures: Rate {
                 per_sec: 1.0,
                 burst: 30.0,
@@ -145,6 +187,8 @@ impl RateLimiter {
             Class::Crypto => self.limits.crypto,
             Class::ImportToken => self.limits.import_token,
             Class::Management => self.limits.management,
+            Class::ImportTokenCreate => self.limits.import_token_create,
+            Class::KeyCreate => self.limits.key_create,
         }
     }
 
@@ -226,6 +270,37 @@ mod tests {
             l.check(a, "p", Class::Management).is_ok(),
             "management is unlimited here"
         );
+    }
+
+    #[test]
+    fn creation_sub_limits() {
+        use axum::http::Method;
+        assert_eq!(
+            Class::creation(&Method::POST, "/api/v2/import_token"),
+            Some(Class::ImportTokenCreate)
+        );
+        assert_eq!(Class::creation(&Method::GET, "/api/v2/import_token"), None);
+        assert_eq!(
+            Class::creation(&Method::POST, "/api/v2/keys"),
+            Some(Class::KeyCreate)
+        );
+        assert_eq!(
+            Class::creation(&Method::POST, "/api/v2/keys_with_policy_overrides"),
+            Some(Class::KeyCreate)
+        );
+        assert_eq!(Class::creation(&Method::GET, "/api/v2/keys"), None);
+        assert_eq!(
+            Class::creation(&Method::POST, "/api/v2/keys/{id}/actions/{action}"),
+            None
+        );
+        // on by default, with a burst
+        let l = RateLimiter::new(Limits::default());
+        let a = InstanceId::new();
+        for _ in 0..20 {
+            assert!(l.check(a, "p", Class::ImportTokenCreate).is_ok());
+        }
+        assert!(l.check(a, "p", Class::ImportTokenCreate).is_err());
+        assert!(l.check(a, "p", Class::KeyCreate).is_ok());
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! - API keys are random 256-bit secrets; only their SHA-256 is stored (a fast hash is enough
 //!   for a value with that much entropy), so a database leak reveals no usable key.
 //! - Access tokens are HS256 JWTs signed with a key that is itself sealed in the store and
-//!   shared by every node; they carry numeric `iat` and `exp` as the IBM SDKs require.
+//!   shared by every node; they carry numeric `iat` and `exp` as the IBM SDKs require, and the
+//!   id of the API key they were minted from (`api_key_id`), so that deleting the API key
+//!   revokes its tokens: the service checks on every request that the key still exists.
+//!   Tokens without that claim (minted by an older Keyward) are refused.
 //! - Verification results are cached until the token expires, so the request hot path costs a
 //!   map lookup, not a MAC; the cache is bounded.
 //! - Nothing here logs or formats a key or token: the types holding them redact `Debug`.
@@ -66,6 +69,9 @@ pub fn hash_api_key(secret: &str) -> [u8; 32] {
 pub struct Claims {
     pub iam_id: String,
     pub sub: String,
+    /// The id of the API key this token was minted from (required: a token without it is
+    /// refused).
+    pub api_key_id: String,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -128,11 +134,18 @@ impl TokenAuthority {
         self.cache.stats()
     }
 
-    pub fn issue(&self, iam_id: &str, now: i64) -> Result<IssuedToken, AuthError> {
+    /// A token for the principal `iam_id`, minted from the API key `api_key_id`.
+    pub fn issue(
+        &self,
+        iam_id: &str,
+        api_key_id: &str,
+        now: i64,
+    ) -> Result<IssuedToken, AuthError> {
         let jti = B64URL.encode(random_bytes(16).map_err(|_| AuthError::Crypto)?);
         let claims = Claims {
             iam_id: iam_id.to_string(),
             sub: iam_id.to_string(),
+            api_key_id: api_key_id.to_string(),
             iat: now,
             exp: now + ACCESS_TOKEN_TTL,
             jti,
@@ -186,7 +199,7 @@ impl TokenAuthority {
             .map_err(|_| AuthError::InvalidToken)?;
         let claims: Claims =
             serde_json::from_slice(&payload).map_err(|_| AuthError::InvalidToken)?;
-        if claims.exp <= now || claims.iss != "keyward" {
+        if claims.exp <= now || claims.iss != "keyward" || claims.api_key_id.is_empty() {
             return Err(AuthError::InvalidToken);
         }
         Ok(claims)
@@ -204,10 +217,11 @@ mod tests {
     #[test]
     fn issue_verify_expire() -> Result<(), AuthError> {
         let a = authority();
-        let t = a.issue("iam-1", 1000)?;
+        let t = a.issue("iam-1", "ak-1", 1000)?;
         assert_eq!(t.expiration, 1000 + ACCESS_TOKEN_TTL);
         let c = a.verify(&t.access_token, 1001)?;
         assert_eq!(c.iam_id, "iam-1");
+        assert_eq!(c.api_key_id, "ak-1");
         assert_eq!(c.iat, 1000);
         // cached path, and expiry through the cache
         assert!(a.verify(&t.access_token, 1002).is_ok());
@@ -227,7 +241,7 @@ mod tests {
     #[test]
     fn forged_or_mangled_tokens_are_refused() -> Result<(), AuthError> {
         let a = authority();
-        let t = a.issue("iam-1", 1000)?.access_token;
+        let t = a.issue("iam-1", "ak-1", 1000)?.access_token;
         let other = TokenAuthority::new(SecretBytes::from_vec(vec![1u8; 32]));
         assert_eq!(other.verify(&t, 1001), Err(AuthError::InvalidToken));
         let mut parts: Vec<&str> = t.split('.').collect();
@@ -237,6 +251,17 @@ mod tests {
             a.verify(&parts.join("."), 1001),
             Err(AuthError::InvalidToken)
         );
+        // Correctly signed, but without the API key id (or with an empty one): the format of
+        // tokens minted before the claim existed. Refused.
+        for payload in [
+            r#"{"iam_id":"iam-1","sub":"iam-1","iat":1000,"exp":99999999999,"jti":"x","iss":"keyward"}"#,
+            r#"{"iam_id":"iam-1","sub":"iam-1","api_key_id":"","iat":1000,"exp":99999999999,"jti":"x","iss":"keyward"}"#,
+        ] {
+            let input = format!("{}.{}", B64URL.encode(HEADER), B64URL.encode(payload));
+            let sig = hmac_sha256(&a.key, input.as_bytes());
+            let old = format!("{input}.{}", B64URL.encode(sig));
+            assert_eq!(a.verify(&old, 1001), Err(AuthError::InvalidToken));
+        }
         for junk in ["", "a.b", "a.b.c", "...", &"x".repeat(5000)] {
             assert_eq!(a.verify(junk, 1001), Err(AuthError::InvalidToken));
         }
@@ -251,7 +276,7 @@ mod tests {
         }
         assert_eq!(a.cache_stats().entries, 0, "bad tokens are not cached");
         for i in 0..1000 {
-            let t = a.issue(&format!("iam-{i}"), 1000)?;
+            let t = a.issue(&format!("iam-{i}"), "ak-1", 1000)?;
             a.verify(&t.access_token, 1001)?;
         }
         let s = a.cache_stats();

@@ -89,6 +89,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
     /// Extra argument for `keyward serve` (repeatable), e.g. --serve-arg=--rate-limit-crypto=5000.
+    /// The key- and import-token-creation limits are off unless set here.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
     /// Before each scenario, wait up to this many seconds for the machine to be idle
@@ -169,6 +170,19 @@ impl Ctx {
         };
         http::call_json(self.addr, method, path, &self.headers(ct), body).await
     }
+}
+
+/// `keyward serve` limits key and import-token creation by default; a benchmark measures the
+/// server, not those limits, so they are off unless a `--serve-arg` sets them.
+fn without_creation_limits(user: &[String]) -> Vec<String> {
+    [
+        "--rate-limit-key-create",
+        "--rate-limit-import-token-create",
+    ]
+    .into_iter()
+    .filter(|flag| !user.iter().any(|a| a.starts_with(flag)))
+    .map(|flag| format!("{flag}=0"))
+    .collect()
 }
 
 async fn bearer_token(addr: SocketAddr, apikey: &str) -> Result<String> {
@@ -295,6 +309,7 @@ async fn run(args: Args) -> Result<bool> {
         "--token-pool-size".to_string(),
         args.token_pool_size.to_string(),
     ];
+    serve_args.extend(without_creation_limits(&args.serve_args));
     serve_args.extend(args.serve_args.iter().cloned());
     let ready = Duration::from_secs(180);
 
@@ -717,6 +732,7 @@ async fn run_scenarios(
         progress("import-token-cold: restarting the server with --token-pool-size 0");
         srv.stop().await;
         let mut cold_args = vec!["--token-pool-size".to_string(), "0".to_string()];
+        cold_args.extend(without_creation_limits(&args.serve_args));
         cold_args.extend(args.serve_args.iter().cloned());
         *srv = Server::start(
             keyward,

@@ -71,6 +71,20 @@ pub struct ServeArgs {
     /// Failed bearer-token attempts allowed per source address [default: 1/30]
     #[arg(long, env = "KEYWARD_AUTH_FAILURE_LIMIT")]
     pub auth_failure_limit: Option<String>,
+    /// Rate limit of import-token creations (POST /import_token) per (instance, principal) [default: 2/20]
+    #[arg(long, env = "KEYWARD_RATE_LIMIT_IMPORT_TOKEN_CREATE")]
+    pub rate_limit_import_token_create: Option<String>,
+    /// Rate limit of key creations and imports (POST /keys) per (instance, principal) [default: 50/500]
+    #[arg(long, env = "KEYWARD_RATE_LIMIT_KEY_CREATE")]
+    pub rate_limit_key_create: Option<String>,
+    /// Failed secure imports after which an import token is locked until a new one is created;
+    /// 0 = no limit [default: 10]
+    #[arg(long, env = "KEYWARD_IMPORT_FAILURE_LIMIT")]
+    pub import_failure_limit: Option<i64>,
+    /// Believe X-Forwarded-For only from peers in this CIDR (repeatable; env: comma-separated)
+    /// [default: none, the header is ignored]
+    #[arg(long, env = "KEYWARD_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
     /// Audit log: JSON lines appended to this file (fsync'd; a request whose record cannot be
     /// written fails with 503). Off when unset.
     #[arg(long, env = "KEYWARD_AUDIT_LOG")]
@@ -135,6 +149,10 @@ struct FileConfig {
     rate_limit_management: Option<String>,
     auth_failure_limit: Option<String>,
     cache_entries: Option<usize>,
+    rate_limit_import_token_create: Option<String>,
+    rate_limit_key_create: Option<String>,
+    import_failure_limit: Option<i64>,
+    trusted_proxy: Option<Vec<String>>,
 }
 
 /// Validated settings.
@@ -163,6 +181,10 @@ pub struct Settings {
     pub limits: keyward_api::ratelimit::Limits,
     /// Most entries in each cache and limiter table.
     pub cache_entries: usize,
+    /// Peers whose X-Forwarded-For names the client.
+    pub trusted_proxies: keyward_api::proxy::TrustedProxies,
+    /// Failed secure imports after which an import token is locked (0: no limit).
+    pub import_failure_limit: i64,
     /// The file sink: (file, rotate at bytes, files kept)
     pub audit_log: Option<(PathBuf, u64, usize)>,
     /// The database sink: records go into the `audit_log` table of `database_url`.
@@ -307,7 +329,43 @@ impl ServeArgs {
                 defaults.auth_failures,
             )?,
             table_entries: cache_entries,
+            ..defaults
         };
+        // Creation sub-limits and trusted proxies.
+        let limits = keyward_api::ratelimit::Limits {
+            import_token_create: rate(
+                &self.rate_limit_import_token_create,
+                file.rate_limit_import_token_create,
+                defaults.import_token_create,
+            )?,
+            key_create: rate(
+                &self.rate_limit_key_create,
+                file.rate_limit_key_create,
+                defaults.key_create,
+            )?,
+            ..limits
+        };
+        let trusted_proxies = keyward_api::proxy::TrustedProxies::new(
+            if self.trusted_proxy.is_empty() {
+                file.trusted_proxy.unwrap_or_default()
+            } else {
+                self.trusted_proxy.clone()
+            }
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        );
+        let import_failure_limit = self
+            .import_failure_limit
+            .or(file.import_failure_limit)
+            .unwrap_or(keyward_service::tokens::MAX_FAILED_IMPORTS);
+        if import_failure_limit < 0 {
+            bail!("--import-failure-limit must be 0 (no limit) or more");
+        }
         let provider = self
             .master_key_provider
             .clone()
@@ -396,6 +454,8 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
             cache_entries,
+            trusted_proxies,
+            import_failure_limit,
             audit_log: audit_file.map(|p| {
                 (
                     p,
@@ -556,6 +616,53 @@ mod tests {
             ..args
         };
         assert!(!args.resolve().unwrap().audit_database);
+    }
+
+    #[test]
+    fn creation_limits_and_trusted_proxies() {
+        use keyward_api::ratelimit::{Limits, Rate};
+        let s = ServeArgs::default().resolve().unwrap();
+        assert_eq!(s.limits.import_token_create, Limits::IMPORT_TOKEN_CREATE);
+        assert_eq!(s.limits.key_create, Limits::KEY_CREATE);
+        assert!(s.trusted_proxies.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(
+            &cfg,
+            "rate_limit_key_create = \"0\"\ntrusted_proxy = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            rate_limit_import_token_create: Some("1/5".into()),
+            ..ServeArgs::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.limits.key_create, Rate::OFF);
+        assert_eq!(
+            s.limits.import_token_create,
+            Rate {
+                per_sec: 1.0,
+                burst: 5.0
+            }
+        );
+        assert!(s.trusted_proxies.trusts("10.9.8.7".parse().unwrap()));
+        assert!(s.trusted_proxies.trusts("::1".parse().unwrap()));
+        assert!(!s.trusted_proxies.trusts("127.0.0.1".parse().unwrap()));
+        // the flag replaces the file's list
+        let args = ServeArgs {
+            trusted_proxy: vec!["127.0.0.1/32".into()],
+            ..args
+        };
+        let s = args.resolve().unwrap();
+        assert!(s.trusted_proxies.trusts("127.0.0.1".parse().unwrap()));
+        assert!(!s.trusted_proxies.trusts("10.9.8.7".parse().unwrap()));
+        let bad = ServeArgs {
+            trusted_proxy: vec!["proxy.example".into()],
+            ..ServeArgs::default()
+        };
+        assert!(bad.resolve().is_err());
     }
 
     #[test]

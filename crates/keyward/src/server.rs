@@ -66,7 +66,8 @@ pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfi
     Ok(cfg)
 }
 
-/// Opens everything and binds the listener. Prints the first-start banner to stdout.
+/// Opens everything and binds the listener. Prints the first-start banner to stdout (the API
+/// key itself only on a terminal; otherwise to a private file, see [`INITIAL_API_KEY_FILE`]).
 pub async fn start(settings: &Settings) -> anyhow::Result<Server> {
     start_with_clock(settings, Arc::new(SystemClock)).await
 }
@@ -98,11 +99,12 @@ pub async fn start_with_clock(
     let (router, sealed, svc) = match open_service(settings, store.clone(), clock.clone()).await {
         Ok((svc, keyring)) => {
             if let Some(created) = bootstrap(&*store, clock.now_unix()).await? {
-                print_banner(&created, addr);
+                print_banner(&created, addr, &settings.data_dir)?;
             }
             let svc = Arc::new(svc);
             keyring_watch = Some(keyring);
-            let state = AppState::new(svc.clone(), settings.limits);
+            let state = AppState::new(svc.clone(), settings.limits)
+                .with_trusted_proxies(settings.trusted_proxies.clone());
             let ops = settings
                 .metrics_listen
                 .map(|_| keyward_api::ops_router(state.clone()));
@@ -110,12 +112,19 @@ pub async fn start_with_clock(
         }
         Err(reason) => {
             tracing::error!(%reason, "keyward is SEALED: key operations answer 503");
-            (sealed_app(reason.clone()), Some(reason), None)
+            (sealed_app(), Some(reason), None)
         }
     };
     let (svc, ops) = match svc {
         Some((svc, ops)) => (Some(svc), ops),
-        None => (None, settings.metrics_listen.map(|_| router.clone())),
+        // Sealed: the operator-facing ops listener says why; the main listener does not.
+        None => (
+            None,
+            sealed
+                .clone()
+                .filter(|_| settings.metrics_listen.is_some())
+                .map(keyward_api::sealed_ops_router),
+        ),
     };
     let ops = match (settings.metrics_listen, ops) {
         (Some(addr), Some(r)) => {
@@ -163,6 +172,7 @@ async fn open_service(
         ServiceConfig {
             token_pool_size: settings.token_pool_size,
             cache_entries: settings.cache_entries,
+            max_failed_imports: settings.import_failure_limit,
             audit,
             row_auth_upgrade_grace: std::time::Duration::from_secs(
                 settings.row_auth_upgrade_grace_secs,
@@ -230,20 +240,48 @@ pub async fn refresh_master_keys(svc: &KeyService, keyring: &Arc<Keyring>) -> Re
     Ok(true)
 }
 
-fn print_banner(k: &CreatedApiKey, addr: SocketAddr) {
+/// Where the first-start API key goes when stdout is not a terminal.
+pub const INITIAL_API_KEY_FILE: &str = "initial-api-key";
+
+/// The first-start banner. On an interactive terminal it shows the new Manager API key. Anywhere
+/// else (systemd, containers, CI: stdout ends up in a log) the key goes to a new file of mode
+/// 0600 in the data directory instead, the banner names that file, and the log names only the
+/// file.
+fn print_banner(k: &CreatedApiKey, addr: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let (inst, key, iam) = (k.instance, &k.apikey, &k.iam_id);
+    let (shown, key_line, apikey_arg) = if std::io::stdout().is_terminal() {
+        (
+            " The API key is shown ONCE: store it now.".to_string(),
+            format!("   api key     : {key}"),
+            key.to_string(),
+        )
+    } else {
+        let path = write_initial_key(data_dir, key)?;
+        tracing::info!(
+            file = %path.display(),
+            "first start: the Manager API key was written to this file (mode 0600)"
+        );
+        (
+            " The API key was written to a file only this user can read: store it\n \
+             elsewhere, then delete the file."
+                .to_string(),
+            format!("   api key file: {}", path.display()),
+            format!("$(cat {})", path.display()),
+        )
+    };
     let lines = [
         "=====================================================================".to_string(),
         " Keyward first start: created instance `default` and a Manager API key.".into(),
-        " The API key is shown ONCE: store it now.".into(),
+        shown,
         String::new(),
         format!("   instance id : {inst}"),
-        format!("   api key     : {key}"),
+        key_line,
         format!("   iam id      : {iam}"),
         String::new(),
         " Try it:".into(),
         format!("   TOKEN=$(curl -s -X POST http://{addr}/identity/token \\"),
-        format!("     -d grant_type=urn:ibm:params:oauth:grant-type:apikey -d apikey={key} \\"),
+        format!("     -d grant_type=urn:ibm:params:oauth:grant-type:apikey -d apikey={apikey_arg} \\"),
         "     | python3 -c 'import sys,json; print(json.load(sys.stdin)[\"access_token\"])')".into(),
         format!("   curl -s -X POST http://{addr}/api/v2/keys -H 'content-type: application/json' \\"),
         format!("     -H \"authorization: Bearer $TOKEN\" -H 'bluemix-instance: {inst}' \\"),
@@ -251,6 +289,59 @@ fn print_banner(k: &CreatedApiKey, addr: SocketAddr) {
         "=====================================================================".into(),
     ];
     println!("\n{}\n", lines.join("\n"));
+    Ok(())
+}
+
+/// Writes the first-start API key to a new file of mode 0600 in `data_dir` (created 0700 if
+/// missing): `initial-api-key`, or `initial-api-key.N` when an older one is still there. A new
+/// file only (`O_EXCL`, so never through a planted symlink); returns its path.
+fn write_initial_key(data_dir: &Path, key: &str) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let advice = "create an API key with `keyward admin apikey create`";
+    for n in 0..100 {
+        let path = if n == 0 {
+            data_dir.join(INITIAL_API_KEY_FILE)
+        } else {
+            data_dir.join(format!("{INITIAL_API_KEY_FILE}.{n}"))
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(format!("{key}\n").as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .with_context(|| {
+                        format!(
+                            "writing the first-start API key to {}; {advice}",
+                            path.display()
+                        )
+                    })?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "creating {} for the first-start API key; {advice}",
+                        path.display()
+                    )
+                })
+            }
+        }
+    }
+    anyhow::bail!(
+        "{}: 100 older first-start key files are in the way; {advice}",
+        data_dir.display()
+    )
 }
 
 impl Server {

@@ -6,6 +6,7 @@
 //!   disable, can go unseen here).
 //! - [`RoleCache`]: a caller's roles per instance, for `ttl`; an empty answer (no role) is
 //!   cached too, so a caller without a role costs one database query per `ttl`.
+//! - [`ApiKeyCache`]: whether the API key a token was minted from still exists, for `ttl`.
 //!
 //! Every cache here is a [`BoundedCache`]: at most `capacity` entries, S3-FIFO eviction when
 //! full, never cleared wholesale. [`KeyService::sweep_caches`](crate::KeyService) removes
@@ -208,5 +209,50 @@ mod tests {
         }
         let s = c.stats();
         assert!(s.entries <= s.capacity && s.capacity < 200, "{s:?}");
+    }
+}
+
+/// Whether an API key still exists, by key id, for `ttl`: how long a token minted from a
+/// deleted API key can still be accepted by a node. Both answers are cached, so a revoked token
+/// replayed in a loop costs one query per `ttl`, not one per request. Entries are made only for
+/// ids taken from verified tokens (which this service signed), so the map holds at most one
+/// entry per API key, and at most `capacity` in all.
+pub struct ApiKeyCache {
+    ttl: Duration,
+    map: BoundedCache<String, (bool, Instant)>,
+}
+
+impl ApiKeyCache {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            map: BoundedCache::new("api_key", capacity),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<bool> {
+        let ttl = self.ttl;
+        self.map
+            .get_valid(id, |(_, at)| at.elapsed() < ttl)
+            .map(|(exists, _)| exists)
+    }
+
+    /// Caches what a lookup that *started* at `asked` found: the entry ages from the start of
+    /// the lookup, so an answer read just before a deletion committed is never trusted past
+    /// `ttl` after that commit.
+    pub fn put(&self, id: &str, exists: bool, asked: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        self.map.insert(id.to_string(), (exists, asked));
+    }
+
+    pub fn sweep(&self) {
+        let ttl = self.ttl;
+        self.map.retain(|_, (_, at)| at.elapsed() < ttl);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.map.stats()
     }
 }

@@ -258,7 +258,15 @@ impl KeyService {
     }
 
     /// Turns a path `{id}` (a UUID or an alias of the caller's instance) into a key id.
+    ///
+    /// A caller without any role in the instance gets the one `Forbidden` before anything is
+    /// looked up, so aliases are no oracle across instances: an unknown alias, a known alias of
+    /// an instance the caller has no role in, and an instance that does not exist all answer
+    /// the same. (The operation then checks the role for its own action, as always.)
     pub async fn resolve_key(&self, caller: &Caller, id: &str) -> ServiceResult<KeyId> {
+        if caller.roles.is_empty() {
+            return Err(ServiceError::forbidden());
+        }
         if let Ok(k) = KeyId::parse(id) {
             return Ok(k);
         }

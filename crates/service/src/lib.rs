@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_auth::{hash_api_key, IssuedToken, TokenAuthority};
+use keyward_auth::{hash_api_key, Claims, IssuedToken, TokenAuthority};
 use keyward_crypto::master::{MasterKeyProvider, SealContext};
 use keyward_crypto::{random_secret, SecretBytes};
 use keyward_domain::{Action, Clock, InstanceId, Role};
@@ -52,6 +52,11 @@ pub struct ServiceConfig {
     /// Most entries in each cache (keys, roles, policies, verified tokens; import-token keys
     /// at most [`tokens::TOKEN_KEY_ENTRIES`]).
     pub cache_entries: usize,
+    /// How long "this API key still exists" is cached: the bound on how long a token minted
+    /// from a deleted API key keeps working on a node.
+    pub api_key_cache_ttl: Duration,
+    /// Failed secure imports after which an import token is locked (0: no limit).
+    pub max_failed_imports: i64,
     /// Region and account shown in CRNs.
     pub region: String,
     pub account: String,
@@ -69,6 +74,8 @@ impl Default for ServiceConfig {
             key_cache_ttl: Duration::from_secs(1),
             role_cache_ttl: Duration::from_secs(1),
             cache_entries: cache::DEFAULT_ENTRIES,
+            api_key_cache_ttl: Duration::from_secs(1),
+            max_failed_imports: tokens::MAX_FAILED_IMPORTS,
             region: "local".into(),
             account: "keyward".into(),
             audit: None,
@@ -113,6 +120,7 @@ pub struct KeyService {
     pub(crate) pool: Arc<tokens::KeypairPool>,
     pub(crate) keys: Arc<cache::KeyCache>,
     pub(crate) roles: Arc<cache::RoleCache>,
+    pub(crate) api_keys: Arc<cache::ApiKeyCache>,
     pub(crate) token_keys: Arc<tokens::TokenKeyCache>,
     pub(crate) policies: Arc<policies::PolicyCache>,
     pub(crate) audit: Option<Arc<dyn audit::AuditSink>>,
@@ -151,12 +159,14 @@ impl KeyService {
         let n = cfg.cache_entries;
         let keys = Arc::new(cache::KeyCache::new(cfg.key_cache_ttl, n));
         let roles = Arc::new(cache::RoleCache::new(cfg.role_cache_ttl, n));
+        let api_keys = Arc::new(cache::ApiKeyCache::new(cfg.api_key_cache_ttl, n));
         let token_keys = Arc::new(tokens::TokenKeyCache::new(n));
         let policies = Arc::new(policies::PolicyCache::new(cfg.role_cache_ttl, n));
         let tokens = Arc::new(TokenAuthority::with_capacity(signing, n));
         Sweeper {
             keys: Arc::downgrade(&keys),
             roles: Arc::downgrade(&roles),
+            api_keys: Arc::downgrade(&api_keys),
             token_keys: Arc::downgrade(&token_keys),
             policies: Arc::downgrade(&policies),
             tokens: Arc::downgrade(&tokens),
@@ -166,6 +176,7 @@ impl KeyService {
         Ok(Self {
             keys,
             roles,
+            api_keys,
             token_keys,
             policies,
             audit: cfg.audit.clone(),
@@ -215,6 +226,7 @@ impl KeyService {
         vec![
             self.keys.stats(),
             self.roles.stats(),
+            self.api_keys.stats(),
             self.policies.stats(),
             self.tokens.cache_stats(),
             self.token_keys.stats(),
@@ -233,8 +245,31 @@ impl KeyService {
             ServiceError::new(ErrorCode::BadBody, "Provided API key could not be found")
         })?;
         self.tokens
-            .issue(&row.iam_id, self.clock.now_unix())
+            .issue(&row.iam_id, &row.id, self.clock.now_unix())
             .map_err(ServiceError::internal)
+    }
+
+    /// Verifies a bearer token and that the API key it was minted from still exists (cached
+    /// for `api_key_cache_ttl`); every failure is the one 401.
+    async fn verified_claims(&self, bearer: &str) -> ServiceResult<Arc<Claims>> {
+        let claims = self
+            .tokens
+            .verify(bearer, self.clock.now_unix())
+            .map_err(|_| ServiceError::unauthorized())?;
+        let exists = match self.api_keys.get(&claims.api_key_id) {
+            Some(e) => e,
+            None => {
+                let asked = std::time::Instant::now();
+                let e = self.store.api_key_exists(&claims.api_key_id).await?;
+                self.api_keys.put(&claims.api_key_id, e, asked);
+                e
+            }
+        };
+        if exists {
+            Ok(claims)
+        } else {
+            Err(ServiceError::unauthorized())
+        }
     }
 
     /// Verifies a bearer token and loads the caller's roles in `instance`.
@@ -244,10 +279,7 @@ impl KeyService {
         instance: InstanceId,
         meta: audit::RequestMeta,
     ) -> ServiceResult<Caller> {
-        let claims = self
-            .tokens
-            .verify(bearer, self.clock.now_unix())
-            .map_err(|_| ServiceError::unauthorized())?;
+        let claims = self.verified_claims(bearer).await?;
         let roles = match self.roles.get(instance, &claims.iam_id) {
             Some(r) => r,
             None => {
@@ -271,11 +303,8 @@ impl KeyService {
     }
 
     /// Verifies a bearer token only (no instance): for endpoints that need a valid caller.
-    pub fn verify_token(&self, bearer: &str) -> ServiceResult<String> {
-        self.tokens
-            .verify(bearer, self.clock.now_unix())
-            .map(|c| c.iam_id.clone())
-            .map_err(|_| ServiceError::unauthorized())
+    pub async fn verify_token(&self, bearer: &str) -> ServiceResult<String> {
+        Ok(self.verified_claims(bearer).await?.iam_id.clone())
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -317,6 +346,7 @@ const SLOW_SWEEP_TICKS: u64 = 30;
 struct Sweeper {
     keys: std::sync::Weak<cache::KeyCache>,
     roles: std::sync::Weak<cache::RoleCache>,
+    api_keys: std::sync::Weak<cache::ApiKeyCache>,
     token_keys: std::sync::Weak<tokens::TokenKeyCache>,
     policies: std::sync::Weak<policies::PolicyCache>,
     tokens: std::sync::Weak<TokenAuthority>,
@@ -343,6 +373,9 @@ impl Sweeper {
                 if n % SLOW_SWEEP_TICKS == 0 {
                     if let Some(r) = self.roles.upgrade() {
                         r.sweep();
+                    }
+                    if let Some(a) = self.api_keys.upgrade() {
+                        a.sweep();
                     }
                     if let Some(p) = self.policies.upgrade() {
                         p.sweep();

@@ -244,6 +244,7 @@ impl KeyService {
 
     /// Aliases of a key (for single-key responses).
     pub async fn aliases(&self, caller: &Caller, id: KeyId) -> ServiceResult<Vec<String>> {
+        caller.require(Action::GetKeyMetadata)?;
         Ok(self
             .store
             .aliases_of(caller.instance, id)

@@ -9,6 +9,12 @@
 //! - A secure import is verified in Key Protect's order (token present and unexpired → OAEP →
 //!   AES-GCM nonce → constant-time nonce compare), and the key insert is guarded by the token id
 //!   so an import verified against a token that was replaced meanwhile is not stored.
+//! - Failed secure imports are counted per token in the database (one conditional `UPDATE` on
+//!   the token's row, so the count is exact across nodes). After `max_failed_imports`
+//!   ([`MAX_FAILED_IMPORTS`] by default) the token is locked: further secure imports with it answer 409 `IMPORT_TOKEN_EXPIRED_ERR`,
+//!   before any RSA work, until a new token is created. Every failure kind (RSA-OAEP, nonce/IV,
+//!   nonce mismatch) is counted by the same call at the same point, after the cryptography, so
+//!   the counter adds no difference between them.
 
 use crate::counters::CryptoCounters;
 use std::collections::VecDeque;
@@ -35,6 +41,10 @@ pub const DEFAULT_EXPIRATION: i64 = 600;
 pub const MIN_RETRIEVALS: i64 = 1;
 pub const MAX_RETRIEVALS: i64 = 500;
 pub const DEFAULT_RETRIEVALS: i64 = 1;
+
+/// Failed secure imports after which an import token is locked, by default
+/// (`--import-failure-limit`; `docs/import-tokens.md`).
+pub const MAX_FAILED_IMPORTS: i64 = 10;
 
 /// The one message for every RSA-OAEP failure (decisions.md: same bytes in every case).
 pub const OAEP_FAILURE_MESSAGE: &str =
@@ -401,6 +411,10 @@ impl KeyService {
         if token.expires_at <= now {
             return Err(token_expired("used"));
         }
+        let cap = self.cfg.max_failed_imports;
+        if cap > 0 && self.store.import_failures(instance, token.token_id).await? >= cap {
+            return Err(token_locked(cap));
+        }
         let keypair = self.token_keypair(&token)?;
         let nonce = token.nonce.clone();
         CryptoCounters::bump(&self.counters.rsa_oaep_decrypt);
@@ -418,6 +432,12 @@ impl KeyService {
         })
         .await
         .map_err(ServiceError::internal)?;
+        if result.is_err() {
+            // The same call for every failure kind, before the kind is looked at.
+            self.store
+                .record_import_failure(instance, token.token_id)
+                .await?;
+        }
         match result {
             Ok(material) => Ok((
                 material,
@@ -487,6 +507,13 @@ fn token_not_found() -> ServiceError {
     ServiceError::new(
         ErrorCode::ImportTokenNotFound,
         "No import token exists for this instance",
+    )
+}
+
+fn token_locked(cap: i64) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::ImportTokenExpired,
+        format!("The import token is locked after {cap} failed imports and cannot be used: create a new import token"),
     )
 }
 

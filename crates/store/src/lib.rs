@@ -447,6 +447,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<ApiKeyRow>>;
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
     async fn delete_api_key(&self, id: &str) -> StoreResult<()>;
+    /// Whether the API key `id` still exists (tokens minted from a deleted key stop working).
+    async fn api_key_exists(&self, id: &str) -> StoreResult<bool>;
     async fn principal_exists(&self, iam_id: &str) -> StoreResult<bool>;
 
     async fn grant(&self, grant: &GrantRow) -> StoreResult<()>;
@@ -530,6 +532,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         instance: InstanceId,
         now: i64,
     ) -> StoreResult<Option<TokenRow>>;
+
+    /// Failed secure imports counted against the instance's token `token` (0 when the
+    /// instance's token is another one, or there is none).
+    async fn import_failures(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64>;
+    /// Counts one failed secure import against the instance's token `token`, in one
+    /// conditional `UPDATE … RETURNING` (exact across nodes); returns the count after it (0 if
+    /// the instance's token is no longer `token`: nothing was counted).
+    async fn record_import_failure(&self, instance: InstanceId, token: TokenId)
+        -> StoreResult<i64>;
 
     /// Appends audit records in one committed transaction of its own (all or none, in order):
     /// when this returns `Ok`, they are durable.

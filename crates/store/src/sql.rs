@@ -29,6 +29,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_sealed_index.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_import_failures.sql"),
+    ),
     (6, include_str!("../migrations/sqlite/0006_row_auth.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -38,6 +42,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../migrations/postgres/0004_sealed_index.sql"),
+    ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_import_failures.sql"),
     ),
     (6, include_str!("../migrations/postgres/0006_row_auth.sql")),
 ];
@@ -1158,6 +1166,22 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn api_key_exists(&self, id: &str) -> StoreResult<bool> {
+        // A row that fails its check does not exist: a deleted key re-inserted into the
+        // database brings its tokens back only as a replay of its genuine row.
+        let row = sqlx::query(&format!(
+            "SELECT {API_KEY_COLS} FROM api_keys WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        Ok(match row {
+            Some(r) => self.api_key_checked(&r)?.is_some(),
+            None => false,
+        })
+    }
+
     async fn principal_exists(&self, iam_id: &str) -> StoreResult<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals WHERE iam_id = $1")
             .bind(iam_id)
@@ -1526,6 +1550,44 @@ impl Store for SqlStore {
             .await
             .map_err(classify)?;
             row.first().map(|r| self.token_checked(r)).transpose()
+        })
+        .await
+    }
+
+    async fn import_failures(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT CASE WHEN import_failures_token = $2 THEN import_failures ELSE 0 END
+             FROM import_tokens WHERE instance_id = $1",
+        )
+        .bind(instance.to_string())
+        .bind(token.to_string())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn record_import_failure(
+        &self,
+        instance: InstanceId,
+        token: TokenId,
+    ) -> StoreResult<i64> {
+        retry_write("record_import_failure", || async move {
+            // `fetch_all`: the statement's own completion (where a serializable database
+            // reports a conflict) is read before the count is trusted.
+            let n: Vec<i64> = sqlx::query_scalar(
+                "UPDATE import_tokens SET
+                   import_failures = CASE WHEN import_failures_token = $2 THEN import_failures + 1 ELSE 1 END,
+                   import_failures_token = $2
+                 WHERE instance_id = $1 AND token_id = $2
+                 RETURNING import_failures",
+            )
+            .bind(instance.to_string())
+            .bind(token.to_string())
+            .fetch_all(&self.write)
+            .await
+            .map_err(classify)?;
+            Ok(n.first().copied().unwrap_or(0))
         })
         .await
     }

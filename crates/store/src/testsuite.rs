@@ -19,6 +19,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     keys_are_scoped_and_conditional(&*store).await;
     token_replace_and_exact_retrievals(store.clone()).await;
     token_guard_blocks_stale_imports(&*store).await;
+    import_failures_are_counted_per_token(store.clone()).await;
     sealed_rows_are_counted(&*store).await;
     lifecycle_tables(&*store).await;
     reseal_moves_rows_between_master_keys(&*store).await;
@@ -133,6 +134,8 @@ async fn instances_and_principals(store: &dyn Store) {
     );
     assert_eq!(store.find_api_key(&[8u8; 32]).await.unwrap(), None);
     assert!(store.principal_exists(&p.iam_id).await.unwrap());
+    assert!(store.api_key_exists("ak-1").await.unwrap());
+    assert!(!store.api_key_exists("ak-2").await.unwrap());
 
     let g = GrantRow {
         instance_id: a.id,
@@ -156,6 +159,7 @@ async fn instances_and_principals(store: &dyn Store) {
 
     store.delete_api_key("ak-1").await.unwrap();
     assert_eq!(store.find_api_key(&[7u8; 32]).await.unwrap(), None);
+    assert!(!store.api_key_exists("ak-1").await.unwrap());
     assert!(matches!(
         store.delete_api_key("ak-1").await,
         Err(StoreError::NotFound)
@@ -297,6 +301,66 @@ async fn token_replace_and_exact_retrievals(store: Arc<dyn Store>) {
         "exactly 50, each count once"
     );
     assert_eq!(store.get_token(a.id).await.unwrap().unwrap().remaining, 0);
+}
+
+async fn import_failures_are_counted_per_token(store: Arc<dyn Store>) {
+    let a = instance("import-failures");
+    store.create_instance(&a).await.unwrap();
+    let t1 = token_row(a.id, 1, 1_700_000_600);
+    // no token yet: nothing counted
+    assert_eq!(store.import_failures(a.id, t1.token_id).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .record_import_failure(a.id, t1.token_id)
+            .await
+            .unwrap(),
+        0
+    );
+    store.put_token(&t1).await.unwrap();
+    assert_eq!(store.import_failures(a.id, t1.token_id).await.unwrap(), 0);
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let s = store.clone();
+        let t = t1.token_id;
+        tasks.push(tokio::spawn(async move {
+            s.record_import_failure(a.id, t).await.unwrap()
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=40).collect::<Vec<_>>(),
+        "each failure counted once"
+    );
+    assert_eq!(store.import_failures(a.id, t1.token_id).await.unwrap(), 40);
+    // A new token starts from zero; the old token's failures are not counted against it, and
+    // failures for the replaced token count nothing.
+    let t2 = token_row(a.id, 1, 1_700_000_600);
+    store.put_token(&t2).await.unwrap();
+    assert_eq!(store.import_failures(a.id, t2.token_id).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .record_import_failure(a.id, t1.token_id)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .record_import_failure(a.id, t2.token_id)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.import_failures(a.id, t1.token_id).await.unwrap(), 0);
+    // Another instance's counter is its own.
+    let b = instance("import-failures-b");
+    store.create_instance(&b).await.unwrap();
+    assert_eq!(store.import_failures(b.id, t2.token_id).await.unwrap(), 0);
 }
 
 async fn token_guard_blocks_stale_imports(store: &dyn Store) {

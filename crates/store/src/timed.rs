@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use keyward_domain::{InstanceId, KeyId, Role};
+use keyward_domain::{InstanceId, KeyId, Role, TokenId};
 use parking_lot::Mutex;
 
 use crate::{
@@ -171,6 +171,7 @@ timed! {
     fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<ApiKeyRow>>;
     fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
     fn delete_api_key(&self, id: &str) -> StoreResult<()>;
+    fn api_key_exists(&self, id: &str) -> StoreResult<bool>;
     fn principal_exists(&self, iam_id: &str) -> StoreResult<bool>;
     fn grant(&self, grant: &GrantRow) -> StoreResult<()>;
     fn revoke(&self, instance: InstanceId, iam_id: &str, role: Role) -> StoreResult<()>;
@@ -201,6 +202,8 @@ timed! {
     fn put_token(&self, row: &TokenRow) -> StoreResult<()>;
     fn get_token(&self, instance: InstanceId) -> StoreResult<Option<TokenRow>>;
     fn take_token_retrieval(&self, instance: InstanceId, now: i64) -> StoreResult<Option<TokenRow>>;
+    fn import_failures(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64>;
+    fn record_import_failure(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64>;
     fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()>;
     fn audit_records(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 }

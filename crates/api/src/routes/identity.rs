@@ -18,10 +18,7 @@ fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
 
 pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
-    let connect = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .cloned();
+    let ip = st.client_ip(&parts);
     let Ok(bytes) = axum::body::to_bytes(body, extract::BODY_LIMIT).await else {
         return iam_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -49,7 +46,6 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
             "Property missing or empty: apikey",
         );
     };
-    let ip = connect.map(|c| c.0.ip());
     if let Err(retry) = st.limiter.auth_allowed(ip) {
         let mut r = iam_error(
             StatusCode::TOO_MANY_REQUESTS,

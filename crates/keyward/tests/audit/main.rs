@@ -865,12 +865,7 @@ async fn serve_and_admin_audit_read_the_table_through_the_binary() {
     let (inst, apikey) = loop {
         let up = reqwest::get(format!("{base}/healthz")).await.is_ok();
         let text = std::fs::read_to_string(dir.path().join("serve.out")).unwrap_or_default();
-        let field = |label: &str| {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix(label))
-                .map(|v| v.trim_start_matches([' ', ':']).trim().to_string())
-        };
-        if let (true, Some(i), Some(k)) = (up, field("instance id"), field("api key")) {
+        if let (true, Some((i, k))) = (up, harness::banner_of(&text)) {
             break (i, k);
         }
         assert!(child.try_wait().unwrap().is_none(), "keyward serve exited");

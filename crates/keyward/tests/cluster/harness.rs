@@ -235,15 +235,11 @@ impl Node {
         }
     }
 
-    /// The first-start banner: (instance id, API key), if this node printed one.
+    /// The first-start banner: (instance id, API key), if this node printed one. Its stdout is
+    /// a file, not a terminal, so the banner names the private file the key went to.
     pub fn banner(&self) -> Option<(String, String)> {
         let out = std::fs::read_to_string(&self.stdout).ok()?;
-        let field = |label: &str| {
-            out.lines()
-                .find_map(|l| l.trim().strip_prefix(label))
-                .map(|v| v.trim_start_matches([' ', ':']).trim().to_string())
-        };
-        Some((field("instance id")?, field("api key")?))
+        banner_of(&out)
     }
 
     /// SIGTERM, and wait for a clean exit.
@@ -502,4 +498,19 @@ impl Drop for PgGuard {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+}
+
+/// (instance id, API key) from a first-start banner: the key itself (printed on a terminal) or
+/// read from the file the banner names (anywhere else).
+pub fn banner_of(out: &str) -> Option<(String, String)> {
+    let field = |label: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .map(|v| v.trim_start_matches([' ', ':']).trim().to_string())
+    };
+    let key = match field("api key file") {
+        Some(path) => std::fs::read_to_string(path).ok()?.trim().to_string(),
+        None => field("api key")?,
+    };
+    Some((field("instance id")?, key))
 }

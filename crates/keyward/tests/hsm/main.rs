@@ -108,11 +108,14 @@ impl Env {
     /// `keyward serve` with the pkcs11 provider; `extra` adds or overrides flags.
     fn serve(&self, extra: &[&str], pin_env: Option<&str>) -> Proc {
         let port = free_port();
+        let ops = free_port();
         let mut cmd = self.cmd();
         cmd.args([
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{ops}"),
             "--token-pool-size",
             "0",
         ])
@@ -138,6 +141,7 @@ impl Env {
         Proc {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
+            ops: format!("http://127.0.0.1:{ops}"),
         }
     }
 
@@ -200,6 +204,8 @@ impl Env {
 struct Proc {
     child: Option<Child>,
     base: String,
+    /// The operator-facing listener (`--metrics-listen`): it says why a node is sealed.
+    ops: String,
 }
 
 impl Drop for Proc {
@@ -402,6 +408,15 @@ fn assert_no_material_in_db(env: &Env, materials: &[Vec<u8>]) {
 
 async fn sealed_checks(p: &mut Proc, reason_has: &str) {
     let h = p.ready(503).await;
+    // The public listener says only that it is sealed; the ops listener says why.
+    assert_eq!(h, json!({"status": "sealed"}));
+    let r = http()
+        .get(format!("{}/readyz", p.ops))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let h: Value = r.json().await.unwrap();
     assert_eq!(h["status"], "sealed", "{h}");
     let reason = h["reason"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -664,6 +679,7 @@ async fn master_key_moves_from_file_into_hsm_then_rotates_there_online() {
     };
 
     // A node on the file master key that also reaches the HSM (which holds no key yet).
+    // The load loop creates keys as fast as it can: no key-creation limit here.
     let mut p = env.serve(
         &[
             "--master-key-provider",
@@ -672,6 +688,8 @@ async fn master_key_moves_from_file_into_hsm_then_rotates_there_online() {
             pin,
             "--master-key-watch",
             "1",
+            "--rate-limit-key-create",
+            "0",
         ],
         None,
     );
@@ -731,7 +749,17 @@ async fn master_key_moves_from_file_into_hsm_then_rotates_there_online() {
 
     // Without the key file, on the pkcs11 provider: everything opens.
     std::fs::rename(env.data.join("master.key"), env.root.join("old-master.key")).unwrap();
-    let mut p = env.serve(&["--pkcs11-pin-file", pin, "--master-key-watch", "1"], None);
+    let mut p = env.serve(
+        &[
+            "--pkcs11-pin-file",
+            pin,
+            "--master-key-watch",
+            "1",
+            "--rate-limit-key-create",
+            "0",
+        ],
+        None,
+    );
     p.ready(200).await;
     let c = Client::login(&p.base, &inst, &apikey).await;
     for (id, ct, dek) in &checks {

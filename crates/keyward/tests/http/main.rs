@@ -10,6 +10,7 @@
 
 mod common;
 
+mod auth_edges;
 mod bad_inputs;
 mod bounds;
 mod durability;

@@ -63,7 +63,9 @@ fn with(f: &SecureFields, edit: impl FnOnce(&mut serde_json::Map<String, Value>)
 
 #[tokio::test]
 async fn secure_import_bad_inputs() {
-    let s = shared();
+    // Dozens of failures against one token: this server lifts the per-token failure cap
+    // (`failed_imports_per_token_are_capped` shows the cap).
+    let s = &TestServer::start_with(1, |a| a.import_failure_limit = Some(0));
     let c = s.tenant().await;
     let t = c.fresh_token(3600, 1).await;
     let m = random(32);
@@ -516,6 +518,98 @@ async fn secure_import_bad_inputs() {
     let after = s.snapshot(c.instance_id).await;
     assert_eq!(after.keys.len(), before.keys.len() + 2);
     assert_eq!(after.token, before.token);
+}
+
+/// After 10 failed secure imports against one import token (the default
+/// `--import-failure-limit`), every failure kind counting alike, the token is locked: any
+/// further secure import with it, even a correct one, answers 409 `IMPORT_TOKEN_EXPIRED_ERR`
+/// before any RSA work and changes nothing, until a new token is created. Each failure before
+/// the cap keeps its usual answer (the OAEP one uniform); successes are not counted.
+#[tokio::test]
+async fn failed_imports_per_token_are_capped() {
+    let s = shared();
+    let c = s.tenant().await;
+    let t = c.fresh_token(3600, 3).await;
+    let m = random(32);
+    let good = t.secure_fields(&m, OaepHash::Sha256);
+    let imported = id_of(&c.create(good.resource()).await.resource(201));
+
+    // Three failure kinds, alternating.
+    let mut flipped = good.payload.clone();
+    flipped[100] ^= 4;
+    let oaep = with(&good, |r| {
+        r.insert("payload".into(), json!(B64.encode(&flipped)));
+    });
+    let mut iv = good.iv.clone();
+    iv[0] ^= 1;
+    let nonce_iv = with(&good, |r| {
+        r.insert("iv".into(), json!(B64.encode(&iv)));
+    });
+    let wrong_nonce = ImportToken {
+        pem: t.pem.clone(),
+        nonce: random(12),
+    }
+    .secure_fields(&m, OaepHash::Sha256)
+    .resource();
+    let mut oaep_body: Option<Vec<u8>> = None;
+    for i in 0..10 {
+        match i % 3 {
+            0 => {
+                let r = c.create(oaep.clone()).await;
+                assert_field_error(&r, 400, "INVALID_FIELD_ERR", "payload");
+                let first = oaep_body.get_or_insert_with(|| r.body.clone());
+                assert_eq!(&r.body, first, "failure {i}: the OAEP answer is uniform");
+            }
+            1 => {
+                let r = c.create(nonce_iv.clone()).await;
+                assert_field_error(&r, 400, "INCORRECT_NONCE_IV_ERR", "encryptedNonce");
+            }
+            _ => {
+                let r = c.create(wrong_nonce.clone()).await;
+                assert_field_error(&r, 400, "INCORRECT_NONCE_ERR", "encryptedNonce");
+            }
+        }
+        if i == 4 {
+            // Successes in between neither count nor reset the count.
+            c.create(t.secure_fields(&random(16), OaepHash::Sha256).resource())
+                .await
+                .resource(201);
+        }
+    }
+
+    let before = s.snapshot(c.instance_id).await;
+    let fresh = t.secure_fields(&random(24), OaepHash::Sha1);
+    for (name, r) in [
+        ("correct import", c.create(fresh.resource()).await),
+        ("OAEP failure", c.create(oaep.clone()).await),
+        ("nonce/IV failure", c.create(nonce_iv.clone()).await),
+        (
+            "correct rotation",
+            c.rotate(&imported, &fresh.rotate_body()).await,
+        ),
+    ] {
+        let v = assert_error(&r, 409, "IMPORT_TOKEN_EXPIRED_ERR");
+        let msg = v["resources"][0]["reasons"][0]["message"].as_str().unwrap();
+        assert!(msg.contains("locked"), "{name}: {msg}");
+    }
+    assert_eq!(
+        s.snapshot(c.instance_id).await,
+        before,
+        "a locked token changes nothing"
+    );
+    // Keys without the token are unaffected, and the token can still be retrieved.
+    c.create_root_key().await;
+    c.get_token().await.expect(200);
+
+    // A new token starts from zero.
+    let t2 = c.fresh_token(3600, 1).await;
+    c.create(t2.secure_fields(&random(32), OaepHash::Sha256).resource())
+        .await
+        .resource(201);
+    let r = c
+        .create(t.secure_fields(&m, OaepHash::Sha256).resource())
+        .await;
+    assert_field_error(&r, 400, "INVALID_FIELD_ERR", "payload");
 }
 
 /// Secure rotation of an imported key with a fresh token; ciphertexts of the old version still

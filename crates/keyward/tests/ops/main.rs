@@ -238,6 +238,138 @@ async fn rate_limit_gives_429_with_retry_after_and_spares_other_tenants() {
     assert_eq!(r.status(), 200);
 }
 
+/// Import-token creation (2/s, bursts of 20) and key creation (50/s, bursts of 500) are limited
+/// per (instance, principal) by default: a client within the burst never sees a 429, a flood
+/// does, another tenant and other calls are unaffected; `0` turns a limit off. (Requests that
+/// fail validation count too: the limit applies before the body is read, so the floods here
+/// cost no RSA work.)
+#[tokio::test]
+async fn creation_limits_are_on_by_default() {
+    let client = reqwest::Client::new();
+    let post = |base: &str, t: &str, i: &str, path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(t)
+            .header("bluemix-instance", i)
+            .json(&body)
+            .send()
+    };
+    // (requests answered before the first 429, that 429's Retry-After)
+    async fn flood<F, Fut>(max: usize, mut send: F) -> (usize, Option<u64>)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+    {
+        for n in 0..max {
+            let r = send().await.unwrap();
+            match r.status().as_u16() {
+                400 => {}
+                429 => {
+                    let ra = r.headers()["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let body: Value = r.json().await.unwrap();
+                    assert_eq!(
+                        body["resources"][0]["reasons"][0]["code"],
+                        "TOO_MANY_REQUESTS_ERR"
+                    );
+                    return (n, Some(ra));
+                }
+                s => panic!("unexpected {s}: {}", r.text().await.unwrap_or_default()),
+            }
+        }
+        (max, None)
+    }
+    let bad_token = json!({"expiration": 1});
+    let bad_key = json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+                         "resources": [{"type": "application/vnd.ibm.kms.key+json", "extractable": false}]});
+
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(base_args(dir.path()), None).await;
+    let base = format!("http://{}", srv.addr);
+    let (k1, i1) = tenant(&*srv.store, "noisy").await;
+    let (k2, i2) = tenant(&*srv.store, "quiet").await;
+    let (t1, t2) = (
+        token(&client, &base, &k1).await,
+        token(&client, &base, &k2).await,
+    );
+
+    let (n, ra) = flood(200, || {
+        post(&base, &t1, &i1, "/api/v2/import_token", bad_token.clone())
+    })
+    .await;
+    eprintln!("import-token creation: first 429 after {n} requests");
+    assert!(n >= 20, "the burst of 20 is served, got {n}");
+    assert!(ra.is_some_and(|s| s >= 1), "a flood is limited");
+    // Retrieval is not creation; another tenant has its own bucket.
+    let r = client
+        .get(format!("{base}/api/v2/import_token"))
+        .bearer_auth(&t1)
+        .header("bluemix-instance", &i1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(&base, &t2, &i2, "/api/v2/import_token", bad_token.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let (n, ra) = flood(20_000, || {
+        post(&base, &t1, &i1, "/api/v2/keys", bad_key.clone())
+    })
+    .await;
+    eprintln!("key creation: first 429 after {n} requests");
+    assert!(n >= 500, "the burst of 500 is served, got {n}");
+    assert!(ra.is_some_and(|s| s >= 1), "a flood is limited");
+    // keys_with_policy_overrides shares the key-creation bucket.
+    let r = post(
+        &base,
+        &t1,
+        &i1,
+        "/api/v2/keys_with_policy_overrides",
+        bad_key.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 429);
+    // Other calls, and another tenant's creations, are unaffected.
+    let r = client
+        .get(format!("{base}/api/v2/keys"))
+        .bearer_auth(&t1)
+        .header("bluemix-instance", &i1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(&base, &t2, &i2, "/api/v2/keys", key_body("quiet"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // 0 turns them off.
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = base_args(dir.path());
+    args.rate_limit_import_token_create = Some("0".into());
+    args.rate_limit_key_create = Some("0".into());
+    let srv = start(args, None).await;
+    let base = format!("http://{}", srv.addr);
+    let (k1, i1) = tenant(&*srv.store, "unlimited").await;
+    let t1 = token(&client, &base, &k1).await;
+    let (n, _) = flood(100, || {
+        post(&base, &t1, &i1, "/api/v2/import_token", bad_token.clone())
+    })
+    .await;
+    assert_eq!(n, 100);
+    let (n, _) = flood(1000, || {
+        post(&base, &t1, &i1, "/api/v2/keys", bad_key.clone())
+    })
+    .await;
+    assert_eq!(n, 1000);
+}
+
 #[tokio::test]
 async fn failed_bearer_tokens_are_capped_per_address() {
     let dir = tempfile::tempdir().unwrap();
