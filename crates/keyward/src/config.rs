@@ -582,6 +582,52 @@ mod tests {
     }
 
     #[test]
+    fn edge_settings() {
+        let d = ServeArgs::default().resolve().unwrap().edge;
+        assert_eq!(d, crate::edge::EdgeSettings::default());
+        assert_eq!(d.header_timeout, Duration::from_secs(10));
+        assert_eq!(d.max_connections, 4096);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(
+            &cfg,
+            "header_timeout = 3\nbody_timeout = 7\nmin_body_rate = 0\nidle_timeout = 20\nmax_connections = 50\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            idle_timeout: Some(5),
+            ..ServeArgs::default()
+        };
+        let e = args.resolve().unwrap().edge;
+        assert_eq!(e.header_timeout, Duration::from_secs(3));
+        assert_eq!(e.body_timeout, Duration::from_secs(7));
+        assert_eq!(e.min_body_rate, 0);
+        assert_eq!(e.idle_timeout, Duration::from_secs(5));
+        assert_eq!(e.max_connections, 50);
+        for bad in [
+            ServeArgs {
+                header_timeout: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                body_timeout: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                idle_timeout: Some(86_401),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                max_connections: Some(0),
+                ..ServeArgs::default()
+            },
+        ] {
+            assert!(bad.resolve().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("kw.toml");

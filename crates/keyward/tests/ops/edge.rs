@@ -557,3 +557,148 @@ async fn past_the_cap_a_new_client_is_served() {
     );
     assert_eq!(answered, 0, "stalled connections got an answer");
 }
+
+/// On shutdown the listener stops accepting, idle keep-alive connections close at once, and
+/// a request in flight (its body half sent) still gets its answer.
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = edge_args(dir.path());
+    args.idle_timeout = Some(600);
+    args.body_timeout = Some(60);
+    let (mut srv, _) = start_edge(args).await;
+    let (apikey, inst) = tenant(&*srv.store, "shutdown").await;
+    let base = format!("http://{}", srv.addr);
+    let t = token(&reqwest::Client::new(), &base, &apikey).await;
+
+    let mut idle = TcpStream::connect(srv.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut idle).await.0, 200);
+
+    let body = serde_json::to_vec(&key_body("in-flight")).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut busy = TcpStream::connect(srv.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v2/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
+         Bluemix-Instance: {inst}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    busy.write_all(&[head.as_bytes(), first].concat())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    srv.stop.take().unwrap().send(()).unwrap();
+    // The idle connection is closed long before its idle timeout (600 s).
+    assert!(
+        closed_within(&mut idle, CLOSE_BOUND).await.is_some(),
+        "an idle connection stayed open after shutdown"
+    );
+    // No new connection is served.
+    if let Ok(mut late) = TcpStream::connect(srv.addr).await {
+        late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok();
+        let got = closed_within(&mut late, CLOSE_BOUND)
+            .await
+            .expect("a connection made after shutdown stayed open");
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    }
+    // The request in flight completes.
+    busy.write_all(rest).await.unwrap();
+    let (status, _) = read_response(&mut busy).await;
+    assert_eq!(status, 201);
+    assert!(closed_within(&mut busy, CLOSE_BOUND).await.is_some());
+}
+
+/// CPU time (utime + stime, in clock ticks) of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The real binary under an open-file limit far below its connection cap: it warns at
+/// start, and when `accept` fails with EMFILE it pauses instead of spinning (its CPU time
+/// stays low while connections wait), and serves again once descriptors free up.
+#[tokio::test]
+async fn fd_exhaustion_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut cmd = tokio::process::Command::new("bash");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYWARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    // `ulimit -n` sets the soft and the hard limit: the server cannot raise it.
+    let mut child = cmd
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 128 && exec {} serve --listen {addr} --data-dir {} --token-pool-size 0 \
+             --scheduler-interval 0 --header-timeout 30",
+            env!("CARGO_BIN_EXE_keyward"),
+            dir.path().join("data").display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let health = format!("http://{addr}/healthz");
+    let mut up = false;
+    for _ in 0..600 {
+        if client.get(&health).send().await.is_ok_and(|r| r.status() == 200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "{}", std::fs::read_to_string(&log).unwrap());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("open-file limit"), "no warning at start: {text}");
+
+    // More stalled connections than the server has descriptors.
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = cpu_ticks(pid);
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let used = (cpu_ticks(pid) - t0) as f64 / 100.0;
+    // A loop retrying accept without a pause burns the whole window on one core.
+    assert!(
+        used < window.as_secs_f64() / 4.0,
+        "the server used {used:.2} s of CPU in {window:?} while accept failed"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("accept failed"), "EMFILE was never hit: {text}");
+
+    // Descriptors free up: the server serves again.
+    drop(stalled);
+    let r = client.get(&health).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    child.kill().await.unwrap();
+}
