@@ -445,9 +445,16 @@ fn socket_inodes() -> HashSet<u64> {
 
 /// Descriptors this process holds for connections accepted on `port` (the server's side):
 /// TCP sockets whose local port is `port` and that are not the listening socket.
+///
+/// Neither /proc/self/fd nor /proc/self/net/tcp is read atomically, and descriptors are
+/// reused at once, so a socket closed during the reading and another opened after it could
+/// both be seen. Only sockets present in the descriptor table both before and after the TCP
+/// table was read are counted: those were all open at the same instant (socket inodes are
+/// not reused).
 fn server_held_fds(port: u16) -> usize {
-    let ours = socket_inodes();
+    let before = socket_inodes();
     let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
+    let ours: HashSet<u64> = socket_inodes().intersection(&before).copied().collect();
     table
         .lines()
         .skip(1)
