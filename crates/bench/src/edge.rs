@@ -69,9 +69,14 @@ fn hold_stalled(addr: SocketAddr, n: usize, h: Arc<Holder>) -> std::thread::Join
                 let h = h.clone();
                 tasks.push(tokio::spawn(async move {
                     // Spread the first connects over ~1 s (the accept queue holds 1024).
-                    tokio::time::sleep(Duration::from_micros((i as u64 * 1_000_000) / n.max(1) as u64)).await;
+                    tokio::time::sleep(Duration::from_micros(
+                        (i as u64 * 1_000_000) / n.max(1) as u64,
+                    ))
+                    .await;
                     while !h.stop.load(Ordering::Relaxed) {
-                        let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+                        let s =
+                            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+                                .await;
                         let Ok(Ok(mut s)) = s else {
                             h.connect_errors.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -79,11 +84,19 @@ fn hold_stalled(addr: SocketAddr, n: usize, h: Arc<Holder>) -> std::thread::Join
                         };
                         h.opened.fetch_add(1, Ordering::Relaxed);
                         h.open.fetch_add(1, Ordering::Relaxed);
-                        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Stalled: ").await.is_ok() {
+                        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Stalled: ")
+                            .await
+                            .is_ok()
+                        {
                             let mut buf = [0u8; 512];
                             let mut first = true;
                             while !h.stop.load(Ordering::Relaxed) {
-                                match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                                match tokio::time::timeout(
+                                    Duration::from_millis(500),
+                                    s.read(&mut buf),
+                                )
+                                .await
+                                {
                                     Ok(Ok(0)) | Ok(Err(_)) => break,
                                     Ok(Ok(k)) => {
                                         if first {
@@ -162,9 +175,15 @@ pub async fn run(p: Params) -> Result<(Vec<Scenario>, Value)> {
         "edge: wrap, {} connections, no stalled connections",
         p.connections
     ));
-    let clean_res =
-        http::closed_loop(p.addr, wrap.clone(), p.connections, p.warmup, p.duration, p.pid)
-            .await?;
+    let clean_res = http::closed_loop(
+        p.addr,
+        wrap.clone(),
+        p.connections,
+        p.warmup,
+        p.duration,
+        p.pid,
+    )
+    .await?;
     let clean = Scenario::new("edge-wrap-clean", "closed-loop", p.connections, clean_res);
     let fds_before = open_fds(p.pid);
 
@@ -317,17 +336,26 @@ async fn largest_accepted(p: &Params, make: &dyn Fn(usize) -> String) -> Result<
 async fn bad_queries(p: &Params) -> Result<Vec<Value>> {
     type Maker = Box<dyn Fn(usize) -> String>;
     let variants: Vec<(&str, Maker)> = vec![
-        ("plain (reference)", Box::new(|_| "/api/v2/keys".to_string())),
+        (
+            "plain (reference)",
+            Box::new(|_| "/api/v2/keys".to_string()),
+        ),
         (
             "state list",
-            Box::new(|n| format!("/api/v2/keys?state={}", vec!["0,1,2,3,5"; n.max(1)].join(","))),
+            Box::new(|n| {
+                format!(
+                    "/api/v2/keys?state={}",
+                    vec!["0,1,2,3,5"; n.max(1)].join(",")
+                )
+            }),
         ),
         (
             "sort list",
             Box::new(|n| {
                 format!(
                     "/api/v2/keys?sort={}",
-                    vec!["-creationDate,id,state,lastUpdateDate,-expirationDate"; n.max(1)].join(",")
+                    vec!["-creationDate,id,state,lastUpdateDate,-expirationDate"; n.max(1)]
+                        .join(",")
                 )
             }),
         ),

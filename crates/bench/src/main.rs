@@ -789,7 +789,9 @@ async fn run_scenarios(
                 Method::POST,
                 "/api/v2/keys",
                 KEY_CT,
-                key_envelope(json!({"type": KEY_CT, "name": format!("edge-{i}"), "extractable": false})),
+                key_envelope(
+                    json!({"type": KEY_CT, "name": format!("edge-{i}"), "extractable": false}),
+                ),
             )
             .await?;
         }

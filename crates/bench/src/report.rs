@@ -424,7 +424,11 @@ pub fn table(report: &Value) -> String {
             f("server_fds_before"), f("server_fds_stalled"), f("server_fds_max"),
             f("stalled_answered"), f("stalled_answered_5xx")
         );
-        for b in e.get("bad_queries").and_then(Value::as_array).unwrap_or(&empty) {
+        for b in e
+            .get("bad_queries")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+        {
             let _ = writeln!(
                 o,
                 "  GET /api/v2/keys {:<18} URI {:>6} B -> {}   longer ({} B) -> {}   server CPU {} ms/request (n={}, p50 {} ms)",

@@ -369,13 +369,13 @@ impl ServeArgs {
         }
         let edge = {
             let d = crate::edge::EdgeSettings::default();
-            let secs = |name: &str, flag: Option<u64>, file: Option<u64>, d: Duration| {
-                match flag.or(file) {
-                    Some(0) => bail!("--{name} must be at least 1 second"),
-                    Some(s) if s > 86_400 => bail!("--{name} must be at most 86400 seconds"),
-                    Some(s) => Ok(Duration::from_secs(s)),
-                    None => Ok(d),
-                }
+            let secs = |name: &str, flag: Option<u64>, file: Option<u64>, d: Duration| match flag
+                .or(file)
+            {
+                Some(0) => bail!("--{name} must be at least 1 second"),
+                Some(s) if s > 86_400 => bail!("--{name} must be at most 86400 seconds"),
+                Some(s) => Ok(Duration::from_secs(s)),
+                None => Ok(d),
             };
             let max_connections = self
                 .max_connections

@@ -267,7 +267,9 @@ async fn connection(
     };
     match handshake {
         Ok(Ok(tls)) => drive(tls, peer, accepted, ctx, conns).await,
-        Ok(Err(e)) => tracing::debug!(listener = ctx.name, %peer, error = %e, "TLS handshake failed"),
+        Ok(Err(e)) => {
+            tracing::debug!(listener = ctx.name, %peer, error = %e, "TLS handshake failed")
+        }
         Err(_) => tracing::debug!(listener = ctx.name, %peer, "TLS handshake timed out"),
     }
 }
@@ -394,12 +396,18 @@ impl ConnState {
     fn deadline(&self, s: &EdgeSettings) -> Option<(Instant, &'static str)> {
         let blocked = match self.write_blocked.load(Ordering::Relaxed) {
             0 => None,
-            t => Some((self.at(t - 1) + s.idle_timeout, "peer does not read the response")),
+            t => Some((
+                self.at(t - 1) + s.idle_timeout,
+                "peer does not read the response",
+            )),
         };
         let waiting = if self.in_flight.load(Ordering::Relaxed) > 0 {
             None
         } else if !self.served.load(Ordering::Relaxed) {
-            Some((self.base + s.header_timeout, "no request head within the header timeout"))
+            Some((
+                self.base + s.header_timeout,
+                "no request head within the header timeout",
+            ))
         } else {
             match self.head_started.load(Ordering::Relaxed) {
                 0 => Some((

@@ -82,7 +82,11 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> (u16, Vec<u8>) {
             .await
             .expect("no response")
             .unwrap();
-        assert!(n > 0, "closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
@@ -123,7 +127,10 @@ async fn partial_headers_are_closed(addr: SocketAddr) {
     let (mut rd, mut wr) = trickle.into_split();
     let feeding = tokio::spawn(async move {
         // Never completes the head: a byte every 100 ms keeps the connection busy.
-        for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ".iter().cycle() {
+        for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: "
+            .iter()
+            .cycle()
+        {
             if wr.write_all(&[*b]).await.is_err() {
                 return;
             }
@@ -208,7 +215,10 @@ fn assert_408(got: Option<Vec<u8>>, what: &str) {
         "{what}: expected 408 or a closed connection, got {text}"
     );
     if !got.is_empty() {
-        assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{text}"
+        );
         assert!(text.contains("REQUEST_TIMEOUT_ERR"), "{text}");
     }
 }
@@ -228,7 +238,11 @@ async fn slow_body_is_cut_off() {
     // 2 bytes every 250 ms: 8 B/s, far under 1024 B/s; the body would take ~50 s.
     let got = post_key_slowly(srv.addr, &t, &inst, body, 2, Duration::from_millis(250)).await;
     assert_408(got, "a body under the rate floor");
-    assert_eq!(key_count(&base, &t, &inst).await, 0, "the handler changed something");
+    assert_eq!(
+        key_count(&base, &t, &inst).await,
+        0,
+        "the handler changed something"
+    );
 }
 
 /// A body above the rate floor that does not arrive in full within --body-timeout is cut
@@ -254,7 +268,11 @@ async fn body_deadline_cuts_off_a_body_above_the_floor() {
     )
     .await;
     assert_408(got, "a body past the body deadline");
-    assert_eq!(key_count(&base, &t, &inst).await, 0, "the handler changed something");
+    assert_eq!(
+        key_count(&base, &t, &inst).await,
+        0,
+        "the handler changed something"
+    );
     // Sent at once, the same body is fine.
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     let head = format!(
@@ -262,7 +280,9 @@ async fn body_deadline_cuts_off_a_body_above_the_floor() {
          Bluemix-Instance: {inst}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    s.write_all(&[head.as_bytes(), &body].concat()).await.unwrap();
+    s.write_all(&[head.as_bytes(), &body].concat())
+        .await
+        .unwrap();
     let (status, _) = read_response(&mut s).await;
     assert_eq!(status, 201);
     assert_eq!(key_count(&base, &t, &inst).await, 1);
@@ -344,7 +364,9 @@ async fn tls_partial_handshake_is_closed() {
     // A TLS record header announcing a 512-byte ClientHello, then only its first bytes.
     let mut partial = TcpStream::connect(srv.addr).await.unwrap();
     partial
-        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03])
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
         .await
         .unwrap();
     let mut silent = TcpStream::connect(srv.addr).await.unwrap();
@@ -496,7 +518,10 @@ async fn past_the_cap_a_new_client_is_served() {
                     continue;
                 };
                 opened.fetch_add(1, Ordering::Relaxed);
-                if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.is_err() {
+                if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .is_err()
+                {
                     continue;
                 }
                 let mut got = Vec::new();
@@ -557,7 +582,10 @@ async fn past_the_cap_a_new_client_is_served() {
         held <= CAP,
         "the server held {held} connections, more than the cap of {CAP}"
     );
-    assert!(held >= CAP / 2, "the stalled clients never reached the cap ({held})");
+    assert!(
+        held >= CAP / 2,
+        "the stalled clients never reached the cap ({held})"
+    );
     assert!(
         opened.load(Ordering::Relaxed) > 3 * CAP,
         "stalled connections were never closed and re-opened"
@@ -671,7 +699,12 @@ async fn fd_exhaustion_backs_off_and_recovers() {
     let health = format!("http://{addr}/healthz");
     let mut up = false;
     for _ in 0..600 {
-        if client.get(&health).send().await.is_ok_and(|r| r.status() == 200) {
+        if client
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             up = true;
             break;
         }
@@ -679,7 +712,10 @@ async fn fd_exhaustion_backs_off_and_recovers() {
     }
     assert!(up, "{}", std::fs::read_to_string(&log).unwrap());
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("open-file limit"), "no warning at start: {text}");
+    assert!(
+        text.contains("open-file limit"),
+        "no warning at start: {text}"
+    );
 
     // More stalled connections than the server has descriptors.
     let mut stalled = Vec::new();
@@ -701,7 +737,10 @@ async fn fd_exhaustion_backs_off_and_recovers() {
         "the server used {used:.2} s of CPU in {window:?} while accept failed"
     );
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("accept failed"), "EMFILE was never hit: {text}");
+    assert!(
+        text.contains("accept failed"),
+        "EMFILE was never hit: {text}"
+    );
 
     // Descriptors free up: the server serves again.
     drop(stalled);
