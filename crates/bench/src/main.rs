@@ -1,6 +1,7 @@
 //! `keyward-bench`: starts a release `keyward serve`, then measures requests/s and latency of
 //! the hot endpoints with N keep-alive HTTP/1.1 connections. See BENCHMARKS.md.
 
+mod edge;
 mod http;
 mod report;
 mod server;
@@ -35,7 +36,7 @@ const ALL_SCENARIOS: &[&str] = &[
 ];
 
 /// Diagnostic scenarios, run only when named in --scenarios.
-const EXTRA_SCENARIOS: &[&str] = &["create-root-key", "master-key-rotate", "soak"];
+const EXTRA_SCENARIOS: &[&str] = &["create-root-key", "master-key-rotate", "soak", "edge"];
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -65,7 +66,8 @@ pub struct Args {
     /// Scenarios to run, comma-separated (default: all):
     /// baseline, wrap, unwrap, secure-import, import-token-warm, import-token-cold; also
     /// create-root-key (POST /keys generating a root key: the database write path of an
-    /// import without the RSA work), only when named.
+    /// import without the RSA work), only when named; likewise master-key-rotate, soak and
+    /// edge (wrap with and without stalled connections, and the cost of the largest URIs).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// `--token-pool-size` of the main server (the cold scenario always uses 0).
@@ -119,6 +121,16 @@ pub struct Args {
     /// memory held for a growing database from a leak)
     #[arg(long)]
     soak_no_create: bool,
+    /// edge (only when named): connections holding half a request head during the second
+    /// wrap run (re-opened as the server closes them)
+    #[arg(long, default_value_t = 2000)]
+    edge_stalled: usize,
+    /// edge: keys created in the instance before the largest-URI list requests are measured
+    #[arg(long, default_value_t = 100)]
+    edge_keys: usize,
+    /// edge: seconds of sequential requests per largest-URI measurement
+    #[arg(long, default_value_t = 3.0)]
+    edge_bad_query_secs: f64,
 }
 
 /// Exit status: 0, or 2 when a scenario saw a non-2xx response or a connection error (the
@@ -378,6 +390,7 @@ async fn run(args: Args) -> Result<bool> {
     if let Some(x) = reseal {
         report["master_key_rotate"] = x["master_key_rotate"].clone();
         report["soak"] = x["soak"].clone();
+        report["edge"] = x["edge"].clone();
     }
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -394,7 +407,8 @@ async fn run(args: Args) -> Result<bool> {
     let flagged = scenarios_done.iter().any(|s| s.res.errors() > 0)
         || report["soak"]["non_2xx_or_transport_errors"]
             .as_u64()
-            .is_some_and(|n| n > 0);
+            .is_some_and(|n| n > 0)
+        || report["edge"]["verdicts"]["no_5xx"] == json!(false);
     if flagged {
         progress("some scenarios had errors (see notes); exit status 2");
     }
@@ -782,7 +796,50 @@ async fn run_scenarios(
         s.note = Some("server started with --token-pool-size 0".to_string());
         out.push(s);
     }
-    let extras = json!({"master_key_rotate": reseal, "soak": soak});
+    let mut edge_report = None;
+    if want("edge") {
+        settle(ctx.addr, args.token_pool_size, args.wait_idle).await;
+        progress(&format!("edge: creating {} keys", args.edge_keys));
+        for i in 0..args.edge_keys {
+            ctx.json(
+                Method::POST,
+                "/api/v2/keys",
+                KEY_CT,
+                key_envelope(
+                    json!({"type": KEY_CT, "name": format!("edge-{i}"), "extractable": false}),
+                ),
+            )
+            .await?;
+        }
+        let body = serde_json::to_vec(&json!({"plaintext": dek}))?;
+        let wrap = ReqTemplate::new(
+            Method::POST,
+            &wrap_path,
+            &ctx.host,
+            &ctx.headers(WRAP_CT),
+            Bodies::Fixed(Bytes::from(body)),
+        )?;
+        let (scenarios, report) = edge::run(edge::Params {
+            addr: ctx.addr,
+            host: ctx.host.clone(),
+            pid: ctx.pid,
+            headers: vec![
+                ("authorization".into(), ctx.bearer.clone()),
+                ("bluemix-instance".into(), ctx.instance.clone()),
+                ("accept".into(), "application/json".into()),
+            ],
+            wrap,
+            connections: args.connections,
+            warmup,
+            duration,
+            stalled: args.edge_stalled,
+            bad_query_secs: args.edge_bad_query_secs,
+        })
+        .await?;
+        out.extend(scenarios);
+        edge_report = Some(report);
+    }
+    let extras = json!({"master_key_rotate": reseal, "soak": soak, "edge": edge_report});
     Ok((out, rsa, Some(extras)))
 }
 

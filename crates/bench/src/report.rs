@@ -407,6 +407,47 @@ pub fn table(report: &Value) -> String {
             }
         }
     }
+    if let Some(e) = report["edge"].as_object() {
+        let f = |k: &str| e.get(k).cloned().unwrap_or(Value::Null);
+        let (c, s) = (f("wrap_clean"), f("wrap_stalled"));
+        let _ = writeln!(
+            o,
+            "\nedge: wrap p50/p99 {}/{} ms, {} req/s without stalled connections; {}/{} ms, {} req/s with {} held \
+             (min {}, {} re-opened as the server closed them); p99 ratio {}, req/s ratio {}",
+            c["p50_ms"], c["p99_ms"], c["rps"], s["p50_ms"], s["p99_ms"], s["rps"],
+            f("stalled_open_at_start"), f("stalled_open_min"), f("stalled_reopened_during_run"),
+            f("p99_ratio"), f("rps_ratio")
+        );
+        let _ = writeln!(
+            o,
+            "  server fds {} before, {} with the stalled connections (max {}); stalled connections answered: {} ({} with 5xx)",
+            f("server_fds_before"), f("server_fds_stalled"), f("server_fds_max"),
+            f("stalled_answered"), f("stalled_answered_5xx")
+        );
+        for b in e
+            .get("bad_queries")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+        {
+            let _ = writeln!(
+                o,
+                "  GET /api/v2/keys {:<18} URI {:>6} B -> {}   longer ({} B) -> {}   server CPU {} ms/request (n={}, p50 {} ms)",
+                b["name"].as_str().unwrap_or("?"),
+                b["uri_bytes"], b["status"], b["over_long_uri_bytes"], b["over_long_status"],
+                b["server_cpu_ms_per_request"], b["requests"], b["p50_ms"]
+            );
+        }
+        if let Some(v) = e.get("verdicts").and_then(Value::as_object) {
+            for (k, v) in v {
+                let verdict = match v.as_bool() {
+                    Some(true) => "PASS",
+                    Some(false) => "FAIL",
+                    None => "n/a",
+                };
+                let _ = writeln!(o, "  [{verdict}] edge {k}");
+            }
+        }
+    }
     let _ = writeln!(o, "\ntargets:");
     for t in report["targets"].as_array().unwrap_or(&empty) {
         let verdict = match t["pass"].as_bool() {

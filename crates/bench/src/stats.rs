@@ -33,7 +33,7 @@ pub fn clk_tck() -> f64 {
 }
 
 /// utime + stime of a process (all its threads), in clock ticks.
-fn proc_ticks(pid: &str) -> Result<u64> {
+pub(crate) fn proc_ticks(pid: &str) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("read /proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces; fields after the last ')' are plain.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use keyward_store::DatabaseUrl;
@@ -117,6 +118,25 @@ pub struct ServeArgs {
     /// accepted and tagged; 0 refuses them at once (docs/threat-model.md) [default: 0]
     #[arg(long, env = "KEYWARD_ROW_AUTH_UPGRADE_GRACE")]
     pub row_auth_upgrade_grace: Option<u64>,
+    // --- The network edge (crates/keyward/src/edge.rs; docs/design.md "The network edge") ---
+    /// Seconds a new connection has to complete its TLS handshake and send its first request
+    /// head, and any connection to finish a request head once its first byte arrived [default: 10]
+    #[arg(long, env = "KEYWARD_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a request body (at most 64 KiB) has to arrive in full [default: 30]
+    #[arg(long, env = "KEYWARD_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
+    /// Slowest accepted request body, in bytes per second, averaged from the first read of the
+    /// body and enforced after a 2 s grace; 0 = only --body-timeout [default: 1024]
+    #[arg(long, env = "KEYWARD_MIN_BODY_RATE")]
+    pub min_body_rate: Option<u64>,
+    /// Seconds a keep-alive connection may wait for its next request [default: 60]
+    #[arg(long, env = "KEYWARD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Open connections per listener; past it, new connections wait in the kernel's accept
+    /// queue until one closes [default: 4096]
+    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -153,6 +173,12 @@ struct FileConfig {
     rate_limit_key_create: Option<String>,
     import_failure_limit: Option<i64>,
     trusted_proxy: Option<Vec<String>>,
+    // The network edge.
+    header_timeout: Option<u64>,
+    body_timeout: Option<u64>,
+    min_body_rate: Option<u64>,
+    idle_timeout: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 /// Validated settings.
@@ -189,6 +215,8 @@ pub struct Settings {
     pub audit_log: Option<(PathBuf, u64, usize)>,
     /// The database sink: records go into the `audit_log` table of `database_url`.
     pub audit_database: bool,
+    /// Timeouts and the connection cap of every listener.
+    pub edge: crate::edge::EdgeSettings,
 }
 
 /// The audit sinks named by `--audit-sink`: (file, database).
@@ -421,6 +449,52 @@ impl ServeArgs {
             ),
             _ => {}
         }
+        let edge = {
+            let d = crate::edge::EdgeSettings::default();
+            let secs = |name: &str, flag: Option<u64>, file: Option<u64>, d: Duration| match flag
+                .or(file)
+            {
+                Some(0) => bail!("--{name} must be at least 1 second"),
+                Some(s) if s > 86_400 => bail!("--{name} must be at most 86400 seconds"),
+                Some(s) => Ok(Duration::from_secs(s)),
+                None => Ok(d),
+            };
+            let max_connections = self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections);
+            if !(1..=crate::edge::MAX_CONNECTIONS_LIMIT).contains(&max_connections) {
+                bail!(
+                    "--max-connections must be between 1 and {}",
+                    crate::edge::MAX_CONNECTIONS_LIMIT
+                );
+            }
+            crate::edge::EdgeSettings {
+                header_timeout: secs(
+                    "header-timeout",
+                    self.header_timeout,
+                    file.header_timeout,
+                    d.header_timeout,
+                )?,
+                body_timeout: secs(
+                    "body-timeout",
+                    self.body_timeout,
+                    file.body_timeout,
+                    d.body_timeout,
+                )?,
+                min_body_rate: self
+                    .min_body_rate
+                    .or(file.min_body_rate)
+                    .unwrap_or(d.min_body_rate),
+                idle_timeout: secs(
+                    "idle-timeout",
+                    self.idle_timeout,
+                    file.idle_timeout,
+                    d.idle_timeout,
+                )?,
+                max_connections,
+            }
+        };
         if !listen.ip().is_loopback() && !insecure_http && tls.is_none() {
             bail!(
                 "refusing plain HTTP on the non-loopback address {listen}: TLS is not configured. \
@@ -466,6 +540,7 @@ impl ServeArgs {
                 )
             }),
             audit_database,
+            edge,
         })
     }
 }
@@ -663,6 +738,52 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(bad.resolve().is_err());
+    }
+
+    #[test]
+    fn edge_settings() {
+        let d = ServeArgs::default().resolve().unwrap().edge;
+        assert_eq!(d, crate::edge::EdgeSettings::default());
+        assert_eq!(d.header_timeout, Duration::from_secs(10));
+        assert_eq!(d.max_connections, 4096);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(
+            &cfg,
+            "header_timeout = 3\nbody_timeout = 7\nmin_body_rate = 0\nidle_timeout = 20\nmax_connections = 50\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            idle_timeout: Some(5),
+            ..ServeArgs::default()
+        };
+        let e = args.resolve().unwrap().edge;
+        assert_eq!(e.header_timeout, Duration::from_secs(3));
+        assert_eq!(e.body_timeout, Duration::from_secs(7));
+        assert_eq!(e.min_body_rate, 0);
+        assert_eq!(e.idle_timeout, Duration::from_secs(5));
+        assert_eq!(e.max_connections, 50);
+        for bad in [
+            ServeArgs {
+                header_timeout: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                body_timeout: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                idle_timeout: Some(86_401),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                max_connections: Some(0),
+                ..ServeArgs::default()
+            },
+        ] {
+            assert!(bad.resolve().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auditcmd;
 pub mod backup;
 pub mod config;
+pub mod edge;
 pub mod harden;
 pub mod masterkey;
 pub mod masterkeycmd;

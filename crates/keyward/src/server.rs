@@ -37,6 +37,8 @@ pub struct Server {
     ops: Option<(TcpListener, axum::Router)>,
     /// The TLS configuration and the files it came from (reloaded on SIGHUP).
     tls: Option<(rustls::ServerConfig, PathBuf, PathBuf)>,
+    /// Timeouts and connection cap of every listener.
+    edge: crate::edge::EdgeSettings,
 }
 
 /// A rustls server configuration: TLS 1.3 and 1.2 only, the aws-lc-rs provider's AEAD suites
@@ -155,6 +157,7 @@ pub async fn start_with_clock(
         }),
         ops,
         tls,
+        edge: settings.edge,
     })
 }
 
@@ -345,6 +348,11 @@ fn write_initial_key(data_dir: &Path, key: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl Server {
+    /// The address of the separate ops listener (`--metrics-listen`), when there is one.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
     pub async fn serve(
         self,
@@ -382,27 +390,39 @@ impl Server {
                 });
             }
         }
-        if let Some((listener, router)) = self.ops {
-            let addr = listener.local_addr()?;
-            tracing::info!(%addr, "health and metrics on http://{addr}");
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            });
+        // Every listener goes through the edge (crates/keyward/src/edge.rs): timeouts and a
+        // connection cap. `stop` turns true when `shutdown` resolves.
+        let edge = self.edge;
+        let listeners = 1 + usize::from(self.ops.is_some());
+        if let Some(w) = crate::edge::raise_nofile_limit(&edge, listeners) {
+            tracing::warn!("{w}");
         }
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let ops = self.ops.map(|(listener, router)| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "health and metrics on http://{addr}");
+            }
+            tokio::spawn(crate::edge::serve(
+                listener,
+                router,
+                None,
+                edge,
+                "ops",
+                stop.clone(),
+                Some(std::time::Duration::from_secs(10)),
+            ))
+        });
         match self.tls {
             None => {
-                axum::serve(self.listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await?;
+                crate::edge::serve(self.listener, self.router, None, edge, "api", stop, None).await;
             }
             Some((cfg, cert, key)) => {
-                let rustls_cfg = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
-                let reload = rustls_cfg.clone();
+                let tls = crate::edge::TlsConfig::new(cfg);
+                let reload = tls.clone();
                 tokio::spawn(async move {
                     use tokio::signal::unix::{signal, SignalKind};
                     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -411,7 +431,7 @@ impl Server {
                     while hup.recv().await.is_some() {
                         match tls_config(&cert, &key) {
                             Ok(c) => {
-                                reload.reload_from_config(Arc::new(c));
+                                reload.reload(c);
                                 tracing::info!("TLS certificate reloaded");
                             }
                             Err(e) => {
@@ -420,17 +440,21 @@ impl Server {
                         }
                     }
                 });
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-                });
-                axum_server::from_tcp_rustls(self.listener.into_std()?, rustls_cfg)
-                    .handle(handle)
-                    .serve(app)
-                    .await?;
+                // In-flight requests get 10 s to finish after the shutdown signal.
+                crate::edge::serve(
+                    self.listener,
+                    self.router,
+                    Some(tls),
+                    edge,
+                    "api",
+                    stop,
+                    Some(std::time::Duration::from_secs(10)),
+                )
+                .await;
             }
+        }
+        if let Some(ops) = ops {
+            let _ = ops.await;
         }
         tracing::info!("keyward stopped");
         Ok(())

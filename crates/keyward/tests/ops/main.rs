@@ -3,6 +3,8 @@
 //! readiness, and a master key that does not match the database (sealed start).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod edge;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
