@@ -237,11 +237,14 @@ async fn a_key_disabled_on_one_node_is_refused_by_the_other_within_a_second() {
     }
 }
 
-/// Runs `keyward admin --database-url URL --output json ARGS...` (the path an operator uses).
-fn admin_json(db: &Db, args: &[&str]) -> serde_json::Value {
+/// Runs `keyward admin --database-url URL --output json ARGS... --master-key-file KEY` (the
+/// path an operator uses; API keys are authenticated rows, so the command needs the master key).
+fn admin_json(db: &Db, key: &Path, args: &[&str]) -> serde_json::Value {
     let out = keyward()
         .args(["admin", "--database-url", &db.url, "--output", "json"])
         .args(args)
+        .arg("--master-key-file")
+        .arg(key)
         .output()
         .unwrap();
     assert!(
@@ -272,6 +275,7 @@ async fn deleted_api_key_token_stops_on_both_nodes() {
     // Two API keys of one new Writer principal, made through the admin CLI.
     let k1 = admin_json(
         &db,
+        &dir.path().join("master.key"),
         &[
             "apikey",
             "create",
@@ -284,6 +288,7 @@ async fn deleted_api_key_token_stops_on_both_nodes() {
     let iam = k1["iam_id"].as_str().unwrap();
     let k2 = admin_json(
         &db,
+        &dir.path().join("master.key"),
         &[
             "apikey",
             "create",
@@ -304,7 +309,11 @@ async fn deleted_api_key_token_stops_on_both_nodes() {
         api.wrap_ok(&id, b"x").await;
     }
 
-    admin_json(&db, &["apikey", "delete", k1["id"].as_str().unwrap()]);
+    admin_json(
+        &db,
+        &dir.path().join("master.key"),
+        &["apikey", "delete", k1["id"].as_str().unwrap()],
+    );
     let deleted = Instant::now();
     let mut first_refusal = [None, None];
     loop {
