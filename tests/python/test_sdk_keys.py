@@ -352,9 +352,10 @@ def test_wrapped_ciphertext_format(kp, inst, root_key):
     dek = os.urandom(24)
     wrapped = wrap(kp, inst, root_key["id"], {"plaintext": b64(dek)})
     outer = decode_wrapped(wrapped["ciphertext"])
-    assert outer["version"] == "4.0.0"
+    assert outer["version"] == "5.0.0"
     assert outer["handle"] == wrapped["keyVersion"]["id"]
     assert len(unb64(outer["iv"])) == 12
+    assert len(unb64(outer["salt"])) == 32, "a key derived for this wrap alone (docs/design.md)"
     assert len(unb64(outer["ciphertext"])) == len(dek) + 16, "AES-GCM: ciphertext || 16-byte tag"
 
 
