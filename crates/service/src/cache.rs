@@ -180,38 +180,6 @@ impl RoleCache {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn roles_are_found_by_borrowed_key_and_expire() {
-        let c = RoleCache::new(Duration::from_millis(50), 10);
-        let i = InstanceId::new();
-        let roles: Arc<[Role]> = vec![Role::Reader].into();
-        c.put(i, "p", roles.clone());
-        c.put(i, "q", Vec::new().into());
-        assert_eq!(c.get(i, "p").as_deref(), Some(&[Role::Reader][..]));
-        assert_eq!(c.get(i, "q").map(|r| r.len()), Some(0));
-        assert!(c.get(InstanceId::new(), "p").is_none());
-        std::thread::sleep(Duration::from_millis(60));
-        c.sweep();
-        assert_eq!(c.stats().entries, 0);
-        assert!(c.get(i, "p").is_none());
-    }
-
-    #[test]
-    fn role_cache_stays_bounded() {
-        let c = RoleCache::new(Duration::from_secs(60), 100);
-        for _ in 0..5_000 {
-            c.put(InstanceId::new(), "stranger", Vec::new().into());
-        }
-        let s = c.stats();
-        assert!(s.entries <= s.capacity && s.capacity < 200, "{s:?}");
-    }
-}
-
 /// Whether an API key still exists, by key id, for `ttl`: how long a token minted from a
 /// deleted API key can still be accepted by a node. Both answers are cached, so a revoked token
 /// replayed in a loop costs one query per `ttl`, not one per request. Entries are made only for
@@ -254,5 +222,37 @@ impl ApiKeyCache {
 
     pub fn stats(&self) -> CacheStats {
         self.map.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn roles_are_found_by_borrowed_key_and_expire() {
+        let c = RoleCache::new(Duration::from_millis(50), 10);
+        let i = InstanceId::new();
+        let roles: Arc<[Role]> = vec![Role::Reader].into();
+        c.put(i, "p", roles.clone());
+        c.put(i, "q", Vec::new().into());
+        assert_eq!(c.get(i, "p").as_deref(), Some(&[Role::Reader][..]));
+        assert_eq!(c.get(i, "q").map(|r| r.len()), Some(0));
+        assert!(c.get(InstanceId::new(), "p").is_none());
+        std::thread::sleep(Duration::from_millis(60));
+        c.sweep();
+        assert_eq!(c.stats().entries, 0);
+        assert!(c.get(i, "p").is_none());
+    }
+
+    #[test]
+    fn role_cache_stays_bounded() {
+        let c = RoleCache::new(Duration::from_secs(60), 100);
+        for _ in 0..5_000 {
+            c.put(InstanceId::new(), "stranger", Vec::new().into());
+        }
+        let s = c.stats();
+        assert!(s.entries <= s.capacity && s.capacity < 200, "{s:?}");
     }
 }
