@@ -87,17 +87,31 @@ pub fn app() -> &'static App {
 }
 
 fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
-    // tmpfs when there is one: SQLite's fsyncs are then free.
+    // tmpfs when there is one: SQLite's fsyncs are then free. The app lives in a static, so
+    // its directory outlives the process (libFuzzer exits without running destructors): the
+    // name carries the pid, and directories of processes that are gone are removed here.
     let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
-            .prefix("keyward-fuzz-")
-            .tempdir_in(shm)
-        {
-            return Ok(d);
+    let parent = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    if let Ok(rd) = std::fs::read_dir(&parent) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name
+                .strip_prefix("keyward-fuzz-")
+                .and_then(|r| r.split('-').next())
+            {
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
         }
     }
-    tempfile::Builder::new().prefix("keyward-fuzz-").tempdir()
+    tempfile::Builder::new()
+        .prefix(&format!("keyward-fuzz-{}-", std::process::id()))
+        .tempdir_in(parent)
 }
 
 fn bail(msg: String) -> anyhow::Error {

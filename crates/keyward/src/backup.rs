@@ -237,7 +237,12 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<(Header, &[u8])> {
             header.payload_format
         );
     }
-    if header.tables.values().sum::<u64>() != header.rows {
+    // Checked: counts that overflow when added are as inconsistent as counts that differ.
+    let total = header
+        .tables
+        .values()
+        .try_fold(0u64, |sum, n| sum.checked_add(*n));
+    if total != Some(header.rows) {
         bail!("the header is inconsistent: its table row counts do not add up to its row total");
     }
     Ok((header, payload))
