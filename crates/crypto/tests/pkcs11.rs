@@ -1,7 +1,8 @@
 //! The `pkcs11` master key provider against SoftHSM2 (RELIABILITY T12, small).
 //!
 //! Skips, with a note on stderr, when `/usr/lib/softhsm/libsofthsm2.so` or `softhsm2-util` is
-//! absent (install: `apt-get install -y softhsm2`).
+//! absent (install: `apt-get install -y softhsm2`); fails instead under
+//! `KEYWARD_REQUIRE_SERVICES=1`, as in CI.
 //!
 //! SoftHSM reads `SOFTHSM2_CONF` once, when the module is initialised, and a module is
 //! initialised once per process: so this test binary points `SOFTHSM2_CONF` at one temporary
@@ -12,6 +13,9 @@
 //! Run: `cargo test -p keyward-crypto --test pkcs11`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../keyward/tests/support/services.rs"]
+mod services;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -38,7 +42,11 @@ fn softhsm() -> Option<&'static PathBuf> {
     DIR.get_or_init(|| {
         let util = Command::new("softhsm2-util").arg("--version").output();
         if !Path::new(MODULE).exists() || util.is_err() {
-            eprintln!("NOTE: skipping the pkcs11 tests: {MODULE} or softhsm2-util is absent (apt-get install -y softhsm2)");
+            services::missing(
+                "the pkcs11 tests",
+                &format!("SoftHSM2 ({MODULE} or softhsm2-util)"),
+                "apt-get install -y softhsm2",
+            );
             return None;
         }
         let tmp = std::env::temp_dir();

@@ -799,7 +799,12 @@ pub fn decode_v1(bytes: &[u8]) -> anyhow::Result<(HeaderV1, &[u8])> {
     if header.payload_format != PAYLOAD_FORMAT || !payload.starts_with(SQLITE_MAGIC) {
         bail!("the payload is not a SQLite database");
     }
-    if header.tables.values().sum::<u64>() != header.rows {
+    // Checked: counts that overflow when added are as inconsistent as counts that differ.
+    let total = header
+        .tables
+        .values()
+        .try_fold(0u64, |sum, n| sum.checked_add(*n));
+    if total != Some(header.rows) {
         bail!("the header is inconsistent: its table row counts do not add up to its row total");
     }
     Ok((header, payload))

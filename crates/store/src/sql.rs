@@ -1723,11 +1723,21 @@ pub(crate) mod tests {
         a
     }
 
-    /// A fresh database on the server at `KEYWARD_TEST_DATABASE_URL` (`None` when unset), with
+    /// A fresh database on the server at `KEYWARD_TEST_DATABASE_URL` (`None` when unset, and
+    /// the caller skips; a failure instead under `KEYWARD_REQUIRE_SERVICES=1`, as in CI), with
     /// `settings` (`ALTER DATABASE … SET …` clauses) applied.
     pub(crate) async fn fresh_postgres(settings: &[&str]) -> Option<String> {
         use sqlx::Connection;
-        let base = std::env::var("KEYWARD_TEST_DATABASE_URL").ok()?;
+        let Ok(base) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
+            let required =
+                std::env::var("KEYWARD_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0");
+            assert!(
+                !required,
+                "PostgreSQL is missing (KEYWARD_TEST_DATABASE_URL unset), and \
+                 KEYWARD_REQUIRE_SERVICES is set: a test may not be skipped here"
+            );
+            return None;
+        };
         let name = format!("kw_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
         conn.execute(format!("CREATE DATABASE {name}").as_str())

@@ -2,6 +2,9 @@
 //! `KEYWARD_TEST_DATABASE_URL` points at a server (each run in a fresh database).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../keyward/tests/support/services.rs"]
+mod services;
+
 use std::sync::Arc;
 
 use keyward_crypto::rowauth::RowAuthKey;
@@ -57,7 +60,11 @@ async fn fresh_postgres() -> Option<DatabaseUrl> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_passes_the_suite() {
     let Some(url) = fresh_postgres().await else {
-        eprintln!("KEYWARD_TEST_DATABASE_URL unset: PostgreSQL suite not run");
+        services::missing(
+            "postgres_passes_the_suite",
+            "PostgreSQL (KEYWARD_TEST_DATABASE_URL unset)",
+            "set KEYWARD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
+        );
         return;
     };
     let store = SqlStore::connect(&url).await.unwrap();

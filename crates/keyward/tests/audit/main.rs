@@ -474,7 +474,11 @@ async fn one_record_per_audited_request_and_no_secrets() {
 async fn a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing() {
     use reqwest::Method as M;
     if !Path::new("/dev/full").exists() {
-        eprintln!("/dev/full missing: test skipped");
+        harness::services::missing(
+            "a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing",
+            "/dev/full",
+            "a Linux /dev",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

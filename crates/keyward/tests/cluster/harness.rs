@@ -24,12 +24,20 @@ pub const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
 /// PostgreSQL server, and each starts two or three processes on a 2-core machine.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// `KEYWARD_TEST_DATABASE_URL`, or `None` after printing why the test is skipped.
+#[path = "../support/services.rs"]
+pub mod services;
+
+/// `KEYWARD_TEST_DATABASE_URL`, or `None` after printing why the test is skipped (a failure
+/// under `KEYWARD_REQUIRE_SERVICES`, see [`services`]).
 pub fn pg_base(test: &str) -> Option<String> {
     match std::env::var("KEYWARD_TEST_DATABASE_URL") {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
-            eprintln!("KEYWARD_TEST_DATABASE_URL unset: cluster test `{test}` skipped");
+            services::missing(
+                test,
+                "PostgreSQL (KEYWARD_TEST_DATABASE_URL unset)",
+                "set KEYWARD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
+            );
             None
         }
     }

@@ -560,7 +560,11 @@ async fn postgres_restarts_lose_nothing_acknowledged() {
         .output()
         .is_err()
     {
-        eprintln!("pg_ctlcluster not found: restart test skipped");
+        harness::services::missing(
+            "postgres_restarts_lose_nothing_acknowledged",
+            "pg_ctlcluster",
+            "install postgresql-common",
+        );
         return;
     }
     let _serial = SERIAL.lock().await;

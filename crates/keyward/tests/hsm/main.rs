@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../support/services.rs"]
+mod services;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +33,11 @@ const ERROR_TYPE: &str = "application/vnd.ibm.kms.error+json";
 fn softhsm_present() -> bool {
     let util = Command::new("softhsm2-util").arg("--version").output();
     if !Path::new(MODULE).exists() || util.is_err() {
-        eprintln!("NOTE: skipping the hsm tests: {MODULE} or softhsm2-util is absent (apt-get install -y softhsm2)");
+        services::missing(
+            "the hsm tests",
+            &format!("SoftHSM2 ({MODULE} or softhsm2-util)"),
+            "apt-get install -y softhsm2",
+        );
         return false;
     }
     true

@@ -15,6 +15,9 @@ use keyward_domain::{Role, SystemClock};
 use keyward_service::admin;
 use serde_json::{json, Value};
 
+#[path = "../support/services.rs"]
+mod services;
+
 struct Running {
     addr: SocketAddr,
     store: Arc<dyn keyward_store::Store>,
@@ -131,33 +134,74 @@ async fn tls_serves_https_and_refuses_tls_1_1() {
         .await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
 
-    // TLS 1.1 (and 1.0) are refused at the handshake.
-    // (tokio::process: a blocking call here would stall the in-process server.)
-    if let Ok(out) = tokio::time::timeout(
+    // TLS 1.1 and 1.0 are refused at the handshake, by the server. The client is OpenSSL at
+    // security level 0, where it does offer TLS 1.0/1.1 (at OpenSSL 3's default level it refuses
+    // them itself, and a failed command would then prove nothing about the server). The control:
+    // the same client, allowed TLS 1.2, completes a handshake with the same server.
+    let port = srv.addr.port();
+    let Some(control) = s_client(port, "-tls1_2").await else {
+        services::missing(
+            "tls_serves_https_and_refuses_tls_1_1",
+            "openssl",
+            "apt-get install -y openssl",
+        );
+        return;
+    };
+    assert!(
+        control.0
+            && control.1.contains("Protocol  : TLSv1.2")
+            && control.1.contains("Cipher is ECDHE"),
+        "control: the same client with TLS 1.2 must complete a handshake: {}",
+        control.1
+    );
+    for (old, name) in [("-tls1_1", "TLSv1.1"), ("-tls1", "TLSv1")] {
+        let (ok, text) = s_client(port, old).await.unwrap();
+        assert!(!ok, "{old}: the handshake must fail: {text}");
+        // The client really offered the old version (it did not refuse on its own)...
+        assert!(
+            !text.contains("no protocols available")
+                && text.contains(&format!("Protocol  : {name}\n")),
+            "{old}: the client did not offer {name}, so the server was not tested: {text}"
+        );
+        // ...and the server answered it with a fatal alert (rustls sends handshake_failure,
+        // 40, when no version in common; protocol_version, 70, is as good), negotiating nothing.
+        assert!(
+            text.contains("SSL alert number 40") || text.contains("SSL alert number 70"),
+            "{old}: the server must refuse with a TLS alert: {text}"
+        );
+        assert!(
+            text.contains("Cipher is (NONE)") && !text.contains("Cipher is ECDHE"),
+            "{old}: no cipher may be negotiated: {text}"
+        );
+    }
+}
+
+/// `openssl s_client` with `version` (`-tls1_2`, `-tls1_1`, `-tls1`) at security level 0
+/// against 127.0.0.1:`port`: (exit status success, stdout + stderr), or None when there is no
+/// `openssl`. (tokio::process: a blocking call here would stall the in-process server.)
+async fn s_client(port: u16, version: &str) -> Option<(bool, String)> {
+    let out = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         tokio::process::Command::new("openssl")
             .args([
                 "s_client",
                 "-connect",
-                &format!("127.0.0.1:{}", srv.addr.port()),
-                "-tls1_1",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "localhost",
+                "-cipher",
+                "DEFAULT@SECLEVEL=0",
+                version,
             ])
             .stdin(std::process::Stdio::null())
             .output(),
     )
     .await
     .expect("openssl s_client did not finish")
-    {
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "TLS 1.1 handshake must fail: {text}");
-        assert!(
-            !text.contains("Cipher is ECDHE"),
-            "no cipher may be negotiated: {text}"
-        );
-    } else {
-        eprintln!("openssl not installed: TLS 1.1 refusal checked by rustls' protocol set only");
-    }
+    .ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    Some((out.status.success(), text))
 }
 
 #[tokio::test]

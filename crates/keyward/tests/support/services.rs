@@ -1,0 +1,24 @@
+//! What a test does when an external service it needs (PostgreSQL, SoftHSM2, `openssl`,
+//! `pg_ctlcluster`, ...) is missing: on a developer's machine it prints a note and the test
+//! passes without running; with `KEYWARD_REQUIRE_SERVICES=1` (set by `.ci/run`) it fails, so CI
+//! can never go green by skipping.
+//!
+//! Included by `#[path]` from the test binaries that need an external service.
+#![allow(dead_code)]
+
+/// The variable that turns a missing service into a test failure.
+pub const REQUIRE_VAR: &str = "KEYWARD_REQUIRE_SERVICES";
+
+/// Whether missing services must fail the tests (`KEYWARD_REQUIRE_SERVICES` set, not `0`).
+pub fn required() -> bool {
+    std::env::var(REQUIRE_VAR).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Reports that `what` is missing, so the calling test is skipped: panics when services are
+/// required, otherwise prints `NOTE: <what> ...: skipped` with `hint` (how to provide it).
+pub fn missing(test: &str, what: &str, hint: &str) {
+    if required() {
+        panic!("{test}: {what} is missing, and {REQUIRE_VAR} is set: a test may not be skipped here ({hint})");
+    }
+    eprintln!("NOTE: {test} skipped: {what} is missing ({hint}); set {REQUIRE_VAR}=1 to make this a failure");
+}
