@@ -153,7 +153,10 @@ impl App {
                 crypto: Rate::OFF,
                 import_token: Rate::OFF,
                 management: Rate::OFF,
+                import_token_create: Rate::OFF,
+                key_create: Rate::OFF,
                 auth_failures: Rate::OFF,
+                ..Limits::default()
             };
             let router = keyward_api::app(AppState::new(svc.clone(), limits), true);
             let a = keyward_service::admin::create_instance(&*store, "fuzz-a", NOW).await?;

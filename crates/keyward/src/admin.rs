@@ -236,14 +236,7 @@ async fn migrate(args: &AdminArgs, m: &MigrateArgs) -> anyhow::Result<()> {
 /// rows, like `keyward serve`) and installs the row-authentication key it opens
 /// (docs/threat-model.md).
 pub async fn open_store(settings: &crate::config::Settings) -> anyhow::Result<SqlStore> {
-    if settings.database_url.is_sqlite() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&settings.data_dir)
-            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    }
+    crate::config::create_data_dir(settings)?;
     let store = SqlStore::connect(&settings.database_url)
         .await
         .with_context(|| format!("opening database {}", settings.database_url))?;

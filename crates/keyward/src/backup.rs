@@ -55,8 +55,9 @@ use keyward_store::{copy_database, CopyReport, SqlStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::config::{sqlite_url, MasterKeySource, ServeArgs, Settings};
+use crate::config::{sqlite_url, MasterKeySource, Settings};
 use crate::masterkey::{file_generations, read_marker, Keyring};
+use crate::masterkeycmd::MasterKeyOpts;
 
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 15] = b"KEYWARD-BACKUP\n";
@@ -86,33 +87,6 @@ const HEADER_AAD_LABEL: &[u8] = b"keyward-backup-v2 header ";
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 const PAYLOAD_FORMAT: &str = "sqlite3";
 
-/// The master key settings, as the server takes them (same flags, environment and TOML keys).
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct MasterKeyFlags {
-    /// The server's TOML configuration file (its database and master key settings are used)
-    #[arg(long, env = "KEYWARD_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Master key file; its later generations (FILE.2, ...) are found next to it
-    /// [default: <data-dir>/master.key]
-    #[arg(long, env = "KEYWARD_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
-    /// The provider the server is configured with: file or pkcs11 [default: file]
-    #[arg(long, env = "KEYWARD_MASTER_KEY_PROVIDER")]
-    pub master_key_provider: Option<String>,
-    /// pkcs11: path of the PKCS#11 module
-    #[arg(long, env = "KEYWARD_PKCS11_MODULE")]
-    pub pkcs11_module: Option<PathBuf>,
-    /// pkcs11: label of the token that holds the master key
-    #[arg(long, env = "KEYWARD_PKCS11_TOKEN_LABEL")]
-    pub pkcs11_token_label: Option<String>,
-    /// pkcs11: file with the token's user PIN, mode 0600 (or KEYWARD_PKCS11_PIN)
-    #[arg(long, env = "KEYWARD_PKCS11_PIN_FILE")]
-    pub pkcs11_pin_file: Option<PathBuf>,
-    /// pkcs11: label of the master key object [default: keyward-master-key]
-    #[arg(long, env = "KEYWARD_PKCS11_KEY_LABEL")]
-    pub pkcs11_key_label: Option<String>,
-}
-
 #[derive(clap::Args, Debug)]
 pub struct BackupArgs {
     /// The backup file to write (mode 0600). Refused if it exists, unless --force
@@ -122,7 +96,7 @@ pub struct BackupArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
-    pub keys: MasterKeyFlags,
+    pub keys: MasterKeyOpts,
 }
 
 #[derive(clap::Args, Debug)]
@@ -131,7 +105,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE")]
     pub from: PathBuf,
     #[command(flatten)]
-    pub keys: MasterKeyFlags,
+    pub keys: MasterKeyOpts,
     /// Only verify the backup (authenticity, every chunk, a trial restore into a scratch
     /// database); write nothing to the target. Needs the master key, as a restore does
     #[arg(long)]
@@ -903,21 +877,12 @@ fn write_atomic_with<T>(
 fn resolve(
     data_dir: Option<&Path>,
     database_url: Option<&str>,
-    keys: &MasterKeyFlags,
+    keys: &MasterKeyOpts,
 ) -> anyhow::Result<(Settings, Option<PathBuf>)> {
-    let serve = ServeArgs {
-        data_dir: data_dir.map(Path::to_path_buf),
-        database_url: database_url.map(str::to_string),
-        config: keys.config.clone(),
-        master_key_file: keys.master_key_file.clone(),
-        master_key_provider: keys.master_key_provider.clone(),
-        pkcs11_module: keys.pkcs11_module.clone(),
-        pkcs11_token_label: keys.pkcs11_token_label.clone(),
-        pkcs11_pin_file: keys.pkcs11_pin_file.clone(),
-        pkcs11_key_label: keys.pkcs11_key_label.clone(),
-        ..ServeArgs::default()
-    };
-    let settings = serve.resolve()?;
+    let settings = keys.settings(
+        data_dir.map(Path::to_path_buf),
+        database_url.map(str::to_string),
+    )?;
     let in_dir = sqlite_url(&settings.data_dir.join("keyward.db"));
     let sqlite_dir =
         (settings.database_url.expose() == in_dir.expose()).then(|| settings.data_dir.clone());
@@ -1353,7 +1318,7 @@ pub async fn restore(
 /// ids of the master keys found, if any were looked for.
 fn restore_v1_payload(
     settings: &Settings,
-    flags: &MasterKeyFlags,
+    flags: &MasterKeyOpts,
     file: &File,
     payload_path: &Path,
 ) -> anyhow::Result<(Contents, Option<Vec<String>>)> {

@@ -181,6 +181,19 @@ struct FileConfig {
     max_connections: Option<usize>,
 }
 
+/// Creates the data directory (mode 0700) when the database is the SQLite file in it.
+pub fn create_data_dir(settings: &Settings) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if settings.database_url.is_sqlite() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {

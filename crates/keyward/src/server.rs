@@ -79,13 +79,7 @@ pub async fn start_with_clock(
     settings: &Settings,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Server> {
-    if settings.database_url.is_sqlite() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&settings.data_dir)
-            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    }
+    crate::config::create_data_dir(settings)?;
     let sql: Arc<dyn Store> = Arc::new(
         SqlStore::connect(&settings.database_url)
             .await

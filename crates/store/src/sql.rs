@@ -615,91 +615,111 @@ pub(crate) fn tag_col(row: &AnyRow) -> StoreResult<Option<Vec<u8>>> {
 }
 
 impl SqlStore {
-    /// A key row, checked against its tag.
-    pub(crate) fn key_checked(&self, row: &AnyRow) -> StoreResult<KeyRow> {
-        let k = key_from_row(row)?;
-        self.check_tag(
-            "keys",
-            &k.id.to_string(),
-            &rowtag::key_input(&k),
-            tag_col(row)?.as_deref(),
-        )?;
-        Ok(k)
-    }
-
-    fn version_checked(&self, row: &AnyRow) -> StoreResult<VersionRow> {
-        let v = version_from_row(row)?;
-        self.check_tag(
-            "key_versions",
-            &v.id.to_string(),
-            &rowtag::version_input(&v),
-            tag_col(row)?.as_deref(),
-        )?;
+    /// Parses a row of `table` and checks it against its tag.
+    pub(crate) fn checked<T>(
+        &self,
+        table: &'static str,
+        row: &AnyRow,
+        parse: impl Fn(&AnyRow) -> StoreResult<T>,
+        id: impl Fn(&T) -> String,
+        input: impl Fn(&T) -> TagInput,
+    ) -> StoreResult<T> {
+        let v = parse(row)?;
+        self.check_tag(table, &id(&v), &input(&v), tag_col(row)?.as_deref())?;
         Ok(v)
     }
 
+    /// As [`SqlStore::checked`] for rows that grant access: a row that fails its check (logged
+    /// and counted) is `None`, so a row inserted without the master key grants nothing.
+    fn checked_or_absent<T>(
+        &self,
+        table: &'static str,
+        row: &AnyRow,
+        parse: impl Fn(&AnyRow) -> StoreResult<T>,
+        id: impl Fn(&T) -> String,
+        input: impl Fn(&T) -> TagInput,
+    ) -> StoreResult<Option<T>> {
+        match self.checked(table, row, parse, id, input) {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::Integrity { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A key row, checked against its tag.
+    pub(crate) fn key_checked(&self, row: &AnyRow) -> StoreResult<KeyRow> {
+        self.checked(
+            "keys",
+            row,
+            key_from_row,
+            |k| k.id.to_string(),
+            rowtag::key_input,
+        )
+    }
+
+    fn version_checked(&self, row: &AnyRow) -> StoreResult<VersionRow> {
+        self.checked(
+            "key_versions",
+            row,
+            version_from_row,
+            |v| v.id.to_string(),
+            rowtag::version_input,
+        )
+    }
+
     fn token_checked(&self, row: &AnyRow) -> StoreResult<TokenRow> {
-        let t = token_from_row(row)?;
-        self.check_tag(
+        self.checked(
             "import_tokens",
-            &t.instance_id.to_string(),
-            &rowtag::token_input(&t),
-            tag_col(row)?.as_deref(),
-        )?;
-        Ok(t)
+            row,
+            token_from_row,
+            |t| t.instance_id.to_string(),
+            rowtag::token_input,
+        )
     }
 
-    /// An API key row, checked; `None` (after the failure is logged and counted) when it does
-    /// not verify, so a row inserted without the master key grants nothing.
     fn api_key_checked(&self, row: &AnyRow) -> StoreResult<Option<ApiKeyRow>> {
-        let k = api_key_from_row(row)?;
         let hash: Vec<u8> = get(row, "key_hash")?;
-        let input = rowtag::api_key_input(&k, &hash);
-        match self.check_tag("api_keys", &k.id, &input, tag_col(row)?.as_deref()) {
-            Ok(()) => Ok(Some(k)),
-            Err(StoreError::Integrity { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.checked_or_absent(
+            "api_keys",
+            row,
+            api_key_from_row,
+            |k| k.id.clone(),
+            |k| rowtag::api_key_input(k, &hash),
+        )
     }
 
-    /// A grant row, checked; `None` when it does not verify (it grants nothing).
     fn grant_checked(&self, row: &AnyRow) -> StoreResult<Option<GrantRow>> {
-        let g = GrantRow {
-            instance_id: uuid_col(row, "instance_id", InstanceId::parse)?,
-            iam_id: get(row, "iam_id")?,
-            role: Role::from_str(&get::<String>(row, "role")?).map_err(|_| corrupt("role"))?,
-            created_at: get(row, "created_at")?,
-        };
-        let id = format!("{}/{}/{}", g.instance_id, g.iam_id, g.role.as_str());
-        match self.check_tag(
+        self.checked_or_absent(
             "role_grants",
-            &id,
-            &rowtag::grant_input(&g),
-            tag_col(row)?.as_deref(),
-        ) {
-            Ok(()) => Ok(Some(g)),
-            Err(StoreError::Integrity { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+            row,
+            |r| {
+                Ok(GrantRow {
+                    instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
+                    iam_id: get(r, "iam_id")?,
+                    role: Role::from_str(&get::<String>(r, "role")?)
+                        .map_err(|_| corrupt("role"))?,
+                    created_at: get(r, "created_at")?,
+                })
+            },
+            |g| format!("{}/{}/{}", g.instance_id, g.iam_id, g.role.as_str()),
+            rowtag::grant_input,
+        )
     }
 
-    /// An instance row, checked; `None` when it does not verify.
     fn instance_checked(&self, row: &AnyRow) -> StoreResult<Option<InstanceRow>> {
-        let i = InstanceRow {
-            id: uuid_col(row, "id", InstanceId::parse)?,
-            name: get(row, "name")?,
-            created_at: get(row, "created_at")?,
-        };
-        match self.check_tag(
+        self.checked_or_absent(
             "instances",
-            &i.id.to_string(),
-            &rowtag::instance_input(&i),
-            tag_col(row)?.as_deref(),
-        ) {
-            Ok(()) => Ok(Some(i)),
-            Err(StoreError::Integrity { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+            row,
+            |r| {
+                Ok(InstanceRow {
+                    id: uuid_col(r, "id", InstanceId::parse)?,
+                    name: get(r, "name")?,
+                    created_at: get(r, "created_at")?,
+                })
+            },
+            |i| i.id.to_string(),
+            rowtag::instance_input,
+        )
     }
 }
 

@@ -35,14 +35,13 @@ fn registration_from_row(r: &AnyRow) -> StoreResult<RegistrationRow> {
 
 impl SqlStore {
     fn alias_checked(&self, r: &AnyRow) -> StoreResult<AliasRow> {
-        let a = alias_from_row(r)?;
-        self.check_tag(
+        self.checked(
             "key_aliases",
-            &format!("{}/{}", a.instance_id, a.alias),
-            &rowtag::alias_input(&a),
-            tag_col(r)?.as_deref(),
-        )?;
-        Ok(a)
+            r,
+            alias_from_row,
+            |a| format!("{}/{}", a.instance_id, a.alias),
+            rowtag::alias_input,
+        )
     }
 
     pub(crate) async fn purge_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
