@@ -89,11 +89,14 @@ pub fn seal_derived(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<([u8; SALT_LEN], [u8; IV_LEN], Vec<u8>), CryptoError> {
+    // One draw from the random source for both (each draw costs far more than its bytes).
+    let fresh = random_bytes(SALT_LEN + IV_LEN)?;
+    let (s, i) = fresh.split_at(SALT_LEN);
     let mut salt = [0u8; SALT_LEN];
-    salt.copy_from_slice(&random_bytes(SALT_LEN)?);
-    let key = derived_key(material, &salt)?;
+    salt.copy_from_slice(s);
     let mut iv = [0u8; IV_LEN];
-    iv.copy_from_slice(&random_bytes(IV_LEN)?);
+    iv.copy_from_slice(i);
+    let key = derived_key(material, &salt)?;
     let mut buf = plaintext.to_vec();
     key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::from(aad), &mut buf)
         .map_err(|_| CryptoError::Primitive)?;

@@ -45,7 +45,7 @@ use parking_lot::RwLock;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// Largest request line plus headers, in bytes (`431` past it).
@@ -340,7 +340,6 @@ struct ConnState {
     head_started: AtomicU64,
     /// Milliseconds since `base` (+1) since when writing has been blocked; 0: not blocked.
     write_blocked: AtomicU64,
-    wake: Notify,
 }
 
 impl ConnState {
@@ -352,7 +351,6 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             write_blocked: AtomicU64::new(0),
-            wake: Notify::new(),
         }
     }
 
@@ -370,7 +368,6 @@ impl ConnState {
         {
             self.head_started
                 .store(self.now_ms() + 1, Ordering::Relaxed);
-            self.wake.notify_one();
         }
     }
 
@@ -379,7 +376,6 @@ impl ConnState {
         if blocked && was == 0 {
             self.write_blocked
                 .store(self.now_ms() + 1, Ordering::Relaxed);
-            self.wake.notify_one();
         } else if !blocked && was != 0 {
             self.write_blocked.store(0, Ordering::Relaxed);
         }
@@ -427,19 +423,27 @@ impl ConnState {
     }
 
     /// Resolves when the connection has overstayed, with the reason.
+    ///
+    /// The watchdog is lazy, so that serving a request costs no timer or wake-up: one timer per
+    /// connection is re-armed only when it fires, for the connection's deadline or at most one
+    /// `tick` (a quarter of the shorter timeout) ahead, and the deadline is worked out afresh
+    /// each time. A deadline that moves earlier meanwhile (a request head starting on an idle
+    /// connection) is therefore noticed within one tick of it: connections overstay by at most
+    /// a quarter of a timeout.
     async fn watchdog(&self, s: &EdgeSettings) -> &'static str {
+        let tick = (s.header_timeout.min(s.idle_timeout) / 4).max(Duration::from_millis(20));
+        let first = self
+            .deadline(s)
+            .map_or(self.base + tick, |(at, _)| at.min(self.base + tick));
+        let sleep = tokio::time::sleep_until(first);
+        tokio::pin!(sleep);
         loop {
+            sleep.as_mut().await;
+            let now = Instant::now();
             match self.deadline(s) {
-                None => self.wake.notified().await,
-                Some((at, why)) => {
-                    if at <= Instant::now() {
-                        return why;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = self.wake.notified() => {}
-                    }
-                }
+                Some((at, why)) if at <= now => return why,
+                Some((at, _)) => sleep.as_mut().reset(at.min(now + tick)),
+                None => sleep.as_mut().reset(now + tick),
             }
         }
     }
@@ -454,7 +458,6 @@ impl Drop for RequestGuard {
         if st.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             st.idle_since.store(st.now_ms(), Ordering::Relaxed);
             st.head_started.store(0, Ordering::Relaxed);
-            st.wake.notify_one();
         }
     }
 }
