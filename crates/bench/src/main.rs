@@ -111,7 +111,7 @@ pub struct Args {
     /// Keep the temporary data directory (and server logs) and print its path.
     #[arg(long)]
     keep_data: bool,
-    /// soak (RELIABILITY T13, only when named): minutes of open-loop load
+    /// soak (only when named; BENCHMARKS.md): minutes of open-loop load
     #[arg(long, default_value_t = 10.0)]
     soak_minutes: f64,
     /// soak: requests per second (80 % wrap/unwrap, 10 % key reads, 10 % key creations)

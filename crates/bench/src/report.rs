@@ -125,7 +125,7 @@ fn num(v: Option<&Value>, field: &str) -> Option<f64> {
 
 /// Emulator figure from the issue: an AWS KMS emulator in Go, no auth, 16 connections.
 const GO_EMULATOR_RPS: f64 = 18_000.0;
-/// Approximate RSA-4096 OAEP decryptions per second per core on this machine (issue 3).
+/// Approximate RSA-4096 OAEP decryptions per second per core on this machine.
 const RSA_PER_CORE: f64 = 300.0;
 
 pub fn build(

@@ -1,4 +1,4 @@
-//! The soak scenario (RELIABILITY T13): an open-loop load at a fixed rate for minutes, with
+//! The soak scenario (BENCHMARKS.md, Soak): an open-loop load at a fixed rate for minutes, with
 //! the server's memory (VmRSS) and open file descriptors sampled along the way.
 //!
 //! Open loop: requests are dispatched at fixed intervals whatever the server does, and each

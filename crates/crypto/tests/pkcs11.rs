@@ -1,4 +1,4 @@
-//! The `pkcs11` master key provider against SoftHSM2 (RELIABILITY T12, small).
+//! The `pkcs11` master key provider against SoftHSM2 (docs/hsm.md).
 //!
 //! Skips, with a note on stderr, when `/usr/lib/softhsm/libsofthsm2.so` or `softhsm2-util` is
 //! absent (install: `apt-get install -y softhsm2`); fails instead under

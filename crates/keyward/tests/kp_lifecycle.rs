@@ -1,4 +1,4 @@
-//! Black-box tests of the `keyward kp` lifecycle commands (issue 4.9): each test starts
+//! Black-box tests of the `keyward kp` lifecycle commands: each test starts
 //! `keyward serve` on a free port with a temporary data dir, creates an instance and API keys
 //! with `keyward admin`, and runs `keyward kp ...` as a subprocess, checking exit codes, JSON
 //! and human output, and reason codes on stderr. The server uses the wall clock, so the 30-second

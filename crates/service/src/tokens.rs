@@ -46,7 +46,7 @@ pub const DEFAULT_RETRIEVALS: i64 = 1;
 /// (`--import-failure-limit`; `docs/import-tokens.md`).
 pub const MAX_FAILED_IMPORTS: i64 = 10;
 
-/// The one message for every RSA-OAEP failure (decisions.md: same bytes in every case).
+/// The one message for every RSA-OAEP failure (docs/import-tokens.md: the same bytes in every case).
 pub const OAEP_FAILURE_MESSAGE: &str =
     "The field `payload` must be: the key material encrypted with the import token's public key";
 

@@ -1,4 +1,4 @@
-//! Backups (issue 6.6, RELIABILITY T17) with the real `keyward` binary:
+//! Backups (docs/backup.md) with the real `keyward` binary:
 //!
 //! - an online backup of a running SQLite node (while another client keeps creating keys)
 //!   restored into a fresh data dir: every sampled ciphertext unwraps, keys, versions,

@@ -1,4 +1,4 @@
-//! Several stateless Keyward nodes on one PostgreSQL (issue 5): exact import-token retrievals
+//! Several stateless Keyward nodes on one PostgreSQL (docs/postgres.md): exact import-token retrievals
 //! and single-winner rotations across nodes, a change on one node seen by another within the
 //! cache bound, the scheduler rotating a due key once, nodes starting at once, a node with the
 //! wrong master key refusing, PostgreSQL restarts losing nothing acknowledged, and the

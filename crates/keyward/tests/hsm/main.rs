@@ -1,5 +1,5 @@
 //! The real `keyward serve` binary with its master key in an HSM (SoftHSM2 through PKCS#11;
-//! RELIABILITY T12, small): keys made before a restart still unwrap after it, the database
+//! docs/hsm.md): keys made before a restart still unwrap after it, the database
 //! never holds imported material in the clear, and a missing HSM, a wrong PIN or a missing
 //! master key object leaves the service sealed (503) without writing anything.
 //!

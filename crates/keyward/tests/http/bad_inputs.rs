@@ -1,4 +1,4 @@
-//! Bad inputs for the key endpoints (RELIABILITY items 20–30, T4): each gets a clear 4xx
+//! Bad inputs for the key endpoints (docs/threat-model.md, attacker A1): each gets a clear 4xx
 //! with its code and changes nothing; no 5xx anywhere (every response passes `send`).
 
 use std::time::Duration;

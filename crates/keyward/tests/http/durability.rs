@@ -1,4 +1,4 @@
-//! Durability with the real binary (RELIABILITY T6, small): keys, versions, import tokens and
+//! Durability with the real binary (a small crash-consistency run): keys, versions, import tokens and
 //! ciphertexts survive a graceful restart (SIGTERM), and `kill -9` right after an acknowledged
 //! write loses nothing. API keys come from `keyward admin` while the server runs.
 

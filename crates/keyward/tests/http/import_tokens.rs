@@ -1,4 +1,4 @@
-//! Import tokens (decisions.md, every row; RELIABILITY items 1–6, T3): creation bounds and
+//! Import tokens (docs/import-tokens.md): creation bounds and
 //! types, defaults, retrieval counting (exact under 200 parallel GETs), exhaustion, expiry,
 //! replacement.
 

@@ -1,4 +1,4 @@
-//! Tenant isolation and roles (RELIABILITY T8, T9): a foreign key looks exactly like a
+//! Tenant isolation and roles (docs/threat-model.md, attacker A2): a foreign key looks exactly like a
 //! missing one, foreign rows never list, a token used with another instance gets 403, and the
 //! role × endpoint matrix matches Key Protect's table. Every refusal changes nothing.
 
@@ -207,7 +207,7 @@ const EPS: [Ep; 14] = [
     Ep::GetToken,
 ];
 
-/// Key Protect's IAM table for these endpoints (spec §IAM; decisions.md).
+/// Key Protect's IAM table for these endpoints (docs/design.md, Auth).
 fn allowed(role: Role, ep: Ep) -> bool {
     use Ep::*;
     let level = match role {
@@ -483,7 +483,7 @@ async fn grants_are_per_instance() {
     a.get("/api/v2/keys").await.expect(200);
 }
 
-/// Failed bearer tokens are limited per source address (RELIABILITY T14): whatever the
+/// Failed bearer tokens are limited per source address (docs/threat-model.md, attacker A1): whatever the
 /// configured limit, a refusal is 401 until the limit, then 429 with `Retry-After` and the
 /// error envelope; another address is unaffected.
 #[tokio::test]

@@ -45,7 +45,7 @@ async fn create_generated_root_and_standard_keys() {
         "root material must never be returned: {root}"
     );
 
-    // `extractable` omitted: a standard key (decisions.md), returned with its material.
+    // `extractable` omitted: a standard key (docs/design.md), returned with its material.
     let std = c
         .create(json!({"type": KEY_TYPE, "name": "std-1"}))
         .await
@@ -381,7 +381,7 @@ async fn wrap_unwrap_rewrap() {
     .expect(200);
     assert_eq!(unb64(w["plaintext"].as_str().unwrap()).len(), 32);
 
-    // With plaintext: no plaintext in the response; the blob is decisions.md's format.
+    // With plaintext: no plaintext in the response; the blob has the format docs/design.md gives.
     let dek = random(7500);
     let w = c
         .wrap(&id, &json!({"plaintext": B64.encode(&dek)}))

@@ -1,4 +1,4 @@
-//! Black-box HTTP tests of Keyward's Key Protect API (issues 2 and 3; RELIABILITY T3/T4/T8/T9).
+//! Black-box HTTP tests of Keyward's Key Protect API (docs/threat-model.md names what each module shows).
 //!
 //! Most tests share one in-process server (`common::shared()`) and isolate themselves by
 //! creating their own instances; tests that move the manual clock, or need a particular

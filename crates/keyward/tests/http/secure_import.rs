@@ -1,4 +1,4 @@
-//! Secure import (RELIABILITY items 7–19, decisions.md): successes with SHA-256 and SHA-1,
+//! Secure import (docs/import-tokens.md): successes with SHA-256 and SHA-1,
 //! every bad input with its exact error, the uniform OAEP failure (same status, code and
 //! body bytes), and secure rotation. Every refusal leaves keys and the token row unchanged.
 

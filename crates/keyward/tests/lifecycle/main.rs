@@ -1,4 +1,4 @@
-//! Lifecycle tests of Keyward's Key Protect API (issue 4): rotation and versions, states,
+//! Lifecycle tests of Keyward's Key Protect API: rotation and versions, states,
 //! dual-authorised deletion, restore, purge, policies, key rings, aliases, listing, every
 //! lifecycle reason code, and a model-based property test of the whole state machine under
 //! a manual clock.

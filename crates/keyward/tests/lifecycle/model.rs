@@ -1,4 +1,4 @@
-//! The model-based property test (issue 4): random sequences of create (generated root,
+//! The model-based property test: random sequences of create (generated root,
 //! plain-imported root, standard), rotate, wrap, unwrap, rewrap, disable, enable, delete,
 //! restore, purge, clock advances and scheduler passes, run through the HTTP API of an
 //! in-process server and checked step by step against a small model of states, versions,

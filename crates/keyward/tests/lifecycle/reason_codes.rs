@@ -1,5 +1,5 @@
 //! Every reason code of spec §1.6 that the lifecycle endpoints produce, each at least once,
-//! with its HTTP status and the error envelope (issue 4 "tests that must exist").
+//! with its HTTP status and the error envelope.
 //! (Dual-auth codes are also exercised at length in `dual_auth`, rotation codes in `rotation`.)
 
 use keyward_domain::Role;

@@ -1,4 +1,4 @@
-//! Rotation and versions (issue 4 §1, spec §6.2–6.3): unwrap across many rotations with the
+//! Rotation and versions: unwrap across many rotations with the
 //! rewrapped ciphertext each time, the versions listing, the once-an-hour rule, imported-key
 //! rotation with new material, and rotation in each state.
 

@@ -1,4 +1,4 @@
-//! Online master key rotation with the real `keyward` binary (issue 6.1):
+//! Online master key rotation with the real `keyward` binary (docs/master-key.md):
 //!
 //! - a node keeps serving (creates, wraps, unwraps, all 2xx) while `admin master-key rotate`
 //!   re-seals every row under a new key generation;
@@ -405,7 +405,7 @@ async fn staged_generation_waits_for_the_next_run() {
     node.terminate();
 }
 
-/// RELIABILITY T16: the server that holds the master key runs with core dumps off
+/// No core dumps (docs/design.md): the server that holds the master key runs with core dumps off
 /// (`RLIMIT_CORE` 0, soft and hard), so a crash writes no key material to disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_without_core_dumps() {

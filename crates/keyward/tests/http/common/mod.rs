@@ -662,7 +662,7 @@ pub fn random_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// The wrapped-DEK blob of decisions.md: base64 of `{"ciphertext","iv","version","handle"}`.
+/// The wrapped-DEK blob (docs/design.md): base64 of `{"ciphertext","iv","version","handle"}`.
 pub fn decode_blob(ciphertext: &str) -> Value {
     serde_json::from_slice(&unb64(ciphertext)).unwrap()
 }

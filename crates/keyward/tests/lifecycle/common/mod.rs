@@ -690,7 +690,7 @@ pub fn time_str(unix: i64) -> String {
     format_time(unix)
 }
 
-/// The key version id a wrapped ciphertext names (decisions.md blob format).
+/// The key version id a wrapped ciphertext names (the blob format of docs/design.md).
 pub fn handle_of(ciphertext: &str) -> String {
     let blob: Value = serde_json::from_slice(&unb64(ciphertext)).unwrap();
     blob["handle"].as_str().unwrap().to_string()
