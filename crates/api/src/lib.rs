@@ -28,6 +28,7 @@ mod routes;
 mod wire;
 
 pub use error::ApiError;
+pub use routes::openapi::document_json as openapi_json;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -279,6 +280,8 @@ fn api_routes(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        // No token: the API's description is public (`docs/openapi.json`).
+        .route("/openapi.json", get(routes::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -293,6 +296,7 @@ pub fn sealed_app() -> Router {
         .route("/healthz", get(sealed_status))
         .route("/readyz", get(sealed_status))
         .route("/metrics", get(sealed_metrics))
+        .route("/openapi.json", get(routes::openapi::serve))
         .fallback(|| async {
             ApiError::new(
                 ServiceError::new(

@@ -34,7 +34,8 @@ pub use out::OutputFormat;
         unwrap and import-token calls, and the key object (resources[0]) for calls returning \
         or changing one key (actions that return no body, such as disable, are followed by a \
         read of the key's metadata). Errors go to stderr with the Key Protect errorMsg and \
-        reason codes, and the exit status is non-zero."
+        reason codes, and the exit status is non-zero.\n\n\
+        The API: GET {--url}/openapi.json (OpenAPI 3.1; docs/openapi.json in the repository)."
 )]
 pub struct KpArgs {
     /// Base URL of the service; /api/v2/... is appended (KEYWARD_URL is read when KP_URL is unset)

@@ -4,4 +4,5 @@ pub mod actions;
 pub mod identity;
 pub mod keys;
 pub mod lifecycle;
+pub mod openapi;
 pub mod tokens;

@@ -1,0 +1,1113 @@
+//! The OpenAPI 3.1 document of every route Keyward serves, built from the `keyward-wire`
+//! types. Served at `GET /openapi.json` (no token) and committed as `docs/openapi.json`
+//! (`crates/api/tests/openapi.rs` fails when the committed file is stale).
+//!
+//! Keyward's own endpoints and extensions of the Key Protect API carry `x-keyward: true`;
+//! each error response lists its possible reason codes in `x-reason-codes`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keyward_service::ErrorCode;
+use keyward_wire::{req, resp};
+use utoipa::openapi::extensions::{Extensions, ExtensionsBuilder};
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    Content, HeaderBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr, Required,
+    ResponseBuilder, Schema,
+};
+use utoipa::OpenApi as _;
+
+use crate::error::status_of;
+
+/// Every reason code (checked against [`code_index`], which does not compile without a new
+/// variant).
+const ALL_CODES: [ErrorCode; 47] = {
+    use ErrorCode::*;
+    [
+        BadBody,
+        CollectionTotalMismatch,
+        NoBody,
+        InvalidField,
+        InvalidQueryParam,
+        InstanceIdRequired,
+        InvalidInstanceId,
+        KeyRootRequired,
+        KeyPayloadRequired,
+        IncorrectNonce,
+        IncorrectNonceIv,
+        Unauthorized,
+        Forbidden,
+        KeyNotFound,
+        ImportTokenNotFound,
+        KeyActionInvalidState,
+        ImportTokenExpired,
+        ImportTokenRetrievalsExhausted,
+        KeyRotationNotPermitted,
+        KeyDeleted,
+        UnprocessableCiphertext,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        BodyQueryParamMismatch,
+        NumCollectionResource,
+        KeyExpired,
+        KeyRestoreExpired,
+        ReqTooEarly,
+        ProtectedResource,
+        PrevKeyDeletion,
+        AuthorizationsNotMet,
+        NotDualAuth,
+        KeyCreateImportAccess,
+        KeySearchTooBroad,
+        KeyRingNotFound,
+        KeyRingConflict,
+        KeyRingNotEmpty,
+        KeyRingLimit,
+        AliasConflict,
+        AliasLimit,
+        RateLimited,
+        ServiceOnly,
+        NotFound,
+        MethodNotAllowed,
+        Unavailable,
+        Internal,
+        RowIntegrity,
+    ]
+};
+
+/// The position of `c` in [`ALL_CODES`] (exhaustive: a new code must be listed).
+#[cfg_attr(not(test), allow(dead_code))]
+fn code_index(c: ErrorCode) -> usize {
+    use ErrorCode::*;
+    match c {
+        BadBody => 0,
+        CollectionTotalMismatch => 1,
+        NoBody => 2,
+        InvalidField => 3,
+        InvalidQueryParam => 4,
+        InstanceIdRequired => 5,
+        InvalidInstanceId => 6,
+        KeyRootRequired => 7,
+        KeyPayloadRequired => 8,
+        IncorrectNonce => 9,
+        IncorrectNonceIv => 10,
+        Unauthorized => 11,
+        Forbidden => 12,
+        KeyNotFound => 13,
+        ImportTokenNotFound => 14,
+        KeyActionInvalidState => 15,
+        ImportTokenExpired => 16,
+        ImportTokenRetrievalsExhausted => 17,
+        KeyRotationNotPermitted => 18,
+        KeyDeleted => 19,
+        UnprocessableCiphertext => 20,
+        PayloadTooLarge => 21,
+        UnsupportedMediaType => 22,
+        BodyQueryParamMismatch => 23,
+        NumCollectionResource => 24,
+        KeyExpired => 25,
+        KeyRestoreExpired => 26,
+        ReqTooEarly => 27,
+        ProtectedResource => 28,
+        PrevKeyDeletion => 29,
+        AuthorizationsNotMet => 30,
+        NotDualAuth => 31,
+        KeyCreateImportAccess => 32,
+        KeySearchTooBroad => 33,
+        KeyRingNotFound => 34,
+        KeyRingConflict => 35,
+        KeyRingNotEmpty => 36,
+        KeyRingLimit => 37,
+        AliasConflict => 38,
+        AliasLimit => 39,
+        RateLimited => 40,
+        ServiceOnly => 41,
+        NotFound => 42,
+        MethodNotAllowed => 43,
+        Unavailable => 44,
+        Internal => 45,
+        RowIntegrity => 46,
+    }
+}
+
+/// The reason codes answered with `status` (deduplicated, in declaration order).
+fn reason_codes(status: u16) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for c in ALL_CODES {
+        if status_of(c).as_u16() == status && !out.contains(&c.as_str()) {
+            out.push(c.as_str());
+        }
+    }
+    out
+}
+
+/// The component schemas, collected (with everything they name) from the wire types.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(
+    resp::KeyCollection,
+    resp::VersionCollection,
+    resp::KeyPolicyCollection,
+    resp::InstancePolicyCollection,
+    resp::AliasCollection,
+    resp::KeyRingCollection,
+    resp::RegistrationCollection,
+    resp::AllowedIpPortCollection,
+    resp::ErrorCollection,
+    resp::WrapResponse,
+    resp::UnwrapResponse,
+    resp::RewrapResponse,
+    resp::ImportToken,
+    resp::IdentityToken,
+    resp::IamError,
+    resp::Health,
+    req::KeyCreateRequest,
+    req::KeyCreateWithOverridesRequest,
+    req::WrapRequest,
+    req::UnwrapRequest,
+    req::RotateRequest,
+    req::EmptyRequest,
+    req::RestoreRequest,
+    req::PatchKeyRequest,
+    req::KeyPoliciesRequest,
+    req::InstancePoliciesRequest,
+    req::ImportTokenRequest,
+    req::IdentityTokenForm,
+)))]
+struct Schemas;
+
+fn schema_ref(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn scalar(t: Type) -> RefOr<Schema> {
+    RefOr::T(Schema::Object(ObjectBuilder::new().schema_type(t).build()))
+}
+
+fn ext(keyward: bool, reason_codes: Option<Vec<&'static str>>) -> Option<Extensions> {
+    let mut b = ExtensionsBuilder::new();
+    let mut any = false;
+    if keyward {
+        b = b.add("x-keyward", true);
+        any = true;
+    }
+    if let Some(codes) = reason_codes {
+        b = b.add("x-reason-codes", codes);
+        any = true;
+    }
+    any.then(|| b.build())
+}
+
+fn header_param(name: &str, required: bool, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(scalar(Type::String)))
+        .build()
+}
+
+fn query(name: &str, t: Type, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(scalar(t)))
+        .build()
+}
+
+fn path_param(name: &str, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(scalar(Type::String)))
+        .build()
+}
+
+/// What one operation takes and answers.
+struct Op {
+    path: String,
+    method: HttpMethod,
+    id: &'static str,
+    summary: &'static str,
+    tag: &'static str,
+    /// A Keyward endpoint or extension (not in Key Protect's API).
+    keyward: bool,
+    /// Key Protect API: bearer token, `Bluemix-Instance`, `Correlation-Id`.
+    api: bool,
+    params: Vec<Parameter>,
+    /// (schema name, required)
+    body: Option<(&'static str, bool)>,
+    /// (status, description, schema name or none)
+    ok: Vec<(u16, &'static str, Option<&'static str>)>,
+    errors: &'static [u16],
+    deprecated: bool,
+}
+
+const KEY_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 410, 429, 500, 503];
+const BODY_KEY_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 410, 413, 415, 422, 429, 500, 503];
+const BODY_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 429, 500, 503];
+const PLAIN_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 429, 500, 503];
+
+fn error_description(status: u16) -> &'static str {
+    match status {
+        400 => "The request is malformed (body, field, query parameter or header).",
+        401 => "The bearer token is missing, invalid or expired.",
+        403 => "The caller has no role allowing this action on this instance.",
+        404 => "The key, key ring, alias or import token does not exist.",
+        409 => "The resource's state does not allow the action.",
+        410 => "The key has been deleted.",
+        413 => "The request body is larger than 64 KiB.",
+        415 => "The request body is not JSON.",
+        422 => "The ciphertext cannot be unwrapped with this key.",
+        429 => "Too many requests for this caller and action class; see `Retry-After`.",
+        500 => "Internal error (details are logged, never returned).",
+        503 => "The store is unreachable, the service is sealed or at capacity; see `Retry-After`.",
+        _ => "Error.",
+    }
+}
+
+fn json_content(schema: &str) -> Content {
+    Content::new(Some(schema_ref(schema)))
+}
+
+fn operation(op: Op) -> (String, PathItem) {
+    let mut b = OperationBuilder::new()
+        .operation_id(Some(op.id))
+        .summary(Some(op.summary))
+        .tag(op.tag)
+        .extensions(ext(op.keyward, None));
+    if op.deprecated {
+        b = b.deprecated(Some(utoipa::openapi::Deprecated::True));
+    }
+    if op.api {
+        b = b
+            .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+            .parameter(header_param(
+                "Bluemix-Instance",
+                true,
+                "The instance (a UUID) the request acts on.",
+            ))
+            .parameter(header_param(
+                "Correlation-Id",
+                false,
+                "An id (at most 128 printable characters) recorded in the audit log.",
+            ));
+    }
+    for p in op.params {
+        b = b.parameter(p);
+    }
+    if let Some((schema, required)) = op.body {
+        let mut rb = RequestBodyBuilder::new().required(Some(if required {
+            Required::True
+        } else {
+            Required::False
+        }));
+        rb = if schema == "IdentityTokenForm" {
+            rb.content("application/x-www-form-urlencoded", json_content(schema))
+        } else {
+            rb.content("application/json", json_content(schema))
+        };
+        b = b.request_body(Some(rb.build()));
+    }
+    for (status, description, schema) in op.ok {
+        let mut r = ResponseBuilder::new().description(description);
+        if let Some(s) = schema {
+            r = r.content("application/json", json_content(s));
+        }
+        if op.method == HttpMethod::Head {
+            r = r.header(
+                "Key-Total",
+                HeaderBuilder::new()
+                    .schema(scalar(Type::Integer))
+                    .description(Some("The number of keys matching the query."))
+                    .build(),
+            );
+        }
+        b = b.response(status.to_string(), r.build());
+    }
+    let iam = op.path == "/identity/token";
+    for &status in op.errors {
+        let name = if iam {
+            format!("IamError{status}")
+        } else {
+            format!("Error{status}")
+        };
+        b = b.response(
+            status.to_string(),
+            RefOr::Ref(Ref::from_response_name(name)),
+        );
+    }
+    (op.path, PathItem::new(op.method, b.build()))
+}
+
+fn key_id() -> Parameter {
+    path_param("id", "The key's id (a UUID) or one of its aliases.")
+}
+
+fn key_ring_header(purpose: &str) -> Parameter {
+    header_param("X-Kms-Key-Ring", false, purpose)
+}
+
+fn prefer() -> Parameter {
+    header_param(
+        "Prefer",
+        false,
+        "`return=representation` to receive the resource (`return=minimal`: no body).",
+    )
+}
+
+fn paging(default_limit: &str) -> Vec<Parameter> {
+    vec![
+        query(
+            "limit",
+            Type::Integer,
+            &format!("At most this many resources (1 to 5000; default {default_limit})."),
+        ),
+        query("offset", Type::Integer, "Resources to skip (default 0)."),
+        query(
+            "totalCount",
+            Type::Boolean,
+            "`true`: add `metadata.totalCount`, all matching resources.",
+        ),
+    ]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn api(
+    path: &str,
+    method: HttpMethod,
+    id: &'static str,
+    summary: &'static str,
+    tag: &'static str,
+    params: Vec<Parameter>,
+    body: Option<(&'static str, bool)>,
+    ok: Vec<(u16, &'static str, Option<&'static str>)>,
+    errors: &'static [u16],
+) -> Op {
+    Op {
+        path: path.to_string(),
+        method,
+        id,
+        summary,
+        tag,
+        keyward: false,
+        api: true,
+        params,
+        body,
+        ok,
+        errors,
+        deprecated: false,
+    }
+}
+
+fn keyward_op(mut op: Op) -> Op {
+    op.keyward = true;
+    op
+}
+
+fn ops() -> Vec<Op> {
+    use HttpMethod::*;
+    let keys = "Keys";
+    let actions = "Key actions";
+    let mut v = vec![
+        api(
+            "/api/v2/keys",
+            Get,
+            "listKeys",
+            "List keys",
+            keys,
+            vec![
+                query("limit", Type::Integer, "At most this many keys (1 to 5000; default 200)."),
+                query("offset", Type::Integer, "Keys to skip (default 0)."),
+                query("state", Type::String, "Comma-separated states: 0, 1, 2, 3, 5."),
+                query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
+                query("sort", Type::String, "Comma-separated fields, each optionally prefixed by `-` (descending): id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate."),
+                query("search", Type::String, "Search by name, alias or id (`fuzzy:`, `exact:`, `not:`, `escape:`, `alias:`, `name:` prefixes)."),
+                query("filter", Type::String, "Space-separated `property=operator:value` terms."),
+                key_ring_header("Only keys of this key ring."),
+            ],
+            None,
+            vec![(200, "The keys.", Some("KeyCollection"))],
+            PLAIN_ERRORS,
+        ),
+        api(
+            "/api/v2/keys",
+            Head,
+            "countKeys",
+            "Count keys (`Key-Total` header)",
+            keys,
+            vec![
+                query("state", Type::String, "Comma-separated states: 0, 1, 2, 3, 5."),
+                query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
+                query("search", Type::String, "Search by name, alias or id."),
+                query("filter", Type::String, "Space-separated `property=operator:value` terms."),
+                key_ring_header("Only keys of this key ring."),
+            ],
+            None,
+            vec![(200, "The count, in `Key-Total`; no body.", None)],
+            PLAIN_ERRORS,
+        ),
+        api(
+            "/api/v2/keys",
+            Post,
+            "createKey",
+            "Create or import a key",
+            keys,
+            vec![
+                prefer(),
+                key_ring_header("The key ring of the new key (default: `default`)."),
+            ],
+            Some(("KeyCreateRequest", true)),
+            vec![(201, "The new key.", Some("KeyCollection"))],
+            BODY_ERRORS,
+        ),
+        keyward_op(api(
+            "/api/v2/keys_with_policy_overrides",
+            Post,
+            "createKeyWithPolicyOverrides",
+            "Create a key whose policies override the instance's",
+            keys,
+            vec![
+                prefer(),
+                key_ring_header("The key ring of the new key (default: `default`)."),
+            ],
+            Some(("KeyCreateWithOverridesRequest", true)),
+            vec![(201, "The new key.", Some("KeyCollection"))],
+            BODY_ERRORS,
+        )),
+        api(
+            "/api/v2/keys/{id}",
+            Get,
+            "getKey",
+            "Retrieve a key (with its material for a standard key)",
+            keys,
+            vec![key_id()],
+            None,
+            vec![(200, "The key.", Some("KeyCollection"))],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/metadata",
+            Get,
+            "getKeyMetadata",
+            "Retrieve a key's metadata",
+            keys,
+            vec![key_id()],
+            None,
+            vec![(200, "The key, without material.", Some("KeyCollection"))],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}",
+            Delete,
+            "deleteKey",
+            "Delete a key",
+            keys,
+            vec![
+                key_id(),
+                query("force", Type::Boolean, "`true`: delete even with registrations that do not prevent it."),
+                prefer(),
+            ],
+            None,
+            vec![
+                (200, "The deleted key (`Prefer: return=representation`).", Some("KeyCollection")),
+                (204, "Deleted.", None),
+            ],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}",
+            Patch,
+            "patchKey",
+            "Move a key to another key ring",
+            keys,
+            vec![key_id()],
+            Some(("PatchKeyRequest", true)),
+            vec![(200, "The key.", Some("KeyCollection"))],
+            BODY_KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/versions",
+            Get,
+            "listKeyVersions",
+            "List a key's versions",
+            keys,
+            {
+                let mut p = vec![key_id()];
+                p.extend(paging("200"));
+                p.push(query("allKeyStates", Type::Boolean, "`true`: also versions of a deleted key."));
+                p
+            },
+            None,
+            vec![(200, "The versions, newest first.", Some("VersionCollection"))],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/restore",
+            Post,
+            "restoreKey",
+            "Restore a deleted key",
+            keys,
+            vec![key_id()],
+            Some(("RestoreRequest", false)),
+            vec![(201, "The restored key.", Some("KeyCollection"))],
+            BODY_KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/purge",
+            Delete,
+            "purgeKey",
+            "Purge a deleted key (4 hours after deletion)",
+            keys,
+            vec![key_id()],
+            None,
+            vec![(200, "The purged key.", Some("KeyCollection"))],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/policies",
+            Get,
+            "getKeyPolicies",
+            "Retrieve a key's policies",
+            "Policies",
+            vec![key_id(), query("policy", Type::String, "rotation or dualAuthDelete.")],
+            None,
+            vec![(200, "The policies.", Some("KeyPolicyCollection"))],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/policies",
+            Put,
+            "putKeyPolicies",
+            "Set a key's policies",
+            "Policies",
+            vec![key_id(), query("policy", Type::String, "rotation or dualAuthDelete.")],
+            Some(("KeyPoliciesRequest", true)),
+            vec![(200, "The policies.", Some("KeyPolicyCollection"))],
+            BODY_KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/instance/policies",
+            Get,
+            "getInstancePolicies",
+            "Retrieve the instance's policies",
+            "Policies",
+            vec![query("policy", Type::String, "rotation, dualAuthDelete, allowedNetwork, allowedIP, keyCreateImportAccess or metrics.")],
+            None,
+            vec![(200, "The policies.", Some("InstancePolicyCollection"))],
+            PLAIN_ERRORS,
+        ),
+        api(
+            "/api/v2/instance/policies",
+            Put,
+            "putInstancePolicies",
+            "Set instance policies",
+            "Policies",
+            vec![query("policy", Type::String, "rotation, dualAuthDelete, allowedNetwork, allowedIP, keyCreateImportAccess or metrics.")],
+            Some(("InstancePoliciesRequest", true)),
+            vec![(204, "Set.", None)],
+            BODY_ERRORS,
+        ),
+        api(
+            "/api/v2/instance/allowed_ip_port",
+            Get,
+            "getAllowedIpPort",
+            "The private endpoint port for the allowedIP policy",
+            "Policies",
+            vec![],
+            None,
+            vec![(200, "The port.", Some("AllowedIpPortCollection"))],
+            PLAIN_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/aliases/{alias}",
+            Post,
+            "createKeyAlias",
+            "Create an alias of a key",
+            "Aliases",
+            vec![key_id(), path_param("alias", "The alias (2 to 90 characters).")],
+            None,
+            vec![(201, "The alias.", Some("AliasCollection"))],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/aliases/{alias}",
+            Delete,
+            "deleteKeyAlias",
+            "Delete an alias of a key",
+            "Aliases",
+            vec![key_id(), path_param("alias", "The alias.")],
+            None,
+            vec![(204, "Deleted.", None)],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/key_rings",
+            Get,
+            "listKeyRings",
+            "List key rings",
+            "Key rings",
+            paging("100"),
+            None,
+            vec![(200, "The key rings.", Some("KeyRingCollection"))],
+            PLAIN_ERRORS,
+        ),
+        api(
+            "/api/v2/key_rings/{id}",
+            Post,
+            "createKeyRing",
+            "Create a key ring",
+            "Key rings",
+            vec![path_param("id", "The key ring's id (2 to 100 of a-z, A-Z, 0-9, -).")],
+            None,
+            vec![(201, "Created; no body.", None)],
+            PLAIN_ERRORS,
+        ),
+        api(
+            "/api/v2/key_rings/{id}",
+            Delete,
+            "deleteKeyRing",
+            "Delete a key ring",
+            "Key rings",
+            vec![
+                path_param("id", "The key ring's id."),
+                query("force", Type::Boolean, "`true`: delete even when it holds only deleted keys (they move to `default`)."),
+            ],
+            None,
+            vec![(204, "Deleted.", None)],
+            PLAIN_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/{id}/registrations",
+            Get,
+            "listKeyRegistrations",
+            "List a key's registrations",
+            "Registrations",
+            vec![key_id()],
+            None,
+            vec![(200, "The registrations.", Some("RegistrationCollection"))],
+            KEY_ERRORS,
+        ),
+        api(
+            "/api/v2/keys/registrations",
+            Get,
+            "listRegistrations",
+            "List the instance's registrations",
+            "Registrations",
+            vec![],
+            None,
+            vec![(200, "The registrations.", Some("RegistrationCollection"))],
+            PLAIN_ERRORS,
+        ),
+        api(
+            "/api/v2/import_token",
+            Post,
+            "createImportToken",
+            "Create an import token",
+            "Import tokens",
+            vec![],
+            Some(("ImportTokenRequest", false)),
+            vec![(200, "The token (without its public key).", Some("ImportToken"))],
+            BODY_ERRORS,
+        ),
+        api(
+            "/api/v2/import_token",
+            Get,
+            "getImportToken",
+            "Retrieve the import token with its public key and nonce",
+            "Import tokens",
+            vec![],
+            None,
+            vec![(200, "The token.", Some("ImportToken"))],
+            PLAIN_ERRORS,
+        ),
+    ];
+    // Registration writes and event acknowledgements: integrated cloud services only.
+    for (m, id) in [
+        (Post, "createRegistration"),
+        (Put, "replaceRegistration"),
+        (Patch, "updateRegistration"),
+        (Delete, "deleteRegistration"),
+    ] {
+        v.push(api(
+            "/api/v2/keys/{id}/registrations/{crn}",
+            m,
+            id,
+            "Registration writes: refused (integrated cloud services only)",
+            "Registrations",
+            vec![
+                key_id(),
+                path_param("crn", "The registered resource's CRN."),
+            ],
+            None,
+            vec![],
+            &[401, 403, 429, 500, 503],
+        ));
+    }
+    v.push(api(
+        "/api/v2/event_ack",
+        Post,
+        "eventAcknowledge",
+        "Event acknowledgement: refused (integrated cloud services only)",
+        "Registrations",
+        vec![],
+        None,
+        vec![],
+        &[401, 403, 429, 500, 503],
+    ));
+    // One path per action, so each documents its own body.
+    type Action = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<(&'static str, bool)>,
+        u16,
+        Option<&'static str>,
+    );
+    let body_actions: [Action; 10] = [
+        (
+            "wrap",
+            "wrapKey",
+            "Wrap data (or a generated key) with a root key",
+            Some(("WrapRequest", false)),
+            200,
+            Some("WrapResponse"),
+        ),
+        (
+            "unwrap",
+            "unwrapKey",
+            "Unwrap a ciphertext",
+            Some(("UnwrapRequest", true)),
+            200,
+            Some("UnwrapResponse"),
+        ),
+        (
+            "rewrap",
+            "rewrapKey",
+            "Rewrap a ciphertext under the key's latest version",
+            Some(("UnwrapRequest", true)),
+            200,
+            Some("RewrapResponse"),
+        ),
+        (
+            "rotate",
+            "rotateKey",
+            "Rotate a key (new material for an imported key)",
+            Some(("RotateRequest", false)),
+            204,
+            None,
+        ),
+        (
+            "enable",
+            "enableKey",
+            "Enable a disabled key",
+            Some(("EmptyRequest", false)),
+            204,
+            None,
+        ),
+        (
+            "disable",
+            "disableKey",
+            "Disable a key",
+            Some(("EmptyRequest", false)),
+            204,
+            None,
+        ),
+        (
+            "setKeyForDeletion",
+            "setKeyForDeletion",
+            "Authorize the deletion of a dual-authorization key",
+            Some(("EmptyRequest", false)),
+            204,
+            None,
+        ),
+        (
+            "unsetKeyForDeletion",
+            "unsetKeyForDeletion",
+            "Withdraw a deletion authorization",
+            Some(("EmptyRequest", false)),
+            204,
+            None,
+        ),
+        (
+            "sync",
+            "syncKey",
+            "Sync a key's registrations (nothing to sync in Keyward)",
+            Some(("EmptyRequest", false)),
+            204,
+            None,
+        ),
+        (
+            "restore",
+            "restoreKeyAction",
+            "Restore a deleted key",
+            Some(("EmptyRequest", false)),
+            201,
+            Some("KeyCollection"),
+        ),
+    ];
+    for (action, id, summary, body, status, schema) in body_actions {
+        v.push(api(
+            &format!("/api/v2/keys/{{id}}/actions/{action}"),
+            Post,
+            id,
+            summary,
+            actions,
+            vec![key_id()],
+            body,
+            vec![(
+                status,
+                if status == 204 {
+                    "Done; no body."
+                } else {
+                    "Done."
+                },
+                schema,
+            )],
+            BODY_KEY_ERRORS,
+        ));
+    }
+    let mut legacy = api(
+        "/api/v2/keys/{id}",
+        Post,
+        "keyActionLegacy",
+        "Key action (deprecated form of `/keys/{id}/actions/{action}`)",
+        actions,
+        vec![
+            key_id(),
+            ParameterBuilder::new()
+                .name("action")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::True)
+                .description(Some("wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync or restore."))
+                .schema(Some(scalar(Type::String)))
+                .build(),
+        ],
+        Some(("WrapRequest", false)),
+        vec![
+            (200, "wrap, unwrap, rewrap: the result (see the `/actions/` paths).", None),
+            (201, "restore: the key.", Some("KeyCollection")),
+            (204, "Other actions: done.", None),
+        ],
+        BODY_KEY_ERRORS,
+    );
+    legacy.deprecated = true;
+    v.push(legacy);
+    // Keyward's own endpoints.
+    let own = |path: &str, method, id, summary, tag, body, ok, errors| Op {
+        path: path.to_string(),
+        method,
+        id,
+        summary,
+        tag,
+        keyward: true,
+        api: false,
+        params: vec![],
+        body,
+        ok,
+        errors,
+        deprecated: false,
+    };
+    v.push(own(
+        "/identity/token",
+        Post,
+        "identityToken",
+        "Exchange an API key for an access token (IAM's API, served by Keyward)",
+        "Identity",
+        Some(("IdentityTokenForm", true)),
+        vec![(200, "The access token.", Some("IdentityToken"))],
+        &[400, 413, 429, 503],
+    ));
+    v.push(own(
+        "/healthz",
+        Get,
+        "healthz",
+        "Liveness",
+        "Operations",
+        None,
+        vec![(200, "Alive: `{\"status\":\"ok\"}`.", Some("Health"))],
+        &[503],
+    ));
+    v.push(own(
+        "/readyz",
+        Get,
+        "readyz",
+        "Readiness (the store answers)",
+        "Operations",
+        None,
+        vec![(200, "Ready.", Some("Health"))],
+        &[503],
+    ));
+    v.push(own(
+        "/metrics",
+        Get,
+        "metrics",
+        "Prometheus metrics (text exposition format)",
+        "Operations",
+        None,
+        vec![(200, "Metrics (`text/plain; version=0.0.4`).", None)],
+        &[],
+    ));
+    v.push(own(
+        "/openapi.json",
+        Get,
+        "openapi",
+        "This OpenAPI document",
+        "Operations",
+        None,
+        vec![(200, "The OpenAPI 3.1 document.", None)],
+        &[],
+    ));
+    v
+}
+
+/// The OpenAPI document.
+pub fn document() -> OpenApi {
+    let mut paths = Paths::new();
+    for op in ops() {
+        let (path, item) = operation_with_health(op);
+        match paths.paths.get_mut(&path) {
+            Some(existing) => existing.merge_operations(item),
+            None => {
+                paths.paths.insert(path, item);
+            }
+        }
+    }
+    let mut components = Schemas::openapi().components.unwrap_or_default();
+    components.responses.extend(error_responses());
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Keyward")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "A self-hosted key management service speaking the IBM Key Protect REST API. \
+                     Every `/api/v2` operation takes `Authorization: Bearer <token>` (from \
+                     `POST /identity/token`) and `Bluemix-Instance`. Errors are the Key Protect \
+                     error envelope; `x-reason-codes` lists each status's reason codes. \
+                     `x-keyward: true` marks Keyward's own endpoints and extensions.",
+                ))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(components))
+        .build()
+}
+
+/// The shared error responses, `Error{status}` (the Key Protect envelope, with the status's
+/// reason codes) and `IamError{status}` (`/identity/token`).
+fn error_responses() -> Vec<(String, RefOr<utoipa::openapi::Response>)> {
+    let mut out = Vec::new();
+    for status in [
+        400u16, 401, 403, 404, 409, 410, 413, 415, 422, 429, 500, 503,
+    ] {
+        let codes = reason_codes(status);
+        let mut r = ResponseBuilder::new()
+            .description(format!(
+                "{} Reason codes: {}.",
+                error_description(status),
+                codes.join(", ")
+            ))
+            .content("application/json", json_content("ErrorCollection"))
+            .extensions(ext(false, Some(codes)));
+        if matches!(status, 429 | 503) {
+            r = r.header("Retry-After", retry_after());
+        }
+        out.push((format!("Error{status}"), RefOr::T(r.build())));
+    }
+    for status in [400u16, 413, 429, 503] {
+        let mut r = ResponseBuilder::new()
+            .description(error_description(status))
+            .content("application/json", json_content("IamError"));
+        if status == 429 {
+            r = r.header("Retry-After", retry_after());
+        }
+        out.push((format!("IamError{status}"), RefOr::T(r.build())));
+    }
+    out
+}
+
+fn retry_after() -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(scalar(Type::Integer))
+        .description(Some("Seconds to wait before retrying."))
+        .build()
+}
+
+/// `/healthz` and `/readyz` answer 503 with `Health`, not the error envelope.
+fn operation_with_health(op: Op) -> (String, PathItem) {
+    let health = matches!(op.path.as_str(), "/healthz" | "/readyz");
+    let (path, mut item) = operation(op);
+    if health {
+        for o in [&mut item.get].into_iter().flatten() {
+            o.responses.responses.insert(
+                "503".into(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description("Not ready, or sealed: `{\"status\":\"sealed\"}`.")
+                        .content("application/json", json_content("Health"))
+                        .build(),
+                ),
+            );
+        }
+    }
+    (path, item)
+}
+
+/// The document as served and committed: pretty-printed, members in byte order.
+pub fn document_json() -> String {
+    let doc = document();
+    let sorted = serde_json::to_value(&doc).unwrap_or_default();
+    let mut s = serde_json::to_string_pretty(&sorted).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = DOC.get_or_init(document_json).clone();
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_code_is_listed_once() {
+        for (i, c) in ALL_CODES.iter().enumerate() {
+            assert_eq!(code_index(*c), i);
+        }
+    }
+
+    #[test]
+    fn error_responses_list_their_reason_codes() {
+        assert!(reason_codes(400).contains(&"BAD_BODY_ERR"));
+        assert_eq!(reason_codes(410), vec!["KEY_DELETED_ERR"]);
+        let doc = document_json();
+        assert!(doc.contains("\"x-reason-codes\""));
+        assert!(doc.contains("\"openapi\": \"3.1.0\""));
+    }
+}

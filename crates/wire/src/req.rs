@@ -1,0 +1,308 @@
+//! Request bodies. Field names are lowercase: bodies pass through [`crate::de::lowercase_keys`]
+//! first, so `encryptedNonce`, `EncryptedNonce` and `encryptednonce` are one field. Schemas
+//! (the `#[schema(rename)]`s) give the spelling Key Protect documents.
+//!
+//! Unknown members are ignored except where Key Protect refuses them (policy resources).
+//! Envelope members (`metadata`, `resources`) are [`Slot`]s: the API checks them in a fixed
+//! order with their own messages.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::de::{self, Slot};
+
+/// `metadata` of a request collection.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct RequestMetadata {
+    /// The media type of the resources (`application/vnd.ibm.kms.key+json` for keys).
+    #[serde(default, deserialize_with = "de::str_slot")]
+    #[schema(rename = "collectionType", value_type = String, required = true)]
+    pub collectiontype: Slot<String>,
+    /// The number of resources.
+    #[serde(default, deserialize_with = "de::int_slot")]
+    #[schema(rename = "collectionTotal", value_type = i64, required = true)]
+    pub collectiontotal: Slot<i64>,
+}
+
+macro_rules! envelope {
+    ($(#[$doc:meta])* $name:ident, $item:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+        pub struct $name {
+            #[serde(default, deserialize_with = "de::obj_slot")]
+            #[schema(value_type = RequestMetadata, required = true)]
+            pub metadata: Slot<RequestMetadata>,
+            #[serde(default, deserialize_with = "de::obj_list_slot")]
+            #[schema(value_type = Vec<$item>, required = true)]
+            pub resources: Slot<Vec<Slot<$item>>>,
+        }
+    };
+}
+
+macro_rules! key_create_fields {
+    ($(#[$doc:meta])* $name:ident { $($extra:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+        pub struct $name {
+            /// Must be `application/vnd.ibm.kms.key+json` when present.
+            #[serde(default, rename = "type", deserialize_with = "de::str_slot")]
+            #[schema(value_type = Option<String>)]
+            pub kind: Slot<String>,
+            /// A human-readable name (2 to 90 characters; defaults to the key id).
+            #[serde(default, deserialize_with = "de::opt_str")]
+            pub name: Option<String>,
+            #[serde(default, deserialize_with = "de::opt_str")]
+            pub description: Option<String>,
+            #[serde(default, deserialize_with = "de::opt_str_list")]
+            pub tags: Option<Vec<String>>,
+            /// `false` (the default): a root key; `true`: a standard key.
+            #[serde(default, deserialize_with = "de::opt_bool")]
+            pub extractable: Option<bool>,
+            /// Base64 key material to import.
+            #[serde(default, deserialize_with = "de::opt_str")]
+            pub payload: Option<String>,
+            /// Base64 nonce encrypted under the imported key (secure import).
+            #[serde(default, deserialize_with = "de::opt_str")]
+            #[schema(rename = "encryptedNonce")]
+            pub encryptednonce: Option<String>,
+            /// Base64 IV of `encryptedNonce`.
+            #[serde(default, deserialize_with = "de::opt_str")]
+            pub iv: Option<String>,
+            /// `RSAES_OAEP_SHA_256` (or `RSAES_OAEP_SHA_1`) for a secure import.
+            #[serde(default, deserialize_with = "de::opt_str")]
+            #[schema(rename = "encryptionAlgorithm")]
+            pub encryptionalgorithm: Option<String>,
+            /// RFC 3339 date after which the key is deactivated.
+            #[serde(default, deserialize_with = "de::opt_str")]
+            #[schema(rename = "expirationDate")]
+            pub expirationdate: Option<String>,
+            $($extra)*
+        }
+    };
+}
+
+key_create_fields!(
+    /// One key to create or import (`POST /keys`). Other members are ignored.
+    KeyCreateResource {}
+);
+
+key_create_fields!(
+    /// One key to create (`POST /keys_with_policy_overrides`), with policies overriding the
+    /// instance's.
+    KeyCreateWithOverridesResource {
+        #[serde(default, deserialize_with = "de::opt_obj")]
+        pub rotation: Option<RotationOverride>,
+        #[serde(default, deserialize_with = "de::opt_obj")]
+        #[schema(rename = "dualAuthDelete")]
+        pub dualauthdelete: Option<DualAuthOverride>,
+    }
+);
+
+envelope!(
+    /// `POST /keys`: a collection of exactly one key.
+    KeyCreateRequest,
+    KeyCreateResource
+);
+envelope!(
+    /// `POST /keys_with_policy_overrides`: a collection of exactly one key.
+    KeyCreateWithOverridesRequest,
+    KeyCreateWithOverridesResource
+);
+
+/// `rotation` of a key created with policy overrides.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct RotationOverride {
+    /// Defaults to `true`.
+    #[serde(default, deserialize_with = "de::opt_bool")]
+    pub enabled: Option<bool>,
+    /// 1 to 12.
+    #[serde(default, deserialize_with = "de::opt_int")]
+    pub interval_month: Option<i64>,
+}
+
+/// `dualAuthDelete` of a key created with policy overrides.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct DualAuthOverride {
+    /// Defaults to `false`.
+    #[serde(default, deserialize_with = "de::opt_bool")]
+    pub enabled: Option<bool>,
+}
+
+/// `POST /keys/{id}/actions/wrap`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct WrapRequest {
+    /// Base64 data to wrap; absent: a new 256-bit data encryption key is generated.
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub plaintext: Option<String>,
+    /// Additional authenticated data, also required to unwrap.
+    #[serde(default, deserialize_with = "de::opt_str_list")]
+    pub aad: Option<Vec<String>>,
+}
+
+/// `POST /keys/{id}/actions/unwrap` and `.../rewrap`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct UnwrapRequest {
+    /// The ciphertext a wrap returned (required).
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub ciphertext: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_str_list")]
+    pub aad: Option<Vec<String>>,
+}
+
+/// `POST /keys/{id}/actions/rotate`: new material for an imported root key.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct RotateRequest {
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub payload: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(rename = "encryptedNonce")]
+    pub encryptednonce: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub iv: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(rename = "encryptionAlgorithm")]
+    pub encryptionalgorithm: Option<String>,
+}
+
+/// The body of actions that take none (enable, disable, setKeyForDeletion, ...): absent,
+/// `null` or an object, whose members are ignored.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct EmptyRequest {}
+
+/// `POST /keys/{id}/restore`: legacy clients send the original material; any JSON is
+/// accepted and ignored.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct RestoreRequest {
+    #[serde(default, deserialize_with = "de::any")]
+    #[schema(value_type = Option<String>)]
+    pub payload: Option<IgnoredAny>,
+}
+
+/// `PATCH /keys/{id}`: move the key to another key ring.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct PatchKeyRequest {
+    /// The key ring to move the key to (required).
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(rename = "keyRingID")]
+    pub keyringid: Option<String>,
+}
+
+/// `rotation` of a key policy (`PUT /keys/{id}/policies`).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct RotationPolicyInput {
+    /// Defaults to `true`.
+    #[serde(default, deserialize_with = "de::opt_bool")]
+    pub enabled: Option<bool>,
+    /// 1 to 12 (another type is refused by the service as out of range).
+    #[serde(default, deserialize_with = "de::int_slot")]
+    #[schema(value_type = Option<i64>)]
+    pub interval_month: Slot<i64>,
+}
+
+/// `dualAuthDelete` of a key policy.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct DualAuthPolicyInput {
+    /// Defaults to `false`.
+    #[serde(default, deserialize_with = "de::opt_bool")]
+    pub enabled: Option<bool>,
+}
+
+/// One key policy resource: a rotation or a dual-authorization-delete policy. Other
+/// members are refused.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicyResource {
+    /// `application/vnd.ibm.kms.policy+json` (not checked).
+    #[serde(default, rename = "type", deserialize_with = "de::any")]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "de::obj_slot")]
+    #[schema(value_type = Option<RotationPolicyInput>)]
+    pub rotation: Slot<RotationPolicyInput>,
+    #[serde(default, deserialize_with = "de::obj_slot")]
+    #[schema(rename = "dualAuthDelete", value_type = Option<DualAuthPolicyInput>)]
+    pub dualauthdelete: Slot<DualAuthPolicyInput>,
+}
+
+envelope!(
+    /// `PUT /keys/{id}/policies`.
+    KeyPoliciesRequest,
+    KeyPolicyResource
+);
+
+/// `policy_data` of an instance policy. Other members are refused.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePolicyData {
+    /// Required.
+    #[serde(default, deserialize_with = "de::opt_bool")]
+    pub enabled: Option<bool>,
+    /// Depends on the policy type: `interval_month` (rotation), `allowed_network`
+    /// (allowedNetwork), `allowed_ip` (allowedIP), `create_root_key`, ... (keyCreateImportAccess).
+    #[serde(default, deserialize_with = "de::opt_obj")]
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One instance policy resource. Other members are refused.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePolicyResource {
+    /// rotation, dualAuthDelete, allowedNetwork, allowedIP, keyCreateImportAccess or metrics
+    /// (required).
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub policy_type: Option<String>,
+    /// Required.
+    #[serde(default, deserialize_with = "de::opt_obj")]
+    pub policy_data: Option<InstancePolicyData>,
+    /// `application/vnd.ibm.kms.policy+json` (not checked).
+    #[serde(default, rename = "type", deserialize_with = "de::any")]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<IgnoredAny>,
+}
+
+envelope!(
+    /// `PUT /instance/policies`.
+    InstancePoliciesRequest,
+    InstancePolicyResource
+);
+
+/// `POST /import_token`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct ImportTokenRequest {
+    /// Lifetime in seconds (default 600).
+    #[serde(default, deserialize_with = "de::opt_int")]
+    pub expiration: Option<i64>,
+    /// How many times the token may be used (default 1).
+    #[serde(default, deserialize_with = "de::opt_int")]
+    #[schema(rename = "maxAllowedRetrievals")]
+    pub maxallowedretrievals: Option<i64>,
+}
+
+/// `POST /identity/token` (`application/x-www-form-urlencoded`).
+#[derive(Debug, Clone, Default, ToSchema)]
+pub struct IdentityTokenForm {
+    /// `urn:ibm:params:oauth:grant-type:apikey`.
+    pub grant_type: Option<String>,
+    /// A Keyward API key.
+    pub apikey: Option<String>,
+}
+
+impl IdentityTokenForm {
+    /// The first `grant_type` and `apikey` of a form body (an unreadable form is empty).
+    pub fn parse(bytes: &[u8]) -> Self {
+        let mut form = Self::default();
+        for (k, v) in form_urlencoded::parse(bytes) {
+            let slot = match k.as_ref() {
+                "grant_type" => &mut form.grant_type,
+                "apikey" => &mut form.apikey,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(v.into_owned());
+            }
+        }
+        form
+    }
+}
