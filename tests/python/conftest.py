@@ -160,8 +160,8 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def _start_server(binary: str, data_dir: Path, log_path: Path):
-    extra = shlex.split(os.environ.get("KEYWARD_TEST_SERVE_ARGS", ""))
+def _start_server(binary: str, data_dir: Path, log_path: Path, args: Optional[List[str]] = None):
+    extra = shlex.split(os.environ.get("KEYWARD_TEST_SERVE_ARGS", "")) + list(args or [])
     last_error = ""
     for _attempt in range(3):
         port = _free_port()
