@@ -3,11 +3,13 @@ OpenAPI document the server publishes at `/openapi.json` (committed as `docs/ope
 
 Every operation is exercised with schema examples, boundary and negative values (the coverage
 phase), generated data, and stateful sequences along the document's links, with a fixed seed
-and a fixed example budget (`KEYWARD_CONTRACT_EXAMPLES`, default 12 per operation) so CI stays
+and a fixed example budget (`KEYWARD_CONTRACT_EXAMPLES`, default 10 per operation) so CI stays
 fast and a failure reproduces. It passes only when:
 - no response is a 5xx;
 - every response conforms to the document (status, content type, headers, body schema);
-- bad inputs are rejected and missing credentials refused (Schemathesis's own checks);
+- requests the document forbids are rejected with a 4xx, missing credentials refused, and
+  deleted resources stay gone (Schemathesis's own checks; see the comment on
+  `positive_data_acceptance` below for the one left out);
 - no request that was answered 4xx changed state (`contract_hooks.py`).
 
 The server runs alone, on its own data directory, with rate limits and the auth-failure cap
@@ -28,7 +30,7 @@ import pytest
 
 from conftest import REPO_ROOT, _start_server, _stop, find_binary, run_admin
 
-EXAMPLES = int(os.environ.get("KEYWARD_CONTRACT_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("KEYWARD_CONTRACT_EXAMPLES", "10"))
 SEED = os.environ.get("KEYWARD_CONTRACT_SEED", "20261207")
 HIGH = "100000/100000"
 
@@ -80,7 +82,7 @@ def test_openapi_document_is_served_and_committed(contract_server):
         assert resp.headers["Content-Type"].startswith("application/json")
         served = json.loads(resp.read())
     committed = json.loads((REPO_ROOT / "docs" / "openapi.json").read_text())
-    assert served == committed, "docs/openapi.json is stale: see docs/openapi.md"
+    assert served == committed, "docs/openapi.json differs from what the server serves: regenerate it with `KEYWARD_BLESS=1 cargo test -p keyward-api --test openapi`"
     assert served["openapi"].startswith("3.1")
 
 
@@ -91,6 +93,12 @@ def test_schemathesis(contract_server):
         str(Path(sys.executable).parent / "schemathesis"), "run", url + "/openapi.json",
         "--url", url,
         "--checks", "all",
+        # Not checked: that every request the document allows is accepted. Some rules are not
+        # JSON Schema (a date in the future, base64 that decodes to 16, 24 or 32 bytes, an
+        # alias that is not a reserved word, a policy's attributes only when it is enabled),
+        # so a schema-valid request may rightly get a 400. Every other check runs, the
+        # rejection of schema-invalid requests included.
+        "--exclude-checks", "positive_data_acceptance",
         "--max-examples", str(EXAMPLES),
         "--seed", SEED,
         "--workers", "1",

@@ -41,6 +41,22 @@ pub fn last<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// A boolean parameter: the last `name` must be `true` or `false` (an empty value, like an
+/// absent one, is false); anything else is 400 `INVALID_QUERY_PARAM_ERR` naming it.
+pub fn flag(pairs: &[(String, String)], name: &str, what: &'static str) -> Result<bool, ApiError> {
+    match last(pairs, name) {
+        None | Some("false") | Some("") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::new(
+            ServiceError::query(
+                name,
+                format!("The query parameter `{name}` must be: true or false"),
+            ),
+            what,
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -59,5 +75,11 @@ mod tests {
         assert_eq!(p[1], ("x".into(), String::new()));
         assert_eq!(last(&p, "search"), Some("a b c"));
         assert!(pairs(None, "x").unwrap().is_empty());
+        let p = pairs(Some("force=false&force=true&x=&y=1"), "x").unwrap();
+        assert!(flag(&p, "force", "x").unwrap());
+        assert!(!flag(&p, "x", "x").unwrap());
+        assert!(!flag(&p, "absent", "x").unwrap());
+        let e = flag(&p, "y", "x").unwrap_err();
+        assert_eq!(e.err.target.unwrap().name, "y");
     }
 }

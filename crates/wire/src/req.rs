@@ -17,7 +17,8 @@ use crate::de::{self, Slot};
 pub struct RequestMetadata {
     /// The media type of the resources (`application/vnd.ibm.kms.key+json` for keys).
     #[serde(default, deserialize_with = "de::str_slot")]
-    #[schema(rename = "collectionType", value_type = String, required = true)]
+    /// Required (and checked) when creating keys; other envelopes may omit it.
+    #[schema(rename = "collectionType", value_type = String)]
     pub collectiontype: Slot<String>,
     /// The number of resources.
     #[serde(default, deserialize_with = "de::int_slot")]

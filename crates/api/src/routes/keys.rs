@@ -387,11 +387,9 @@ pub fn wants_representation(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `force=true` (anything else, or absence, is false).
+/// `force=true|false` (absent: false; another value: 400).
 pub fn force(raw: Option<&str>, what: &'static str) -> Result<bool, ApiError> {
-    Ok(query::pairs(raw, what)?
-        .iter()
-        .any(|(k, v)| k == "force" && v == "true"))
+    query::flag(&query::pairs(raw, what)?, "force", what)
 }
 
 pub async fn delete(

@@ -43,7 +43,7 @@ fn paging(
     default_limit: usize,
     what: &'static str,
 ) -> Result<(usize, usize, bool), ApiError> {
-    let (mut limit, mut offset, mut total) = (default_limit, 0usize, false);
+    let (mut limit, mut offset) = (default_limit, 0usize);
     for (k, v) in pairs {
         match k.as_str() {
             "limit" => {
@@ -58,10 +58,10 @@ fn paging(
                     .parse::<usize>()
                     .map_err(|_| bad_query("offset", "The query parameter `offset` must be: a non-negative integer", what))?
             }
-            "totalCount" => total = v == "true",
             _ => {}
         }
     }
+    let total = query::flag(pairs, "totalCount", what)?;
     Ok((limit, offset, total))
 }
 
@@ -73,7 +73,7 @@ pub async fn versions(
 ) -> Result<Response, ApiError> {
     let pairs = query::pairs(raw.as_deref(), VERSIONS)?;
     let (limit, offset, with_total) = paging(&pairs, 200, VERSIONS)?;
-    let all_states = query::last(&pairs, "allKeyStates") == Some("true");
+    let all_states = query::flag(&pairs, "allKeyStates", VERSIONS)?;
     let id = st
         .svc
         .resolve_key(&caller, &id)

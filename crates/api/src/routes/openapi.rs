@@ -215,23 +215,52 @@ fn header_param(name: &str, required: bool, description: &str) -> Parameter {
         .build()
 }
 
+/// A query parameter. `limit` and `offset` carry the bounds every list enforces (1 to 5000,
+/// at least 0), so generated requests that respect the document are accepted.
 fn query(name: &str, t: Type, description: &str) -> Parameter {
+    let schema = match name {
+        "limit" => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(5000))
+            .build(),
+        "offset" => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .build(),
+        _ => ObjectBuilder::new().schema_type(t).build(),
+    };
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Query)
         .required(Required::False)
         .description(Some(description))
-        .schema(Some(scalar(t)))
+        .schema(Some(RefOr::T(Schema::Object(schema))))
         .build()
 }
 
+/// A path parameter; `pattern` is the character set and length the server accepts.
 fn path_param(name: &str, description: &str) -> Parameter {
+    let pattern = match name {
+        // A key's UUID or one of its aliases (`crates/service/src/rings.rs`).
+        "id" | "alias" => Some("^[A-Za-z0-9_-]{2,90}$"),
+        _ => None,
+    };
+    path_param_matching(name, description, pattern)
+}
+
+fn path_param_matching(name: &str, description: &str, pattern: Option<&str>) -> Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Path)
         .required(Required::True)
         .description(Some(description))
-        .schema(Some(scalar(Type::String)))
+        .schema(Some(RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(pattern)
+                .build(),
+        ))))
         .build()
 }
 
@@ -282,6 +311,45 @@ fn json_content(schema: &str) -> Content {
     Content::new(Some(schema_ref(schema)))
 }
 
+/// A request body that the server accepts, as the example of its schema (clients and
+/// Schemathesis's examples phase start from these).
+fn body_example(schema: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let meta = |t: &str| json!({"collectionType": t, "collectionTotal": 1});
+    Some(match schema {
+        "KeyCreateRequest" => json!({
+            "metadata": meta(keyward_wire::KEY_TYPE),
+            "resources": [{"type": keyward_wire::KEY_TYPE, "name": "example-root-key", "extractable": false}],
+        }),
+        "KeyCreateWithOverridesRequest" => json!({
+            "metadata": meta(keyward_wire::KEY_TYPE),
+            "resources": [{"type": keyward_wire::KEY_TYPE, "name": "example-override-key", "extractable": false}],
+        }),
+        "WrapRequest" => {
+            json!({"plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "aad": ["example"]})
+        }
+        "RotateRequest" | "EmptyRequest" => json!({}),
+        "PatchKeyRequest" => json!({"keyRingID": "default"}),
+        "ImportTokenRequest" => json!({"expiration": 600, "maxAllowedRetrievals": 1}),
+        "KeyPoliciesRequest" => json!({
+            "metadata": meta(keyward_wire::POLICY_TYPE),
+            "resources": [{"type": keyward_wire::POLICY_TYPE, "rotation": {"enabled": true, "interval_month": 3}}],
+        }),
+        "InstancePoliciesRequest" => json!({
+            "metadata": meta(keyward_wire::POLICY_TYPE),
+            "resources": [{"policy_type": "rotation", "policy_data": {"enabled": true, "attributes": {"interval_month": 6}}}],
+        }),
+        _ => return None,
+    })
+}
+
+fn json_content_with_example(schema: &str) -> Content {
+    utoipa::openapi::content::ContentBuilder::new()
+        .schema(Some(schema_ref(schema)))
+        .example(body_example(schema))
+        .build()
+}
+
 fn operation(op: Op) -> (String, PathItem) {
     let mut b = OperationBuilder::new()
         .operation_id(Some(op.id))
@@ -316,8 +384,24 @@ fn operation(op: Op) -> (String, PathItem) {
         }));
         rb = if schema == "IdentityTokenForm" {
             rb.content("application/x-www-form-urlencoded", json_content(schema))
+        } else if required {
+            rb.content("application/json", json_content_with_example(schema))
         } else {
-            rb.content("application/json", json_content(schema))
+            // An optional body may also be empty or JSON `null`: both read as no body.
+            rb.content(
+                "application/json",
+                utoipa::openapi::content::ContentBuilder::new()
+                    .schema(Some(RefOr::T(Schema::OneOf(
+                        utoipa::openapi::schema::OneOfBuilder::new()
+                            .item(schema_ref(schema))
+                            .item(RefOr::T(Schema::Object(
+                                ObjectBuilder::new().schema_type(Type::Null).build(),
+                            )))
+                            .build(),
+                    ))))
+                    .example(body_example(schema))
+                    .build(),
+            )
         };
         b = b.request_body(Some(rb.build()));
     }
@@ -350,6 +434,14 @@ fn operation(op: Op) -> (String, PathItem) {
         );
     }
     (op.path, PathItem::new(op.method, b.build()))
+}
+
+fn ring_id() -> Parameter {
+    path_param_matching(
+        "id",
+        "The key ring's id (2 to 100 of a-z, A-Z, 0-9, - and _).",
+        Some("^[A-Za-z0-9_-]{2,100}$"),
+    )
 }
 
 fn key_id() -> Parameter {
@@ -670,7 +762,7 @@ fn ops() -> Vec<Op> {
             "createKeyRing",
             "Create a key ring",
             "Key rings",
-            vec![path_param("id", "The key ring's id (2 to 100 of a-z, A-Z, 0-9, -).")],
+            vec![ring_id()],
             None,
             vec![(201, "Created; no body.", None)],
             PLAIN_ERRORS,
@@ -682,7 +774,7 @@ fn ops() -> Vec<Op> {
             "Delete a key ring",
             "Key rings",
             vec![
-                path_param("id", "The key ring's id."),
+                ring_id(),
                 query("force", Type::Boolean, "`true`: delete even when it holds only deleted keys (they move to `default`)."),
             ],
             None,
@@ -753,7 +845,7 @@ fn ops() -> Vec<Op> {
             ],
             None,
             vec![],
-            &[401, 403, 429, 500, 503],
+            &[400, 401, 403, 429, 500, 503],
         ));
     }
     v.push(api(
@@ -765,7 +857,7 @@ fn ops() -> Vec<Op> {
         vec![],
         None,
         vec![],
-        &[401, 403, 429, 500, 503],
+        &[400, 401, 403, 429, 500, 503],
     ));
     // One path per action, so each documents its own body.
     type Action = (
@@ -1010,6 +1102,64 @@ pub fn document() -> OpenApi {
         .build()
 }
 
+/// Links for stateful clients (and Schemathesis's stateful phase): from a created key to
+/// every operation on `/api/v2/keys/{id}...` whose only path parameter is the key's id, and
+/// from a created key ring to its deletion. Added to the JSON form of the document because
+/// utoipa 5 serialises a link's `operationId` under the wrong name.
+fn add_links(doc: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    const METHODS: [&str; 6] = ["get", "put", "post", "delete", "patch", "head"];
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut key_ops: Vec<String> = Vec::new();
+    for (path, item) in paths.iter() {
+        if !path.starts_with("/api/v2/keys/{id}") || path.matches('{').count() != 1 {
+            continue;
+        }
+        for m in METHODS {
+            if let Some(id) = item
+                .pointer(&format!("/{m}/operationId"))
+                .and_then(Value::as_str)
+            {
+                key_ops.push(id.to_string());
+            }
+        }
+    }
+    key_ops.sort();
+    for item in paths.values_mut() {
+        for m in METHODS {
+            let Some(op) = item.get_mut(m) else { continue };
+            let id = op
+                .get("operationId")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let links: serde_json::Map<String, Value> = match id.as_str() {
+                "createKey" | "createKeyWithPolicyOverrides" => key_ops
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.clone(),
+                            json!({"operationId": t, "parameters": {"id": "$response.body#/resources/0/id"}}),
+                        )
+                    })
+                    .collect(),
+                "createKeyRing" => [(
+                    "deleteKeyRing".to_string(),
+                    json!({"operationId": "deleteKeyRing", "parameters": {"id": "$request.path.id"}}),
+                )]
+                .into_iter()
+                .collect(),
+                _ => continue,
+            };
+            if let Some(created) = op.pointer_mut("/responses/201") {
+                created["links"] = Value::Object(links);
+            }
+        }
+    }
+}
+
 /// The shared error responses, `Error{status}` (the Key Protect envelope, with the status's
 /// reason codes) and `IamError{status}` (`/identity/token`).
 fn error_responses() -> Vec<(String, RefOr<utoipa::openapi::Response>)> {
@@ -1073,7 +1223,8 @@ fn operation_with_health(op: Op) -> (String, PathItem) {
 /// The document as served and committed: pretty-printed, members in byte order.
 pub fn document_json() -> String {
     let doc = document();
-    let sorted = serde_json::to_value(&doc).unwrap_or_default();
+    let mut sorted = serde_json::to_value(&doc).unwrap_or_default();
+    add_links(&mut sorted);
     let mut s = serde_json::to_string_pretty(&sorted).unwrap_or_default();
     s.push('\n');
     s
