@@ -37,7 +37,31 @@ macro_rules! envelope {
             #[schema(value_type = Vec<$item>, required = true)]
             pub resources: Slot<Vec<Slot<$item>>>,
         }
+
+        impl Collection for $name {
+            type Item = $item;
+            fn into_resources(self) -> Vec<Slot<$item>> {
+                self.resources.value().unwrap_or_default()
+            }
+        }
     };
+}
+
+/// A request collection: its resources once the envelope has been checked.
+pub trait Collection {
+    type Item;
+    fn into_resources(self) -> Vec<Slot<Self::Item>>;
+}
+
+/// The envelope of any request collection with its resources unread: the API checks the
+/// envelope (`metadata`, `collectionTotal`, resources that are objects) before reading the
+/// resources.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EnvelopeShape {
+    #[serde(default, deserialize_with = "de::obj_slot")]
+    pub metadata: Slot<RequestMetadata>,
+    #[serde(default, deserialize_with = "de::obj_list_slot")]
+    pub resources: Slot<Vec<Slot<IgnoredAny>>>,
 }
 
 macro_rules! key_create_fields {
@@ -109,6 +133,31 @@ envelope!(
     KeyCreateWithOverridesRequest,
     KeyCreateWithOverridesResource
 );
+
+impl KeyCreateWithOverridesResource {
+    /// The plain resource and the two overrides.
+    pub fn split(
+        self,
+    ) -> (
+        KeyCreateResource,
+        Option<RotationOverride>,
+        Option<DualAuthOverride>,
+    ) {
+        let base = KeyCreateResource {
+            kind: self.kind,
+            name: self.name,
+            description: self.description,
+            tags: self.tags,
+            extractable: self.extractable,
+            payload: self.payload,
+            encryptednonce: self.encryptednonce,
+            iv: self.iv,
+            encryptionalgorithm: self.encryptionalgorithm,
+            expirationdate: self.expirationdate,
+        };
+        (base, self.rotation, self.dualauthdelete)
+    }
+}
 
 /// `rotation` of a key created with policy overrides.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
