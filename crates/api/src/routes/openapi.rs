@@ -753,7 +753,7 @@ fn ops() -> Vec<Op> {
             ],
             None,
             vec![],
-            &[401, 403, 429, 500, 503],
+            &[400, 401, 403, 429, 500, 503],
         ));
     }
     v.push(api(
@@ -765,7 +765,7 @@ fn ops() -> Vec<Op> {
         vec![],
         None,
         vec![],
-        &[401, 403, 429, 500, 503],
+        &[400, 401, 403, 429, 500, 503],
     ));
     // One path per action, so each documents its own body.
     type Action = (
