@@ -25,16 +25,38 @@ pub struct RequestMetadata {
     pub collectiontotal: Slot<i64>,
 }
 
+/// `metadata` of a key creation: one key of type `application/vnd.ibm.kms.key+json`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct KeyRequestMetadata {
+    #[serde(default, deserialize_with = "de::str_slot")]
+    #[schema(
+        rename = "collectionType",
+        value_type = String,
+        required = true,
+        pattern = "^application/vnd\\.ibm\\.kms\\.key\\+json$"
+    )]
+    pub collectiontype: Slot<String>,
+    #[serde(default, deserialize_with = "de::int_slot")]
+    #[schema(
+        rename = "collectionTotal",
+        value_type = i64,
+        required = true,
+        minimum = 1,
+        maximum = 1
+    )]
+    pub collectiontotal: Slot<i64>,
+}
+
 macro_rules! envelope {
-    ($(#[$doc:meta])* $name:ident, $item:ty) => {
+    ($(#[$doc:meta])* $name:ident, $meta:ty, $item:ty, [$($limits:tt)*]) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
         pub struct $name {
             #[serde(default, deserialize_with = "de::obj_slot")]
-            #[schema(value_type = RequestMetadata, required = true)]
-            pub metadata: Slot<RequestMetadata>,
+            #[schema(value_type = $meta, required = true)]
+            pub metadata: Slot<$meta>,
             #[serde(default, deserialize_with = "de::obj_list_slot")]
-            #[schema(value_type = Vec<$item>, required = true)]
+            #[schema(value_type = Vec<$item>, required = true, min_items = 1 $($limits)*)]
             pub resources: Slot<Vec<Slot<$item>>>,
         }
 
@@ -126,12 +148,16 @@ key_create_fields!(
 envelope!(
     /// `POST /keys`: a collection of exactly one key.
     KeyCreateRequest,
-    KeyCreateResource
+    KeyRequestMetadata,
+    KeyCreateResource,
+    [, max_items = 1]
 );
 envelope!(
     /// `POST /keys_with_policy_overrides`: a collection of exactly one key.
     KeyCreateWithOverridesRequest,
-    KeyCreateWithOverridesResource
+    KeyRequestMetadata,
+    KeyCreateWithOverridesResource,
+    [, max_items = 1]
 );
 
 impl KeyCreateWithOverridesResource {
@@ -277,7 +303,9 @@ pub struct KeyPolicyResource {
 envelope!(
     /// `PUT /keys/{id}/policies`.
     KeyPoliciesRequest,
-    KeyPolicyResource
+    RequestMetadata,
+    KeyPolicyResource,
+    []
 );
 
 /// `policy_data` of an instance policy. Other members are refused.
@@ -314,7 +342,9 @@ pub struct InstancePolicyResource {
 envelope!(
     /// `PUT /instance/policies`.
     InstancePoliciesRequest,
-    InstancePolicyResource
+    RequestMetadata,
+    InstancePolicyResource,
+    []
 );
 
 /// `POST /import_token`.
