@@ -21,7 +21,7 @@ pub struct RequestMetadata {
     pub collectiontype: Slot<String>,
     /// The number of resources.
     #[serde(default, deserialize_with = "de::int_slot")]
-    #[schema(rename = "collectionTotal", value_type = i64, required = true)]
+    #[schema(rename = "collectionTotal", value_type = i64, required = true, minimum = 1)]
     pub collectiontotal: Slot<i64>,
 }
 
@@ -95,10 +95,13 @@ macro_rules! key_create_fields {
             #[serde(default, rename = "type", deserialize_with = "de::str_slot")]
             #[schema(value_type = Option<String>)]
             pub kind: Slot<String>,
-            /// A human-readable name (2 to 90 characters; defaults to the key id).
+            /// A human-readable name: 2 to 90 characters, no control characters (required).
             #[serde(default, deserialize_with = "de::opt_str")]
+            #[schema(value_type = String, required = true, min_length = 2, max_length = 90, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
             pub name: Option<String>,
+            /// 2 to 240 characters, no control characters.
             #[serde(default, deserialize_with = "de::opt_str")]
+            #[schema(value_type = Option<String>, min_length = 2, max_length = 240, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
             pub description: Option<String>,
             #[serde(default, deserialize_with = "de::opt_str_list")]
             pub tags: Option<Vec<String>>,
@@ -259,7 +262,7 @@ pub struct RestoreRequest {
 pub struct PatchKeyRequest {
     /// The key ring to move the key to (required).
     #[serde(default, deserialize_with = "de::opt_str")]
-    #[schema(rename = "keyRingID")]
+    #[schema(rename = "keyRingID", value_type = String, required = true, pattern = "^[A-Za-z0-9_-]{2,100}$")]
     pub keyringid: Option<String>,
 }
 
@@ -314,6 +317,7 @@ envelope!(
 pub struct InstancePolicyData {
     /// Required.
     #[serde(default, deserialize_with = "de::opt_bool")]
+    #[schema(value_type = bool, required = true)]
     pub enabled: Option<bool>,
     /// Depends on the policy type: `interval_month` (rotation), `allowed_network`
     /// (allowedNetwork), `allowed_ip` (allowedIP), `create_root_key`, ... (keyCreateImportAccess).
@@ -329,9 +333,11 @@ pub struct InstancePolicyResource {
     /// rotation, dualAuthDelete, allowedNetwork, allowedIP, keyCreateImportAccess or metrics
     /// (required).
     #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = String, required = true, pattern = "^(rotation|dualAuthDelete|allowedNetwork|allowedIP|keyCreateImportAccess|metrics)$")]
     pub policy_type: Option<String>,
     /// Required.
     #[serde(default, deserialize_with = "de::opt_obj")]
+    #[schema(value_type = InstancePolicyData, required = true)]
     pub policy_data: Option<InstancePolicyData>,
     /// `application/vnd.ibm.kms.policy+json` (not checked).
     #[serde(default, rename = "type", deserialize_with = "de::any")]
@@ -350,12 +356,13 @@ envelope!(
 /// `POST /import_token`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct ImportTokenRequest {
-    /// Lifetime in seconds (default 600).
+    /// Lifetime in seconds (300 to 86400; default 600).
     #[serde(default, deserialize_with = "de::opt_int")]
+    #[schema(value_type = i64, minimum = 300, maximum = 86400)]
     pub expiration: Option<i64>,
-    /// How many times the token may be used (default 1).
+    /// How many times the token may be used (1 to 500; default 1).
     #[serde(default, deserialize_with = "de::opt_int")]
-    #[schema(rename = "maxAllowedRetrievals")]
+    #[schema(rename = "maxAllowedRetrievals", value_type = i64, minimum = 1, maximum = 500)]
     pub maxallowedretrievals: Option<i64>,
 }
 

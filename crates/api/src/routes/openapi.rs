@@ -426,7 +426,12 @@ fn paging(default_limit: &str) -> Vec<Parameter> {
             Some(5000),
             &format!("At most this many resources (1 to 5000; default {default_limit})."),
         ),
-        int_query("offset", 0, None, "Resources to skip (default 0)."),
+        int_query(
+            "offset",
+            0,
+            Some(i64::MAX),
+            "Resources to skip (default 0).",
+        ),
         query(
             "totalCount",
             Type::Boolean,
@@ -481,7 +486,7 @@ fn ops() -> Vec<Op> {
             keys,
             vec![
                 int_query("limit", 1, Some(5000), "At most this many keys (1 to 5000; default 200)."),
-                int_query("offset", 0, None, "Keys to skip (default 0)."),
+                int_query("offset", 0, Some(i64::MAX), "Keys to skip (default 0)."),
                 query_matching("state", STATE_PATTERN, "Comma-separated states: 0, 1, 2, 3, 5."),
                 query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
                 query("sort", Type::String, "Comma-separated fields, each optionally prefixed by `-` (descending): id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate."),
@@ -943,7 +948,12 @@ fn ops() -> Vec<Op> {
                 .parameter_in(ParameterIn::Query)
                 .required(Required::True)
                 .description(Some("wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync or restore."))
-                .schema(Some(scalar(Type::String)))
+                .schema(Some(RefOr::T(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^(wrap|unwrap|rewrap|rotate|disable|enable|setKeyForDeletion|unsetKeyForDeletion|sync|restore)$"))
+                        .build(),
+                ))))
                 .build(),
         ],
         Some(("WrapRequest", false)),
