@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyward_service::{ErrorCode, ServiceError};
-use serde_json::json;
+use keyward_wire::resp::{ErrorCollection, ErrorReason, ErrorResource, ErrorTarget};
 
 use crate::json_response;
 
@@ -103,19 +103,23 @@ impl IntoResponse for ApiError {
             self.op,
             code.as_str()
         );
-        let mut reason = json!({
-            "code": code.as_str(),
-            "message": self.err.message,
-            "status": status.as_u16(),
-            "moreInfo": "https://cloud.ibm.com/apidocs/key-protect",
-        });
-        if let Some(t) = &self.err.target {
-            reason["target"] = json!({"type": t.kind, "name": t.name});
-        }
-        let body = json!({
-            "metadata": {"collectionType": "application/vnd.ibm.kms.error+json", "collectionTotal": 1},
-            "resources": [{"errorMsg": error_msg, "reasons": [reason]}],
-        });
+        let reason = ErrorReason {
+            code: code.as_str().to_string(),
+            message: self.err.message.clone(),
+            more_info: keyward_wire::MORE_INFO.to_string(),
+            status: status.as_u16(),
+            target: self.err.target.as_ref().map(|t| ErrorTarget {
+                name: t.name.clone(),
+                kind: t.kind.to_string(),
+            }),
+        };
+        let body = ErrorCollection::new(
+            keyward_wire::ERROR_TYPE,
+            vec![ErrorResource {
+                error_msg,
+                reasons: vec![reason],
+            }],
+        );
         let mut resp = json_response(status, &body);
         resp.extensions_mut().insert(code);
         // A 503 (store unreachable, key generation at capacity) says when to come back.

@@ -8,7 +8,8 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use keyward_domain::InstanceId;
 use keyward_service::{Caller, ErrorCode, ServiceError};
-use serde_json::Value;
+use keyward_wire::de::{self, BodyError};
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -209,55 +210,57 @@ pub async fn read_body(
         .map_err(|_| too_large())
 }
 
-/// Parses a JSON body; `None` for an empty body or JSON `null`. Object keys are lowercased at
-/// every level (Key Protect matches field names case-insensitively; the Go client sends `Tags`).
-pub fn parse_json(bytes: &[u8], op: &'static str) -> Result<Option<Value>, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            ServiceError::new(
-                ErrorCode::BadBody,
-                format!("The request body is not valid JSON: {e}"),
-            ),
-            op,
-        )
-    })?;
-    match v {
-        Value::Null => Ok(None),
-        other => lowercase_keys(other).map(Some).map_err(|dup| {
-            ApiError::new(
-                ServiceError::new(
-                    ErrorCode::BadBody,
-                    format!("The field `{dup}` appears more than once (field names are case-insensitive)"),
-                ),
-                op,
-            )
-        }),
-    }
+fn body_error(e: BodyError, op: &'static str) -> ApiError {
+    let err = match e {
+        BodyError::Syntax(m) => ServiceError::new(
+            ErrorCode::BadBody,
+            format!("The request body is not valid JSON: {m}"),
+        ),
+        BodyError::Duplicate(dup) => ServiceError::new(
+            ErrorCode::BadBody,
+            format!("The field `{dup}` appears more than once (field names are case-insensitive)"),
+        ),
+        BodyError::NotObject => {
+            ServiceError::new(ErrorCode::BadBody, "The request body must be a JSON object")
+        }
+        BodyError::Unknown(k) => {
+            ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\""))
+        }
+        BodyError::Field { name, expected } => {
+            ServiceError::field(&name, format!("The field `{name}` must be: {expected}"))
+        }
+    };
+    ApiError::new(err, op)
 }
 
-/// Lowercases object keys at every level; `Err(name)` when two keys differ only by case.
-fn lowercase_keys(v: Value) -> Result<Value, String> {
-    match v {
-        Value::Object(m) => {
-            let mut out = serde_json::Map::with_capacity(m.len());
-            for (k, v) in m {
-                let lk = k.to_ascii_lowercase();
-                if out.contains_key(&lk) {
-                    return Err(k);
-                }
-                out.insert(lk, lowercase_keys(v)?);
-            }
-            Ok(Value::Object(out))
-        }
-        Value::Array(a) => a
-            .into_iter()
-            .map(lowercase_keys)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
-        other => Ok(other),
+/// Checks a JSON body and lowercases its member names (Key Protect matches them
+/// case-insensitively; the Go client sends `Tags`); `None` for an empty body or JSON `null`.
+pub fn lowercased_json(bytes: &[u8], op: &'static str) -> Result<Option<Vec<u8>>, ApiError> {
+    if de::is_absent(bytes) {
+        return Ok(None);
+    }
+    de::lowercase_keys(bytes)
+        .map(Some)
+        .map_err(|e| body_error(e, op))
+}
+
+/// Reads the output of [`lowercased_json`] as `T`.
+pub fn from_lowercased<T: DeserializeOwned>(
+    lowered: &[u8],
+    op: &'static str,
+) -> Result<T, ApiError> {
+    de::from_lowercased(lowered).map_err(|e| body_error(e, op))
+}
+
+/// A body that must be a JSON object, read as `T`; an absent body is `T::default()`.
+pub fn object_body<T: DeserializeOwned + Default>(
+    bytes: &[u8],
+    op: &'static str,
+) -> Result<T, ApiError> {
+    match lowercased_json(bytes, op)? {
+        None => Ok(T::default()),
+        Some(l) if de::is_object(&l) => from_lowercased(&l, op),
+        Some(_) => Err(body_error(BodyError::NotObject, op)),
     }
 }
 
@@ -266,129 +269,4 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .unwrap_or_default()
-}
-
-/// Reads an optional string field; a present non-string is `INVALID_FIELD_ERR`.
-pub fn opt_str(
-    obj: &serde_json::Map<String, Value>,
-    key: &str,
-    wire: &str,
-    op: &'static str,
-) -> Result<Option<String>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::new(
-            ServiceError::field(wire, format!("The field `{wire}` must be: a string")),
-            op,
-        )),
-    }
-}
-
-/// Reads an optional array of strings.
-pub fn opt_str_list(
-    obj: &serde_json::Map<String, Value>,
-    key: &str,
-    wire: &str,
-    op: &'static str,
-) -> Result<Option<Vec<String>>, ApiError> {
-    let bad = || {
-        ApiError::new(
-            ServiceError::field(
-                wire,
-                format!("The field `{wire}` must be: an array of strings"),
-            ),
-            op,
-        )
-    };
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(bad()),
-    }
-}
-
-/// Reads an optional integer; floats (even `600.0`), strings, booleans are refused.
-pub fn opt_int(
-    obj: &serde_json::Map<String, Value>,
-    key: &str,
-    wire: &str,
-    op: &'static str,
-) -> Result<Option<i64>, ApiError> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
-        Some(_) => Err(ApiError::new(
-            ServiceError::field(wire, format!("The field `{wire}` must be: an integer")),
-            op,
-        )),
-    }
-}
-
-/// Reads an optional JSON object field.
-pub fn opt_obj<'a>(
-    obj: &'a serde_json::Map<String, Value>,
-    key: &str,
-    wire: &str,
-    op: &'static str,
-) -> Result<Option<&'a serde_json::Map<String, Value>>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o)),
-        Some(_) => Err(ApiError::new(
-            ServiceError::field(wire, format!("The field `{wire}` must be: an object")),
-            op,
-        )),
-    }
-}
-
-/// `BAD_BODY_ERR` for the first key of `obj` not in `allowed` (bodies that reject unknown fields).
-pub fn deny_unknown(
-    obj: &serde_json::Map<String, Value>,
-    allowed: &[&str],
-    op: &'static str,
-) -> Result<(), ApiError> {
-    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::new(
-            ServiceError::new(ErrorCode::BadBody, format!("json: unknown field \"{k}\"")),
-            op,
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Reads an optional boolean.
-pub fn opt_bool(
-    obj: &serde_json::Map<String, Value>,
-    key: &str,
-    wire: &str,
-    op: &'static str,
-) -> Result<Option<bool>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::new(
-            ServiceError::field(wire, format!("The field `{wire}` must be: a boolean")),
-            op,
-        )),
-    }
-}
-
-/// The body must be a JSON object (or absent, which gives an empty object).
-pub fn object_or_empty(
-    v: Option<Value>,
-    op: &'static str,
-) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match v {
-        None => Ok(serde_json::Map::new()),
-        Some(Value::Object(m)) => Ok(m),
-        Some(_) => Err(ApiError::new(
-            ServiceError::new(ErrorCode::BadBody, "The request body must be a JSON object"),
-            op,
-        )),
-    }
 }

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use keyward_service::{ErrorCode, KeyService, ServiceError};
-use serde_json::json;
 
 pub mod audit;
 pub mod error;
@@ -67,7 +66,7 @@ impl AppState {
 }
 
 /// A JSON response with exactly `application/json`.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = status;
@@ -90,10 +89,10 @@ pub fn ops_router(state: AppState) -> Router {
 
 async fn ready(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
     match st.svc.ready().await {
-        Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
+        Ok(()) => json_response(StatusCode::OK, &health_body("ready", None)),
         Err(e) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "unavailable", "reason": e.message}),
+            &health_body("unavailable", Some(e.message)),
         ),
     }
 }
@@ -318,7 +317,7 @@ pub fn sealed_ops_router(reason: String) -> Router {
         async move {
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "sealed", "reason": reason.as_str()}),
+                &health_body("sealed", Some(reason.to_string())),
             )
         }
     };
@@ -331,7 +330,7 @@ pub fn sealed_ops_router(reason: String) -> Router {
 async fn sealed_status() -> Response {
     json_response(
         StatusCode::SERVICE_UNAVAILABLE,
-        &json!({"status": "sealed"}),
+        &health_body("sealed", None),
     )
 }
 
@@ -347,7 +346,14 @@ async fn sealed_metrics() -> Response {
 }
 
 async fn health() -> Response {
-    json_response(StatusCode::OK, &json!({"status": "ok"}))
+    json_response(StatusCode::OK, &health_body("ok", None))
+}
+
+fn health_body(status: &str, reason: Option<String>) -> keyward_wire::resp::Health {
+    keyward_wire::resp::Health {
+        reason,
+        status: status.to_string(),
+    }
 }
 
 async fn not_found() -> Response {

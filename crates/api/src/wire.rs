@@ -1,126 +1,125 @@
-//! Key Protect wire shapes of responses.
+//! Service types → `keyward-wire` response types.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_domain::{format_time, KeyState};
 use keyward_service::keys::KeyInfo;
 use keyward_service::tokens::TokenInfo;
-use serde_json::{json, Map, Value};
+use keyward_store::KeyRow;
+use keyward_wire::resp;
+use serde_json::Value;
 
-pub const KEY_TYPE: &str = "application/vnd.ibm.kms.key+json";
+pub use keyward_wire::KEY_TYPE;
+
+/// The key attributes the wire shows (read from `KeyRow.attrs` here and nowhere else).
+pub struct KeyAttrs {
+    /// `dualAuthDelete.enabled` of the key's policy.
+    pub dual_auth_delete: bool,
+    /// The key's rotation policy, `(enabled, interval_month)`, when it has one.
+    pub rotation: Option<(Option<bool>, Option<i64>)>,
+}
+
+pub fn key_attrs(row: &KeyRow) -> KeyAttrs {
+    let attrs = &row.attrs;
+    KeyAttrs {
+        dual_auth_delete: attrs
+            .pointer("/dualAuthDelete/enabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        rotation: attrs.get("rotation").map(|rot| {
+            (
+                rot.get("enabled").and_then(Value::as_bool),
+                rot.get("interval_month").and_then(Value::as_i64),
+            )
+        }),
+    }
+}
 
 /// One key resource. `payload` only for standard keys, and only where the caller asked for it.
-pub fn key_json(info: &KeyInfo) -> Value {
+pub fn key(info: &KeyInfo) -> resp::Key {
     let r = &info.row;
-    let mut m = Map::new();
-    m.insert("type".into(), json!(KEY_TYPE));
-    m.insert("id".into(), json!(r.id.to_string()));
-    m.insert("name".into(), json!(r.name));
-    if let Some(d) = &r.description {
-        m.insert("description".into(), json!(d));
-    }
-    if !r.tags.is_empty() {
-        m.insert("tags".into(), json!(r.tags));
-    }
-    m.insert("state".into(), json!(info.state.code()));
-    if info.state != KeyState::Active {
-        m.insert(
-            "nonactiveStateReason".into(),
-            json!(match info.state {
-                KeyState::Deactivated => 1,
-                KeyState::Suspended => 2,
-                _ => 0,
+    let attrs = key_attrs(r);
+    let deleted = r.deletion_date;
+    let at = |offset: i64| deleted.map(|t| format_time(t + offset));
+    resp::Key {
+        algorithm_bit_size: info.bits,
+        algorithm_metadata: resp::AlgorithmMetadata {
+            bit_length: info.bits.to_string(),
+            mode: "Deprecated".into(),
+        },
+        algorithm_mode: "Deprecated".into(),
+        algorithm_type: "AES".into(),
+        aliases: (!info.aliases.is_empty()).then(|| info.aliases.clone()),
+        created_by: r.created_by.clone(),
+        creation_date: format_time(r.created_at),
+        crn: info.crn.clone(),
+        deleted: r.state == KeyState::Destroyed,
+        deleted_by: deleted.and(r.deleted_by.clone()),
+        deletion_date: at(0),
+        description: r.description.clone(),
+        dual_auth_delete: resp::KeyDualAuthDelete {
+            auth_expiration: if attrs.dual_auth_delete {
+                info.deletion_auth_expires.map(format_time)
+            } else {
+                None
+            },
+            enabled: attrs.dual_auth_delete,
+            key_set_for_deletion: attrs
+                .dual_auth_delete
+                .then_some(info.deletion_auth_expires.is_some()),
+        },
+        expiration_date: r.expiration_date.map(format_time),
+        extractable: r.extractable,
+        id: r.id.to_string(),
+        imported: r.imported,
+        key_ring_id: r.key_ring_id.clone(),
+        key_version: resp::KeyVersionRef {
+            creation_date: Some(format_time(info.version_created_at)),
+            id: r.current_version.to_string(),
+        },
+        last_rotate_date: r.last_rotate_date.map(format_time),
+        last_update_date: format_time(r.updated_at),
+        name: r.name.clone(),
+        nonactive_state_reason: (info.state != KeyState::Active).then_some(match info.state {
+            KeyState::Deactivated => 1,
+            KeyState::Suspended => 2,
+            _ => 0,
+        }),
+        payload: info.payload.as_ref().map(|p| B64.encode(p.expose())),
+        purge_allowed: deleted.map(|_| true),
+        purge_allowed_from: at(4 * 3_600),
+        purge_scheduled_on: at(90 * 86_400),
+        restore_allowed: deleted.map(|_| true),
+        restore_expiration_date: at(30 * 86_400),
+        rotation: attrs
+            .rotation
+            .map(|(enabled, interval_month)| resp::RotationPolicy {
+                enabled,
+                interval_month,
             }),
-        );
+        state: info.state.code(),
+        tags: (!r.tags.is_empty()).then(|| r.tags.clone()),
+        kind: KEY_TYPE.into(),
     }
-    if let Some(e) = r.expiration_date {
-        m.insert("expirationDate".into(), json!(format_time(e)));
-    }
-    m.insert("extractable".into(), json!(r.extractable));
-    m.insert("crn".into(), json!(info.crn));
-    m.insert("imported".into(), json!(r.imported));
-    m.insert("keyRingID".into(), json!(r.key_ring_id));
-    m.insert("creationDate".into(), json!(format_time(r.created_at)));
-    m.insert("createdBy".into(), json!(r.created_by));
-    m.insert("lastUpdateDate".into(), json!(format_time(r.updated_at)));
-    if let Some(t) = r.last_rotate_date {
-        m.insert("lastRotateDate".into(), json!(format_time(t)));
-    }
-    m.insert(
-        "keyVersion".into(),
-        json!({"id": r.current_version.to_string(), "creationDate": format_time(info.version_created_at)}),
-    );
-    m.insert("algorithmType".into(), json!("AES"));
-    m.insert("algorithmBitSize".into(), json!(info.bits));
-    m.insert("algorithmMode".into(), json!("Deprecated"));
-    m.insert(
-        "algorithmMetadata".into(),
-        json!({"bitLength": info.bits.to_string(), "mode": "Deprecated"}),
-    );
-    let dual = r
-        .attrs
-        .pointer("/dualAuthDelete/enabled")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let mut d = json!({"enabled": dual});
-    if dual {
-        d["keySetForDeletion"] = json!(info.deletion_auth_expires.is_some());
-        if let Some(exp) = info.deletion_auth_expires {
-            d["authExpiration"] = json!(format_time(exp));
-        }
-    }
-    m.insert("dualAuthDelete".into(), d);
-    if let Some(rot) = r.attrs.get("rotation") {
-        m.insert(
-            "rotation".into(),
-            json!({"enabled": rot.get("enabled"), "interval_month": rot.get("interval_month")}),
-        );
-    }
-    if !info.aliases.is_empty() {
-        m.insert("aliases".into(), json!(info.aliases));
-    }
-    m.insert("deleted".into(), json!(r.state == KeyState::Destroyed));
-    if let Some(t) = r.deletion_date {
-        m.insert("deletionDate".into(), json!(format_time(t)));
-        if let Some(by) = &r.deleted_by {
-            m.insert("deletedBy".into(), json!(by));
-        }
-        m.insert(
-            "restoreExpirationDate".into(),
-            json!(format_time(t + 30 * 86_400)),
-        );
-        m.insert("restoreAllowed".into(), json!(true));
-        m.insert("purgeAllowed".into(), json!(true));
-        m.insert("purgeAllowedFrom".into(), json!(format_time(t + 4 * 3_600)));
-        m.insert(
-            "purgeScheduledOn".into(),
-            json!(format_time(t + 90 * 86_400)),
-        );
-    }
-    if let Some(p) = &info.payload {
-        m.insert("payload".into(), json!(B64.encode(p.expose())));
-    }
-    Value::Object(m)
 }
 
-pub fn collection(collection_type: &str, resources: Vec<Value>) -> Value {
-    json!({
-        "metadata": {"collectionType": collection_type, "collectionTotal": resources.len()},
-        "resources": resources,
-    })
+/// A collection of keys.
+pub fn keys<'a>(infos: impl IntoIterator<Item = &'a KeyInfo>) -> resp::KeyCollection {
+    resp::KeyCollection::new(KEY_TYPE, infos.into_iter().map(key).collect())
 }
 
-pub fn token_json(t: &TokenInfo) -> Value {
-    let mut v = json!({
-        "creationDate": format_time(t.created_at),
-        "expirationDate": format_time(t.expires_at),
-        "expiration": t.expiration_secs,
-        "maxAllowedRetrievals": t.max_retrievals,
-        "remainingRetrievals": t.remaining,
-    });
-    if let (Some(p), Some(n)) = (&t.payload, &t.nonce) {
-        v["payload"] = json!(p);
-        v["nonce"] = json!(n);
+pub fn token(t: &TokenInfo) -> resp::ImportToken {
+    let secret = match (&t.payload, &t.nonce) {
+        (Some(p), Some(n)) => Some((p.clone(), n.clone())),
+        _ => None,
+    };
+    resp::ImportToken {
+        creation_date: format_time(t.created_at),
+        expiration: t.expiration_secs,
+        expiration_date: format_time(t.expires_at),
+        max_allowed_retrievals: t.max_retrievals,
+        nonce: secret.as_ref().map(|(_, n)| n.clone()),
+        payload: secret.map(|(p, _)| p),
+        remaining_retrievals: t.remaining,
     }
-    v
 }

@@ -77,11 +77,14 @@ pub fn lowercase_keys(bytes: &[u8]) -> Result<Vec<u8>, BodyError> {
     }
 }
 
-/// Parses `bytes` (already checked to be a JSON object or array, or any JSON value) into `T`
-/// after [`lowercase_keys`].
+/// Parses `bytes` into `T` after [`lowercase_keys`].
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
-    let lowered = lowercase_keys(bytes)?;
-    let mut de = serde_json::Deserializer::from_slice(&lowered);
+    from_lowercased(&lowercase_keys(bytes)?)
+}
+
+/// Parses the output of [`lowercase_keys`] into `T`.
+pub fn from_lowercased<T: DeserializeOwned>(lowered: &[u8]) -> Result<T, BodyError> {
+    let mut de = serde_json::Deserializer::from_slice(lowered);
     let r: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     r.map_err(|e| {
         let field = e.path().iter().rev().find_map(|seg| match seg {

@@ -22,23 +22,69 @@ pub struct RequestMetadata {
     pub collectiontype: Slot<String>,
     /// The number of resources.
     #[serde(default, deserialize_with = "de::int_slot")]
-    #[schema(rename = "collectionTotal", value_type = i64, required = true)]
+    #[schema(rename = "collectionTotal", value_type = i64, required = true, minimum = 1)]
+    pub collectiontotal: Slot<i64>,
+}
+
+/// `metadata` of a key creation: one key of type `application/vnd.ibm.kms.key+json`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct KeyRequestMetadata {
+    #[serde(default, deserialize_with = "de::str_slot")]
+    #[schema(
+        rename = "collectionType",
+        value_type = String,
+        required = true,
+        pattern = "^application/vnd\\.ibm\\.kms\\.key\\+json$"
+    )]
+    pub collectiontype: Slot<String>,
+    #[serde(default, deserialize_with = "de::int_slot")]
+    #[schema(
+        rename = "collectionTotal",
+        value_type = i64,
+        required = true,
+        minimum = 1,
+        maximum = 1
+    )]
     pub collectiontotal: Slot<i64>,
 }
 
 macro_rules! envelope {
-    ($(#[$doc:meta])* $name:ident, $item:ty) => {
+    ($(#[$doc:meta])* $name:ident, $meta:ty, $item:ty, [$($limits:tt)*]) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
         pub struct $name {
             #[serde(default, deserialize_with = "de::obj_slot")]
-            #[schema(value_type = RequestMetadata, required = true)]
-            pub metadata: Slot<RequestMetadata>,
+            #[schema(value_type = $meta, required = true)]
+            pub metadata: Slot<$meta>,
             #[serde(default, deserialize_with = "de::obj_list_slot")]
-            #[schema(value_type = Vec<$item>, required = true)]
+            #[schema(value_type = Vec<$item>, required = true, min_items = 1 $($limits)*)]
             pub resources: Slot<Vec<Slot<$item>>>,
         }
+
+        impl Collection for $name {
+            type Item = $item;
+            fn into_resources(self) -> Vec<Slot<$item>> {
+                self.resources.value().unwrap_or_default()
+            }
+        }
     };
+}
+
+/// A request collection: its resources once the envelope has been checked.
+pub trait Collection {
+    type Item;
+    fn into_resources(self) -> Vec<Slot<Self::Item>>;
+}
+
+/// The envelope of any request collection with its resources unread: the API checks the
+/// envelope (`metadata`, `collectionTotal`, resources that are objects) before reading the
+/// resources.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EnvelopeShape {
+    #[serde(default, deserialize_with = "de::obj_slot")]
+    pub metadata: Slot<RequestMetadata>,
+    #[serde(default, deserialize_with = "de::obj_list_slot")]
+    pub resources: Slot<Vec<Slot<IgnoredAny>>>,
 }
 
 macro_rules! key_create_fields {
@@ -50,10 +96,13 @@ macro_rules! key_create_fields {
             #[serde(default, rename = "type", deserialize_with = "de::str_slot")]
             #[schema(value_type = Option<String>)]
             pub kind: Slot<String>,
-            /// A human-readable name (2 to 90 characters; defaults to the key id).
+            /// A human-readable name: 2 to 90 characters, no control characters (required).
             #[serde(default, deserialize_with = "de::opt_str")]
+            #[schema(value_type = String, required = true, min_length = 2, max_length = 90, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
             pub name: Option<String>,
+            /// 2 to 240 characters, no control characters.
             #[serde(default, deserialize_with = "de::opt_str")]
+            #[schema(value_type = Option<String>, min_length = 2, max_length = 240, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
             pub description: Option<String>,
             #[serde(default, deserialize_with = "de::opt_str_list")]
             pub tags: Option<Vec<String>>,
@@ -103,13 +152,42 @@ key_create_fields!(
 envelope!(
     /// `POST /keys`: a collection of exactly one key.
     KeyCreateRequest,
-    KeyCreateResource
+    KeyRequestMetadata,
+    KeyCreateResource,
+    [, max_items = 1]
 );
 envelope!(
     /// `POST /keys_with_policy_overrides`: a collection of exactly one key.
     KeyCreateWithOverridesRequest,
-    KeyCreateWithOverridesResource
+    KeyRequestMetadata,
+    KeyCreateWithOverridesResource,
+    [, max_items = 1]
 );
+
+impl KeyCreateWithOverridesResource {
+    /// The plain resource and the two overrides.
+    pub fn split(
+        self,
+    ) -> (
+        KeyCreateResource,
+        Option<RotationOverride>,
+        Option<DualAuthOverride>,
+    ) {
+        let base = KeyCreateResource {
+            kind: self.kind,
+            name: self.name,
+            description: self.description,
+            tags: self.tags,
+            extractable: self.extractable,
+            payload: self.payload,
+            encryptednonce: self.encryptednonce,
+            iv: self.iv,
+            encryptionalgorithm: self.encryptionalgorithm,
+            expirationdate: self.expirationdate,
+        };
+        (base, self.rotation, self.dualauthdelete)
+    }
+}
 
 /// `rotation` of a key created with policy overrides.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -185,7 +263,7 @@ pub struct RestoreRequest {
 pub struct PatchKeyRequest {
     /// The key ring to move the key to (required).
     #[serde(default, deserialize_with = "de::opt_str")]
-    #[schema(rename = "keyRingID")]
+    #[schema(rename = "keyRingID", value_type = String, required = true, pattern = "^[A-Za-z0-9_-]{2,100}$")]
     pub keyringid: Option<String>,
 }
 
@@ -229,7 +307,9 @@ pub struct KeyPolicyResource {
 envelope!(
     /// `PUT /keys/{id}/policies`.
     KeyPoliciesRequest,
-    KeyPolicyResource
+    RequestMetadata,
+    KeyPolicyResource,
+    []
 );
 
 /// `policy_data` of an instance policy. Other members are refused.
@@ -238,6 +318,7 @@ envelope!(
 pub struct InstancePolicyData {
     /// Required.
     #[serde(default, deserialize_with = "de::opt_bool")]
+    #[schema(value_type = bool, required = true)]
     pub enabled: Option<bool>,
     /// Depends on the policy type: `interval_month` (rotation), `allowed_network`
     /// (allowedNetwork), `allowed_ip` (allowedIP), `create_root_key`, ... (keyCreateImportAccess).
@@ -253,9 +334,11 @@ pub struct InstancePolicyResource {
     /// rotation, dualAuthDelete, allowedNetwork, allowedIP, keyCreateImportAccess or metrics
     /// (required).
     #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = String, required = true, pattern = "^(rotation|dualAuthDelete|allowedNetwork|allowedIP|keyCreateImportAccess|metrics)$")]
     pub policy_type: Option<String>,
     /// Required.
     #[serde(default, deserialize_with = "de::opt_obj")]
+    #[schema(value_type = InstancePolicyData, required = true)]
     pub policy_data: Option<InstancePolicyData>,
     /// `application/vnd.ibm.kms.policy+json` (not checked).
     #[serde(default, rename = "type", deserialize_with = "de::any")]
@@ -266,18 +349,21 @@ pub struct InstancePolicyResource {
 envelope!(
     /// `PUT /instance/policies`.
     InstancePoliciesRequest,
-    InstancePolicyResource
+    RequestMetadata,
+    InstancePolicyResource,
+    []
 );
 
 /// `POST /import_token`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct ImportTokenRequest {
-    /// Lifetime in seconds (default 600).
+    /// Lifetime in seconds (300 to 86400; default 600).
     #[serde(default, deserialize_with = "de::opt_int")]
+    #[schema(value_type = i64, minimum = 300, maximum = 86400)]
     pub expiration: Option<i64>,
-    /// How many times the token may be used (default 1).
+    /// How many times the token may be used (1 to 500; default 1).
     #[serde(default, deserialize_with = "de::opt_int")]
-    #[schema(rename = "maxAllowedRetrievals")]
+    #[schema(rename = "maxAllowedRetrievals", value_type = i64, minimum = 1, maximum = 500)]
     pub maxallowedretrievals: Option<i64>,
 }
 

@@ -8,10 +8,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_service::keys::RotateRequest;
 use keyward_service::{Caller, ErrorCode, ServiceError};
-use serde_json::{json, Map, Value};
+use keyward_wire::req::{EmptyRequest, UnwrapRequest, WrapRequest};
+use keyward_wire::resp::{KeyVersionRef, RewrapResponse, UnwrapResponse, WrapResponse};
+use serde::de::DeserializeOwned;
 
 use crate::error::{op, ApiError};
-use crate::extract::{self, opt_str, opt_str_list, Auth};
+use crate::extract::{self, Auth};
 use crate::{json_response, AppState};
 
 const WRAP: &str = "Wrap with key could not be performed";
@@ -51,17 +53,21 @@ pub async fn legacy_action(
     dispatch(&st, &caller, &id, &action, &headers, body).await
 }
 
-async fn body_object(
+/// The body of an action: absent, `null` or a JSON object.
+async fn body_object<T: DeserializeOwned + Default>(
     headers: &HeaderMap,
     body: Body,
     what: &'static str,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<T, ApiError> {
     let bytes = extract::read_body(headers, body, what).await?;
-    extract::object_or_empty(extract::parse_json(&bytes, what)?, what)
+    extract::object_body(&bytes, what)
 }
 
-fn aad(obj: &Map<String, Value>, what: &'static str) -> Result<Vec<String>, ApiError> {
-    Ok(opt_str_list(obj, "aad", "aad", what)?.unwrap_or_default())
+fn version(id: impl ToString) -> KeyVersionRef {
+    KeyVersionRef {
+        creation_date: None,
+        id: id.to_string(),
+    }
 }
 
 async fn dispatch(
@@ -74,42 +80,52 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     match action {
         "wrap" => {
-            let obj = body_object(headers, body, WRAP).await?;
+            let req: WrapRequest = body_object(headers, body, WRAP).await?;
             let id = st.svc.resolve_key(caller, id).await.map_err(op(WRAP))?;
-            let plaintext = opt_str(&obj, "plaintext", "plaintext", WRAP)?;
             let r = st
                 .svc
-                .wrap(caller, id, plaintext.as_deref(), &aad(&obj, WRAP)?)
+                .wrap(
+                    caller,
+                    id,
+                    req.plaintext.as_deref(),
+                    &req.aad.unwrap_or_default(),
+                )
                 .await
                 .map_err(op(WRAP))?;
-            let mut out = json!({"ciphertext": r.ciphertext, "keyVersion": {"id": r.key_version.to_string()}});
-            if let Some(p) = r.plaintext {
-                out["plaintext"] = json!(B64.encode(p.expose()));
-            }
+            let out = WrapResponse {
+                ciphertext: r.ciphertext,
+                key_version: version(r.key_version),
+                plaintext: r.plaintext.map(|p| B64.encode(p.expose())),
+            };
             Ok(json_response(StatusCode::OK, &out))
         }
         "unwrap" | "rewrap" => {
             let what = if action == "unwrap" { UNWRAP } else { REWRAP };
-            let obj = body_object(headers, body, what).await?;
+            let req: UnwrapRequest = body_object(headers, body, what).await?;
             let id = st.svc.resolve_key(caller, id).await.map_err(op(what))?;
-            let ciphertext = opt_str(&obj, "ciphertext", "ciphertext", what)?.ok_or_else(|| {
+            let ciphertext = req.ciphertext.ok_or_else(|| {
                 ApiError::new(
                     ServiceError::field("ciphertext", "The field `ciphertext` is required"),
                     what,
                 )
             })?;
-            let aad = aad(&obj, what)?;
+            let aad = req.aad.unwrap_or_default();
             if action == "unwrap" {
                 let r = st
                     .svc
                     .unwrap(caller, id, &ciphertext, &aad)
                     .await
                     .map_err(op(what))?;
-                let mut out = json!({"plaintext": B64.encode(r.plaintext.expose()), "keyVersion": {"id": r.key_version.to_string()}});
-                if let Some((ct, v)) = r.rewrapped {
-                    out["ciphertext"] = json!(ct);
-                    out["rewrappedKeyVersion"] = json!({"id": v.to_string()});
-                }
+                let (ciphertext, rewrapped) = match r.rewrapped {
+                    Some((ct, v)) => (Some(ct), Some(version(v))),
+                    None => (None, None),
+                };
+                let out = UnwrapResponse {
+                    ciphertext,
+                    key_version: version(r.key_version),
+                    plaintext: B64.encode(r.plaintext.expose()),
+                    rewrapped_key_version: rewrapped,
+                };
                 Ok(json_response(StatusCode::OK, &out))
             } else {
                 let r = st
@@ -117,24 +133,23 @@ async fn dispatch(
                     .rewrap(caller, id, &ciphertext, &aad)
                     .await
                     .map_err(op(what))?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "ciphertext": r.ciphertext,
-                        "keyVersion": {"id": r.key_version.to_string()},
-                        "rewrappedKeyVersion": {"id": r.rewrapped_key_version.to_string()},
-                    }),
-                ))
+                let out = RewrapResponse {
+                    ciphertext: r.ciphertext,
+                    key_version: version(r.key_version),
+                    rewrapped_key_version: version(r.rewrapped_key_version),
+                };
+                Ok(json_response(StatusCode::OK, &out))
             }
         }
         "rotate" => {
-            let obj = body_object(headers, body, ROTATE).await?;
+            let body: keyward_wire::req::RotateRequest =
+                body_object(headers, body, ROTATE).await?;
             let id = st.svc.resolve_key(caller, id).await.map_err(op(ROTATE))?;
             let req = RotateRequest {
-                payload: opt_str(&obj, "payload", "payload", ROTATE)?,
-                encrypted_nonce: opt_str(&obj, "encryptednonce", "encryptedNonce", ROTATE)?,
-                iv: opt_str(&obj, "iv", "iv", ROTATE)?,
-                encryption_algorithm: opt_str(&obj, "encryptionalgorithm", "encryptionAlgorithm", ROTATE)?,
+                payload: body.payload,
+                encrypted_nonce: body.encryptednonce,
+                iv: body.iv,
+                encryption_algorithm: body.encryptionalgorithm,
             };
             st.svc
                 .rotate_key(caller, id, req)
@@ -151,7 +166,7 @@ async fn dispatch(
                 _ => "Key could not be synced",
             };
             // These take no body; an empty body, `null` or `{}` are all accepted.
-            let _ = body_object(headers, body, what).await?;
+            let _: EmptyRequest = body_object(headers, body, what).await?;
             let id = st.svc.resolve_key(caller, id).await.map_err(op(what))?;
             let r = match action {
                 "disable" => st.svc.disable_key(caller, id).await,
@@ -164,7 +179,7 @@ async fn dispatch(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "restore" => {
-            let _ = body_object(headers, body, super::keys::RESTORE).await?;
+            let _: EmptyRequest = body_object(headers, body, super::keys::RESTORE).await?;
             super::keys::restore_inner(st, caller, id).await
         }
         _ => Err(ApiError::new(

@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
+use keyward_wire::req::IdentityTokenForm;
+use keyward_wire::resp::{IamError, IamErrorContext, IdentityToken};
 
 use crate::{extract, json_response, AppState};
 
@@ -12,7 +13,13 @@ const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
 fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(
         status,
-        &json!({"errorCode": code, "errorMessage": message, "context": {"requestType": "incoming.Identity_Token"}}),
+        &IamError {
+            context: IamErrorContext {
+                request_type: "incoming.Identity_Token".into(),
+            },
+            error_code: code.into(),
+            error_message: message.into(),
+        },
     )
 }
 
@@ -26,20 +33,15 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
             "Request body too large",
         );
     };
-    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if field("grant_type") != Some(APIKEY_GRANT) {
+    let form = IdentityTokenForm::parse(&bytes);
+    if form.grant_type.as_deref() != Some(APIKEY_GRANT) {
         return iam_error(
             StatusCode::BAD_REQUEST,
             "BXNIM0104E",
             "Unsupported grant_type: only urn:ibm:params:oauth:grant-type:apikey is supported",
         );
     }
-    let Some(apikey) = field("apikey").filter(|k| !k.is_empty()) else {
+    let Some(apikey) = form.apikey.as_deref().filter(|k| !k.is_empty()) else {
         return iam_error(
             StatusCode::BAD_REQUEST,
             "BXNIM0109E",
@@ -60,14 +62,14 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
     match st.svc.exchange_api_key(apikey).await {
         Ok(t) => json_response(
             StatusCode::OK,
-            &json!({
-                "access_token": t.access_token,
-                "refresh_token": t.refresh_token,
-                "token_type": "Bearer",
-                "expires_in": t.expires_in,
-                "expiration": t.expiration,
-                "scope": "ibm openid",
-            }),
+            &IdentityToken {
+                access_token: t.access_token,
+                expiration: t.expiration,
+                expires_in: t.expires_in,
+                refresh_token: t.refresh_token,
+                scope: "ibm openid".into(),
+                token_type: "Bearer".into(),
+            },
         ),
         Err(e) if e.code == keyward_service::ErrorCode::Unavailable => iam_error(
             StatusCode::SERVICE_UNAVAILABLE,

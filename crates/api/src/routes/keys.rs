@@ -11,12 +11,16 @@ use keyward_service::listing::{
 };
 use keyward_service::{ErrorCode, ServiceError};
 use keyward_store::SortField;
-use serde_json::Value;
+use keyward_wire::de::Slot;
+use keyward_wire::req::{
+    Collection, EnvelopeShape, KeyCreateRequest, KeyCreateWithOverridesRequest,
+};
+use serde::de::DeserializeOwned;
 
 use crate::error::{op, ApiError};
-use crate::extract::{self, opt_bool, opt_str, opt_str_list, Auth};
+use crate::extract::{self, Auth};
 use crate::query;
-use crate::wire::{collection, key_json, KEY_TYPE};
+use crate::wire::{self, KEY_TYPE};
 use crate::{json_response, AppState};
 
 const CREATE: &str = "Key could not be created";
@@ -171,11 +175,7 @@ pub async fn list(
         .list_keys_full(&caller, &req)
         .await
         .map_err(op(LIST))?;
-    let resources = keys.iter().map(key_json).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &collection(KEY_TYPE, resources),
-    ))
+    Ok(json_response(StatusCode::OK, &wire::keys(&keys)))
 }
 
 pub async fn head(
@@ -207,70 +207,89 @@ pub async fn head(
     Ok(resp)
 }
 
-fn bad_body(msg: &str) -> ApiError {
-    ApiError::new(ServiceError::new(ErrorCode::BadBody, msg), CREATE)
+fn bad_body(msg: &str, what: &'static str) -> ApiError {
+    ApiError::new(ServiceError::new(ErrorCode::BadBody, msg), what)
 }
 
-/// Checks the collection envelope of a create request and returns its one resource.
-fn single_resource(body: Option<Value>) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let mut env = match body {
-        None => {
-            return Err(ApiError::new(
-                ServiceError::new(ErrorCode::NoBody, "A request body is required"),
-                CREATE,
-            ))
-        }
-        Some(Value::Object(env)) => env,
-        Some(_) => return Err(bad_body("The request body must be a JSON object")),
+/// Checks the envelope of a collection body (`PUT` of policies, `POST /keys`) and returns it
+/// lowercased with the number of its resources. `key_type`: the key-creation rules (one key,
+/// `collectionType` checked, a non-object body is `BAD_BODY_ERR` rather than `NO_BODY_ERR`).
+pub fn checked_envelope(
+    bytes: &[u8],
+    key_type: bool,
+    what: &'static str,
+) -> Result<(Vec<u8>, usize), ApiError> {
+    let no_body = || {
+        ApiError::new(
+            ServiceError::new(ErrorCode::NoBody, "A request body is required"),
+            what,
+        )
     };
-    let Some(Value::Object(meta)) = env.remove("metadata") else {
-        return Err(bad_body("CollectionMetadata is empty"));
+    let Some(l) = extract::lowercased_json(bytes, what)? else {
+        return Err(no_body());
     };
-    match meta.get("collectiontype").and_then(Value::as_str) {
-        Some(KEY_TYPE) => {}
-        _ => {
-            return Err(bad_body(
-                "The collectionType must be application/vnd.ibm.kms.key+json",
-            ))
-        }
+    if !keyward_wire::de::is_object(&l) {
+        // Key creation names the problem; policy bodies report a missing body.
+        return Err(if key_type {
+            bad_body("The request body must be a JSON object", what)
+        } else {
+            no_body()
+        });
     }
-    let Some(Value::Array(mut resources)) = env.remove("resources") else {
+    let shape: EnvelopeShape = extract::from_lowercased(&l, what)?;
+    let Slot::Value(meta) = shape.metadata else {
+        return Err(bad_body("CollectionMetadata is empty", what));
+    };
+    if key_type && meta.collectiontype != Slot::Value(KEY_TYPE.to_string()) {
         return Err(bad_body(
-            "The field `resources` must be an array with one key",
+            "The collectionType must be application/vnd.ibm.kms.key+json",
+            what,
+        ));
+    }
+    let Slot::Value(resources) = shape.resources else {
+        return Err(bad_body(
+            if key_type {
+                "The field `resources` must be an array with one key"
+            } else {
+                "The field `resources` must be an array"
+            },
+            what,
         ));
     };
-    let total = meta.get("collectiontotal").and_then(Value::as_i64);
-    if total != Some(resources.len() as i64) {
+    if meta.collectiontotal.value() != Some(resources.len() as i64) {
         return Err(ApiError::new(
             ServiceError::new(
                 ErrorCode::CollectionTotalMismatch,
                 "The collectionTotal does not match the number of resources",
             ),
-            CREATE,
+            what,
         ));
     }
-    if resources.len() != 1 {
+    if key_type && resources.len() != 1 {
         return Err(bad_body(
             "Only creation of one key per request is supported",
+            what,
         ));
     }
-    match resources.pop() {
-        Some(Value::Object(r)) => {
-            if let Some(t) = r.get("type") {
-                if t.as_str() != Some(KEY_TYPE) {
-                    return Err(ApiError::new(
-                        ServiceError::field(
-                            "type",
-                            "The field `type` must be: application/vnd.ibm.kms.key+json",
-                        ),
-                        CREATE,
-                    ));
-                }
-            }
-            Ok(r)
-        }
-        _ => Err(bad_body("Each resource must be a JSON object")),
+    if resources.is_empty() {
+        return Err(bad_body("At least one resource is required", what));
     }
+    if resources.iter().any(|r| !matches!(r, Slot::Value(_))) {
+        return Err(bad_body("Each resource must be a JSON object", what));
+    }
+    Ok((l, resources.len()))
+}
+
+/// The resources of a checked envelope, read as `C`'s resource type.
+pub fn resources<C: Collection + DeserializeOwned>(
+    lowered: &[u8],
+    what: &'static str,
+) -> Result<Vec<C::Item>, ApiError> {
+    let c: C = extract::from_lowercased(lowered, what)?;
+    Ok(c.into_resources()
+        .into_iter()
+        .filter_map(Slot::value)
+        .collect())
 }
 
 pub async fn create(
@@ -301,46 +320,61 @@ async fn create_inner(
     overrides: bool,
 ) -> Result<Response, ApiError> {
     let bytes = extract::read_body(&headers, body, CREATE).await?;
-    let r = single_resource(extract::parse_json(&bytes, CREATE)?)?;
-    let (mut rotation_override, mut dual_auth_override) = (None, None);
-    if overrides {
-        if let Some(o) = extract::opt_obj(&r, "rotation", "rotation", CREATE)? {
-            let enabled = opt_bool(o, "enabled", "enabled", CREATE)?.unwrap_or(true);
-            let interval = extract::opt_int(o, "interval_month", "interval_month", CREATE)?;
-            if interval.is_some_and(|m| !(1..=12).contains(&m)) {
+    let (lowered, _) = checked_envelope(&bytes, true, CREATE)?;
+    let (r, rotation, dual) = if overrides {
+        resources::<KeyCreateWithOverridesRequest>(&lowered, CREATE)?
+            .pop()
+            .map(|r| r.split())
+    } else {
+        resources::<KeyCreateRequest>(&lowered, CREATE)?
+            .pop()
+            .map(|r| (r, None, None))
+    }
+    .ok_or_else(|| bad_body("Each resource must be a JSON object", CREATE))?;
+    match &r.kind {
+        Slot::Absent => {}
+        Slot::Value(t) if t == KEY_TYPE => {}
+        _ => {
+            return Err(ApiError::new(
+                ServiceError::field(
+                    "type",
+                    "The field `type` must be: application/vnd.ibm.kms.key+json",
+                ),
+                CREATE,
+            ))
+        }
+    }
+    let rotation_override = match rotation {
+        Some(o) => {
+            if o.interval_month.is_some_and(|m| !(1..=12).contains(&m)) {
                 return Err(ApiError::new(
                     ServiceError::field("interval_month", "The field `interval_month` must be: an integer between 1 and 12 (inclusive)"),
                     CREATE,
                 ));
             }
-            rotation_override = Some((enabled, interval));
+            Some((o.enabled.unwrap_or(true), o.interval_month))
         }
-        if let Some(o) = extract::opt_obj(&r, "dualauthdelete", "dualAuthDelete", CREATE)? {
-            dual_auth_override = Some(opt_bool(o, "enabled", "enabled", CREATE)?.unwrap_or(false));
-        }
-    }
+        None => None,
+    };
     let req = CreateKeyRequest {
         rotation_override,
-        dual_auth_override,
-        name: opt_str(&r, "name", "name", CREATE)?,
-        description: opt_str(&r, "description", "description", CREATE)?,
-        tags: opt_str_list(&r, "tags", "tags", CREATE)?,
-        extractable: opt_bool(&r, "extractable", "extractable", CREATE)?,
-        payload: opt_str(&r, "payload", "payload", CREATE)?,
-        encrypted_nonce: opt_str(&r, "encryptednonce", "encryptedNonce", CREATE)?,
-        iv: opt_str(&r, "iv", "iv", CREATE)?,
-        encryption_algorithm: opt_str(&r, "encryptionalgorithm", "encryptionAlgorithm", CREATE)?,
-        expiration_date: opt_str(&r, "expirationdate", "expirationDate", CREATE)?,
+        dual_auth_override: dual.map(|d| d.enabled.unwrap_or(false)),
+        name: r.name,
+        description: r.description,
+        tags: r.tags,
+        extractable: r.extractable,
+        payload: r.payload,
+        encrypted_nonce: r.encryptednonce,
+        iv: r.iv,
+        encryption_algorithm: r.encryptionalgorithm,
+        expiration_date: r.expirationdate,
         key_ring_id: headers
             .get("x-kms-key-ring")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     };
     let info = st.svc.create_key(&caller, req).await.map_err(op(CREATE))?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &collection(KEY_TYPE, vec![key_json(&info)]),
-    ))
+    Ok(json_response(StatusCode::CREATED, &wire::keys([&info])))
 }
 
 pub async fn get(
@@ -351,10 +385,7 @@ pub async fn get(
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(GET))?;
     let mut info = st.svc.get_key(&caller, id).await.map_err(op(GET))?;
     info.aliases = st.svc.aliases(&caller, id).await.map_err(op(GET))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &collection(KEY_TYPE, vec![key_json(&info)]),
-    ))
+    Ok(json_response(StatusCode::OK, &wire::keys([&info])))
 }
 
 pub async fn metadata(
@@ -369,10 +400,7 @@ pub async fn metadata(
         .await
         .map_err(op(GET))?;
     info.aliases = st.svc.aliases(&caller, id).await.map_err(op(GET))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &collection(KEY_TYPE, vec![key_json(&info)]),
-    ))
+    Ok(json_response(StatusCode::OK, &wire::keys([&info])))
 }
 
 /// Whether `Prefer: return=representation` was sent.
@@ -408,10 +436,7 @@ pub async fn delete(
         .map_err(op(DELETE))?;
     info.payload = None;
     if wants_representation(&headers) {
-        Ok(json_response(
-            StatusCode::OK,
-            &collection(KEY_TYPE, vec![key_json(&info)]),
-        ))
+        Ok(json_response(StatusCode::OK, &wire::keys([&info])))
     } else {
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -426,8 +451,5 @@ pub async fn restore_inner(
     let id = st.svc.resolve_key(caller, id).await.map_err(op(RESTORE))?;
     let mut info = st.svc.restore_key(caller, id).await.map_err(op(RESTORE))?;
     info.payload = None;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &collection(KEY_TYPE, vec![key_json(&info)]),
-    ))
+    Ok(json_response(StatusCode::CREATED, &wire::keys([&info])))
 }

@@ -10,13 +10,22 @@ use keyward_service::lifecycle::KeyPolicies;
 use keyward_service::policies::InstancePolicyInput;
 use keyward_service::{ErrorCode, ServiceError};
 use keyward_store::KeyRow;
-use serde_json::{json, Map, Value};
+use keyward_wire::de::Slot;
+use keyward_wire::req::{InstancePoliciesRequest, KeyPoliciesRequest, PatchKeyRequest};
+use keyward_wire::resp::{
+    self, AliasCollection, AllowedIpPortCollection, InstancePolicyCollection, KeyPolicyCollection,
+    KeyRingCollection, RegistrationCollection, VersionCollection,
+};
+use keyward_wire::{
+    ALIAS_TYPE, ALLOWED_IP_TYPE, KEY_RING_TYPE, POLICY_TYPE, REGISTRATION_TYPE, VERSION_TYPE,
+};
+use serde_json::Value;
 
 use crate::error::{op, ApiError};
 use crate::extract::{self, Auth};
 use crate::query;
-use crate::routes::keys::{force, restore_inner, RESTORE};
-use crate::wire::{collection, key_json, KEY_TYPE};
+use crate::routes::keys::{checked_envelope, force, resources, restore_inner, RESTORE};
+use crate::wire;
 use crate::{json_response, AppState};
 
 const VERSIONS: &str = "Key versions could not be retrieved";
@@ -30,7 +39,6 @@ const RING_LIST: &str = "Key rings could not be retrieved";
 const RING_CREATE: &str = "Key ring could not be created";
 const RING_DELETE: &str = "Key ring could not be deleted";
 const REG_LIST: &str = "Registrations could not be retrieved";
-const POLICY_TYPE: &str = "application/vnd.ibm.kms.policy+json";
 
 fn bad_query(name: &str, msg: &str, what: &'static str) -> ApiError {
     ApiError::new(ServiceError::query(name, msg.to_string()), what)
@@ -84,14 +92,15 @@ pub async fn versions(
         .versions(&caller, id, all_states, limit, offset)
         .await
         .map_err(op(VERSIONS))?;
-    let resources: Vec<Value> = list
+    let resources = list
         .iter()
-        .map(|v| json!({"id": v.id, "creationDate": format_time(v.created_at)}))
+        .map(|v| resp::KeyVersionRef {
+            creation_date: Some(format_time(v.created_at)),
+            id: v.id.clone(),
+        })
         .collect();
-    let mut body = collection("application/vnd.ibm.kms.key.version+json", resources);
-    if with_total {
-        body["metadata"]["totalCount"] = json!(total);
-    }
+    let body = VersionCollection::new(VERSION_TYPE, resources)
+        .with_total_count(with_total.then_some(total as u64));
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -104,7 +113,7 @@ pub async fn restore(
 ) -> Result<Response, ApiError> {
     // Legacy clients send the original payload; it is accepted and not needed.
     let bytes = extract::read_body(&headers, body, RESTORE).await?;
-    let _ = extract::parse_json(&bytes, RESTORE)?;
+    let _ = extract::lowercased_json(&bytes, RESTORE)?;
     restore_inner(&st, &caller, &id).await
 }
 
@@ -115,10 +124,7 @@ pub async fn purge(
 ) -> Result<Response, ApiError> {
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(PURGE))?;
     let info = st.svc.purge_key(&caller, id).await.map_err(op(PURGE))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &collection(KEY_TYPE, vec![key_json(&info)]),
-    ))
+    Ok(json_response(StatusCode::OK, &wire::keys([&info])))
 }
 
 pub async fn patch(
@@ -129,8 +135,8 @@ pub async fn patch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = extract::read_body(&headers, body, PATCH).await?;
-    let obj = extract::object_or_empty(extract::parse_json(&bytes, PATCH)?, PATCH)?;
-    let ring = extract::opt_str(&obj, "keyringid", "keyRingID", PATCH)?.ok_or_else(|| {
+    let req: PatchKeyRequest = extract::object_body(&bytes, PATCH)?;
+    let ring = req.keyringid.ok_or_else(|| {
         ApiError::new(
             ServiceError::field("keyRingID", "The field `keyRingID` is required"),
             PATCH,
@@ -142,10 +148,7 @@ pub async fn patch(
         .move_key(&caller, id, &ring)
         .await
         .map_err(op(PATCH))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &collection(KEY_TYPE, vec![key_json(&info)]),
-    ))
+    Ok(json_response(StatusCode::OK, &wire::keys([&info])))
 }
 
 fn policy_query(raw: Option<&str>, what: &'static str) -> Result<Option<String>, ApiError> {
@@ -155,36 +158,49 @@ fn policy_query(raw: Option<&str>, what: &'static str) -> Result<Option<String>,
         .map(|(_, v)| v))
 }
 
+/// The policy metadata the service keeps with each key policy (`creationDate`, ...).
+fn policy_meta(v: &Value, key: &str) -> Option<String> {
+    match v.get(key) {
+        Some(Value::Number(n)) if key.ends_with("Date") => n.as_i64().map(format_time),
+        Some(Value::String(s)) if !key.ends_with("Date") => Some(s.clone()),
+        _ => None,
+    }
+}
+
 fn key_policy_resources(
     row: &KeyRow,
     p: &KeyPolicies,
     only: Option<&str>,
     crn: &str,
-) -> Vec<Value> {
+) -> Vec<resp::KeyPolicy> {
     let mut out = Vec::new();
-    let meta = |v: &Value| {
-        json!({
-            "id": row.id.to_string(),
-            "crn": crn,
-            "type": POLICY_TYPE,
-            "creationDate": v.get("creationDate").and_then(Value::as_i64).map(format_time),
-            "createdBy": v.get("createdBy"),
-            "lastUpdateDate": v.get("lastUpdateDate").and_then(Value::as_i64).map(format_time),
-            "updatedBy": v.get("updatedBy"),
-        })
+    let meta = |v: &Value| resp::KeyPolicy {
+        created_by: policy_meta(v, "createdBy"),
+        creation_date: policy_meta(v, "creationDate"),
+        crn: crn.to_string(),
+        dual_auth_delete: None,
+        id: row.id.to_string(),
+        last_update_date: policy_meta(v, "lastUpdateDate"),
+        rotation: None,
+        kind: POLICY_TYPE.into(),
+        updated_by: policy_meta(v, "updatedBy"),
     };
     if only.is_none_or(|t| t == "rotation") {
         if let Some(r) = &p.rotation {
             let mut m = meta(r);
-            m["rotation"] =
-                json!({"enabled": r.get("enabled"), "interval_month": r.get("interval_month")});
+            m.rotation = Some(resp::RotationPolicy {
+                enabled: r.get("enabled").and_then(Value::as_bool),
+                interval_month: r.get("interval_month").and_then(Value::as_i64),
+            });
             out.push(m);
         }
     }
     if only.is_none_or(|t| t == "dualAuthDelete") {
         if let Some(d) = &p.dual_auth_delete {
             let mut m = meta(d);
-            m["dualAuthDelete"] = json!({"enabled": d.get("enabled")});
+            m.dual_auth_delete = Some(resp::DualAuthPolicy {
+                enabled: d.get("enabled").and_then(Value::as_bool),
+            });
             out.push(m);
         }
     }
@@ -210,45 +226,10 @@ pub async fn get_key_policies(
         .map_err(op(POLICY_GET))?;
     let crn = st.svc.crn(row.instance_id, row.id);
     let res = key_policy_resources(&row, &p, only.as_deref(), &crn);
-    Ok(json_response(StatusCode::OK, &collection(POLICY_TYPE, res)))
-}
-
-fn envelope_resources(
-    body: Option<Value>,
-    what: &'static str,
-) -> Result<Vec<Map<String, Value>>, ApiError> {
-    let bad = |m: &str| ApiError::new(ServiceError::new(ErrorCode::BadBody, m.to_string()), what);
-    let Some(Value::Object(mut env)) = body else {
-        return Err(ApiError::new(
-            ServiceError::new(ErrorCode::NoBody, "A request body is required"),
-            what,
-        ));
-    };
-    let Some(Value::Object(meta)) = env.remove("metadata") else {
-        return Err(bad("CollectionMetadata is empty"));
-    };
-    let Some(Value::Array(resources)) = env.remove("resources") else {
-        return Err(bad("The field `resources` must be an array"));
-    };
-    if meta.get("collectiontotal").and_then(Value::as_i64) != Some(resources.len() as i64) {
-        return Err(ApiError::new(
-            ServiceError::new(
-                ErrorCode::CollectionTotalMismatch,
-                "The collectionTotal does not match the number of resources",
-            ),
-            what,
-        ));
-    }
-    if resources.is_empty() {
-        return Err(bad("At least one resource is required"));
-    }
-    resources
-        .into_iter()
-        .map(|r| match r {
-            Value::Object(o) => Ok(o),
-            _ => Err(bad("Each resource must be a JSON object")),
-        })
-        .collect()
+    Ok(json_response(
+        StatusCode::OK,
+        &KeyPolicyCollection::new(POLICY_TYPE, res),
+    ))
 }
 
 pub async fn put_key_policies(
@@ -261,33 +242,32 @@ pub async fn put_key_policies(
 ) -> Result<Response, ApiError> {
     let only = policy_query(raw.as_deref(), POLICY_PUT)?;
     let bytes = extract::read_body(&headers, body, POLICY_PUT).await?;
-    let resources = envelope_resources(extract::parse_json(&bytes, POLICY_PUT)?, POLICY_PUT)?;
+    let (lowered, _) = checked_envelope(&bytes, false, POLICY_PUT)?;
     let (mut rotation, mut dual) = (None, None);
-    for r in &resources {
-        extract::deny_unknown(r, &["type", "rotation", "dualauthdelete"], POLICY_PUT)?;
+    for r in resources::<KeyPoliciesRequest>(&lowered, POLICY_PUT)? {
         // In a policy PUT an explicit `null` policy is a malformed field, not an absent one.
-        for (key, wire) in [
-            ("rotation", "rotation"),
-            ("dualauthdelete", "dualAuthDelete"),
-        ] {
-            if r.get(key) == Some(&Value::Null) {
-                return Err(ApiError::new(
-                    ServiceError::field(wire, format!("The field `{wire}` must be: an object")),
-                    POLICY_PUT,
-                ));
+        let not_object = |wire: &str| {
+            ApiError::new(
+                ServiceError::field(wire, format!("The field `{wire}` must be: an object")),
+                POLICY_PUT,
+            )
+        };
+        match r.rotation {
+            Slot::Absent => {}
+            Slot::Null | Slot::Wrong => return Err(not_object("rotation")),
+            Slot::Value(o) => {
+                let interval = match o.interval_month {
+                    Slot::Absent | Slot::Null => None,
+                    Slot::Value(m) => Some(m),
+                    Slot::Wrong => Some(-1),
+                };
+                rotation = Some((o.enabled.unwrap_or(true), interval));
             }
         }
-        if let Some(o) = extract::opt_obj(r, "rotation", "rotation", POLICY_PUT)? {
-            let enabled = extract::opt_bool(o, "enabled", "enabled", POLICY_PUT)?.unwrap_or(true);
-            let interval = match o.get("interval_month") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
-                Some(_) => Some(-1),
-            };
-            rotation = Some((enabled, interval));
-        }
-        if let Some(o) = extract::opt_obj(r, "dualauthdelete", "dualAuthDelete", POLICY_PUT)? {
-            dual = Some(extract::opt_bool(o, "enabled", "enabled", POLICY_PUT)?.unwrap_or(false));
+        match r.dualauthdelete {
+            Slot::Absent => {}
+            Slot::Null | Slot::Wrong => return Err(not_object("dualAuthDelete")),
+            Slot::Value(o) => dual = Some(o.enabled.unwrap_or(false)),
         }
     }
     let mismatch = match only.as_deref() {
@@ -323,7 +303,10 @@ pub async fn put_key_policies(
         .map_err(op(POLICY_PUT))?;
     let crn = st.svc.crn(row.instance_id, row.id);
     let res = key_policy_resources(&row, &p, only.as_deref(), &crn);
-    Ok(json_response(StatusCode::OK, &collection(POLICY_TYPE, res)))
+    Ok(json_response(
+        StatusCode::OK,
+        &KeyPolicyCollection::new(POLICY_TYPE, res),
+    ))
 }
 
 pub async fn get_instance_policies(
@@ -339,18 +322,19 @@ pub async fn get_instance_policies(
         .map_err(op(POLICY_GET))?;
     let res = rows
         .iter()
-        .map(|p| {
-            json!({
-                "policy_type": p.policy_type,
-                "policy_data": p.data,
-                "creationDate": format_time(p.created_at),
-                "createdBy": p.created_by,
-                "updatedBy": p.updated_by,
-                "lastUpdated": format_time(p.updated_at),
-            })
+        .map(|p| resp::InstancePolicy {
+            created_by: p.created_by.clone(),
+            creation_date: format_time(p.created_at),
+            last_updated: format_time(p.updated_at),
+            policy_data: p.data.clone(),
+            policy_type: p.policy_type.clone(),
+            updated_by: p.updated_by.clone(),
         })
         .collect();
-    Ok(json_response(StatusCode::OK, &collection(POLICY_TYPE, res)))
+    Ok(json_response(
+        StatusCode::OK,
+        &InstancePolicyCollection::new(POLICY_TYPE, res),
+    ))
 }
 
 pub async fn put_instance_policies(
@@ -362,8 +346,8 @@ pub async fn put_instance_policies(
 ) -> Result<Response, ApiError> {
     let only = policy_query(raw.as_deref(), POLICY_PUT)?;
     let bytes = extract::read_body(&headers, body, POLICY_PUT).await?;
-    let resources = envelope_resources(extract::parse_json(&bytes, POLICY_PUT)?, POLICY_PUT)?;
-    if only.is_some() && resources.len() != 1 {
+    let (lowered, count) = checked_envelope(&bytes, false, POLICY_PUT)?;
+    if only.is_some() && count != 1 {
         return Err(ApiError::new(
             ServiceError::new(
                 ErrorCode::NumCollectionResource,
@@ -373,16 +357,14 @@ pub async fn put_instance_policies(
         ));
     }
     let mut input = Vec::new();
-    for r in resources {
-        extract::deny_unknown(&r, &["policy_type", "policy_data", "type"], POLICY_PUT)?;
+    for r in resources::<InstancePoliciesRequest>(&lowered, POLICY_PUT)? {
         // Policy type names are camelCase on the wire; keys were lowercased, values were not.
-        let policy_type = extract::opt_str(&r, "policy_type", "policy_type", POLICY_PUT)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ServiceError::field("policy_type", "The field `policy_type` is required"),
-                    POLICY_PUT,
-                )
-            })?;
+        let policy_type = r.policy_type.ok_or_else(|| {
+            ApiError::new(
+                ServiceError::field("policy_type", "The field `policy_type` is required"),
+                POLICY_PUT,
+            )
+        })?;
         if only.as_deref().is_some_and(|t| t != policy_type) {
             return Err(ApiError::new(
                 ServiceError::new(
@@ -392,30 +374,22 @@ pub async fn put_instance_policies(
                 POLICY_PUT,
             ));
         }
-        let data = extract::opt_obj(&r, "policy_data", "policy_data", POLICY_PUT)?
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(
-                    ServiceError::field(
-                        "policy_data",
-                        "The field `policy_data` must be: an object",
-                    ),
-                    POLICY_PUT,
-                )
-            })?;
-        extract::deny_unknown(&data, &["enabled", "attributes"], POLICY_PUT)?;
-        let enabled =
-            extract::opt_bool(&data, "enabled", "enabled", POLICY_PUT)?.ok_or_else(|| {
-                ApiError::new(
-                    ServiceError::field("enabled", "The field `enabled` is required"),
-                    POLICY_PUT,
-                )
-            })?;
-        let attributes = extract::opt_obj(&data, "attributes", "attributes", POLICY_PUT)?.cloned();
+        let data = r.policy_data.ok_or_else(|| {
+            ApiError::new(
+                ServiceError::field("policy_data", "The field `policy_data` must be: an object"),
+                POLICY_PUT,
+            )
+        })?;
+        let enabled = data.enabled.ok_or_else(|| {
+            ApiError::new(
+                ServiceError::field("enabled", "The field `enabled` is required"),
+                POLICY_PUT,
+            )
+        })?;
         input.push(InstancePolicyInput {
             policy_type,
             enabled,
-            attributes,
+            attributes: data.attributes,
         });
     }
     st.svc
@@ -440,10 +414,15 @@ pub async fn create_alias(
         .create_alias(&caller, id, &alias)
         .await
         .map_err(op(ALIAS_CREATE))?;
-    let res = json!({"keyId": a.key_id.to_string(), "alias": a.alias, "createdBy": a.created_by, "creationDate": format_time(a.created_at)});
+    let res = resp::Alias {
+        alias: a.alias,
+        created_by: a.created_by,
+        creation_date: format_time(a.created_at),
+        key_id: a.key_id.to_string(),
+    };
     Ok(json_response(
         StatusCode::CREATED,
-        &collection("application/vnd.ibm.kms.alias+json", vec![res]),
+        &AliasCollection::new(ALIAS_TYPE, vec![res]),
     ))
 }
 
@@ -481,12 +460,14 @@ pub async fn list_key_rings(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|r| json!({"id": r.id, "creationDate": format_time(r.created_at), "createdBy": r.created_by}))
+        .map(|r| resp::KeyRing {
+            created_by: r.created_by.clone(),
+            creation_date: format_time(r.created_at),
+            id: r.id.clone(),
+        })
         .collect();
-    let mut body = collection("application/vnd.ibm.kms.key_ring+json", res);
-    if with_total {
-        body["metadata"]["totalCount"] = json!(total);
-    }
+    let body = KeyRingCollection::new(KEY_RING_TYPE, res)
+        .with_total_count(with_total.then_some(total as u64));
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -516,21 +497,19 @@ pub async fn delete_key_ring(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn registrations_body(rows: &[keyward_store::RegistrationRow]) -> Value {
+fn registrations_body(rows: &[keyward_store::RegistrationRow]) -> RegistrationCollection {
     let res = rows
         .iter()
-        .map(|r| {
-            json!({
-                "keyId": r.key_id.to_string(),
-                "resourceCrn": r.resource_crn,
-                "createdBy": r.created_by,
-                "creationDate": format_time(r.created_at),
-                "description": r.description,
-                "preventKeyDeletion": r.prevent_key_deletion,
-            })
+        .map(|r| resp::Registration {
+            created_by: r.created_by.clone(),
+            creation_date: format_time(r.created_at),
+            description: r.description.clone(),
+            key_id: r.key_id.to_string(),
+            prevent_key_deletion: r.prevent_key_deletion,
+            resource_crn: r.resource_crn.clone(),
         })
         .collect();
-    collection("application/vnd.ibm.kms.registration+json", res)
+    RegistrationCollection::new(REGISTRATION_TYPE, res)
 }
 
 pub async fn key_registrations(
@@ -595,9 +574,11 @@ pub async fn allowed_ip_port(
         .unwrap_or(443);
     Ok(json_response(
         StatusCode::OK,
-        &collection(
-            "application/vnd.ibm.kms.allowed_ip_metadata+json",
-            vec![json!({"private_endpoint_port": port})],
+        &AllowedIpPortCollection::new(
+            ALLOWED_IP_TYPE,
+            vec![resp::AllowedIpPort {
+                private_endpoint_port: port,
+            }],
         ),
     ))
 }

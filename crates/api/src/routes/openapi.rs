@@ -215,21 +215,45 @@ fn header_param(name: &str, required: bool, description: &str) -> Parameter {
         .build()
 }
 
-/// A query parameter. `limit` and `offset` carry the bounds every list enforces (1 to 5000,
-/// at least 0), so generated requests that respect the document are accepted.
 fn query(name: &str, t: Type, description: &str) -> Parameter {
-    let schema = match name {
-        "limit" => ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .minimum(Some(1))
-            .maximum(Some(5000))
-            .build(),
-        "offset" => ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .minimum(Some(0))
-            .build(),
-        _ => ObjectBuilder::new().schema_type(t).build(),
-    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(scalar(t)))
+        .build()
+}
+
+/// A path parameter; `pattern` is the character set and length the server accepts.
+fn path_param(name: &str, description: &str) -> Parameter {
+    path_param_matching(name, description, None)
+}
+
+fn path_param_matching(name: &str, description: &str, pattern: Option<&str>) -> Parameter {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(pattern)
+        .build();
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(RefOr::T(Schema::Object(schema))))
+        .build()
+}
+
+/// Aliases (and so key ids, which are UUIDs or aliases): `crates/service/src/rings.rs`.
+const ALIAS_PATTERN: &str = "^[A-Za-z0-9_-]{2,90}$";
+const KEY_RING_PATTERN: &str = "^[A-Za-z0-9_-]{2,100}$";
+
+/// A string query parameter matching `pattern`.
+fn query_matching(name: &str, pattern: &str, description: &str) -> Parameter {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .build();
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Query)
@@ -239,28 +263,22 @@ fn query(name: &str, t: Type, description: &str) -> Parameter {
         .build()
 }
 
-/// A path parameter; `pattern` is the character set and length the server accepts.
-fn path_param(name: &str, description: &str) -> Parameter {
-    let pattern = match name {
-        // A key's UUID or one of its aliases (`crates/service/src/rings.rs`).
-        "id" | "alias" => Some("^[A-Za-z0-9_-]{2,90}$"),
-        _ => None,
-    };
-    path_param_matching(name, description, pattern)
-}
+/// `state` of `GET/HEAD /keys`.
+const STATE_PATTERN: &str = "^([01235](,[01235])*)?$";
 
-fn path_param_matching(name: &str, description: &str, pattern: Option<&str>) -> Parameter {
+/// An integer query parameter within `min..=max`.
+fn int_query(name: &str, min: i64, max: Option<i64>, description: &str) -> Parameter {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(min))
+        .maximum(max)
+        .build();
     ParameterBuilder::new()
         .name(name)
-        .parameter_in(ParameterIn::Path)
-        .required(Required::True)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
         .description(Some(description))
-        .schema(Some(RefOr::T(Schema::Object(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(pattern)
-                .build(),
-        ))))
+        .schema(Some(RefOr::T(Schema::Object(schema))))
         .build()
 }
 
@@ -436,16 +454,12 @@ fn operation(op: Op) -> (String, PathItem) {
     (op.path, PathItem::new(op.method, b.build()))
 }
 
-fn ring_id() -> Parameter {
+fn key_id() -> Parameter {
     path_param_matching(
         "id",
-        "The key ring's id (2 to 100 of a-z, A-Z, 0-9, - and _).",
-        Some("^[A-Za-z0-9_-]{2,100}$"),
+        "The key's id (a UUID) or one of its aliases.",
+        Some(ALIAS_PATTERN),
     )
-}
-
-fn key_id() -> Parameter {
-    path_param("id", "The key's id (a UUID) or one of its aliases.")
 }
 
 fn key_ring_header(purpose: &str) -> Parameter {
@@ -462,12 +476,18 @@ fn prefer() -> Parameter {
 
 fn paging(default_limit: &str) -> Vec<Parameter> {
     vec![
-        query(
+        int_query(
             "limit",
-            Type::Integer,
+            1,
+            Some(5000),
             &format!("At most this many resources (1 to 5000; default {default_limit})."),
         ),
-        query("offset", Type::Integer, "Resources to skip (default 0)."),
+        int_query(
+            "offset",
+            0,
+            Some(i64::MAX),
+            "Resources to skip (default 0).",
+        ),
         query(
             "totalCount",
             Type::Boolean,
@@ -521,9 +541,9 @@ fn ops() -> Vec<Op> {
             "List keys",
             keys,
             vec![
-                query("limit", Type::Integer, "At most this many keys (1 to 5000; default 200)."),
-                query("offset", Type::Integer, "Keys to skip (default 0)."),
-                query("state", Type::String, "Comma-separated states: 0, 1, 2, 3, 5."),
+                int_query("limit", 1, Some(5000), "At most this many keys (1 to 5000; default 200)."),
+                int_query("offset", 0, Some(i64::MAX), "Keys to skip (default 0)."),
+                query_matching("state", STATE_PATTERN, "Comma-separated states: 0, 1, 2, 3, 5."),
                 query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
                 query("sort", Type::String, "Comma-separated fields, each optionally prefixed by `-` (descending): id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate."),
                 query("search", Type::String, "Search by name, alias or id (`fuzzy:`, `exact:`, `not:`, `escape:`, `alias:`, `name:` prefixes)."),
@@ -541,7 +561,7 @@ fn ops() -> Vec<Op> {
             "Count keys (`Key-Total` header)",
             keys,
             vec![
-                query("state", Type::String, "Comma-separated states: 0, 1, 2, 3, 5."),
+                query_matching("state", STATE_PATTERN, "Comma-separated states: 0, 1, 2, 3, 5."),
                 query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
                 query("search", Type::String, "Search by name, alias or id."),
                 query("filter", Type::String, "Space-separated `property=operator:value` terms."),
@@ -729,7 +749,7 @@ fn ops() -> Vec<Op> {
             "createKeyAlias",
             "Create an alias of a key",
             "Aliases",
-            vec![key_id(), path_param("alias", "The alias (2 to 90 characters).")],
+            vec![key_id(), path_param_matching("alias", "The alias (2 to 90 characters).", Some(ALIAS_PATTERN))],
             None,
             vec![(201, "The alias.", Some("AliasCollection"))],
             KEY_ERRORS,
@@ -740,7 +760,7 @@ fn ops() -> Vec<Op> {
             "deleteKeyAlias",
             "Delete an alias of a key",
             "Aliases",
-            vec![key_id(), path_param("alias", "The alias.")],
+            vec![key_id(), path_param_matching("alias", "The alias.", Some(ALIAS_PATTERN))],
             None,
             vec![(204, "Deleted.", None)],
             KEY_ERRORS,
@@ -762,7 +782,7 @@ fn ops() -> Vec<Op> {
             "createKeyRing",
             "Create a key ring",
             "Key rings",
-            vec![ring_id()],
+            vec![path_param_matching("id", "The key ring's id (2 to 100 of a-z, A-Z, 0-9, -, _).", Some(KEY_RING_PATTERN))],
             None,
             vec![(201, "Created; no body.", None)],
             PLAIN_ERRORS,
@@ -774,7 +794,7 @@ fn ops() -> Vec<Op> {
             "Delete a key ring",
             "Key rings",
             vec![
-                ring_id(),
+                path_param_matching("id", "The key ring's id.", Some(KEY_RING_PATTERN)),
                 query("force", Type::Boolean, "`true`: delete even when it holds only deleted keys (they move to `default`)."),
             ],
             None,
@@ -984,7 +1004,12 @@ fn ops() -> Vec<Op> {
                 .parameter_in(ParameterIn::Query)
                 .required(Required::True)
                 .description(Some("wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync or restore."))
-                .schema(Some(scalar(Type::String)))
+                .schema(Some(RefOr::T(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^(wrap|unwrap|rewrap|rotate|disable|enable|setKeyForDeletion|unsetKeyForDeletion|sync|restore)$"))
+                        .build(),
+                ))))
                 .build(),
         ],
         Some(("WrapRequest", false)),

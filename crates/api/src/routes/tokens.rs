@@ -4,10 +4,11 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use keyward_wire::req::ImportTokenRequest;
 
 use crate::error::{op, ApiError};
-use crate::extract::{self, opt_int, Auth};
-use crate::wire::token_json;
+use crate::extract::{self, Auth};
+use crate::wire::token;
 use crate::{json_response, AppState};
 
 const CREATE: &str = "Import token could not be created";
@@ -20,18 +21,16 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = extract::read_body(&headers, body, CREATE).await?;
-    let obj = extract::object_or_empty(extract::parse_json(&bytes, CREATE)?, CREATE)?;
-    let expiration = opt_int(&obj, "expiration", "expiration", CREATE)?;
-    let max = opt_int(&obj, "maxallowedretrievals", "maxAllowedRetrievals", CREATE)?;
+    let body: ImportTokenRequest = extract::object_body(&bytes, CREATE)?;
     let info = st
         .svc
-        .create_import_token(&caller, expiration, max)
+        .create_import_token(&caller, body.expiration, body.maxallowedretrievals)
         .await
         .map_err(op(CREATE))?;
-    Ok(json_response(StatusCode::OK, &token_json(&info)))
+    Ok(json_response(StatusCode::OK, &token(&info)))
 }
 
 pub async fn get(State(st): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
     let info = st.svc.get_import_token(&caller).await.map_err(op(GET))?;
-    Ok(json_response(StatusCode::OK, &token_json(&info)))
+    Ok(json_response(StatusCode::OK, &token(&info)))
 }
