@@ -18,7 +18,7 @@ pub struct RequestMetadata {
     /// The media type of the resources (`application/vnd.ibm.kms.key+json` for keys).
     #[serde(default, deserialize_with = "de::str_slot")]
     /// Required (and checked) when creating keys; other envelopes may omit it.
-    #[schema(rename = "collectionType", value_type = String)]
+    #[schema(rename = "collectionType", value_type = Option<String>)]
     pub collectiontype: Slot<String>,
     /// The number of resources.
     #[serde(default, deserialize_with = "de::int_slot")]
@@ -294,7 +294,7 @@ pub struct DualAuthPolicyInput {
 pub struct KeyPolicyResource {
     /// `application/vnd.ibm.kms.policy+json` (not checked).
     #[serde(default, rename = "type", deserialize_with = "de::any")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub kind: Option<IgnoredAny>,
     #[serde(default, deserialize_with = "de::obj_slot")]
     #[schema(value_type = Option<RotationPolicyInput>)]
@@ -342,7 +342,7 @@ pub struct InstancePolicyResource {
     pub policy_data: Option<InstancePolicyData>,
     /// `application/vnd.ibm.kms.policy+json` (not checked).
     #[serde(default, rename = "type", deserialize_with = "de::any")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub kind: Option<IgnoredAny>,
 }
 

@@ -240,6 +240,12 @@ pub fn checked_envelope(
     let Slot::Value(meta) = shape.metadata else {
         return Err(bad_body("CollectionMetadata is empty", what));
     };
+    if meta.collectiontype == Slot::Wrong {
+        return Err(bad_body(
+            "The field `collectionType` must be: a string",
+            what,
+        ));
+    }
     if key_type && meta.collectiontype != Slot::Value(KEY_TYPE.to_string()) {
         return Err(bad_body(
             "The collectionType must be application/vnd.ibm.kms.key+json",

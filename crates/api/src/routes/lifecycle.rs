@@ -62,9 +62,12 @@ fn paging(
                     .ok_or_else(|| bad_query("limit", "The query parameter `limit` must be: an integer between 1 and 5000 (inclusive)", what))?
             }
             "offset" => {
+                // At most i64::MAX, like the offset of `GET /keys` (the database's integer).
                 offset = v
-                    .parse::<usize>()
-                    .map_err(|_| bad_query("offset", "The query parameter `offset` must be: a non-negative integer", what))?
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| bad_query("offset", "The query parameter `offset` must be: a non-negative integer", what))?
             }
             _ => {}
         }
