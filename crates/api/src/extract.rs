@@ -270,3 +270,73 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use keyward_wire::req::{ImportTokenRequest, InstancePolicyData, WrapRequest};
+
+    fn err<T: DeserializeOwned + Default + std::fmt::Debug>(body: &str) -> ServiceError {
+        match object_body::<T>(body.as_bytes(), "op") {
+            Err(e) => e.err,
+            Ok(v) => panic!("accepted {body}: {v:?}"),
+        }
+    }
+
+    fn target(e: &ServiceError) -> Option<(&str, &str)> {
+        e.target.as_ref().map(|t| (t.kind, t.name.as_str()))
+    }
+
+    #[test]
+    fn field_errors_name_the_field_as_the_wire_spells_it() {
+        let e = err::<WrapRequest>(r#"{"AAD": ["a", 1]}"#);
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert_eq!(e.message, "The field `aad` must be: an array of strings");
+        assert_eq!(target(&e), Some(("field", "aad")));
+        let e = err::<ImportTokenRequest>(r#"{"MaxAllowedRetrievals": 1.0}"#);
+        assert_eq!(
+            e.message,
+            "The field `maxAllowedRetrievals` must be: an integer"
+        );
+        assert_eq!(target(&e), Some(("field", "maxAllowedRetrievals")));
+        let e = err::<WrapRequest>(r#"{"plaintext": false}"#);
+        assert_eq!(e.message, "The field `plaintext` must be: a string");
+    }
+
+    #[test]
+    fn body_shape_errors_are_bad_body() {
+        let e = err::<WrapRequest>("[1]");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::BadBody, "The request body must be a JSON object")
+        );
+        let e = err::<WrapRequest>(r#"{"aad": [], "AAD": []}"#);
+        assert_eq!(
+            e.message,
+            "The field `aad` appears more than once (field names are case-insensitive)"
+        );
+        let e = err::<WrapRequest>(r#"{"aad": "#);
+        assert_eq!(e.code, ErrorCode::BadBody);
+        assert!(e
+            .message
+            .starts_with("The request body is not valid JSON: "));
+        let e = err::<InstancePolicyData>(r#"{"enabled": true, "Extra": 1}"#);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::BadBody, "json: unknown field \"extra\"")
+        );
+    }
+
+    #[test]
+    fn absent_bodies_are_empty_and_names_match_any_case() {
+        for body in ["", "  ", "null", "{}"] {
+            let r: WrapRequest = object_body(body.as_bytes(), "op").unwrap();
+            assert!(r.plaintext.is_none() && r.aad.is_none(), "{body}");
+        }
+        let r: WrapRequest =
+            object_body(br#"{"PlainText": "AAAA", "Aad": ["x"]}"#, "op").unwrap_or_default();
+        assert_eq!(r.plaintext.as_deref(), Some("AAAA"));
+        assert_eq!(r.aad, Some(vec!["x".to_string()]));
+    }
+}

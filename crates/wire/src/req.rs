@@ -111,6 +111,7 @@ macro_rules! key_create_fields {
             pub extractable: Option<bool>,
             /// Base64 key material to import.
             #[serde(default, deserialize_with = "de::opt_str")]
+            #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9+/]+={0,2}$")]
             pub payload: Option<String>,
             /// Base64 nonce encrypted under the imported key (secure import).
             #[serde(default, deserialize_with = "de::opt_str")]
@@ -211,8 +212,10 @@ pub struct DualAuthOverride {
 /// `POST /keys/{id}/actions/wrap`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct WrapRequest {
-    /// Base64 data to wrap; absent: a new 256-bit data encryption key is generated.
+    /// Base64 of 1 to 7500 bytes to wrap; absent: a new 256-bit data encryption key is
+    /// generated.
     #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = Option<String>, min_length = 4, max_length = 10000, pattern = "^[A-Za-z0-9+/]+={0,2}$")]
     pub plaintext: Option<String>,
     /// Additional authenticated data, also required to unwrap.
     #[serde(default, deserialize_with = "de::opt_str_list")]
@@ -224,6 +227,7 @@ pub struct WrapRequest {
 pub struct UnwrapRequest {
     /// The ciphertext a wrap returned (required).
     #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = String, required = true, min_length = 1)]
     pub ciphertext: Option<String>,
     #[serde(default, deserialize_with = "de::opt_str_list")]
     pub aad: Option<Vec<String>>,
@@ -232,7 +236,9 @@ pub struct UnwrapRequest {
 /// `POST /keys/{id}/actions/rotate`: new material for an imported root key.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct RotateRequest {
+    /// Base64 of the new material (imported keys only).
     #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9+/]+={0,2}$")]
     pub payload: Option<String>,
     #[serde(default, deserialize_with = "de::opt_str")]
     #[schema(rename = "encryptedNonce")]
@@ -292,7 +298,7 @@ pub struct DualAuthPolicyInput {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPolicyResource {
-    /// `application/vnd.ibm.kms.policy+json` (not checked).
+    /// `application/vnd.ibm.kms.policy+json` (any value is accepted and ignored).
     #[serde(default, rename = "type", deserialize_with = "de::any")]
     #[schema(value_type = Option<serde_json::Value>)]
     pub kind: Option<IgnoredAny>,
@@ -340,7 +346,7 @@ pub struct InstancePolicyResource {
     #[serde(default, deserialize_with = "de::opt_obj")]
     #[schema(value_type = InstancePolicyData, required = true)]
     pub policy_data: Option<InstancePolicyData>,
-    /// `application/vnd.ibm.kms.policy+json` (not checked).
+    /// `application/vnd.ibm.kms.policy+json` (any value is accepted and ignored).
     #[serde(default, rename = "type", deserialize_with = "de::any")]
     #[schema(value_type = Option<serde_json::Value>)]
     pub kind: Option<IgnoredAny>,

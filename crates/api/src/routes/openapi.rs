@@ -463,7 +463,17 @@ fn key_id() -> Parameter {
 }
 
 fn key_ring_header(purpose: &str) -> Parameter {
-    header_param("X-Kms-Key-Ring", false, purpose)
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(KEY_RING_PATTERN))
+        .build();
+    ParameterBuilder::new()
+        .name("X-Kms-Key-Ring")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(purpose))
+        .schema(Some(RefOr::T(Schema::Object(schema))))
+        .build()
 }
 
 fn prefer() -> Parameter {
