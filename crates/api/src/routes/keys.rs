@@ -156,10 +156,29 @@ fn list_request(
             what,
         ));
     }
-    req.query.key_ring_id = headers
-        .get("x-kms-key-ring")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    req.query.key_ring_id = match headers.get("x-kms-key-ring") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|s| {
+                    (2..=100).contains(&s.len())
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ServiceError::new(
+                            ErrorCode::InvalidField,
+                            "The header `x-kms-key-ring` must be: a key ring ID (2 to 100 characters of letters, digits, - and _)",
+                        )
+                        .with_target("header", "x-kms-key-ring"),
+                        what,
+                    )
+                })?
+                .to_string(),
+        ),
+    };
     Ok(req)
 }
 
