@@ -21,9 +21,6 @@ use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 mod copy;
 pub mod rowtag;
 mod sql;
-mod sql_audit;
-mod sql_lifecycle;
-mod sql_rowauth;
 pub mod testsuite;
 mod timed;
 pub use timed::{StoreTimings, TimedStore};
@@ -32,9 +29,8 @@ pub use copy::{copy_database, CopyReport, COPY_TABLES};
 pub use rowtag::{row_integrity_failures, RowAuth, TAGGED_TABLES};
 pub use sql::{
     is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
-    PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
+    AUDIT_BATCH_ROWS, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
 };
-pub use sql_audit::AUDIT_BATCH_ROWS;
 
 /// Store failures. `Conflict` is a lost race or a violated uniqueness/condition; `Unavailable`
 /// means the database could not be reached (the API answers 503).

@@ -8,13 +8,11 @@ use std::sync::Arc;
 use keyward_domain::{InstanceId, Role};
 use sqlx::any::AnyRow;
 
+use super::{classify, get, key_from_row, uuid_col, SqlStore, Tx, KEY_COLS};
 use crate::rowtag::{self, RowAuth, TagInput, TAGGED_TABLES};
-use crate::sql::{classify, get, key_from_row, uuid_col, SqlStore, KEY_COLS};
 use crate::{
     AliasRow, ApiKeyRow, GrantRow, InstanceRow, PolicyRow, RowAuthState, StoreError, StoreResult,
 };
-
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 /// One untagged row, ready to be tagged: its canonical input and the conditional update that
 /// stores the tag (binds after the tag: the values that must still hold).
