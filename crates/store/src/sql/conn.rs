@@ -81,12 +81,6 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 /// 100: leave room for several nodes and the operator).
 pub const PG_MAX_CONNECTIONS: u32 = 10;
 /// How long a request waits for a PostgreSQL connection before the store reports
@@ -98,25 +92,20 @@ impl SqlStore {
     /// and runs the embedded migrations.
     pub async fn connect(url: &DatabaseUrl) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
-        let backend = if url.is_sqlite() {
-            Backend::Sqlite
-        } else if url.is_postgres() {
-            Backend::Postgres
-        } else {
+        let Some(dialect) = Dialect::of(url) else {
             return Err(StoreError::Corrupt(format!(
                 "unsupported database URL {url}: expected sqlite:... or postgres://..."
             )));
         };
-        let store = match backend {
-            Backend::Sqlite => {
+        let store = match dialect {
+            Dialect::Sqlite => {
                 create_private_sqlite_file(url.expose());
                 let pragmas = |opts: AnyPoolOptions| {
                     opts.after_connect(|conn, _meta| {
                         Box::pin(async move {
-                            conn.execute("PRAGMA busy_timeout = 5000").await?;
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = FULL").await?;
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            for stmt in Dialect::Sqlite.connection_settings() {
+                                conn.execute(*stmt).await?;
+                            }
                             Ok(())
                         })
                     })
@@ -134,14 +123,14 @@ impl SqlStore {
                     .await
                     .map_err(classify)?;
                 Self {
-                    backend,
+                    dialect,
                     read,
                     write,
                     url: url.clone(),
                     auth: Default::default(),
                 }
             }
-            Backend::Postgres => {
+            Dialect::Postgres => {
                 // One pool for reads and writes. `test_before_acquire` (on by default) pings an
                 // idle connection before handing it out, so connections left dead by a database
                 // restart are replaced instead of failing a request; while the database is down,
@@ -159,7 +148,7 @@ impl SqlStore {
                     .await
                     .map_err(classify)?;
                 Self {
-                    backend,
+                    dialect,
                     read: pool.clone(),
                     write: pool,
                     url: url.clone(),

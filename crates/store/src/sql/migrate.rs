@@ -7,44 +7,6 @@ use sqlx::Executor;
 use super::*;
 use crate::{StoreError, StoreResult};
 
-pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
-    (
-        2,
-        include_str!("../../migrations/sqlite/0002_lifecycle.sql"),
-    ),
-    (3, include_str!("../../migrations/sqlite/0003_audit.sql")),
-    (
-        4,
-        include_str!("../../migrations/sqlite/0004_sealed_index.sql"),
-    ),
-    (
-        5,
-        include_str!("../../migrations/sqlite/0005_import_failures.sql"),
-    ),
-    (6, include_str!("../../migrations/sqlite/0006_row_auth.sql")),
-];
-pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/postgres/0001_init.sql")),
-    (
-        2,
-        include_str!("../../migrations/postgres/0002_lifecycle.sql"),
-    ),
-    (3, include_str!("../../migrations/postgres/0003_audit.sql")),
-    (
-        4,
-        include_str!("../../migrations/postgres/0004_sealed_index.sql"),
-    ),
-    (
-        5,
-        include_str!("../../migrations/postgres/0005_import_failures.sql"),
-    ),
-    (
-        6,
-        include_str!("../../migrations/postgres/0006_row_auth.sql"),
-    ),
-];
-
 /// Attempts of one migration (or of creating the migrations table) before startup gives up.
 pub(crate) const MIGRATION_ATTEMPTS: u32 = 10;
 
@@ -60,10 +22,7 @@ impl SqlStore {
     /// transaction back; the node then re-checks whether the version got applied meanwhile and
     /// otherwise retries with bounded backoff.
     pub(crate) async fn migrate(&self) -> StoreResult<()> {
-        let migrations = match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS,
-            Backend::Postgres => POSTGRES_MIGRATIONS,
-        };
+        let migrations = self.dialect.migrations();
         self.ensure_migrations_table().await?;
         let known = migrations.iter().map(|(v, _)| *v).max().unwrap_or(0);
         for (version, sql) in migrations {

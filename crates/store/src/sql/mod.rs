@@ -1,9 +1,16 @@
 //! [`SqlStore`]: the [`Store`] over SQLite or PostgreSQL through sqlx's `Any` driver.
 //!
 //! SQL here stays portable: `$n` placeholders (SQLite accepts them too), `INSERT … ON CONFLICT`,
-//! `UPDATE … RETURNING`, integers for times and booleans, no advisory locks. SQLite gets a
-//! single-connection writer pool, so write transactions never contend for the write lock, and
-//! a reader pool for everything else (WAL lets readers run beside the writer).
+//! `UPDATE … RETURNING`, integers for times and booleans, no advisory locks; the few fragments
+//! that differ come from [`Dialect`] (`dialect.rs`). SQLite gets a single-connection writer
+//! pool, so write transactions never contend for the write lock, and a reader pool for
+//! everything else (WAL lets readers run beside the writer).
+//!
+//! Layout: `conn` (URL, pools), `migrate`, `retry` (error classification, retried writes),
+//! `rows` (column lists, row parsing, tag checks), then one module per entity: `tenants`
+//! (instances, principals, API keys, grants), `keys`, `versions`, `tokens`, `sealed`
+//! (secrets and re-sealing), `aliases` (aliases, key rings), `policies` (instance policies,
+//! registrations), `audit`, `rowauth`. The [`Store`] impl below only delegates.
 
 use std::fmt;
 
@@ -22,6 +29,7 @@ use crate::{
 mod aliases;
 mod audit;
 mod conn;
+mod dialect;
 mod keys;
 mod migrate;
 mod policies;
@@ -37,8 +45,8 @@ mod versions;
 pub(crate) mod tests;
 
 pub use audit::AUDIT_BATCH_ROWS;
-pub(crate) use conn::Backend;
 pub use conn::{DatabaseUrl, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS};
+pub(crate) use dialect::Dialect;
 pub(crate) use retry::classify;
 pub use retry::{is_serialization_failure, retry_write, serialization_retries, WRITE_ATTEMPTS};
 pub(crate) use rows::{get, key_from_row, tag_col, uuid_col, KEY_COLS};
@@ -51,7 +59,7 @@ pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 /// The SQL store. Cheap to clone (pools are shared).
 #[derive(Clone)]
 pub struct SqlStore {
-    pub(crate) backend: Backend,
+    pub(crate) dialect: Dialect,
     pub(crate) read: AnyPool,
     pub(crate) write: AnyPool,
     pub(crate) url: DatabaseUrl,
@@ -63,7 +71,7 @@ pub struct SqlStore {
 impl fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlStore")
-            .field("backend", &self.backend)
+            .field("dialect", &self.dialect)
             .field("url", &self.url)
             .finish_non_exhaustive()
     }
@@ -72,10 +80,7 @@ impl fmt::Debug for SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     fn backend(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
+        self.dialect.name()
     }
 
     fn install_row_auth(&self, auth: std::sync::Arc<dyn RowAuth>) {

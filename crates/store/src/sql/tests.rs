@@ -6,7 +6,6 @@ use keyward_domain::KeyState;
 use sqlx::{Executor, Row};
 
 use super::keys::{key_filter, sort_sql};
-use super::migrate::POSTGRES_MIGRATIONS;
 use crate::{SortField, StoreError};
 use std::sync::Arc;
 
@@ -110,7 +109,11 @@ async fn race_connects(url: &str, nodes: usize) {
     for t in tasks {
         stores.push(t.await.unwrap().unwrap());
     }
-    let expected: Vec<(i64, i64)> = POSTGRES_MIGRATIONS.iter().map(|(v, _)| (*v, 1)).collect();
+    let expected: Vec<(i64, i64)> = Dialect::Postgres
+        .migrations()
+        .iter()
+        .map(|(v, _)| (*v, 1))
+        .collect();
     for s in &stores {
         assert_eq!(applied_versions(s).await, expected);
         // The schema is complete: the newest migration's column is there.
