@@ -9,7 +9,7 @@ use keyward_crypto::import::OaepHash;
 use keyward_crypto::master::SealContext;
 use keyward_crypto::{random_secret, SecretBytes};
 use keyward_domain::{parse_time, Action, InstanceId, KeyId, KeyState, VersionId};
-use keyward_store::{KeyQuery, KeyRow, StoreError, TokenGuard, VersionRow};
+use keyward_store::{ConflictKind, KeyQuery, KeyRow, StoreError, TokenGuard, VersionRow};
 
 use crate::cache::{CachedKey, OpenedVersion};
 use crate::tokens::SecureImport;
@@ -458,7 +458,7 @@ impl KeyService {
         self.audit(caller, action, Some(id)).await?;
         match self.store.insert_key(&row, &version, guard).await {
             Ok(()) => {}
-            Err(StoreError::Conflict("import token")) => {
+            Err(StoreError::Conflict(ConflictKind::ImportToken)) => {
                 return Err(self.token_lost(caller.instance).await)
             }
             Err(e) => return Err(e.into()),
@@ -635,7 +635,7 @@ impl KeyService {
                 self.keys.invalidate(caller.instance, id);
                 Ok(())
             }
-            Err(StoreError::Conflict("import token")) => {
+            Err(StoreError::Conflict(ConflictKind::ImportToken)) => {
                 Err(self.token_lost(caller.instance).await)
             }
             Err(StoreError::Conflict(_)) => {

@@ -22,7 +22,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
 use crate::sql::{classify, SqlStore};
-use crate::{StoreError, StoreResult};
+use crate::{ConflictKind, StoreError, StoreResult};
 
 /// Every table of the schema except `schema_migrations`, parents before children (so
 /// foreign keys hold at every insert).
@@ -258,7 +258,7 @@ pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyRe
             .await
             .map_err(classify)?;
         if n > 0 {
-            return Err(StoreError::Conflict("the target database is not empty"));
+            return Err(StoreError::Conflict(ConflictKind::TargetNotEmpty));
         }
     }
 
@@ -521,7 +521,7 @@ mod tests {
         // Copying again is refused: the target is not empty any more.
         assert!(matches!(
             copy_database(src, dst).await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict(ConflictKind::TargetNotEmpty))
         ));
         assert_eq!(dump(dst).await, before);
 

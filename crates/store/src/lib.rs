@@ -39,7 +39,7 @@ pub enum StoreError {
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]
-    Conflict(&'static str),
+    Conflict(ConflictKind),
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error")]
@@ -57,6 +57,44 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which condition a [`StoreError::Conflict`] lost on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// A row with that key exists already (a uniqueness violation: an alias, a key ring, ...).
+    AlreadyExists,
+    /// The key's `row_version` moved on: another writer got there first.
+    KeyChanged,
+    /// The import token a secure import was verified against is no longer the instance's
+    /// live, unexpired token ([`TokenGuard`]).
+    ImportToken,
+    /// The instance still has keys that are not deleted.
+    InstanceHasKeys,
+    /// The key ring still holds keys (undeleted ones; or any, without `force`).
+    KeyRingHasKeys,
+    /// The target database of a copy is not empty.
+    TargetNotEmpty,
+}
+
+impl ConflictKind {
+    /// The text [`StoreError`]'s `Display` and the admin commands show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyExists => "already exists",
+            Self::KeyChanged => "key changed",
+            Self::ImportToken => "import token",
+            Self::InstanceHasKeys => "instance has keys that are not deleted",
+            Self::KeyRingHasKeys => "key ring has keys",
+            Self::TargetNotEmpty => "the target database is not empty",
+        }
+    }
+}
+
+impl fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceRow {
@@ -453,7 +491,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn list_grants(&self) -> StoreResult<Vec<GrantRow>>;
 
     /// Inserts a key with its first version, atomically; with a guard, only if the guard's
-    /// token is still the instance's token and unexpired (else `Conflict("import token")`).
+    /// token is still the instance's token and unexpired (else `Conflict(ConflictKind::ImportToken)`).
     async fn insert_key(
         &self,
         key: &KeyRow,
@@ -464,7 +502,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>>;
     async fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64>;
     /// Writes `key` if its stored `row_version` is still `key.row_version`, and bumps it.
-    /// `Conflict("key changed")` if another writer got there first.
+    /// `Conflict(ConflictKind::KeyChanged)` if another writer got there first.
     async fn update_key(&self, key: &KeyRow) -> StoreResult<()>;
     /// Adds a version and updates the key (conditional as in [`Store::update_key`]) atomically;
     /// with a guard, also requires the token to be live as in [`Store::insert_key`].
@@ -501,7 +539,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `Conflict` if it exists.
     async fn create_key_ring(&self, row: &KeyRingRow) -> StoreResult<()>;
     async fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>>;
-    /// `NotFound`; `Conflict("key ring has keys")` while it holds keys not destroyed, or any
+    /// `NotFound`; `Conflict(ConflictKind::KeyRingHasKeys)` while it holds keys not destroyed, or any
     /// key without `force` (with `force`, destroyed keys move to `default`).
     async fn delete_key_ring(&self, instance: InstanceId, id: &str, force: bool)
         -> StoreResult<()>;

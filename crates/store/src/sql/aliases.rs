@@ -4,8 +4,8 @@ use keyward_domain::{InstanceId, KeyId};
 use sqlx::any::AnyRow;
 
 use super::*;
-use crate::rowtag::{self};
-use crate::{AliasRow, KeyRingRow, StoreError, StoreResult};
+use crate::rowtag;
+use crate::{AliasRow, ConflictKind, KeyRingRow, StoreError, StoreResult};
 
 /// Most ids bound in one `IN (...)` list (SQLite allows 32,766 parameters, PostgreSQL 65,535).
 pub(crate) const MAX_IDS_PER_STATEMENT: usize = 8_192;
@@ -200,7 +200,7 @@ impl SqlStore {
         .await
         .map_err(classify)?;
         if live > 0 || (all > 0 && !force) {
-            return Err(StoreError::Conflict("key ring has keys"));
+            return Err(StoreError::Conflict(ConflictKind::KeyRingHasKeys));
         }
         // The (destroyed) keys left in the ring move to `default`, each re-tagged.
         let moving = sqlx::query(&format!(

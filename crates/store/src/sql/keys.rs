@@ -4,8 +4,10 @@
 use keyward_domain::{InstanceId, KeyId, KeyState};
 
 use super::*;
-use crate::rowtag::{self};
-use crate::{KeyQuery, KeyRow, SortField, StoreError, StoreResult, TokenGuard, VersionRow};
+use crate::rowtag;
+use crate::{
+    ConflictKind, KeyQuery, KeyRow, SortField, StoreError, StoreResult, TokenGuard, VersionRow,
+};
 
 /// The state a key shows at "now", which every key query binds as `$2`: expiry turns Active
 /// into Deactivated.
@@ -116,7 +118,7 @@ pub(crate) async fn check_guard(
     if r.rows_affected() == 1 {
         Ok(())
     } else {
-        Err(StoreError::Conflict("import token"))
+        Err(StoreError::Conflict(ConflictKind::ImportToken))
     }
 }
 
@@ -288,7 +290,7 @@ impl SqlStore {
         if r.rows_affected() == 1 {
             Ok(())
         } else {
-            Err(StoreError::Conflict("key changed"))
+            Err(StoreError::Conflict(ConflictKind::KeyChanged))
         }
     }
 
@@ -304,7 +306,7 @@ impl SqlStore {
                 .await
                 .map_err(classify)?;
         if r.rows_affected() != 1 {
-            return Err(StoreError::Conflict("key changed"));
+            return Err(StoreError::Conflict(ConflictKind::KeyChanged));
         }
         for stmt in [
             "DELETE FROM key_versions WHERE instance_id = $1 AND key_id = $2",

@@ -4,7 +4,7 @@ use keyward_domain::{InstanceId, KeyId};
 use sqlx::any::AnyRow;
 
 use super::*;
-use crate::rowtag::{self};
+use crate::rowtag;
 use crate::{PolicyRow, RegistrationRow, StoreError, StoreResult};
 
 pub(crate) fn registration_from_row(r: &AnyRow) -> StoreResult<RegistrationRow> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{StoreError, StoreResult};
+use crate::{ConflictKind, StoreError, StoreResult};
 
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
@@ -15,7 +15,7 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             if db.is_unique_violation() {
-                StoreError::Conflict("already exists")
+                StoreError::Conflict(ConflictKind::AlreadyExists)
             } else if code.starts_with("57P")
                 || code.starts_with("08")
                 || code.starts_with("53")

@@ -3,8 +3,10 @@
 use keyward_domain::{InstanceId, Role};
 
 use super::*;
-use crate::rowtag::{self};
-use crate::{ApiKeyRow, GrantRow, InstanceRow, PrincipalRow, StoreError, StoreResult};
+use crate::rowtag;
+use crate::{
+    ApiKeyRow, ConflictKind, GrantRow, InstanceRow, PrincipalRow, StoreError, StoreResult,
+};
 
 impl SqlStore {
     pub(crate) async fn create_instance_impl(&self, row: &InstanceRow) -> StoreResult<()> {
@@ -61,9 +63,7 @@ impl SqlStore {
                 .await
                 .map_err(classify)?;
         if live > 0 {
-            return Err(StoreError::Conflict(
-                "instance has keys that are not deleted",
-            ));
+            return Err(StoreError::Conflict(ConflictKind::InstanceHasKeys));
         }
         for stmt in [
             "DELETE FROM role_grants WHERE instance_id = $1",

@@ -6,7 +6,7 @@ use keyward_domain::KeyState;
 use sqlx::{Executor, Row};
 
 use super::keys::{key_filter, sort_sql};
-use crate::{SortField, StoreError};
+use crate::{ConflictKind, SortField, StoreError};
 use std::sync::Arc;
 
 /// A real HMAC row authenticator for store tests (the service's in miniature).
@@ -234,7 +234,7 @@ async fn retry_write_retries_only_serialization_failures() {
     let calls = std::sync::atomic::AtomicU32::new(0);
     let r: StoreResult<()> = retry_write("test", || async {
         calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Err(StoreError::Conflict("no"))
+        Err(StoreError::Conflict(ConflictKind::KeyChanged))
     })
     .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))));

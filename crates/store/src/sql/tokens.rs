@@ -3,7 +3,7 @@
 use keyward_domain::{InstanceId, TokenId};
 
 use super::*;
-use crate::rowtag::{self};
+use crate::rowtag;
 use crate::{StoreResult, TokenRow};
 
 impl SqlStore {

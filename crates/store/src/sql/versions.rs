@@ -3,7 +3,7 @@
 use keyward_domain::{InstanceId, KeyId};
 
 use super::*;
-use crate::rowtag::{self};
+use crate::rowtag;
 use crate::{StoreResult, VersionRow};
 
 impl SqlStore {
