@@ -39,6 +39,8 @@ pub mod rowauth;
 pub mod tokens;
 
 pub use error::{ErrorCode, ServiceError, ServiceResult, Target};
+/// Stored rows refused per table because their integrity tag did not verify (for metrics).
+pub use keyward_store::row_integrity_failures;
 
 /// Tunables of the service.
 #[derive(Debug, Clone)]

@@ -6,10 +6,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_domain::format_time;
+use keyward_domain::rows::KeyRow;
 use keyward_service::lifecycle::KeyPolicies;
 use keyward_service::policies::InstancePolicyInput;
 use keyward_service::{ErrorCode, ServiceError};
-use keyward_store::KeyRow;
 use serde_json::{json, Map, Value};
 
 use crate::error::{op, ApiError};
@@ -516,7 +516,7 @@ pub async fn delete_key_ring(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn registrations_body(rows: &[keyward_store::RegistrationRow]) -> Value {
+fn registrations_body(rows: &[keyward_domain::rows::RegistrationRow]) -> Value {
     let res = rows
         .iter()
         .map(|r| {
