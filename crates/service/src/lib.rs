@@ -29,9 +29,11 @@ pub mod cache;
 pub mod counters;
 pub mod envelope;
 mod error;
+pub mod keyrow;
 pub mod keys;
 pub mod lifecycle;
 pub mod listing;
+pub mod permit;
 pub mod policies;
 pub mod reseal;
 pub mod rings;
@@ -102,13 +104,10 @@ impl Caller {
         self.roles.iter().any(|r| r.covers(need))
     }
 
-    /// `Forbidden` unless one of the caller's roles permits `action`.
-    pub fn require(&self, action: Action) -> ServiceResult<()> {
-        if self.can(action) {
-            Ok(())
-        } else {
-            Err(ServiceError::forbidden())
-        }
+    /// `Forbidden` unless one of the caller's roles permits `action`; the [`permit::Permit`]
+    /// it returns is what the calls that reach a key in the store require.
+    pub fn require(&self, action: Action) -> ServiceResult<permit::Permit> {
+        permit::check(self, action)
     }
 }
 
