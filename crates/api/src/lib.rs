@@ -132,7 +132,7 @@ async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) 
 fn render_integrity_failures(out: &mut String) {
     use std::fmt::Write;
     out.push_str("# HELP keyward_row_integrity_failures_total Stored rows refused because their integrity check failed (database tampering).\n# TYPE keyward_row_integrity_failures_total counter\n");
-    for (table, n) in keyward_store::row_integrity_failures() {
+    for (table, n) in keyward_service::row_integrity_failures() {
         let _ = writeln!(
             out,
             "keyward_row_integrity_failures_total{{table=\"{table}\"}} {n}"

@@ -5,7 +5,7 @@ use base64::Engine;
 use keyward_domain::{format_time, KeyState};
 use keyward_service::keys::KeyInfo;
 use keyward_service::tokens::TokenInfo;
-use keyward_store::KeyRow;
+use keyward_domain::rows::KeyRow;
 use keyward_wire::resp;
 use serde_json::Value;
 

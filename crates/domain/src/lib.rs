@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 pub mod bounded;
 mod ids;
+pub mod rows;
 pub use ids::{InstanceId, KeyId, TokenId, VersionId};
 
 /// Errors in parsing domain values at the edge.

@@ -209,10 +209,12 @@ async fn migrate(args: &AdminArgs, m: &MigrateArgs) -> anyhow::Result<()> {
     target.close().await;
     let report = match copied {
         Ok(r) => r,
-        Err(keyward_store::StoreError::Conflict(_)) => bail!(
-            "refusing to copy into {to}: the target database is not empty \
+        Err(keyward_store::StoreError::Conflict(keyward_store::ConflictKind::TargetNotEmpty)) => {
+            bail!(
+                "refusing to copy into {to}: the target database is not empty \
              (migrate only into a new, empty database)"
-        ),
+            )
+        }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("copying {from} to {to}"))),
     };
     let tables: serde_json::Map<String, Value> = report

@@ -51,7 +51,7 @@ use keyward_crypto::stream::{
 };
 use keyward_crypto::{sha256, CryptoError, SecretBytes};
 use keyward_domain::{format_time, Clock, SystemClock};
-use keyward_store::{copy_database, CopyReport, SqlStore, Store, StoreError};
+use keyward_store::{copy_database, ConflictKind, CopyReport, SqlStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -1273,7 +1273,7 @@ pub async fn restore(
     drop(scratch);
     let report = match copied {
         Ok(r) => r,
-        Err(StoreError::Conflict(m)) if m.contains("not empty") => bail!(
+        Err(StoreError::Conflict(ConflictKind::TargetNotEmpty)) => bail!(
             "refusing to restore into {target}: the target database is not empty (restore only \
              into a new data dir or an empty database); nothing was written"
         ),

@@ -13,15 +13,13 @@ use crate::lifecycle;
 use crate::material::{
     check_root_length, decode_material_arg, public_key_pem, read_material_file, MaterialFormat,
 };
-use crate::out::{emit, emit_json, fields, key_rows, key_table, pick, OutputFormat};
+use crate::out::{emit, emit_json, fields, key_table, pick, OutputFormat};
+use crate::resource::{first_resource, print_key, strip_payload, CT_JSON, CT_KEY, PREFER_REPR};
 use crate::{HashArg, ImportTokenCmd, KeyCmd, KeyMaterialArg, KpArgs, KpCommand, PubkeyArg};
 
-pub(crate) const CT_KEY: &str = "application/vnd.ibm.kms.key+json";
-pub(crate) const CT_JSON: &str = "application/json";
 const CT_WRAP: &str = "application/vnd.ibm.kms.key_action_wrap+json";
 const CT_UNWRAP: &str = "application/vnd.ibm.kms.key_action_unwrap+json";
 const CT_ROTATE: &str = "application/vnd.ibm.kms.key_action_rotate+json";
-pub(crate) const PREFER_REPR: (&str, &str) = ("prefer", "return=representation");
 
 /// Lifetime and retrievals of the token `--secure` creates: the shortest Key Protect allows.
 const SECURE_TOKEN_EXPIRATION: u64 = 300;
@@ -345,32 +343,6 @@ fn key_envelope(resource: Map<String, Value>) -> Value {
         "metadata": {"collectionType": CT_KEY, "collectionTotal": 1},
         "resources": [Value::Object(resource)]
     })
-}
-
-/// `resources[0]` of a key envelope.
-pub(crate) fn first_resource(body: Value) -> anyhow::Result<Value> {
-    match body {
-        Value::Object(mut m) => match m.remove("resources") {
-            Some(Value::Array(mut a)) if !a.is_empty() => Ok(a.swap_remove(0)),
-            _ => bail!("the response has no resources[0]"),
-        },
-        _ => bail!("the response is not a key envelope"),
-    }
-}
-
-pub(crate) fn print_key(output: OutputFormat, key: &Value) -> anyhow::Result<()> {
-    match output {
-        OutputFormat::Json => emit_json(key),
-        OutputFormat::Human => emit(&fields(&key_rows(key))),
-    }
-}
-
-/// Removes key material from a key object (it is printed only by `show --with-payload`).
-pub(crate) fn strip_payload(mut key: Value) -> Value {
-    if let Some(m) = key.as_object_mut() {
-        m.remove("payload");
-    }
-    key
 }
 
 fn base_resource(

@@ -15,6 +15,7 @@ pub mod http;
 mod lifecycle;
 pub mod material;
 pub mod out;
+mod resource;
 
 use std::path::PathBuf;
 

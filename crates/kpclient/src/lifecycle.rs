@@ -5,9 +5,9 @@ use anyhow::{anyhow, bail, Context};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use crate::cmd::{first_resource, print_key, strip_payload, CT_JSON, CT_KEY, PREFER_REPR};
 use crate::http::Client;
 use crate::out::{emit, emit_json, fields, pick, policy_summary, table, OutputFormat};
+use crate::resource::{first_resource, print_key, strip_payload, CT_JSON, CT_KEY, PREFER_REPR};
 use crate::{AliasCmd, InstancePolicyCmd, InstancePolicySetArgs, KeyCmd, KeyPolicyCmd, KeyRingCmd};
 
 /// Header naming a key ring (list filter, or the ring a key is in).

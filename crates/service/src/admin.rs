@@ -143,7 +143,10 @@ pub async fn delete_instance(store: &dyn Store, id: InstanceId) -> ServiceResult
             ErrorCode::NotFound,
             format!("no instance {id}"),
         )),
-        Err(StoreError::Conflict(m)) => Err(ServiceError::new(ErrorCode::KeyActionInvalidState, m)),
+        Err(StoreError::Conflict(c)) => Err(ServiceError::new(
+            ErrorCode::KeyActionInvalidState,
+            c.as_str(),
+        )),
         Err(e) => Err(e.into()),
     }
 }

@@ -11,6 +11,7 @@
 //! `UNPROCESSABLE_CIPHERTEXT_ERR`.
 
 use crate::counters::CryptoCounters;
+use crate::permit::Permit;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::{dek, random_secret, SecretBytes};
@@ -18,7 +19,7 @@ use keyward_domain::{Action, KeyId, KeyState, VersionId};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CachedKey, OpenedVersion};
-use crate::keys::effective_state;
+use crate::keyrow::effective_state;
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 
 /// Largest DEK accepted by wrap, in bytes.
@@ -143,12 +144,12 @@ fn open_blob<'k>(
 impl KeyService {
     async fn root_key_for(
         &self,
-        caller: &Caller,
+        permit: &Permit,
         id: KeyId,
         allowed: &[KeyState],
         verb: &str,
     ) -> ServiceResult<std::sync::Arc<CachedKey>> {
-        let key = self.load_key(caller.instance, id).await?;
+        let key = self.load_key(permit, id).await?;
         if key.row.extractable {
             return Err(ServiceError::new(
                 ErrorCode::KeyRootRequired,
@@ -172,7 +173,7 @@ impl KeyService {
         plaintext: Option<&str>,
         aad: &[String],
     ) -> ServiceResult<WrapResult> {
-        caller.require(Action::Wrap)?;
+        let permit = caller.require(Action::Wrap)?;
         check_aad(aad)?;
         let given = match plaintext {
             None => None,
@@ -193,7 +194,7 @@ impl KeyService {
             }
         };
         let key = self
-            .root_key_for(caller, id, &[KeyState::Active], "wrap")
+            .root_key_for(&permit, id, &[KeyState::Active], "wrap")
             .await?;
         let current = current_version(&key)?;
         let (dek, generated) = match given {
@@ -221,10 +222,15 @@ impl KeyService {
         ciphertext: &str,
         aad: &[String],
     ) -> ServiceResult<(std::sync::Arc<CachedKey>, SecretBytes, VersionId)> {
-        caller.require(action)?;
+        let permit = caller.require(action)?;
         check_aad(aad)?;
         let key = self
-            .root_key_for(caller, id, &[KeyState::Active, KeyState::Deactivated], verb)
+            .root_key_for(
+                &permit,
+                id,
+                &[KeyState::Active, KeyState::Deactivated],
+                verb,
+            )
             .await?;
         CryptoCounters::bump(&self.counters.unwrap);
         let (plaintext, version) = open_blob(&key, ciphertext, aad)?;

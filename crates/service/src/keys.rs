@@ -9,9 +9,12 @@ use keyward_crypto::import::OaepHash;
 use keyward_crypto::master::SealContext;
 use keyward_crypto::{random_secret, SecretBytes};
 use keyward_domain::{parse_time, Action, InstanceId, KeyId, KeyState, VersionId};
-use keyward_store::{KeyQuery, KeyRow, StoreError, TokenGuard, VersionRow};
+use keyward_store::{ConflictKind, KeyQuery, KeyRow, StoreError, TokenGuard, VersionRow};
 
 use crate::cache::{CachedKey, OpenedVersion};
+use crate::keyrow::{alias_syntax_ok, apply_key_policies, next_rotation};
+pub use crate::keyrow::{effective_state, KeyInfo, RotateRequest};
+use crate::permit::Permit;
 use crate::tokens::SecureImport;
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 
@@ -38,32 +41,6 @@ pub struct CreateKeyRequest {
     pub dual_auth_override: Option<bool>,
 }
 
-/// `POST /keys/{id}/actions/rotate`.
-#[derive(Debug, Default, Clone)]
-pub struct RotateRequest {
-    pub payload: Option<String>,
-    pub encrypted_nonce: Option<String>,
-    pub iv: Option<String>,
-    pub encryption_algorithm: Option<String>,
-}
-
-/// A key as the API shows it.
-#[derive(Debug)]
-pub struct KeyInfo {
-    pub row: KeyRow,
-    pub crn: String,
-    /// The state as of now (an Active key past its expiration date shows Deactivated).
-    pub state: KeyState,
-    pub version_created_at: i64,
-    pub bits: i64,
-    /// Material of a standard key, only where the API returns it.
-    pub payload: Option<SecretBytes>,
-    /// Aliases (filled on single-key responses).
-    pub aliases: Vec<String>,
-    /// When a pending `setKeyForDeletion` authorisation expires (None: none pending).
-    pub deletion_auth_expires: Option<i64>,
-}
-
 pub(crate) fn version_ctx<'a>(
     instance: &'a str,
     key: &'a str,
@@ -74,14 +51,6 @@ pub(crate) fn version_ctx<'a>(
         instance,
         object: key,
         version,
-    }
-}
-
-/// The state of `row` at `now`: expiry turns Active into Deactivated.
-pub fn effective_state(row: &KeyRow, now: i64) -> KeyState {
-    match (row.state, row.expiration_date) {
-        (KeyState::Active, Some(exp)) if exp <= now => KeyState::Deactivated,
-        (s, _) => s,
     }
 }
 
@@ -270,7 +239,7 @@ impl KeyService {
         if let Ok(k) = KeyId::parse(id) {
             return Ok(k);
         }
-        if !crate::rings::alias_syntax_ok(id) {
+        if !alias_syntax_ok(id) {
             return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "The key identifier must be: a UUID or an alias",
@@ -448,7 +417,7 @@ impl KeyService {
             .map(|m| (true, Some(m)));
         let dual_default = defaults.dual_auth.then_some(true);
         // An override replaces the instance default (it may turn it off for this key).
-        crate::lifecycle::apply_key_policies(
+        apply_key_policies(
             &mut row,
             req.rotation_override.or(auto_rotation),
             req.dual_auth_override.or(dual_default),
@@ -458,7 +427,7 @@ impl KeyService {
         self.audit(caller, action, Some(id)).await?;
         match self.store.insert_key(&row, &version, guard).await {
             Ok(()) => {}
-            Err(StoreError::Conflict("import token")) => {
+            Err(StoreError::Conflict(ConflictKind::ImportToken)) => {
                 return Err(self.token_lost(caller.instance).await)
             }
             Err(e) => return Err(e.into()),
@@ -470,21 +439,22 @@ impl KeyService {
         Ok(info)
     }
 
-    async fn row_for(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyRow> {
+    /// The key's row, in the permit's instance.
+    pub(crate) async fn row_for(&self, permit: &Permit, id: KeyId) -> ServiceResult<KeyRow> {
         self.store
-            .get_key(caller.instance, id)
+            .get_key(permit.instance(), id)
             .await?
             .ok_or_else(ServiceError::key_not_found)
     }
 
     /// `GET /keys/{id}`: standard keys come with their material (ReaderPlus and up).
     pub async fn get_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
-        caller.require(Action::GetRootKey)?;
-        let row = self.row_for(caller, id).await?;
+        let permit = caller.require(Action::GetRootKey)?;
+        let row = self.row_for(&permit, id).await?;
         if row.extractable {
             caller.require(Action::GetStandardKeyPayload)?;
         }
-        let versions = self.store.versions(caller.instance, id).await?;
+        let versions = self.store.versions(permit.instance(), id).await?;
         let payload = if row.extractable && row.state != KeyState::Destroyed {
             versions
                 .iter()
@@ -505,9 +475,9 @@ impl KeyService {
 
     /// `GET /keys/{id}/metadata`.
     pub async fn get_key_metadata(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
-        caller.require(Action::GetKeyMetadata)?;
-        let row = self.row_for(caller, id).await?;
-        let versions = self.store.versions(caller.instance, id).await?;
+        let permit = caller.require(Action::GetKeyMetadata)?;
+        let row = self.row_for(&permit, id).await?;
+        let versions = self.store.versions(permit.instance(), id).await?;
         Ok(self.info(row, &versions))
     }
 
@@ -556,8 +526,8 @@ impl KeyService {
         req: RotateRequest,
         expected_row_version: Option<i64>,
     ) -> ServiceResult<()> {
-        caller.require(Action::Rotate)?;
-        let row = self.row_for(caller, id).await?;
+        let permit = caller.require(Action::Rotate)?;
+        let row = self.row_for(&permit, id).await?;
         if expected_row_version.is_some_and(|v| v != row.row_version) {
             return Err(ServiceError::invalid_state(
                 "The key changed since it was found due",
@@ -593,12 +563,12 @@ impl KeyService {
             )? {
                 Some(s) => {
                     check_rotation_interval(&row, now)?;
-                    let (m, g) = self.verify_secure(caller.instance, s).await?;
+                    let (m, g) = self.verify_secure(permit.instance(), s).await?;
                     guard = Some(g);
                     m
                 }
                 None => {
-                    if self.import_access(caller.instance).await?.enforce_token {
+                    if self.import_access(permit.instance()).await?.enforce_token {
                         return Err(ServiceError::new(
                             ErrorCode::KeyCreateImportAccess,
                             "The instance policy requires an import token to import key material",
@@ -617,30 +587,30 @@ impl KeyService {
             random_secret(32)?
         };
         check_rotation_interval(&row, now)?;
-        let versions = self.store.versions(caller.instance, id).await?;
+        let versions = self.store.versions(permit.instance(), id).await?;
         let seq = versions.first().map(|v| v.seq).unwrap_or(0) + 1;
         let version_id = VersionId::new();
-        let version = self.seal_version(caller.instance, id, version_id, seq, &material)?;
+        let version = self.seal_version(permit.instance(), id, version_id, seq, &material)?;
         let mut next = row.clone();
         next.current_version = version_id;
         next.last_rotate_date = Some(now);
         next.updated_at = now;
-        next.next_rotation_at = crate::lifecycle::next_rotation(&next);
+        next.next_rotation_at = next_rotation(&next);
         if let Some(obj) = next.attrs.as_object_mut() {
             obj.insert("bits".into(), serde_json::json!(material.len() * 8));
         }
         self.audit(caller, Action::Rotate, Some(id)).await?;
         match self.store.rotate_key(&next, &version, guard).await {
             Ok(()) => {
-                self.keys.invalidate(caller.instance, id);
+                self.keys.invalidate(permit.instance(), id);
                 Ok(())
             }
-            Err(StoreError::Conflict("import token")) => {
-                Err(self.token_lost(caller.instance).await)
+            Err(StoreError::Conflict(ConflictKind::ImportToken)) => {
+                Err(self.token_lost(permit.instance()).await)
             }
             Err(StoreError::Conflict(_)) => {
                 // Someone else changed the key first: if it was a rotation, this one is too soon.
-                let fresh = self.row_for(caller, id).await?;
+                let fresh = self.row_for(&permit, id).await?;
                 check_rotation_interval(&fresh, now)?;
                 Err(ServiceError::invalid_state(
                     "The key changed while it was being rotated; retry",
@@ -653,9 +623,10 @@ impl KeyService {
     /// The key with every version opened: from the cache, or loaded and cached.
     pub(crate) async fn load_key(
         &self,
-        instance: InstanceId,
+        permit: &Permit,
         id: KeyId,
     ) -> ServiceResult<Arc<CachedKey>> {
+        let instance = permit.instance();
         if let Some(k) = self.keys.get(instance, id) {
             return Ok(k);
         }

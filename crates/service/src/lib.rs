@@ -29,9 +29,11 @@ pub mod cache;
 pub mod counters;
 pub mod envelope;
 mod error;
+pub mod keyrow;
 pub mod keys;
 pub mod lifecycle;
 pub mod listing;
+pub mod permit;
 pub mod policies;
 pub mod reseal;
 pub mod rings;
@@ -39,6 +41,8 @@ pub mod rowauth;
 pub mod tokens;
 
 pub use error::{ErrorCode, ServiceError, ServiceResult, Target};
+/// Stored rows refused per table because their integrity tag did not verify (for metrics).
+pub use keyward_store::row_integrity_failures;
 
 /// Tunables of the service.
 #[derive(Debug, Clone)]
@@ -100,13 +104,10 @@ impl Caller {
         self.roles.iter().any(|r| r.covers(need))
     }
 
-    /// `Forbidden` unless one of the caller's roles permits `action`.
-    pub fn require(&self, action: Action) -> ServiceResult<()> {
-        if self.can(action) {
-            Ok(())
-        } else {
-            Err(ServiceError::forbidden())
-        }
+    /// `Forbidden` unless one of the caller's roles permits `action`; the [`permit::Permit`]
+    /// it returns is what the calls that reach a key in the store require.
+    pub fn require(&self, action: Action) -> ServiceResult<permit::Permit> {
+        permit::check(self, action)
     }
 }
 

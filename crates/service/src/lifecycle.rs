@@ -9,10 +9,14 @@ use keyward_domain::{Action, KeyId, KeyState};
 use keyward_store::{KeyRow, StoreError};
 use serde_json::{json, Value};
 
-use crate::keys::{effective_state, KeyInfo, RotateRequest};
+use crate::keyrow::{
+    apply_key_policies, dual_auth_enabled, effective_state, remove_attr, set_attr, KeyInfo,
+    RotateRequest,
+};
+use crate::permit::Permit;
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 
-pub const DAY: i64 = 86_400;
+pub use crate::keyrow::{DAY, MONTH};
 /// Minimum time between a state change and enable/restore.
 pub const ACTION_COOLDOWN: i64 = 30;
 /// How long a `setKeyForDeletion` authorisation lasts.
@@ -23,8 +27,6 @@ pub const RESTORE_WINDOW: i64 = 30 * DAY;
 pub const PURGE_DELAY: i64 = 4 * 3_600;
 /// Automatic purge after deletion.
 pub const AUTO_PURGE_AFTER: i64 = 90 * DAY;
-/// A rotation-policy month.
-pub const MONTH: i64 = 30 * DAY;
 /// Principal recorded for scheduler actions.
 pub const SCHEDULER: &str = "keyward-scheduler";
 
@@ -40,42 +42,6 @@ pub struct VersionInfo {
 pub struct KeyPolicies {
     pub rotation: Option<Value>,
     pub dual_auth_delete: Option<Value>,
-}
-
-pub(crate) fn dual_auth_enabled(row: &KeyRow) -> bool {
-    row.attrs
-        .pointer("/dualAuthDelete/enabled")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-}
-
-pub(crate) fn rotation_interval(row: &KeyRow) -> Option<i64> {
-    let r = row.attrs.get("rotation")?;
-    if r.get("enabled").and_then(Value::as_bool) != Some(true) {
-        return None;
-    }
-    r.get("interval_month").and_then(Value::as_i64)
-}
-
-/// When the key next falls due under its rotation policy.
-pub(crate) fn next_rotation(row: &KeyRow) -> Option<i64> {
-    rotation_interval(row).map(|m| row.last_rotate_date.unwrap_or(row.created_at) + m * MONTH)
-}
-
-/// The key's attribute object, made an object first if it somehow is not.
-fn attr_mut(row: &mut KeyRow) -> &mut serde_json::Map<String, Value> {
-    if !row.attrs.is_object() {
-        row.attrs = json!({});
-    }
-    match &mut row.attrs {
-        Value::Object(m) => m,
-        _ => attr_fallback(),
-    }
-}
-
-fn attr_fallback() -> &'static mut serde_json::Map<String, Value> {
-    // Unreachable (attrs was just made an object); a leaked empty map keeps this total.
-    Box::leak(Box::default())
 }
 
 fn too_early(msg: &str) -> ServiceError {
@@ -98,8 +64,8 @@ impl KeyService {
     pub(crate) async fn mutate_key<F>(
         &self,
         caller: &Caller,
+        permit: Permit,
         id: KeyId,
-        action: Action,
         f: F,
     ) -> ServiceResult<KeyRow>
     where
@@ -107,21 +73,17 @@ impl KeyService {
     {
         let mut audited = false;
         for _ in 0..5 {
-            let mut row = self
-                .store
-                .get_key(caller.instance, id)
-                .await?
-                .ok_or_else(ServiceError::key_not_found)?;
+            let mut row = self.row_for(&permit, id).await?;
             let now = self.now();
             f(&mut row, now)?;
             row.updated_at = now;
             if !audited {
-                self.audit(caller, action, Some(id)).await?;
+                self.audit(caller, permit.action(), Some(id)).await?;
                 audited = true;
             }
             match self.store.update_key(&row).await {
                 Ok(()) => {
-                    self.keys.invalidate(caller.instance, id);
+                    self.keys.invalidate(permit.instance(), id);
                     row.row_version += 1;
                     return Ok(row);
                 }
@@ -156,18 +118,14 @@ impl KeyService {
         limit: usize,
         offset: usize,
     ) -> ServiceResult<(Vec<VersionInfo>, usize)> {
-        caller.require(Action::ListVersions)?;
-        let row = self
-            .store
-            .get_key(caller.instance, id)
-            .await?
-            .ok_or_else(ServiceError::key_not_found)?;
+        let permit = caller.require(Action::ListVersions)?;
+        let row = self.row_for(&permit, id).await?;
         if effective_state(&row, self.now()) != KeyState::Active && !all_key_states {
             return Err(ServiceError::invalid_state(
                 "The key is not active: set allKeyStates=true to list its versions",
             ));
         }
-        let versions = self.store.versions(caller.instance, id).await?;
+        let versions = self.store.versions(permit.instance(), id).await?;
         let total = versions.len();
         Ok((
             versions
@@ -185,8 +143,8 @@ impl KeyService {
 
     /// `POST /keys/{id}/actions/disable`: Active → Suspended (root keys).
     pub async fn disable_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
-        caller.require(Action::Disable)?;
-        self.mutate_key(caller, id, Action::Disable, |row, now| {
+        let permit = caller.require(Action::Disable)?;
+        self.mutate_key(caller, permit, id, |row, now| {
             root_only(row, "disabled")?;
             if effective_state(row, now) != KeyState::Active {
                 return Err(ServiceError::invalid_state(
@@ -203,8 +161,8 @@ impl KeyService {
 
     /// `POST /keys/{id}/actions/enable`: Suspended → Active, ≥ 30 s after the last change.
     pub async fn enable_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
-        caller.require(Action::Enable)?;
-        self.mutate_key(caller, id, Action::Enable, |row, now| {
+        let permit = caller.require(Action::Enable)?;
+        self.mutate_key(caller, permit, id, |row, now| {
             root_only(row, "enabled")?;
             if row.state != KeyState::Suspended {
                 return Err(ServiceError::invalid_state(
@@ -226,9 +184,9 @@ impl KeyService {
 
     /// `setKeyForDeletion`: the first of the two authorisations of a dual-auth delete.
     pub async fn set_key_for_deletion(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
-        caller.require(Action::SetKeyForDeletion)?;
+        let permit = caller.require(Action::SetKeyForDeletion)?;
         let by = caller.iam_id.clone();
-        self.mutate_key(caller, id, Action::SetKeyForDeletion, |row, now| {
+        self.mutate_key(caller, permit, id, |row, now| {
             if !dual_auth_enabled(row) {
                 return Err(ServiceError::new(
                     ErrorCode::NotDualAuth,
@@ -238,8 +196,9 @@ impl KeyService {
             if row.state == KeyState::Destroyed {
                 return Err(ServiceError::invalid_state("The key has been deleted"));
             }
-            attr_mut(row).insert(
-                "deletionAuth".into(),
+            set_attr(
+                row,
+                "deletionAuth",
                 json!({"by": by, "at": now, "expires": now + DUAL_AUTH_WINDOW}),
             );
             Ok(())
@@ -250,15 +209,15 @@ impl KeyService {
 
     /// `unsetKeyForDeletion`: cancels a pending authorisation.
     pub async fn unset_key_for_deletion(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
-        caller.require(Action::UnsetKeyForDeletion)?;
-        self.mutate_key(caller, id, Action::UnsetKeyForDeletion, |row, _now| {
+        let permit = caller.require(Action::UnsetKeyForDeletion)?;
+        self.mutate_key(caller, permit, id, |row, _now| {
             if !dual_auth_enabled(row) {
                 return Err(ServiceError::new(
                     ErrorCode::NotDualAuth,
                     "The key does not have a dual authorization policy",
                 ));
             }
-            attr_mut(row).remove("deletionAuth");
+            remove_attr(row, "deletionAuth");
             Ok(())
         })
         .await?;
@@ -272,10 +231,13 @@ impl KeyService {
         id: KeyId,
         force: bool,
     ) -> ServiceResult<KeyInfo> {
-        caller.require(Action::DeleteKey)?;
-        let regs = self.store.registrations(caller.instance, Some(id)).await?;
+        let permit = caller.require(Action::DeleteKey)?;
+        let regs = self
+            .store
+            .registrations(permit.instance(), Some(id))
+            .await?;
         let by = caller.iam_id.clone();
-        let row = self.mutate_key(caller, id, Action::DeleteKey, |row, now| {
+        let row = self.mutate_key(caller, permit, id, |row, now| {
                 if row.state == KeyState::Destroyed {
                     return Err(ServiceError::new(
                         ErrorCode::KeyDeleted,
@@ -307,7 +269,7 @@ impl KeyService {
                         ));
                     }
                 }
-                attr_mut(row).remove("deletionAuth");
+                remove_attr(row, "deletionAuth");
                 row.state = KeyState::Destroyed;
                 row.deletion_date = Some(now);
                 row.deleted_by = Some(by.clone());
@@ -320,9 +282,9 @@ impl KeyService {
 
     /// `POST /keys/{id}/restore`: 5 → 1, between 30 s and 30 days after deletion.
     pub async fn restore_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
-        caller.require(Action::RestoreKey)?;
+        let permit = caller.require(Action::RestoreKey)?;
         let row = self
-            .mutate_key(caller, id, Action::RestoreKey, |row, now| {
+            .mutate_key(caller, permit, id, |row, now| {
                 if row.state != KeyState::Destroyed {
                     return Err(ServiceError::invalid_state(
                         "Key is not in destroyed state: Key could not be restored",
@@ -358,12 +320,8 @@ impl KeyService {
 
     /// `DELETE /keys/{id}/purge`: removes a deleted key for good, ≥ 4 h after deletion.
     pub async fn purge_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<KeyInfo> {
-        caller.require(Action::Purge)?;
-        let row = self
-            .store
-            .get_key(caller.instance, id)
-            .await?
-            .ok_or_else(ServiceError::key_not_found)?;
+        let permit = caller.require(Action::Purge)?;
+        let row = self.row_for(&permit, id).await?;
         if row.state != KeyState::Destroyed {
             return Err(ServiceError::invalid_state(
                 "Key is not in destroyed state: Key could not be purged",
@@ -386,18 +344,15 @@ impl KeyService {
             }
             Err(e) => return Err(e.into()),
         }
-        self.keys.invalidate(caller.instance, id);
+        self.keys.invalidate(permit.instance(), id);
         Ok(info)
     }
 
     /// `POST /keys/{id}/actions/sync`: Keyward has no integrated services to notify; the
     /// call is validated and acknowledged.
     pub async fn sync_key(&self, caller: &Caller, id: KeyId) -> ServiceResult<()> {
-        caller.require(Action::Sync)?;
-        self.store
-            .get_key(caller.instance, id)
-            .await?
-            .ok_or_else(ServiceError::key_not_found)?;
+        let permit = caller.require(Action::Sync)?;
+        self.row_for(&permit, id).await?;
         Ok(())
     }
 
@@ -407,12 +362,8 @@ impl KeyService {
         caller: &Caller,
         id: KeyId,
     ) -> ServiceResult<(KeyRow, KeyPolicies)> {
-        caller.require(Action::ReadKeyPolicies)?;
-        let row = self
-            .store
-            .get_key(caller.instance, id)
-            .await?
-            .ok_or_else(ServiceError::key_not_found)?;
+        let permit = caller.require(Action::ReadKeyPolicies)?;
+        let row = self.row_for(&permit, id).await?;
         let p = KeyPolicies {
             rotation: row.attrs.get("rotation").cloned(),
             dual_auth_delete: row.attrs.get("dualAuthDelete").cloned(),
@@ -428,7 +379,7 @@ impl KeyService {
         rotation: Option<(bool, Option<i64>)>,
         dual: Option<bool>,
     ) -> ServiceResult<(KeyRow, KeyPolicies)> {
-        caller.require(Action::WriteKeyPolicies)?;
+        let permit = caller.require(Action::WriteKeyPolicies)?;
         if let Some((_, Some(m))) = rotation {
             if !(1..=12).contains(&m) {
                 return Err(ServiceError::field(
@@ -439,7 +390,7 @@ impl KeyService {
         }
         let by = caller.iam_id.clone();
         let row = self
-            .mutate_key(caller, id, Action::WriteKeyPolicies, |row, now| {
+            .mutate_key(caller, permit, id, |row, now| {
                 if row.state == KeyState::Destroyed {
                     return Err(ServiceError::invalid_state("The key has been deleted"));
                 }
@@ -511,63 +462,4 @@ fn scheduler_caller(instance: keyward_domain::InstanceId) -> Caller {
             ..Default::default()
         },
     }
-}
-
-/// Applies key policy changes to a row (shared by PUT policies and create-with-overrides).
-pub(crate) fn apply_key_policies(
-    row: &mut KeyRow,
-    rotation: Option<(bool, Option<i64>)>,
-    dual: Option<bool>,
-    by: &str,
-    now: i64,
-) -> ServiceResult<()> {
-    if let Some((enabled, interval)) = rotation {
-        if row.extractable || row.imported {
-            return Err(ServiceError::field(
-                "rotation",
-                "A rotation policy can be set only on root keys that were not imported",
-            ));
-        }
-        let old = row.attrs.get("rotation").cloned();
-        let interval = interval
-            .or_else(|| {
-                old.as_ref()
-                    .and_then(|o| o.get("interval_month"))
-                    .and_then(Value::as_i64)
-            })
-            .unwrap_or(1);
-        let created = old
-            .as_ref()
-            .and_then(|o| o.get("creationDate").cloned())
-            .unwrap_or(json!(now));
-        let created_by = old
-            .as_ref()
-            .and_then(|o| o.get("createdBy").cloned())
-            .unwrap_or(json!(by));
-        attr_mut(row).insert(
-            "rotation".into(),
-            json!({"enabled": enabled, "interval_month": interval, "creationDate": created,
-                   "createdBy": created_by, "lastUpdateDate": now, "updatedBy": by}),
-        );
-        row.next_rotation_at = next_rotation(row);
-    }
-    if let Some(enabled) = dual {
-        if !enabled && dual_auth_enabled(row) {
-            return Err(ServiceError::field(
-                "dualAuthDelete",
-                "A dual authorization policy cannot be disabled once it is enabled",
-            ));
-        }
-        let old = row.attrs.get("dualAuthDelete").cloned();
-        let created = old
-            .as_ref()
-            .and_then(|o| o.get("creationDate").cloned())
-            .unwrap_or(json!(now));
-        attr_mut(row).insert(
-            "dualAuthDelete".into(),
-            json!({"enabled": enabled, "creationDate": created, "createdBy": by,
-                   "lastUpdateDate": now, "updatedBy": by}),
-        );
-    }
-    Ok(())
 }

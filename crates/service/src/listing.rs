@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use keyward_domain::{parse_time, Action, KeyId, KeyState};
 use keyward_store::{KeyQuery, KeyRow};
 
-use crate::keys::{effective_state, KeyInfo};
+use crate::keyrow::{effective_state, KeyInfo};
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 
 pub const SEARCH_SPACE: i64 = 5_000;

@@ -3,7 +3,8 @@
 use keyward_domain::{Action, KeyId, KeyState};
 use keyward_store::{AliasRow, KeyRingRow, StoreError};
 
-use crate::keys::KeyInfo;
+pub use crate::keyrow::alias_syntax_ok;
+use crate::keyrow::KeyInfo;
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 
 pub const MAX_KEY_RINGS: usize = 50;
@@ -28,13 +29,6 @@ const RESERVED: [&str; 16] = [
     "version",
     "versions",
 ];
-
-/// 2–90 characters of `[A-Za-z0-9_-]`.
-pub fn alias_syntax_ok(s: &str) -> bool {
-    (2..=90).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 fn ring_syntax_ok(s: &str) -> bool {
     (2..=100).contains(&s.len())
@@ -132,7 +126,7 @@ impl KeyService {
 
     /// `PATCH /keys/{id}` with `keyRingID`: moves a key to another ring.
     pub async fn move_key(&self, caller: &Caller, id: KeyId, ring: &str) -> ServiceResult<KeyInfo> {
-        caller.require(Action::PatchKey)?;
+        let permit = caller.require(Action::PatchKey)?;
         if ring != DEFAULT_RING
             && !self
                 .store
@@ -147,7 +141,7 @@ impl KeyService {
             ));
         }
         let row = self
-            .mutate_key(caller, id, Action::PatchKey, |row, _| {
+            .mutate_key(caller, permit, id, |row, _| {
                 if row.state == KeyState::Destroyed {
                     return Err(ServiceError::invalid_state("The key has been deleted"));
                 }

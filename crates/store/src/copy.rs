@@ -22,7 +22,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
 use crate::sql::{classify, SqlStore};
-use crate::{Store, StoreError, StoreResult};
+use crate::{ConflictKind, StoreError, StoreResult};
 
 /// Every table of the schema except `schema_migrations`, parents before children (so
 /// foreign keys hold at every insert).
@@ -107,45 +107,18 @@ fn kind_of(declared: &str) -> Option<Kind> {
 }
 
 async fn tables_of(store: &SqlStore) -> StoreResult<Vec<String>> {
-    let sql = if store.backend() == "sqlite" {
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-    } else {
-        "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
-         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1"
-    };
-    sqlx::query_scalar::<_, String>(sql)
+    sqlx::query_scalar::<_, String>(store.dialect.tables_sql())
         .fetch_all(&store.read)
         .await
         .map_err(classify)
 }
 
 async fn columns_of(store: &SqlStore, table: &str) -> StoreResult<Vec<Column>> {
-    let rows = if store.backend() == "sqlite" {
-        sqlx::query("SELECT name, type, pk FROM pragma_table_info($1) ORDER BY cid")
-            .bind(table)
-            .fetch_all(&store.read)
-            .await
-            .map_err(classify)?
-    } else {
-        sqlx::query(
-            "SELECT CAST(c.column_name AS TEXT) AS name, CAST(c.data_type AS TEXT) AS type,
-                    CAST(COALESCE((
-                        SELECT k.ordinal_position FROM information_schema.table_constraints t
-                        JOIN information_schema.key_column_usage k
-                          ON k.constraint_name = t.constraint_name
-                         AND k.table_schema = t.table_schema AND k.table_name = t.table_name
-                        WHERE t.table_schema = c.table_schema AND t.table_name = c.table_name
-                          AND t.constraint_type = 'PRIMARY KEY' AND k.column_name = c.column_name
-                    ), 0) AS BIGINT) AS pk
-             FROM information_schema.columns c
-             WHERE c.table_schema = current_schema() AND c.table_name = $1
-             ORDER BY c.ordinal_position",
-        )
+    let rows = sqlx::query(store.dialect.columns_sql())
         .bind(table)
         .fetch_all(&store.read)
         .await
-        .map_err(classify)?
-    };
+        .map_err(classify)?;
     rows.iter()
         .map(|r| {
             let name: String = r.try_get("name").map_err(classify)?;
@@ -285,14 +258,14 @@ pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyRe
             .await
             .map_err(classify)?;
         if n > 0 {
-            return Err(StoreError::Conflict("the target database is not empty"));
+            return Err(StoreError::Conflict(ConflictKind::TargetNotEmpty));
         }
     }
 
     let mut src = from.read.begin().await.map_err(classify)?;
-    if from.backend() == "postgres" {
-        // One snapshot for the whole read (SQLite's read transaction is one already).
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    if let Some(snapshot) = from.dialect.snapshot_read() {
+        // One snapshot for the whole read.
+        sqlx::query(snapshot)
             .execute(&mut *src)
             .await
             .map_err(classify)?;
@@ -389,7 +362,7 @@ pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyRe
                 "table {table}: copied {copied} rows but the target holds {in_target}"
             )));
         }
-        if to.backend() == "postgres" {
+        if to.dialect.has_sequences() {
             advance_sequences(&mut dst, table, cols).await?;
         }
         tracing::info!(table, rows = copied, "copied table");
@@ -548,7 +521,7 @@ mod tests {
         // Copying again is refused: the target is not empty any more.
         assert!(matches!(
             copy_database(src, dst).await,
-            Err(StoreError::Conflict(_))
+            Err(StoreError::Conflict(ConflictKind::TargetNotEmpty))
         ));
         assert_eq!(dump(dst).await, before);
 

@@ -16,14 +16,11 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
+use keyward_domain::{InstanceId, KeyId, Role, TokenId};
 
 mod copy;
 pub mod rowtag;
 mod sql;
-mod sql_audit;
-mod sql_lifecycle;
-mod sql_rowauth;
 pub mod testsuite;
 mod timed;
 pub use timed::{StoreTimings, TimedStore};
@@ -32,9 +29,8 @@ pub use copy::{copy_database, CopyReport, COPY_TABLES};
 pub use rowtag::{row_integrity_failures, RowAuth, TAGGED_TABLES};
 pub use sql::{
     is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
-    PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
+    AUDIT_BATCH_ROWS, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
 };
-pub use sql_audit::AUDIT_BATCH_ROWS;
 
 /// Store failures. `Conflict` is a lost race or a violated uniqueness/condition; `Unavailable`
 /// means the database could not be reached (the API answers 503).
@@ -43,7 +39,7 @@ pub enum StoreError {
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]
-    Conflict(&'static str),
+    Conflict(ConflictKind),
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error")]
@@ -62,251 +58,46 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceRow {
-    pub id: InstanceId,
-    pub name: String,
-    pub created_at: i64,
+// The row types are the domain's (`keyward_domain::rows`); re-exported so the store's users
+// name them from here as before.
+pub use keyward_domain::rows::*;
+
+/// Which condition a [`StoreError::Conflict`] lost on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// A row with that key exists already (a uniqueness violation: an alias, a key ring, ...).
+    AlreadyExists,
+    /// The key's `row_version` moved on: another writer got there first.
+    KeyChanged,
+    /// The import token a secure import was verified against is no longer the instance's
+    /// live, unexpired token ([`TokenGuard`]).
+    ImportToken,
+    /// The instance still has keys that are not deleted.
+    InstanceHasKeys,
+    /// The key ring still holds keys (undeleted ones; or any, without `force`).
+    KeyRingHasKeys,
+    /// The target database of a copy is not empty.
+    TargetNotEmpty,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrincipalRow {
-    pub iam_id: String,
-    pub name: String,
-    pub created_at: i64,
-}
-
-/// An API key's public half; the key itself is stored only as a hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRow {
-    pub id: String,
-    pub iam_id: String,
-    pub name: String,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantRow {
-    pub instance_id: InstanceId,
-    pub iam_id: String,
-    pub role: Role,
-    pub created_at: i64,
-}
-
-/// A key's metadata. Material lives in [`VersionRow`]s, sealed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRow {
-    pub id: KeyId,
-    pub instance_id: InstanceId,
-    pub name: String,
-    pub description: Option<String>,
-    pub tags: Vec<String>,
-    pub state: KeyState,
-    pub extractable: bool,
-    pub imported: bool,
-    pub key_ring_id: String,
-    pub expiration_date: Option<i64>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub updated_at: i64,
-    pub last_rotate_date: Option<i64>,
-    pub deletion_date: Option<i64>,
-    pub deleted_by: Option<String>,
-    /// When the state last changed (the 30-second rules of enable/restore read it).
-    pub state_changed_at: i64,
-    pub current_version: VersionId,
-    /// Lifecycle attributes that do not need their own column (policies, dual-auth marks),
-    /// as a JSON object.
-    pub attrs: serde_json::Value,
-    /// Optimistic-concurrency counter: every update is conditional on it and increments it.
-    pub row_version: i64,
-    /// When the rotation policy next makes this key due (None: no policy).
-    pub next_rotation_at: Option<i64>,
-}
-
-/// One version of a key's material, sealed under the master key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct VersionRow {
-    pub id: VersionId,
-    pub key_id: KeyId,
-    pub instance_id: InstanceId,
-    /// 1 for the first version, +1 per rotation.
-    pub seq: i64,
-    pub created_at: i64,
-    pub sealed: Vec<u8>,
-    pub master_key_id: String,
-}
-
-impl fmt::Debug for VersionRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VersionRow")
-            .field("id", &self.id)
-            .field("key_id", &self.key_id)
-            .field("seq", &self.seq)
-            .field(
-                "sealed",
-                &format_args!("[{} sealed bytes]", self.sealed.len()),
-            )
-            .finish_non_exhaustive()
+impl ConflictKind {
+    /// The text [`StoreError`]'s `Display` and the admin commands show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyExists => "already exists",
+            Self::KeyChanged => "key changed",
+            Self::ImportToken => "import token",
+            Self::InstanceHasKeys => "instance has keys that are not deleted",
+            Self::KeyRingHasKeys => "key ring has keys",
+            Self::TargetNotEmpty => "the target database is not empty",
+        }
     }
 }
 
-/// Which row a sealed value belongs to (its seal context).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SealedPlace {
-    KeyVersion {
-        instance: String,
-        key: String,
-        version: String,
-    },
-    ImportToken {
-        instance: String,
-        token: String,
-    },
-    Secret {
-        name: String,
-    },
-}
-
-/// A sealed value with where it lives and which master key sealed it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SealedRow {
-    pub place: SealedPlace,
-    pub sealed: Vec<u8>,
-    pub master_key_id: String,
-}
-
-impl fmt::Debug for SealedRow {
+impl fmt::Display for ConflictKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SealedRow")
-            .field("place", &self.place)
-            .field("master_key_id", &self.master_key_id)
-            .field(
-                "sealed",
-                &format_args!("[{} sealed bytes]", self.sealed.len()),
-            )
-            .finish()
+        f.write_str(self.as_str())
     }
-}
-
-/// The one import token of an instance.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenRow {
-    pub instance_id: InstanceId,
-    pub token_id: TokenId,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub expiration_secs: i64,
-    pub max_retrievals: i64,
-    pub remaining: i64,
-    pub nonce: Vec<u8>,
-    pub public_pem: String,
-    pub sealed_private: Vec<u8>,
-    pub master_key_id: String,
-}
-
-impl fmt::Debug for TokenRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenRow")
-            .field("instance_id", &self.instance_id)
-            .field("token_id", &self.token_id)
-            .field("expires_at", &self.expires_at)
-            .field("remaining", &self.remaining)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An alias of a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AliasRow {
-    pub instance_id: InstanceId,
-    pub alias: String,
-    pub key_id: KeyId,
-    pub created_at: i64,
-    pub created_by: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRingRow {
-    pub instance_id: InstanceId,
-    pub id: String,
-    pub created_at: i64,
-    pub created_by: String,
-}
-
-/// One instance policy (`policy_type` → its JSON `policy_data`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyRow {
-    pub instance_id: InstanceId,
-    pub policy_type: String,
-    pub data: serde_json::Value,
-    pub created_at: i64,
-    pub created_by: String,
-    pub updated_at: i64,
-    pub updated_by: String,
-}
-
-/// A registration: a cloud resource protected by a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistrationRow {
-    pub instance_id: InstanceId,
-    pub key_id: KeyId,
-    pub resource_crn: String,
-    pub prevent_key_deletion: bool,
-    pub description: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-}
-
-/// One audit record as the `audit_log` table holds it: ids, names, outcomes and addresses,
-/// never a secret (no key material, plaintext, ciphertext, nonce, token or API key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRow {
-    /// `time` as Unix seconds (what time filters and indexes use).
-    pub time_unix: i64,
-    /// RFC 3339, UTC, exactly as the JSON-lines file writes it.
-    pub time: String,
-    pub request_id: String,
-    pub correlation_id: Option<String>,
-    pub principal: String,
-    pub instance: String,
-    /// Key Protect's activity-tracker name, e.g. `kms.secrets.wrap`.
-    pub action: String,
-    pub key_id: Option<String>,
-    /// `success` or `failure`.
-    pub outcome: String,
-    /// The reason code of a failure.
-    pub reason: Option<String>,
-    /// The client's address.
-    pub source: Option<String>,
-}
-
-/// A stored audit record and the id the database gave it (ids grow in insertion order).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub row: AuditRow,
-}
-
-/// Filters of [`Store::audit_records`]: a record must match every filter given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditQuery {
-    pub action: Option<String>,
-    pub key_id: Option<String>,
-    pub principal: Option<String>,
-    pub instance: Option<String>,
-    pub outcome: Option<String>,
-    pub request_id: Option<String>,
-    /// Records at or after this time (Unix seconds).
-    pub since: Option<i64>,
-    /// Records at or before this time (Unix seconds).
-    pub until: Option<i64>,
-    /// Records with an id greater than this (to page through a long result).
-    pub after_id: Option<i64>,
-    /// At most this many records (`None`: all).
-    pub limit: Option<i64>,
-    /// Newest first (the last records, for `tail`) instead of oldest first.
-    pub newest_first: bool,
 }
 
 /// What [`Store::row_auth_state`] found.
@@ -316,58 +107,6 @@ pub struct RowAuthState {
     pub tagged: bool,
     /// Some row of an authenticated table has no tag.
     pub untagged: bool,
-}
-
-/// Sort fields of `GET /keys`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortField {
-    Id,
-    State,
-    Extractable,
-    Imported,
-    CreationDate,
-    LastUpdateDate,
-    LastRotateDate,
-    DeletionDate,
-    ExpirationDate,
-}
-
-/// Filters of `GET /keys` and `HEAD /keys`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyQuery {
-    /// States to include; empty = the default (every state but Destroyed).
-    pub states: Vec<KeyState>,
-    pub extractable: Option<bool>,
-    pub key_ring_id: Option<String>,
-    pub limit: i64,
-    pub offset: i64,
-    /// (field, descending); empty = by id.
-    pub sort: Vec<(SortField, bool)>,
-    /// "Now", for state filters and sorts: an Active key whose expiration date has passed
-    /// counts as Deactivated (3).
-    pub now: i64,
-}
-
-impl Default for KeyQuery {
-    fn default() -> Self {
-        Self {
-            states: Vec::new(),
-            extractable: None,
-            key_ring_id: None,
-            limit: 200,
-            offset: 0,
-            sort: Vec::new(),
-            now: 0,
-        }
-    }
-}
-
-/// What the key insert must find still true at commit: a secure import is accepted only while
-/// the token it was verified against is still the instance's live, unexpired token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenGuard {
-    pub token_id: TokenId,
-    pub now: i64,
 }
 
 #[async_trait]
@@ -457,7 +196,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn list_grants(&self) -> StoreResult<Vec<GrantRow>>;
 
     /// Inserts a key with its first version, atomically; with a guard, only if the guard's
-    /// token is still the instance's token and unexpired (else `Conflict("import token")`).
+    /// token is still the instance's token and unexpired (else `Conflict(ConflictKind::ImportToken)`).
     async fn insert_key(
         &self,
         key: &KeyRow,
@@ -468,7 +207,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>>;
     async fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64>;
     /// Writes `key` if its stored `row_version` is still `key.row_version`, and bumps it.
-    /// `Conflict("key changed")` if another writer got there first.
+    /// `Conflict(ConflictKind::KeyChanged)` if another writer got there first.
     async fn update_key(&self, key: &KeyRow) -> StoreResult<()>;
     /// Adds a version and updates the key (conditional as in [`Store::update_key`]) atomically;
     /// with a guard, also requires the token to be live as in [`Store::insert_key`].
@@ -505,7 +244,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `Conflict` if it exists.
     async fn create_key_ring(&self, row: &KeyRingRow) -> StoreResult<()>;
     async fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>>;
-    /// `NotFound`; `Conflict("key ring has keys")` while it holds keys not destroyed, or any
+    /// `NotFound`; `Conflict(ConflictKind::KeyRingHasKeys)` while it holds keys not destroyed, or any
     /// key without `force` (with `force`, destroyed keys move to `default`).
     async fn delete_key_ring(&self, instance: InstanceId, id: &str, force: bool)
         -> StoreResult<()>;

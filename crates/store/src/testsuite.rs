@@ -8,9 +8,9 @@ use std::sync::Arc;
 use keyward_domain::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 use crate::{
-    AliasRow, ApiKeyRow, AuditQuery, AuditRow, GrantRow, InstanceRow, KeyQuery, KeyRingRow, KeyRow,
-    PolicyRow, PrincipalRow, RegistrationRow, SealedPlace, Store, StoreError, TokenGuard, TokenRow,
-    VersionRow,
+    AliasRow, ApiKeyRow, AuditQuery, AuditRow, ConflictKind, GrantRow, InstanceRow, KeyQuery,
+    KeyRingRow, KeyRow, PolicyRow, PrincipalRow, RegistrationRow, SealedPlace, Store, StoreError,
+    TokenGuard, TokenRow, VersionRow,
 };
 
 /// Runs every check against `store`, which must start empty.
@@ -111,7 +111,7 @@ async fn instances_and_principals(store: &dyn Store) {
     store.create_instance(&a).await.unwrap();
     assert!(matches!(
         store.create_instance(&a).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict(ConflictKind::AlreadyExists))
     ));
     assert_eq!(store.get_instance(a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(store.get_instance(InstanceId::new()).await.unwrap(), None);
@@ -212,7 +212,7 @@ async fn keys_are_scoped_and_conditional(store: &dyn Store) {
     store.update_key(&del).await.unwrap();
     assert!(matches!(
         store.update_key(&del).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict(ConflictKind::KeyChanged))
     ));
     let got = store.get_key(a.id, k1.id).await.unwrap().unwrap();
     assert_eq!(got.state, KeyState::Destroyed);
@@ -257,7 +257,7 @@ async fn keys_are_scoped_and_conditional(store: &dyn Store) {
 
     assert!(matches!(
         store.delete_instance(a.id).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict(ConflictKind::InstanceHasKeys))
     ));
 }
 
@@ -384,13 +384,13 @@ async fn token_guard_blocks_stale_imports(store: &dyn Store) {
         store
             .insert_key(&k2, &v2, Some(guard(&old, 1_700_000_010)))
             .await,
-        Err(StoreError::Conflict("import token"))
+        Err(StoreError::Conflict(ConflictKind::ImportToken))
     ));
     assert!(matches!(
         store
             .insert_key(&k2, &v2, Some(guard(&new, 1_700_000_600)))
             .await,
-        Err(StoreError::Conflict("import token")),
+        Err(StoreError::Conflict(ConflictKind::ImportToken)),
     ));
     assert_eq!(
         store.get_key(a.id, k2.id).await.unwrap(),
@@ -439,7 +439,7 @@ async fn lifecycle_tables(store: &dyn Store) {
     store.create_alias(&alias(a.id, "al-1")).await.unwrap();
     assert!(matches!(
         store.create_alias(&alias(a.id, "al-1")).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict(ConflictKind::AlreadyExists))
     ));
     store.create_alias(&alias(b.id, "al-1")).await.unwrap();
     assert_eq!(store.resolve_alias(a.id, "al-1").await.unwrap(), Some(k.id));
@@ -475,13 +475,13 @@ async fn lifecycle_tables(store: &dyn Store) {
     store.create_key_ring(&ring).await.unwrap();
     assert!(matches!(
         store.create_key_ring(&ring).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict(ConflictKind::AlreadyExists))
     ));
     assert_eq!(store.list_key_rings(a.id).await.unwrap().len(), 1);
     assert!(store.list_key_rings(b.id).await.unwrap().is_empty());
     assert!(matches!(
         store.delete_key_ring(a.id, "ring-1", true).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict(ConflictKind::KeyRingHasKeys))
     ));
 
     // scheduler queries
@@ -541,14 +541,17 @@ async fn lifecycle_tables(store: &dyn Store) {
     store.update_key(&del).await.unwrap();
     assert!(matches!(
         store.delete_key_ring(a.id, "ring-1", false).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict(ConflictKind::KeyRingHasKeys))
     ));
     store.delete_key_ring(a.id, "ring-1", true).await.unwrap();
     let moved = store.get_key(a.id, k.id).await.unwrap().unwrap();
     assert_eq!(moved.key_ring_id, "default");
     assert_eq!(store.due_purges(1_700_000_001, 10).await.unwrap().len(), 1);
     assert!(
-        matches!(store.purge_key(&del).await, Err(StoreError::Conflict(_))),
+        matches!(
+            store.purge_key(&del).await,
+            Err(StoreError::Conflict(ConflictKind::KeyChanged))
+        ),
         "stale row_version"
     );
     store.purge_key(&moved).await.unwrap();

@@ -4,13 +4,13 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keyward_domain::rows::SortField;
 use keyward_domain::KeyState;
 use keyward_service::keys::CreateKeyRequest;
 use keyward_service::listing::{
     add_filter_term, parse_filter, ListRequest, Search, MAX_SORT_FIELDS, MAX_STATES,
 };
 use keyward_service::{ErrorCode, ServiceError};
-use keyward_store::SortField;
 use keyward_wire::de::Slot;
 use keyward_wire::req::{
     Collection, EnvelopeShape, KeyCreateRequest, KeyCreateWithOverridesRequest,

@@ -6,10 +6,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_domain::format_time;
+use keyward_domain::rows::KeyRow;
 use keyward_service::lifecycle::KeyPolicies;
 use keyward_service::policies::InstancePolicyInput;
 use keyward_service::{ErrorCode, ServiceError};
-use keyward_store::KeyRow;
 use keyward_wire::de::Slot;
 use keyward_wire::req::{InstancePoliciesRequest, KeyPoliciesRequest, PatchKeyRequest};
 use keyward_wire::resp::{
@@ -500,7 +500,7 @@ pub async fn delete_key_ring(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn registrations_body(rows: &[keyward_store::RegistrationRow]) -> RegistrationCollection {
+fn registrations_body(rows: &[keyward_domain::rows::RegistrationRow]) -> RegistrationCollection {
     let res = rows
         .iter()
         .map(|r| resp::Registration {

@@ -1,17 +1,16 @@
-//! The lifecycle half of [`SqlStore`]: purge, scheduler queries, aliases, key rings,
-//! instance policies and registrations. Same portability rules as `sql.rs`.
+//! Aliases and key rings.
 
 use keyward_domain::{InstanceId, KeyId};
 use sqlx::any::AnyRow;
 
+use super::*;
 use crate::rowtag;
-use crate::sql::{classify, get, tag_col, uuid_col, SqlStore, KEY_COLS};
-use crate::{AliasRow, KeyRingRow, KeyRow, PolicyRow, RegistrationRow, StoreError, StoreResult};
+use crate::{AliasRow, ConflictKind, KeyRingRow, StoreError, StoreResult};
 
 /// Most ids bound in one `IN (...)` list (SQLite allows 32,766 parameters, PostgreSQL 65,535).
-const MAX_IDS_PER_STATEMENT: usize = 8_192;
+pub(crate) const MAX_IDS_PER_STATEMENT: usize = 8_192;
 
-fn alias_from_row(r: &AnyRow) -> StoreResult<AliasRow> {
+pub(crate) fn alias_from_row(r: &AnyRow) -> StoreResult<AliasRow> {
     Ok(AliasRow {
         instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
         alias: get(r, "alias")?,
@@ -21,20 +20,8 @@ fn alias_from_row(r: &AnyRow) -> StoreResult<AliasRow> {
     })
 }
 
-fn registration_from_row(r: &AnyRow) -> StoreResult<RegistrationRow> {
-    Ok(RegistrationRow {
-        instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
-        key_id: uuid_col(r, "key_id", KeyId::parse)?,
-        resource_crn: get(r, "resource_crn")?,
-        prevent_key_deletion: get::<i64>(r, "prevent_key_deletion")? != 0,
-        description: get(r, "description")?,
-        created_at: get(r, "created_at")?,
-        created_by: get(r, "created_by")?,
-    })
-}
-
 impl SqlStore {
-    fn alias_checked(&self, r: &AnyRow) -> StoreResult<AliasRow> {
+    pub(crate) fn alias_checked(&self, r: &AnyRow) -> StoreResult<AliasRow> {
         self.checked(
             "key_aliases",
             r,
@@ -42,63 +29,6 @@ impl SqlStore {
             |a| format!("{}/{}", a.instance_id, a.alias),
             rowtag::alias_input,
         )
-    }
-
-    pub(crate) async fn purge_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
-        let (inst, id) = (key.instance_id.to_string(), key.id.to_string());
-        let r =
-            sqlx::query("DELETE FROM keys WHERE instance_id = $1 AND id = $2 AND row_version = $3")
-                .bind(inst.as_str())
-                .bind(id.as_str())
-                .bind(key.row_version)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        if r.rows_affected() != 1 {
-            return Err(StoreError::Conflict("key changed"));
-        }
-        for stmt in [
-            "DELETE FROM key_versions WHERE instance_id = $1 AND key_id = $2",
-            "DELETE FROM key_aliases WHERE instance_id = $1 AND key_id = $2",
-            "DELETE FROM registrations WHERE instance_id = $1 AND key_id = $2",
-        ] {
-            sqlx::query(stmt)
-                .bind(inst.as_str())
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(())
-    }
-
-    pub(crate) async fn keys_where(
-        &self,
-        cond: &str,
-        a: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<KeyRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLS} FROM keys WHERE {cond} ORDER BY id LIMIT $2"
-        ))
-        .bind(a)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await
-        .map_err(classify)?;
-        // The scheduler skips a row that fails its check (it is logged and counted) rather than
-        // let one tampered row stop every rotation and purge.
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            match self.key_checked(r) {
-                Ok(k) => out.push(k),
-                Err(StoreError::Integrity { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
     }
 
     pub(crate) async fn create_alias_impl(&self, a: &AliasRow) -> StoreResult<()> {
@@ -270,7 +200,7 @@ impl SqlStore {
         .await
         .map_err(classify)?;
         if live > 0 || (all > 0 && !force) {
-            return Err(StoreError::Conflict("key ring has keys"));
+            return Err(StoreError::Conflict(ConflictKind::KeyRingHasKeys));
         }
         // The (destroyed) keys left in the ring move to `default`, each re-tagged.
         let moving = sqlx::query(&format!(
@@ -306,108 +236,5 @@ impl SqlStore {
         }
         tx.commit().await.map_err(classify)?;
         Ok(())
-    }
-
-    pub(crate) async fn put_instance_policy_impl(&self, p: &PolicyRow) -> StoreResult<()> {
-        let data =
-            serde_json::to_string(&p.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let tag = self.tag_of(&rowtag::policy_input(p))?;
-        sqlx::query(
-            "INSERT INTO instance_policies (instance_id, policy_type, data, created_at, created_by, updated_at, updated_by, auth_tag)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (instance_id, policy_type) DO UPDATE SET data = excluded.data,
-               updated_at = excluded.updated_at, updated_by = excluded.updated_by,
-               auth_tag = excluded.auth_tag",
-        )
-        .bind(p.instance_id.to_string())
-        .bind(p.policy_type.as_str())
-        .bind(data)
-        .bind(p.created_at)
-        .bind(p.created_by.as_str())
-        .bind(p.updated_at)
-        .bind(p.updated_by.as_str())
-        .bind(tag)
-        .execute(&self.write)
-        .await
-        .map_err(classify)?;
-        Ok(())
-    }
-
-    pub(crate) async fn instance_policies_impl(
-        &self,
-        instance: InstanceId,
-    ) -> StoreResult<Vec<PolicyRow>> {
-        let rows = sqlx::query(
-            "SELECT instance_id, policy_type, data, created_at, created_by, updated_at, updated_by, auth_tag FROM instance_policies WHERE instance_id = $1 ORDER BY policy_type",
-        )
-        .bind(instance.to_string())
-        .fetch_all(&self.read)
-        .await
-        .map_err(classify)?;
-        rows.iter()
-            .map(|r| {
-                let data: String = get(r, "data")?;
-                let p = PolicyRow {
-                    instance_id: uuid_col(r, "instance_id", InstanceId::parse)?,
-                    policy_type: get(r, "policy_type")?,
-                    data: serde_json::from_str(&data)
-                        .map_err(|_| StoreError::Corrupt("policy data".into()))?,
-                    created_at: get(r, "created_at")?,
-                    created_by: get(r, "created_by")?,
-                    updated_at: get(r, "updated_at")?,
-                    updated_by: get(r, "updated_by")?,
-                };
-                self.check_tag(
-                    "instance_policies",
-                    &format!("{}/{}", p.instance_id, p.policy_type),
-                    &rowtag::policy_input(&p),
-                    tag_col(r)?.as_deref(),
-                )?;
-                Ok(p)
-            })
-            .collect()
-    }
-
-    pub(crate) async fn add_registration_impl(&self, r: &RegistrationRow) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO registrations (instance_id, key_id, resource_crn, prevent_key_deletion, description, created_at, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(r.instance_id.to_string())
-        .bind(r.key_id.to_string())
-        .bind(r.resource_crn.as_str())
-        .bind(i64::from(r.prevent_key_deletion))
-        .bind(r.description.clone())
-        .bind(r.created_at)
-        .bind(r.created_by.as_str())
-        .execute(&self.write)
-        .await
-        .map_err(classify)?;
-        Ok(())
-    }
-
-    pub(crate) async fn registrations_impl(
-        &self,
-        instance: InstanceId,
-        key: Option<KeyId>,
-    ) -> StoreResult<Vec<RegistrationRow>> {
-        const COLS: &str = "instance_id, key_id, resource_crn, prevent_key_deletion, description, created_at, created_by";
-        let rows = match key {
-            Some(k) => sqlx::query(&format!(
-                "SELECT {COLS} FROM registrations WHERE instance_id = $1 AND key_id = $2 ORDER BY created_at, resource_crn"
-            ))
-            .bind(instance.to_string())
-            .bind(k.to_string())
-            .fetch_all(&self.read)
-            .await,
-            None => sqlx::query(&format!(
-                "SELECT {COLS} FROM registrations WHERE instance_id = $1 ORDER BY created_at, resource_crn"
-            ))
-            .bind(instance.to_string())
-            .fetch_all(&self.read)
-            .await,
-        }
-        .map_err(classify)?;
-        rows.iter().map(registration_from_row).collect()
     }
 }

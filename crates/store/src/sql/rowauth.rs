@@ -8,13 +8,11 @@ use std::sync::Arc;
 use keyward_domain::{InstanceId, Role};
 use sqlx::any::AnyRow;
 
+use super::{classify, get, key_from_row, uuid_col, SqlStore, Tx, KEY_COLS};
 use crate::rowtag::{self, RowAuth, TagInput, TAGGED_TABLES};
-use crate::sql::{classify, get, key_from_row, uuid_col, SqlStore, KEY_COLS};
 use crate::{
     AliasRow, ApiKeyRow, GrantRow, InstanceRow, PolicyRow, RowAuthState, StoreError, StoreResult,
 };
-
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 /// One untagged row, ready to be tagged: its canonical input and the conditional update that
 /// stores the tag (binds after the tag: the values that must still hold).
@@ -334,12 +332,7 @@ mod tests {
             "INSERT INTO principals (iam_id, name, created_at) VALUES ('IBMid-mallory', 'm', 1)",
         )
         .await;
-        let hash_hex = "02".repeat(32);
-        let blob = if store.backend() == "sqlite" {
-            format!("X'{hash_hex}'")
-        } else {
-            format!("'\\x{hash_hex}'::bytea")
-        };
+        let blob = store.dialect.blob_literal(&[2u8; 32]);
         exec(&store, &format!("INSERT INTO api_keys (id, iam_id, key_hash, name, created_at) VALUES ('ak-evil', 'IBMid-mallory', {blob}, 'm', 1)")).await;
         assert!(store.find_api_key(&[2u8; 32]).await.unwrap().is_none());
         assert_eq!(store.list_api_keys().await.unwrap().len(), 1);

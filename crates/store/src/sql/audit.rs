@@ -8,7 +8,7 @@
 
 use sqlx::any::AnyRow;
 
-use crate::sql::{classify, get, SqlStore};
+use super::{classify, get, SqlStore};
 use crate::{AuditEntry, AuditQuery, AuditRow, StoreError, StoreResult};
 
 const AUDIT_COLS: &str =

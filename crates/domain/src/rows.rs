@@ -1,0 +1,309 @@
+//! The rows Keyward stores, as plain data: what the store reads and writes, the service
+//! works on and the API renders. The store (`keyward-store`) re-exports them; the API names
+//! them from here, so it needs no dependency on the store.
+//!
+//! Secret columns hold sealed bytes only, and the `Debug` of a row with sealed bytes shows
+//! their length, never the bytes.
+
+use std::fmt;
+
+use crate::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    pub id: InstanceId,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRow {
+    pub iam_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// An API key's public half; the key itself is stored only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub iam_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub instance_id: InstanceId,
+    pub iam_id: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// A key's metadata. Material lives in [`VersionRow`]s, sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub id: KeyId,
+    pub instance_id: InstanceId,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub state: KeyState,
+    pub extractable: bool,
+    pub imported: bool,
+    pub key_ring_id: String,
+    pub expiration_date: Option<i64>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub last_rotate_date: Option<i64>,
+    pub deletion_date: Option<i64>,
+    pub deleted_by: Option<String>,
+    /// When the state last changed (the 30-second rules of enable/restore read it).
+    pub state_changed_at: i64,
+    pub current_version: VersionId,
+    /// Lifecycle attributes that do not need their own column (policies, dual-auth marks),
+    /// as a JSON object.
+    pub attrs: serde_json::Value,
+    /// Optimistic-concurrency counter: every update is conditional on it and increments it.
+    pub row_version: i64,
+    /// When the rotation policy next makes this key due (None: no policy).
+    pub next_rotation_at: Option<i64>,
+}
+
+/// One version of a key's material, sealed under the master key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    pub id: VersionId,
+    pub key_id: KeyId,
+    pub instance_id: InstanceId,
+    /// 1 for the first version, +1 per rotation.
+    pub seq: i64,
+    pub created_at: i64,
+    pub sealed: Vec<u8>,
+    pub master_key_id: String,
+}
+
+impl fmt::Debug for VersionRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VersionRow")
+            .field("id", &self.id)
+            .field("key_id", &self.key_id)
+            .field("seq", &self.seq)
+            .field(
+                "sealed",
+                &format_args!("[{} sealed bytes]", self.sealed.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which row a sealed value belongs to (its seal context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealedPlace {
+    KeyVersion {
+        instance: String,
+        key: String,
+        version: String,
+    },
+    ImportToken {
+        instance: String,
+        token: String,
+    },
+    Secret {
+        name: String,
+    },
+}
+
+/// A sealed value with where it lives and which master key sealed it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedRow {
+    pub place: SealedPlace,
+    pub sealed: Vec<u8>,
+    pub master_key_id: String,
+}
+
+impl fmt::Debug for SealedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedRow")
+            .field("place", &self.place)
+            .field("master_key_id", &self.master_key_id)
+            .field(
+                "sealed",
+                &format_args!("[{} sealed bytes]", self.sealed.len()),
+            )
+            .finish()
+    }
+}
+
+/// The one import token of an instance.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub instance_id: InstanceId,
+    pub token_id: TokenId,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub expiration_secs: i64,
+    pub max_retrievals: i64,
+    pub remaining: i64,
+    pub nonce: Vec<u8>,
+    pub public_pem: String,
+    pub sealed_private: Vec<u8>,
+    pub master_key_id: String,
+}
+
+impl fmt::Debug for TokenRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRow")
+            .field("instance_id", &self.instance_id)
+            .field("token_id", &self.token_id)
+            .field("expires_at", &self.expires_at)
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An alias of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRow {
+    pub instance_id: InstanceId,
+    pub alias: String,
+    pub key_id: KeyId,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRingRow {
+    pub instance_id: InstanceId,
+    pub id: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// One instance policy (`policy_type` → its JSON `policy_data`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRow {
+    pub instance_id: InstanceId,
+    pub policy_type: String,
+    pub data: serde_json::Value,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// A registration: a cloud resource protected by a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRow {
+    pub instance_id: InstanceId,
+    pub key_id: KeyId,
+    pub resource_crn: String,
+    pub prevent_key_deletion: bool,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// One audit record as the `audit_log` table holds it: ids, names, outcomes and addresses,
+/// never a secret (no key material, plaintext, ciphertext, nonce, token or API key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// `time` as Unix seconds (what time filters and indexes use).
+    pub time_unix: i64,
+    /// RFC 3339, UTC, exactly as the JSON-lines file writes it.
+    pub time: String,
+    pub request_id: String,
+    pub correlation_id: Option<String>,
+    pub principal: String,
+    pub instance: String,
+    /// Key Protect's activity-tracker name, e.g. `kms.secrets.wrap`.
+    pub action: String,
+    pub key_id: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// The reason code of a failure.
+    pub reason: Option<String>,
+    /// The client's address.
+    pub source: Option<String>,
+}
+
+/// A stored audit record and the id the database gave it (ids grow in insertion order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub row: AuditRow,
+}
+
+/// Filters of `Store::audit_records` (`keyward-store`): a record must match every filter given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub key_id: Option<String>,
+    pub principal: Option<String>,
+    pub instance: Option<String>,
+    pub outcome: Option<String>,
+    pub request_id: Option<String>,
+    /// Records at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Records at or before this time (Unix seconds).
+    pub until: Option<i64>,
+    /// Records with an id greater than this (to page through a long result).
+    pub after_id: Option<i64>,
+    /// At most this many records (`None`: all).
+    pub limit: Option<i64>,
+    /// Newest first (the last records, for `tail`) instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// Sort fields of `GET /keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortField {
+    Id,
+    State,
+    Extractable,
+    Imported,
+    CreationDate,
+    LastUpdateDate,
+    LastRotateDate,
+    DeletionDate,
+    ExpirationDate,
+}
+
+/// Filters of `GET /keys` and `HEAD /keys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyQuery {
+    /// States to include; empty = the default (every state but Destroyed).
+    pub states: Vec<KeyState>,
+    pub extractable: Option<bool>,
+    pub key_ring_id: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+    /// (field, descending); empty = by id.
+    pub sort: Vec<(SortField, bool)>,
+    /// "Now", for state filters and sorts: an Active key whose expiration date has passed
+    /// counts as Deactivated (3).
+    pub now: i64,
+}
+
+impl Default for KeyQuery {
+    fn default() -> Self {
+        Self {
+            states: Vec::new(),
+            extractable: None,
+            key_ring_id: None,
+            limit: 200,
+            offset: 0,
+            sort: Vec::new(),
+            now: 0,
+        }
+    }
+}
+
+/// What the key insert must find still true at commit: a secure import is accepted only while
+/// the token it was verified against is still the instance's live, unexpired token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenGuard {
+    pub token_id: TokenId,
+    pub now: i64,
+}

@@ -1,0 +1,153 @@
+//! [`Dialect`]: the one place where the SQL of SQLite and PostgreSQL differs. Every other
+//! module writes portable SQL (`$n` placeholders, `INSERT … ON CONFLICT`, `UPDATE …
+//! RETURNING`, integers for times and booleans) and asks the dialect for the rest: the
+//! migrations, per-connection settings, catalog queries and snapshot reads of
+//! `keyward admin copy-db` (`crate::copy`).
+
+use super::DatabaseUrl;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_lifecycle.sql"),
+    ),
+    (3, include_str!("../../migrations/sqlite/0003_audit.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_sealed_index.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_import_failures.sql"),
+    ),
+    (6, include_str!("../../migrations/sqlite/0006_row_auth.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_lifecycle.sql"),
+    ),
+    (3, include_str!("../../migrations/postgres/0003_audit.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_sealed_index.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_import_failures.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_row_auth.sql"),
+    ),
+];
+
+impl Dialect {
+    /// The dialect of a database URL (`None`: neither `sqlite:` nor `postgres://`).
+    pub(crate) fn of(url: &DatabaseUrl) -> Option<Self> {
+        if url.is_sqlite() {
+            Some(Self::Sqlite)
+        } else if url.is_postgres() {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"` ([`crate::Store::backend`]).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    /// The embedded migrations, by version.
+    pub(crate) fn migrations(self) -> &'static [(i64, &'static str)] {
+        match self {
+            Self::Sqlite => SQLITE_MIGRATIONS,
+            Self::Postgres => POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Statements run on every new connection: SQLite's WAL with `synchronous=FULL` (every
+    /// acknowledged write durable), busy timeout and foreign keys. PostgreSQL needs none.
+    pub(crate) fn connection_settings(self) -> &'static [&'static str] {
+        match self {
+            Self::Sqlite => &[
+                "PRAGMA busy_timeout = 5000",
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA foreign_keys = ON",
+            ],
+            Self::Postgres => &[],
+        }
+    }
+
+    /// The tables of the database (one `TEXT` column), by name.
+    pub(crate) fn tables_sql(self) -> &'static str {
+        match self {
+            Self::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            }
+            Self::Postgres => {
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1"
+            }
+        }
+    }
+
+    /// The columns of table `$1`: `name`, declared `type`, and `pk` (its position in the
+    /// primary key, 0 if none), in declaration order.
+    pub(crate) fn columns_sql(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SELECT name, type, pk FROM pragma_table_info($1) ORDER BY cid",
+            Self::Postgres => {
+                "SELECT CAST(c.column_name AS TEXT) AS name, CAST(c.data_type AS TEXT) AS type,
+                    CAST(COALESCE((
+                        SELECT k.ordinal_position FROM information_schema.table_constraints t
+                        JOIN information_schema.key_column_usage k
+                          ON k.constraint_name = t.constraint_name
+                         AND k.table_schema = t.table_schema AND k.table_name = t.table_name
+                        WHERE t.table_schema = c.table_schema AND t.table_name = c.table_name
+                          AND t.constraint_type = 'PRIMARY KEY' AND k.column_name = c.column_name
+                    ), 0) AS BIGINT) AS pk
+             FROM information_schema.columns c
+             WHERE c.table_schema = current_schema() AND c.table_name = $1
+             ORDER BY c.ordinal_position"
+            }
+        }
+    }
+
+    /// The statement that makes a read transaction one snapshot (`None`: SQLite's read
+    /// transaction is one already).
+    pub(crate) fn snapshot_read(self) -> Option<&'static str> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
+        }
+    }
+
+    /// Whether serial columns draw from sequences that a copy must move past the copied ids.
+    pub(crate) fn has_sequences(self) -> bool {
+        self == Self::Postgres
+    }
+
+    /// A literal of `bytes` as a blob (for tests that write rows behind the store's back).
+    #[cfg(test)]
+    pub(crate) fn blob_literal(self, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match self {
+            Self::Sqlite => format!("X'{hex}'"),
+            Self::Postgres => format!("'\\x{hex}'::bytea"),
+        }
+    }
+}

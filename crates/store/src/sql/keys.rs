@@ -1,0 +1,353 @@
+//! Key rows: insert, read, list and count (`GET /keys` filters and sorts), conditional
+//! update and rotation, purge, and the scheduler's queries.
+
+use keyward_domain::{InstanceId, KeyId, KeyState};
+
+use super::*;
+use crate::rowtag;
+use crate::{
+    ConflictKind, KeyQuery, KeyRow, SortField, StoreError, StoreResult, TokenGuard, VersionRow,
+};
+
+/// The state a key shows at "now", which every key query binds as `$2`: expiry turns Active
+/// into Deactivated.
+pub(crate) const EFFECTIVE_STATE: &str =
+    "(CASE WHEN state = 1 AND expiration_date IS NOT NULL AND expiration_date <= $2 THEN 3 ELSE state END)";
+
+/// A value bound by a key query, after `$1` (instance) and `$2` (now).
+pub(crate) enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// The WHERE clause (after `instance_id = $1`) and its values, numbered from `$3` as they are
+/// written: one placeholder per value, built in one pass. Only fixed SQL fragments are
+/// concatenated; every value is bound. States are deduplicated.
+pub(crate) fn key_filter(q: &KeyQuery) -> (String, Vec<Bind>) {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(256);
+    let mut binds = Vec::new();
+    let mut seen = [false; 6];
+    let states = if q.states.is_empty() {
+        &[
+            KeyState::PreActivation,
+            KeyState::Active,
+            KeyState::Suspended,
+            KeyState::Deactivated,
+        ][..]
+    } else {
+        &q.states[..]
+    };
+    sql.push_str(" AND ");
+    sql.push_str(EFFECTIVE_STATE);
+    sql.push_str(" IN (");
+    for s in states {
+        let code = s.code();
+        match usize::try_from(code).ok().and_then(|i| seen.get_mut(i)) {
+            Some(seen) if !*seen => *seen = true,
+            _ => continue,
+        }
+        if !binds.is_empty() {
+            sql.push(',');
+        }
+        binds.push(Bind::Int(code));
+        let _ = write!(sql, "${}", binds.len() + 2);
+    }
+    sql.push(')');
+    if let Some(e) = q.extractable {
+        binds.push(Bind::Int(i64::from(e)));
+        let _ = write!(sql, " AND extractable = ${}", binds.len() + 2);
+    }
+    if let Some(r) = &q.key_ring_id {
+        binds.push(Bind::Text(r.clone()));
+        let _ = write!(sql, " AND key_ring_id = ${}", binds.len() + 2);
+    }
+    (sql, binds)
+}
+
+/// The ORDER BY list: each field once (the first mention wins, as SQL would), then `id`.
+pub(crate) fn sort_sql(q: &KeyQuery) -> String {
+    let mut sql = String::with_capacity(64);
+    let mut seen: Vec<SortField> = Vec::with_capacity(9);
+    for (f, desc) in &q.sort {
+        if seen.contains(f) {
+            continue;
+        }
+        seen.push(*f);
+        let col = match f {
+            SortField::Id => "id",
+            SortField::State => EFFECTIVE_STATE,
+            SortField::Extractable => "extractable",
+            SortField::Imported => "imported",
+            SortField::CreationDate => "created_at",
+            SortField::LastUpdateDate => "updated_at",
+            SortField::LastRotateDate => "last_rotate_date",
+            SortField::DeletionDate => "deletion_date",
+            SortField::ExpirationDate => "expiration_date",
+        };
+        sql.push_str(col);
+        sql.push_str(if *desc { " DESC, " } else { " ASC, " });
+    }
+    if seen.contains(&SortField::Id) {
+        sql.truncate(sql.len() - 2);
+    } else {
+        sql.push_str("id ASC");
+    }
+    sql
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+/// Holds the instance's token row for the rest of the transaction (a no-op update takes its
+/// row lock on PostgreSQL; SQLite has a single writer) and fails unless it is still `g.token_id`
+/// and unexpired.
+pub(crate) async fn check_guard(
+    tx: &mut Tx<'_>,
+    instance: InstanceId,
+    g: TokenGuard,
+) -> StoreResult<()> {
+    let r = sqlx::query(
+        "UPDATE import_tokens SET remaining = remaining WHERE instance_id = $1 AND token_id = $2 AND expires_at > $3",
+    )
+    .bind(instance.to_string())
+    .bind(g.token_id.to_string())
+    .bind(g.now)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    if r.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(ConflictKind::ImportToken))
+    }
+}
+
+impl SqlStore {
+    pub(crate) async fn insert_key_impl(
+        &self,
+        key: &KeyRow,
+        version: &VersionRow,
+        guard: Option<TokenGuard>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        if let Some(g) = guard {
+            check_guard(&mut tx, key.instance_id, g).await?;
+        }
+        let tag = self.tag_of(&rowtag::key_input(key))?;
+        sqlx::query(&format!(
+            "INSERT INTO keys ({KEY_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)"
+        ))
+        .bind(key.id.to_string())
+        .bind(key.instance_id.to_string())
+        .bind(key.name.as_str())
+        .bind(key.description.clone())
+        .bind(json_text(&key.tags)?)
+        .bind(key.state.code())
+        .bind(i64::from(key.extractable))
+        .bind(i64::from(key.imported))
+        .bind(key.key_ring_id.as_str())
+        .bind(key.expiration_date)
+        .bind(key.created_at)
+        .bind(key.created_by.as_str())
+        .bind(key.updated_at)
+        .bind(key.last_rotate_date)
+        .bind(key.deletion_date)
+        .bind(key.deleted_by.clone())
+        .bind(key.state_changed_at)
+        .bind(key.current_version.to_string())
+        .bind(json_text(&key.attrs)?)
+        .bind(key.row_version)
+        .bind(key.next_rotation_at)
+        .bind(tag)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        self.insert_version(&mut tx, version).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn get_key_impl(
+        &self,
+        instance: InstanceId,
+        id: KeyId,
+    ) -> StoreResult<Option<KeyRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1 AND id = $2"
+        ))
+        .bind(instance.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(|r| self.key_checked(r)).transpose()
+    }
+
+    pub(crate) async fn list_keys_impl(
+        &self,
+        instance: InstanceId,
+        q: &KeyQuery,
+    ) -> StoreResult<Vec<KeyRow>> {
+        let (filter, binds) = key_filter(q);
+        let n = binds.len() + 2;
+        let sql = format!(
+            "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1{filter} ORDER BY {} LIMIT ${} OFFSET ${}",
+            sort_sql(q),
+            n + 1,
+            n + 2
+        );
+        let mut query = sqlx::query(&sql).bind(instance.to_string()).bind(q.now);
+        for b in binds {
+            query = match b {
+                Bind::Int(i) => query.bind(i),
+                Bind::Text(t) => query.bind(t),
+            };
+        }
+        let rows = query
+            .bind(q.limit)
+            .bind(q.offset)
+            .fetch_all(&self.read)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(|r| self.key_checked(r)).collect()
+    }
+
+    pub(crate) async fn count_keys_impl(
+        &self,
+        instance: InstanceId,
+        q: &KeyQuery,
+    ) -> StoreResult<i64> {
+        let (filter, binds) = key_filter(q);
+        let sql = format!("SELECT COUNT(*) FROM keys WHERE instance_id = $1{filter}");
+        let mut query = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(instance.to_string())
+            .bind(q.now);
+        for b in binds {
+            query = match b {
+                Bind::Int(i) => query.bind(i),
+                Bind::Text(t) => query.bind(t),
+            };
+        }
+        query.fetch_one(&self.read).await.map_err(classify)
+    }
+
+    pub(crate) async fn update_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        self.update_key_in(&mut tx, key).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn rotate_key_impl(
+        &self,
+        key: &KeyRow,
+        version: &VersionRow,
+        guard: Option<TokenGuard>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        if let Some(g) = guard {
+            check_guard(&mut tx, key.instance_id, g).await?;
+        }
+        self.update_key_in(&mut tx, key).await?;
+        self.insert_version(&mut tx, version).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn update_key_in(&self, tx: &mut Tx<'_>, key: &KeyRow) -> StoreResult<()> {
+        let tag = self.tag_of(&rowtag::key_input(key))?;
+        let r = sqlx::query(
+            "UPDATE keys SET name = $3, description = $4, tags = $5, state = $6, extractable = $7,
+           imported = $8, key_ring_id = $9, expiration_date = $10, updated_at = $11,
+           last_rotate_date = $12, deletion_date = $13, deleted_by = $14, state_changed_at = $15,
+           current_version = $16, attrs = $17, next_rotation_at = $19, auth_tag = $20,
+           row_version = row_version + 1
+         WHERE instance_id = $1 AND id = $2 AND row_version = $18",
+        )
+        .bind(key.instance_id.to_string())
+        .bind(key.id.to_string())
+        .bind(key.name.as_str())
+        .bind(key.description.clone())
+        .bind(json_text(&key.tags)?)
+        .bind(key.state.code())
+        .bind(i64::from(key.extractable))
+        .bind(i64::from(key.imported))
+        .bind(key.key_ring_id.as_str())
+        .bind(key.expiration_date)
+        .bind(key.updated_at)
+        .bind(key.last_rotate_date)
+        .bind(key.deletion_date)
+        .bind(key.deleted_by.clone())
+        .bind(key.state_changed_at)
+        .bind(key.current_version.to_string())
+        .bind(json_text(&key.attrs)?)
+        .bind(key.row_version)
+        .bind(key.next_rotation_at)
+        .bind(tag)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+        if r.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(ConflictKind::KeyChanged))
+        }
+    }
+
+    pub(crate) async fn purge_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        let (inst, id) = (key.instance_id.to_string(), key.id.to_string());
+        let r =
+            sqlx::query("DELETE FROM keys WHERE instance_id = $1 AND id = $2 AND row_version = $3")
+                .bind(inst.as_str())
+                .bind(id.as_str())
+                .bind(key.row_version)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        if r.rows_affected() != 1 {
+            return Err(StoreError::Conflict(ConflictKind::KeyChanged));
+        }
+        for stmt in [
+            "DELETE FROM key_versions WHERE instance_id = $1 AND key_id = $2",
+            "DELETE FROM key_aliases WHERE instance_id = $1 AND key_id = $2",
+            "DELETE FROM registrations WHERE instance_id = $1 AND key_id = $2",
+        ] {
+            sqlx::query(stmt)
+                .bind(inst.as_str())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn keys_where(
+        &self,
+        cond: &str,
+        a: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<KeyRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM keys WHERE {cond} ORDER BY id LIMIT $2"
+        ))
+        .bind(a)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        // The scheduler skips a row that fails its check (it is logged and counted) rather than
+        // let one tampered row stop every rotation and purge.
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match self.key_checked(r) {
+                Ok(k) => out.push(k),
+                Err(StoreError::Integrity { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,377 @@
+//! [`SqlStore`]: the [`Store`] over SQLite or PostgreSQL through sqlx's `Any` driver.
+//!
+//! SQL here stays portable: `$n` placeholders (SQLite accepts them too), `INSERT … ON CONFLICT`,
+//! `UPDATE … RETURNING`, integers for times and booleans, no advisory locks; the few fragments
+//! that differ come from [`Dialect`] (`dialect.rs`). SQLite gets a single-connection writer
+//! pool, so write transactions never contend for the write lock, and a reader pool for
+//! everything else (WAL lets readers run beside the writer).
+//!
+//! Layout: `conn` (URL, pools), `migrate`, `retry` (error classification, retried writes),
+//! `rows` (column lists, row parsing, tag checks), then one module per entity: `tenants`
+//! (instances, principals, API keys, grants), `keys`, `versions`, `tokens`, `sealed`
+//! (secrets and re-sealing), `aliases` (aliases, key rings), `policies` (instance policies,
+//! registrations), `audit`, `rowauth`. The [`Store`] impl below only delegates.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use keyward_domain::{InstanceId, KeyId, Role, TokenId};
+
+use sqlx::AnyPool;
+
+use crate::rowtag::RowAuth;
+use crate::{
+    AliasRow, ApiKeyRow, AuditEntry, AuditQuery, AuditRow, GrantRow, InstanceRow, KeyQuery,
+    KeyRingRow, KeyRow, PolicyRow, PrincipalRow, RegistrationRow, SealedRow, Store, StoreResult,
+    TokenGuard, TokenRow, VersionRow,
+};
+
+mod aliases;
+mod audit;
+mod conn;
+mod dialect;
+mod keys;
+mod migrate;
+mod policies;
+mod retry;
+mod rowauth;
+mod rows;
+mod sealed;
+mod tenants;
+mod tokens;
+mod versions;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use audit::AUDIT_BATCH_ROWS;
+pub use conn::{DatabaseUrl, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS};
+pub(crate) use dialect::Dialect;
+pub(crate) use retry::classify;
+pub use retry::{is_serialization_failure, retry_write, serialization_retries, WRITE_ATTEMPTS};
+pub(crate) use rows::{get, key_from_row, tag_col, uuid_col, KEY_COLS};
+
+use retry::*;
+use rows::*;
+
+pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+/// The SQL store. Cheap to clone (pools are shared).
+#[derive(Clone)]
+pub struct SqlStore {
+    pub(crate) dialect: Dialect,
+    pub(crate) read: AnyPool,
+    pub(crate) write: AnyPool,
+    pub(crate) url: DatabaseUrl,
+    /// The row authenticator, once installed (`None`: authenticated tables can be neither read
+    /// nor written).
+    pub(crate) auth: std::sync::Arc<parking_lot::RwLock<Option<std::sync::Arc<dyn RowAuth>>>>,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("dialect", &self.dialect)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    fn install_row_auth(&self, auth: std::sync::Arc<dyn RowAuth>) {
+        self.install_row_auth_impl(auth);
+    }
+
+    async fn row_auth_state(&self) -> StoreResult<crate::RowAuthState> {
+        self.row_auth_state_impl().await
+    }
+
+    async fn tag_untagged(&self, limit: i64) -> StoreResult<u64> {
+        retry_write("tag_untagged", || self.tag_untagged_impl(limit)).await
+    }
+
+    async fn sealed_rows(&self) -> StoreResult<(i64, Vec<String>)> {
+        self.sealed_rows_impl().await
+    }
+
+    async fn get_secret(&self, name: &str) -> StoreResult<Option<(Vec<u8>, String)>> {
+        self.get_secret_impl(name).await
+    }
+
+    async fn put_secret_if_absent(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        master_key_id: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        retry_write("put_secret_if_absent", || {
+            self.put_secret_if_absent_impl(name, sealed, master_key_id, now)
+        })
+        .await
+    }
+
+    async fn put_secret(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        master_key_id: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        retry_write("put_secret", || {
+            self.put_secret_impl(name, sealed, master_key_id, now)
+        })
+        .await
+    }
+
+    async fn sealed_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.sealed_counts_impl().await
+    }
+
+    async fn sealed_batch(&self, keep: &str, limit: i64) -> StoreResult<Vec<SealedRow>> {
+        self.sealed_batch_impl(keep, limit).await
+    }
+
+    async fn reseal(
+        &self,
+        row: &SealedRow,
+        sealed: &[u8],
+        master_key_id: &str,
+    ) -> StoreResult<bool> {
+        retry_write("reseal", || self.reseal_impl(row, sealed, master_key_id)).await
+    }
+
+    async fn create_instance(&self, row: &InstanceRow) -> StoreResult<()> {
+        retry_write("create_instance", || self.create_instance_impl(row)).await
+    }
+
+    async fn get_instance(&self, id: InstanceId) -> StoreResult<Option<InstanceRow>> {
+        self.get_instance_impl(id).await
+    }
+
+    async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>> {
+        self.list_instances_impl().await
+    }
+
+    async fn delete_instance(&self, id: InstanceId) -> StoreResult<()> {
+        retry_write("delete_instance", || self.delete_instance_impl(id)).await
+    }
+
+    async fn create_api_key(
+        &self,
+        principal: &PrincipalRow,
+        key: &ApiKeyRow,
+        key_hash: &[u8],
+    ) -> StoreResult<()> {
+        retry_write("create_api_key", || {
+            self.create_api_key_impl(principal, key, key_hash)
+        })
+        .await
+    }
+
+    async fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<ApiKeyRow>> {
+        self.find_api_key_impl(key_hash).await
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
+        self.list_api_keys_impl().await
+    }
+
+    async fn delete_api_key(&self, id: &str) -> StoreResult<()> {
+        retry_write("delete_api_key", || self.delete_api_key_impl(id)).await
+    }
+
+    async fn api_key_exists(&self, id: &str) -> StoreResult<bool> {
+        self.api_key_exists_impl(id).await
+    }
+
+    async fn principal_exists(&self, iam_id: &str) -> StoreResult<bool> {
+        self.principal_exists_impl(iam_id).await
+    }
+
+    async fn grant(&self, g: &GrantRow) -> StoreResult<()> {
+        retry_write("grant", || self.grant_impl(g)).await
+    }
+
+    async fn revoke(&self, instance: InstanceId, iam_id: &str, role: Role) -> StoreResult<()> {
+        retry_write("revoke", || self.revoke_impl(instance, iam_id, role)).await
+    }
+
+    async fn roles_of(&self, instance: InstanceId, iam_id: &str) -> StoreResult<Vec<Role>> {
+        self.roles_of_impl(instance, iam_id).await
+    }
+
+    async fn list_grants(&self) -> StoreResult<Vec<GrantRow>> {
+        self.list_grants_impl().await
+    }
+
+    async fn insert_key(
+        &self,
+        key: &KeyRow,
+        version: &VersionRow,
+        guard: Option<TokenGuard>,
+    ) -> StoreResult<()> {
+        retry_write("insert_key", || self.insert_key_impl(key, version, guard)).await
+    }
+
+    async fn get_key(&self, instance: InstanceId, id: KeyId) -> StoreResult<Option<KeyRow>> {
+        self.get_key_impl(instance, id).await
+    }
+
+    async fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>> {
+        self.list_keys_impl(instance, q).await
+    }
+
+    async fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64> {
+        self.count_keys_impl(instance, q).await
+    }
+
+    async fn update_key(&self, key: &KeyRow) -> StoreResult<()> {
+        retry_write("update_key", || self.update_key_impl(key)).await
+    }
+
+    async fn rotate_key(
+        &self,
+        key: &KeyRow,
+        version: &VersionRow,
+        guard: Option<TokenGuard>,
+    ) -> StoreResult<()> {
+        retry_write("rotate_key", || self.rotate_key_impl(key, version, guard)).await
+    }
+
+    async fn versions(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<VersionRow>> {
+        self.versions_impl(instance, key).await
+    }
+
+    async fn purge_key(&self, key: &KeyRow) -> StoreResult<()> {
+        retry_write("purge_key", || self.purge_key_impl(key)).await
+    }
+
+    async fn due_rotations(&self, now: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
+        self.keys_where(
+            "next_rotation_at IS NOT NULL AND next_rotation_at <= $1 AND state IN (1, 3)",
+            now,
+            limit,
+        )
+        .await
+    }
+
+    async fn due_purges(&self, deleted_before: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
+        self.keys_where("state = 5 AND deletion_date < $1", deleted_before, limit)
+            .await
+    }
+
+    async fn create_alias(&self, row: &AliasRow) -> StoreResult<()> {
+        retry_write("create_alias", || self.create_alias_impl(row)).await
+    }
+
+    async fn delete_alias(&self, instance: InstanceId, alias: &str, key: KeyId) -> StoreResult<()> {
+        retry_write("delete_alias", || {
+            self.delete_alias_impl(instance, alias, key)
+        })
+        .await
+    }
+
+    async fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>> {
+        self.aliases_of_impl(instance, key).await
+    }
+
+    async fn aliases_of_keys(
+        &self,
+        instance: InstanceId,
+        keys: &[KeyId],
+    ) -> StoreResult<Vec<AliasRow>> {
+        self.aliases_of_keys_impl(instance, keys).await
+    }
+
+    async fn resolve_alias(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>> {
+        self.resolve_alias_impl(instance, alias).await
+    }
+
+    async fn create_key_ring(&self, row: &KeyRingRow) -> StoreResult<()> {
+        retry_write("create_key_ring", || self.create_key_ring_impl(row)).await
+    }
+
+    async fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>> {
+        self.list_key_rings_impl(instance).await
+    }
+
+    async fn delete_key_ring(
+        &self,
+        instance: InstanceId,
+        id: &str,
+        force: bool,
+    ) -> StoreResult<()> {
+        retry_write("delete_key_ring", || {
+            self.delete_key_ring_impl(instance, id, force)
+        })
+        .await
+    }
+
+    async fn put_instance_policy(&self, row: &PolicyRow) -> StoreResult<()> {
+        retry_write("put_instance_policy", || self.put_instance_policy_impl(row)).await
+    }
+
+    async fn instance_policies(&self, instance: InstanceId) -> StoreResult<Vec<PolicyRow>> {
+        self.instance_policies_impl(instance).await
+    }
+
+    async fn add_registration(&self, row: &RegistrationRow) -> StoreResult<()> {
+        retry_write("add_registration", || self.add_registration_impl(row)).await
+    }
+
+    async fn registrations(
+        &self,
+        instance: InstanceId,
+        key: Option<KeyId>,
+    ) -> StoreResult<Vec<RegistrationRow>> {
+        self.registrations_impl(instance, key).await
+    }
+
+    async fn put_token(&self, t: &TokenRow) -> StoreResult<()> {
+        retry_write("put_token", || self.put_token_impl(t)).await
+    }
+
+    async fn get_token(&self, instance: InstanceId) -> StoreResult<Option<TokenRow>> {
+        self.get_token_impl(instance).await
+    }
+
+    async fn take_token_retrieval(
+        &self,
+        instance: InstanceId,
+        now: i64,
+    ) -> StoreResult<Option<TokenRow>> {
+        retry_write("take_token_retrieval", || {
+            self.take_token_retrieval_impl(instance, now)
+        })
+        .await
+    }
+
+    async fn import_failures(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64> {
+        self.import_failures_impl(instance, token).await
+    }
+
+    async fn record_import_failure(
+        &self,
+        instance: InstanceId,
+        token: TokenId,
+    ) -> StoreResult<i64> {
+        retry_write("record_import_failure", || {
+            self.record_import_failure_impl(instance, token)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()> {
+        retry_write("append_audit", || self.append_audit_impl(rows)).await
+    }
+
+    async fn audit_records(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_records_impl(q).await
+    }
+}

@@ -1,0 +1,109 @@
+//! Error classification and the retry policy of write transactions.
+
+use std::time::Duration;
+
+use crate::{ConflictKind, StoreError, StoreResult};
+
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            if db.is_unique_violation() {
+                StoreError::Conflict(ConflictKind::AlreadyExists)
+            } else if code.starts_with("57P")
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || code == "40003"
+            {
+                // Shutdown/admin termination (57P*), connection failures (08*), the server out
+                // of connections or resources (53*), and CockroachDB's "statement completion
+                // unknown" (40003, an ambiguous commit): the database is not serving us.
+                StoreError::Unavailable(e)
+            } else {
+                StoreError::Backend(e)
+            }
+        }
+        _ => StoreError::Backend(e),
+    }
+}
+
+/// Attempts of one write transaction that keeps hitting serialization failures.
+pub const WRITE_ATTEMPTS: u32 = 8;
+
+static SERIALIZATION_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many write transactions were retried after a serialization failure since the process
+/// started (for tests and diagnostics).
+pub fn serialization_retries() -> u64 {
+    SERIALIZATION_RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// True for the errors after which the whole transaction may simply run again: SQLSTATE 40001
+/// (serialization failure; what CockroachDB and YugabyteDB report for any transaction conflict,
+/// and PostgreSQL under `REPEATABLE READ`/`SERIALIZABLE`) and 40P01 (deadlock detected). Both
+/// mean the database rolled the transaction back, so nothing of it was applied.
+pub fn is_serialization_failure(e: &StoreError) -> bool {
+    match e {
+        StoreError::Backend(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40001") | Some("40P01"))
+        }
+        _ => false,
+    }
+}
+
+/// Exponential backoff with jitter (each delay is uniform in [d/2, d]), doubling up to `cap`.
+pub(crate) struct Backoff {
+    next: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(first: Duration, cap: Duration) -> Self {
+        Self { next: first, cap }
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        // Jitter from the OS RNG (via a v4 UUID): nodes that collided should not retry in step.
+        let r = (uuid::Uuid::new_v4().as_u128() & 0xffff) as u32;
+        let half = d / 2;
+        half + half.mul_f64(f64::from(r) / 65535.0)
+    }
+}
+
+/// Runs `attempt` (one whole write transaction) and runs it again, with bounded exponential
+/// backoff, while it fails with a serialization failure ([`is_serialization_failure`]). Every
+/// other outcome, including `Conflict` and `Unavailable`, is returned as is: a lost connection
+/// may have lost a commit that succeeded, so it is never retried blindly.
+///
+/// At most [`WRITE_ATTEMPTS`] attempts; the sleeps between them add up to well under a second.
+pub async fn retry_write<T, F, Fut>(what: &'static str, mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(250));
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(e) if n < WRITE_ATTEMPTS && is_serialization_failure(&e) => {
+                SERIALIZATION_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(
+                    what,
+                    attempt = n,
+                    "serialization failure; retrying the transaction"
+                );
+                n += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            other => return other,
+        }
+    }
+}
