@@ -18,6 +18,7 @@ use keyward_service::{ErrorCode, KeyService, ServiceError};
 use serde_json::json;
 
 pub mod audit;
+pub mod endpoint;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -279,6 +280,7 @@ fn api_routes(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        .route_layer(axum::middleware::from_fn(endpoint::classify))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -363,4 +365,30 @@ async fn method_not_allowed() -> Response {
         "Request could not be routed",
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The API router's path templates (read from this file) are exactly those
+    /// [`crate::endpoint::Route`] classifies, so no route goes unclassified (unlabelled in the
+    /// metrics, unaudited, or in the wrong rate-limit class).
+    #[test]
+    fn every_api_route_is_an_endpoint() {
+        let src = include_str!("lib.rs");
+        let api = &src[src.find("fn api_routes").unwrap()..src.find("pub fn sealed_app").unwrap()];
+        let mut routed: Vec<&str> = api
+            .split(".route(")
+            .skip(1)
+            .filter_map(|s| s.trim_start().strip_prefix('"')?.split('"').next())
+            .collect();
+        routed.sort_unstable();
+        let mut known: Vec<&str> = crate::endpoint::Route::ALL
+            .iter()
+            .map(|r| r.template())
+            .collect();
+        known.sort_unstable();
+        assert_eq!(routed, known);
+    }
 }

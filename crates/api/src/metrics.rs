@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use parking_lot::Mutex;
 
+use crate::endpoint::Endpoint;
 use crate::AppState;
 
 const BUCKETS: [f64; 12] = [
@@ -112,11 +113,14 @@ impl Metrics {
 /// Middleware: times every routed request.
 pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = req
+        .extensions()
+        .get::<Endpoint>()
+        .map_or("unmatched", Endpoint::metrics_label);
     let method = req.method().clone();
     let resp = next.run(req).await;
     st.metrics.record(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        route,
         &method,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),

@@ -20,7 +20,8 @@ use keyward_domain::bounded::{BoundedCache, CacheStats};
 use keyward_domain::InstanceId;
 use parking_lot::Mutex;
 
-/// What a request does, for rate limiting.
+/// What a request does, for rate limiting (decided by [`crate::endpoint::Endpoint::class`]
+/// and [`crate::endpoint::Endpoint::creation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
     /// wrap / unwrap / rewrap
@@ -33,31 +34,6 @@ pub enum Class {
     ImportTokenCreate,
     /// sub-limit: `POST /keys`, `POST /keys_with_policy_overrides`
     KeyCreate,
-}
-
-impl Class {
-    /// The creation sub-limit a request also counts against, if any.
-    pub fn creation(method: &axum::http::Method, route: &str) -> Option<Self> {
-        if method != axum::http::Method::POST {
-            return None;
-        }
-        match route {
-            "/api/v2/import_token" => Some(Class::ImportTokenCreate),
-            "/api/v2/keys" | "/api/v2/keys_with_policy_overrides" => Some(Class::KeyCreate),
-            _ => None,
-        }
-    }
-
-    /// Classifies a matched route.
-    pub fn of(route: &str, action: Option<&str>) -> Self {
-        if route.contains("import_token") {
-            Class::ImportToken
-        } else if matches!(action, Some("wrap" | "unwrap" | "rewrap")) {
-            Class::Crypto
-        } else {
-            Class::Management
-        }
-    }
 }
 
 /// Requests per second and burst of one class.
@@ -273,26 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn creation_sub_limits() {
-        use axum::http::Method;
-        assert_eq!(
-            Class::creation(&Method::POST, "/api/v2/import_token"),
-            Some(Class::ImportTokenCreate)
-        );
-        assert_eq!(Class::creation(&Method::GET, "/api/v2/import_token"), None);
-        assert_eq!(
-            Class::creation(&Method::POST, "/api/v2/keys"),
-            Some(Class::KeyCreate)
-        );
-        assert_eq!(
-            Class::creation(&Method::POST, "/api/v2/keys_with_policy_overrides"),
-            Some(Class::KeyCreate)
-        );
-        assert_eq!(Class::creation(&Method::GET, "/api/v2/keys"), None);
-        assert_eq!(
-            Class::creation(&Method::POST, "/api/v2/keys/{id}/actions/{action}"),
-            None
-        );
+    fn creation_sub_limits_are_on_by_default() {
         // on by default, with a burst
         let l = RateLimiter::new(Limits::default());
         let a = InstanceId::new();
