@@ -99,90 +99,36 @@ async fn ready(axum::extract::State(st): axum::extract::State<AppState>) -> Resp
 }
 
 async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
-    let depth = st.svc.pool_depth() as f64;
-    let mut body = st.metrics.render(&[
-        (
-            "keyward_import_token_pool_depth",
-            "Ready RSA-4096 import-token keypairs.",
-            depth,
-        ),
-        (
-            "keyward_sealed",
-            "1 when the service is sealed (master key unavailable).",
-            0.0,
-        ),
-    ]);
+    let mut registry = prometheus_client::registry::Registry::default();
+    st.metrics.register(&mut registry);
+    registry.register(
+        "keyward_import_token_pool_depth",
+        "Ready RSA-4096 import-token keypairs",
+        metrics::const_gauge(i64::try_from(st.svc.pool_depth()).unwrap_or(i64::MAX)),
+    );
+    registry.register("keyward_sealed", SEALED_HELP, metrics::const_gauge(0));
     if let Some(t) = st.svc.store().timings() {
-        t.render(&mut body);
+        t.register(&mut registry);
     }
-    st.svc.crypto_counters().render(&mut body);
-    render_integrity_failures(&mut body);
     let mut caches = st.svc.cache_stats();
     caches.extend(st.limiter.stats());
-    render_caches(&caches, &mut body);
-    let mut resp = Response::new(Body::from(body));
+    registry.register_collector(Box::new(metrics::Snapshot {
+        crypto: st.svc.crypto_counters().snapshot().to_vec(),
+        integrity_failures: keyward_store::row_integrity_failures(),
+        caches,
+    }));
+    metrics_response(&registry)
+}
+
+const SEALED_HELP: &str = "1 when the service is sealed (master key unavailable)";
+
+fn metrics_response(registry: &prometheus_client::registry::Registry) -> Response {
+    let mut resp = Response::new(Body::from(metrics::encode(registry)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     resp
-}
-
-/// `keyward_row_integrity_failures_total{table}`: stored rows refused because their
-/// authentication tag did not verify (`docs/threat-model.md`).
-fn render_integrity_failures(out: &mut String) {
-    use std::fmt::Write;
-    out.push_str("# HELP keyward_row_integrity_failures_total Stored rows refused because their integrity check failed (database tampering).\n# TYPE keyward_row_integrity_failures_total counter\n");
-    for (table, n) in keyward_store::row_integrity_failures() {
-        let _ = writeln!(
-            out,
-            "keyward_row_integrity_failures_total{{table=\"{table}\"}} {n}"
-        );
-    }
-}
-
-/// `keyward_cache_entries`, `keyward_cache_capacity`, `keyward_cache_hits_total` and
-/// `keyward_cache_misses_total`, by `cache` (the limiter tables have entries and a capacity
-/// only).
-fn render_caches(caches: &[keyward_domain::bounded::CacheStats], out: &mut String) {
-    use std::fmt::Write;
-    type Field = fn(&keyward_domain::bounded::CacheStats) -> u64;
-    let families: [(&str, &str, &str, Field); 4] = [
-        (
-            "keyward_cache_entries",
-            "gauge",
-            "Entries in each in-memory cache and limiter table.",
-            |c| c.entries,
-        ),
-        (
-            "keyward_cache_capacity",
-            "gauge",
-            "Most entries each cache and limiter table holds (past it, entries are evicted).",
-            |c| c.capacity,
-        ),
-        (
-            "keyward_cache_hits_total",
-            "counter",
-            "Cache lookups answered from the cache.",
-            |c| c.hits,
-        ),
-        (
-            "keyward_cache_misses_total",
-            "counter",
-            "Cache lookups not answered from the cache (absent or expired).",
-            |c| c.misses,
-        ),
-    ];
-    for (i, (name, kind, help, field)) in families.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for c in caches {
-            // Limiter tables are not caches: no hit/miss series for them.
-            if i >= 2 && matches!(c.name, "rate_limit" | "auth_failures") {
-                continue;
-            }
-            let _ = writeln!(out, "{name}{{cache=\"{}\"}} {}", c.name, field(c));
-        }
-    }
 }
 
 /// The router of an unsealed service. With `with_ops`, also `/readyz` and `/metrics`
@@ -334,14 +280,9 @@ async fn sealed_status() -> Response {
 }
 
 async fn sealed_metrics() -> Response {
-    let mut resp = Response::new(Body::from(
-        "# HELP keyward_sealed 1 when the service is sealed (master key unavailable).\n# TYPE keyward_sealed gauge\nkeyward_sealed 1\n",
-    ));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    resp
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("keyward_sealed", SEALED_HELP, metrics::const_gauge(1));
+    metrics_response(&registry)
 }
 
 async fn health() -> Response {
