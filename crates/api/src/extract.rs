@@ -86,32 +86,17 @@ impl FromRequestParts<AppState> for Auth {
         if let Some(slot) = parts.extensions.get::<crate::audit::AuditSlot>() {
             slot.set(caller.clone());
         }
-        let route = parts
-            .extensions
-            .get::<axum::extract::MatchedPath>()
-            .map(|m| m.as_str())
-            .unwrap_or("");
-        let path = parts.uri.path();
-        let action = if route.ends_with("/actions/{action}") {
-            path.rsplit('/').next().map(str::to_string)
-        } else {
-            query_pairs(parts.uri.query())
-                .into_iter()
-                .find(|(k, _)| k == "action")
-                .map(|(_, v)| v)
-        };
         // A caller without a role here gets its 403 from the service without touching the
-        // limiter: strangers create no bucket.
+        // limiter: strangers create no bucket. Every routed request has its endpoint
+        // (`endpoint::classify`); one without counts as management.
         if !caller.roles.is_empty() {
+            let endpoint = parts.extensions.get::<crate::endpoint::Endpoint>();
+            let class = endpoint.map_or(crate::ratelimit::Class::Management, |e| e.class());
             state
                 .limiter
-                .check(
-                    caller.instance,
-                    &caller.iam_id,
-                    crate::ratelimit::Class::of(route, action.as_deref()),
-                )
+                .check(caller.instance, &caller.iam_id, class)
                 .map_err(too_many)?;
-            if let Some(sub) = crate::ratelimit::Class::creation(&parts.method, route) {
+            if let Some(sub) = endpoint.and_then(|e| e.creation()) {
                 state
                     .limiter
                     .check(caller.instance, &caller.iam_id, sub)

@@ -1,125 +1,296 @@
 //! Prometheus metrics: requests by route, method and status; latency histograms by route;
-//! plus gauges the service reports (import-token pool depth, crypto operation counts).
-//! Rendered in the text exposition format at `/metrics`.
+//! plus what the service reports at scrape time (import-token pool depth, crypto operation
+//! counts, store timings, cache sizes). Kept and rendered with `prometheus-client`, in the
+//! Prometheus text exposition format (version 0.0.4) at `/metrics`.
 
-use std::collections::HashMap;
-use std::fmt::Write;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use parking_lot::Mutex;
+use keyward_domain::bounded::CacheStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
+use crate::endpoint::Endpoint;
 use crate::AppState;
+
+/// The `Content-Type` of `/metrics`.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// The `method` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct MethodLabel(axum::http::Method);
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
 }
 
-#[derive(Default)]
-struct RouteStats {
-    /// (method, status) → count
-    counts: HashMap<(axum::http::Method, u16), u64>,
-    latency: Histogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: MethodLabel,
+    status: u16,
 }
 
-/// Request counters and latency histograms, per route (one lock, and no allocation once a
-/// route has been seen).
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Request counters and latency histograms, per route.
 pub struct Metrics {
-    routes: Mutex<HashMap<String, RouteStats>>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 impl Metrics {
-    pub fn record(&self, route: &str, method: &axum::http::Method, status: u16, secs: f64) {
-        let mut routes = self.routes.lock();
-        let stats = match routes.get_mut(route) {
-            Some(s) => s,
-            None => routes.entry(route.to_string()).or_default(),
-        };
-        *stats.counts.entry((method.clone(), status)).or_default() += 1;
-        let h = &mut stats.latency;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                if let Some(c) = h.counts.get_mut(i) {
-                    *c += 1;
-                }
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+    pub fn record(&self, route: &'static str, method: &axum::http::Method, status: u16, secs: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: MethodLabel(method.clone()),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabel { route })
+            .observe(secs);
     }
 
-    /// The text exposition.
-    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
-        let mut out = String::with_capacity(4096);
-        let routes = self.routes.lock();
-        let mut names: Vec<&String> = routes.keys().collect();
-        names.sort();
-        out.push_str("# HELP keyward_http_requests_total HTTP requests by route, method and status.\n# TYPE keyward_http_requests_total counter\n");
-        for route in &names {
-            if let Some(st) = routes.get(*route) {
-                let mut counts: Vec<_> = st.counts.iter().collect();
-                counts.sort_by_key(|((m, s), _)| (m.as_str().to_string(), *s));
-                for ((method, status), n) in counts {
-                    let _ = writeln!(
-                        out,
-                        "keyward_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
-                    );
+    /// Adds the request metrics to a registry (they stay shared with `self`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "keyward_http_requests",
+            "HTTP requests by route, method and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "keyward_http_request_duration_seconds",
+            "Request latency by route",
+            self.latency.clone(),
+        );
+    }
+}
+
+/// Renders a registry in the text exposition format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(8192);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
+    out
+}
+
+/// A one-off gauge (read when the scrape is built).
+pub fn const_gauge(value: i64) -> ConstGauge {
+    ConstGauge::new(value)
+}
+
+/// What the service counts outside the request path, read once per scrape: crypto operations
+/// by kind, rows refused by their integrity check, and the size of every cache and limiter
+/// table.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub crypto: Vec<(&'static str, u64)>,
+    pub integrity_failures: Vec<(&'static str, u64)>,
+    pub caches: Vec<CacheStats>,
+}
+
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'static str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in values {
+        ConstCounter::new(n).encode(m.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_counters(
+            &mut encoder,
+            "keyward_crypto_operations",
+            "Cryptographic operations by kind.",
+            "op",
+            self.crypto.iter().copied(),
+        )?;
+        // Stored rows refused because their authentication tag did not verify
+        // (`docs/threat-model.md`).
+        encode_counters(
+            &mut encoder,
+            "keyward_row_integrity_failures",
+            "Stored rows refused because their integrity check failed (database tampering).",
+            "table",
+            self.integrity_failures.iter().copied(),
+        )?;
+        type Field = fn(&CacheStats) -> u64;
+        let families: [(&str, MetricType, &str, Field); 4] = [
+            (
+                "keyward_cache_entries",
+                MetricType::Gauge,
+                "Entries in each in-memory cache and limiter table.",
+                |c| c.entries,
+            ),
+            (
+                "keyward_cache_capacity",
+                MetricType::Gauge,
+                "Most entries each cache and limiter table holds (past it, entries are evicted).",
+                |c| c.capacity,
+            ),
+            (
+                "keyward_cache_hits",
+                MetricType::Counter,
+                "Cache lookups answered from the cache.",
+                |c| c.hits,
+            ),
+            (
+                "keyward_cache_misses",
+                MetricType::Counter,
+                "Cache lookups not answered from the cache (absent or expired).",
+                |c| c.misses,
+            ),
+        ];
+        for (name, kind, help, field) in families {
+            let mut m = encoder.encode_descriptor(name, help, None, kind)?;
+            for c in &self.caches {
+                let labels = [("cache", c.name)];
+                if kind == MetricType::Gauge {
+                    ConstGauge::new(field(c)).encode(m.encode_family(&labels)?)?;
+                } else if !matches!(c.name, "rate_limit" | "auth_failures") {
+                    // Limiter tables are not caches: no hit/miss series for them.
+                    ConstCounter::new(field(c)).encode(m.encode_family(&labels)?)?;
                 }
             }
         }
-        out.push_str("# HELP keyward_http_request_duration_seconds Request latency by route.\n# TYPE keyward_http_request_duration_seconds histogram\n");
-        for route in &names {
-            if let Some(st) = routes.get(*route) {
-                let h = &st.latency;
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "keyward_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
-                        h.counts.get(i).copied().unwrap_or(0)
-                    );
-                }
-                let _ = writeln!(out, "keyward_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(
-                    out,
-                    "keyward_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "keyward_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                    h.count
-                );
-            }
-        }
-        drop(routes);
-        for (name, help, v) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        out
+        Ok(())
     }
 }
 
 /// Middleware: times every routed request.
 pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = req
+        .extensions()
+        .get::<Endpoint>()
+        .map_or("unmatched", Endpoint::metrics_label);
     let method = req.method().clone();
     let resp = next.run(req).await;
     st.metrics.record(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        route,
         &method,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_exposition_keeps_names_labels_and_types() {
+        let m = Metrics::default();
+        for _ in 0..3 {
+            m.record("/api/v2/keys", &axum::http::Method::POST, 201, 0.002);
+        }
+        m.record("/api/v2/keys", &axum::http::Method::GET, 200, 3.0);
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        reg.register(
+            "keyward_sealed",
+            "1 when the service is sealed (master key unavailable)",
+            const_gauge(0),
+        );
+        reg.register_collector(Box::new(Snapshot {
+            crypto: vec![("wrap", 7), ("unwrap", 0)],
+            integrity_failures: vec![("keys", 1)],
+            caches: vec![
+                CacheStats {
+                    name: "key",
+                    entries: 2,
+                    capacity: 10,
+                    hits: 5,
+                    misses: 1,
+                },
+                CacheStats {
+                    name: "rate_limit",
+                    entries: 1,
+                    capacity: 10,
+                    hits: 0,
+                    misses: 0,
+                },
+            ],
+        }));
+        let text = encode(&reg);
+        for line in [
+            "# HELP keyward_http_requests_total HTTP requests by route, method and status.",
+            "# TYPE keyward_http_requests_total counter",
+            r#"keyward_http_requests_total{route="/api/v2/keys",method="POST",status="201"} 3"#,
+            r#"keyward_http_requests_total{route="/api/v2/keys",method="GET",status="200"} 1"#,
+            "# TYPE keyward_http_request_duration_seconds histogram",
+            r#"keyward_http_request_duration_seconds_bucket{route="/api/v2/keys",le="0.0025"} 3"#,
+            r#"keyward_http_request_duration_seconds_bucket{route="/api/v2/keys",le="2.5"} 3"#,
+            r#"keyward_http_request_duration_seconds_bucket{route="/api/v2/keys",le="+Inf"} 4"#,
+            r#"keyward_http_request_duration_seconds_count{route="/api/v2/keys"} 4"#,
+            "# TYPE keyward_sealed gauge",
+            "keyward_sealed 0",
+            "# TYPE keyward_crypto_operations_total counter",
+            r#"keyward_crypto_operations_total{op="wrap"} 7"#,
+            r#"keyward_crypto_operations_total{op="unwrap"} 0"#,
+            r#"keyward_row_integrity_failures_total{table="keys"} 1"#,
+            "# TYPE keyward_cache_entries gauge",
+            r#"keyward_cache_entries{cache="key"} 2"#,
+            r#"keyward_cache_entries{cache="rate_limit"} 1"#,
+            r#"keyward_cache_capacity{cache="rate_limit"} 10"#,
+            "# TYPE keyward_cache_hits_total counter",
+            r#"keyward_cache_hits_total{cache="key"} 5"#,
+            r#"keyward_cache_misses_total{cache="key"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        assert!(!text.contains(r#"keyward_cache_hits_total{cache="rate_limit"}"#));
+        let sum = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"keyward_http_request_duration_seconds_sum{route="/api/v2/keys"} "#,
+                )
+            })
+            .unwrap();
+        assert!((sum.parse::<f64>().unwrap() - 3.006).abs() < 1e-9, "{sum}");
+    }
 }

@@ -1,5 +1,7 @@
 //! Rate limits: token buckets per (instance, principal, action class), and a limit on failed
-//! bearer-token attempts per source address. Over a limit: 429 with `Retry-After` and the
+//! bearer-token attempts per source address. The buckets are `governor`'s GCRA limiters (one
+//! direct limiter per table entry; the failure buckets keep governor's state in a store that
+//! can also be read without counting, for the check made before a token is verified). Over a limit: 429 with `Retry-After` and the
 //! error envelope. A rate of 0 disables a class.
 //!
 //! Both tables are [`BoundedCache`]s of at most [`Limits::table_entries`] buckets each, with
@@ -13,14 +15,20 @@
 //! sealed row that stays). Such a request counts against its class and its sub-limit.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
+use governor::clock::{Clock, QuantaClock, QuantaInstant};
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed, StateStore};
+use governor::{NotUntil, Quota};
 use keyward_domain::bounded::{BoundedCache, CacheStats};
 use keyward_domain::InstanceId;
-use parking_lot::Mutex;
 
-/// What a request does, for rate limiting.
+/// What a request does, for rate limiting (decided by [`crate::endpoint::Endpoint::class`]
+/// and [`crate::endpoint::Endpoint::creation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
     /// wrap / unwrap / rewrap
@@ -33,31 +41,6 @@ pub enum Class {
     ImportTokenCreate,
     /// sub-limit: `POST /keys`, `POST /keys_with_policy_overrides`
     KeyCreate,
-}
-
-impl Class {
-    /// The creation sub-limit a request also counts against, if any.
-    pub fn creation(method: &axum::http::Method, route: &str) -> Option<Self> {
-        if method != axum::http::Method::POST {
-            return None;
-        }
-        match route {
-            "/api/v2/import_token" => Some(Class::ImportTokenCreate),
-            "/api/v2/keys" | "/api/v2/keys_with_policy_overrides" => Some(Class::KeyCreate),
-            _ => None,
-        }
-    }
-
-    /// Classifies a matched route.
-    pub fn of(route: &str, action: Option<&str>) -> Self {
-        if route.contains("import_token") {
-            Class::ImportToken
-        } else if matches!(action, Some("wrap" | "unwrap" | "rewrap")) {
-            Class::Crypto
-        } else {
-            Class::Management
-        }
-    }
 }
 
 /// Requests per second and burst of one class.
@@ -121,43 +104,78 @@ impl Default for Limits {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// Governor's GCRA quota of a rate; `None` when the rate is off. The burst is the whole part
+/// of [`Rate::burst`] (at least 1); the period is clamped so that governor's nanosecond
+/// arithmetic cannot overflow for absurdly slow rates.
+fn quota(rate: Rate) -> Option<Quota> {
+    if !(rate.per_sec > 0.0 && rate.per_sec.is_finite()) {
+        return None;
+    }
+    let burst = rate.burst.clamp(1.0, f64::from(u32::MAX / 2)) as u32;
+    let burst = NonZeroU32::new(burst)?;
+    // period × burst must stay below u64::MAX nanoseconds
+    let max_period = u64::MAX / 4 / (u64::from(burst.get()) + 1);
+    let nanos = (1e9 / rate.per_sec).clamp(1.0, max_period as f64) as u64;
+    Quota::with_period(Duration::from_nanos(nanos)).map(|q| q.allow_burst(burst))
 }
 
-impl Bucket {
-    /// Takes one token; `Err(seconds until one is available)` when empty.
-    fn take(&mut self, rate: Rate, now: Instant) -> Result<(), u64> {
-        let refill = now.duration_since(self.at).as_secs_f64() * rate.per_sec;
-        self.tokens = (self.tokens + refill).min(rate.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - self.tokens) / rate.per_sec;
-            Err(wait.ceil().max(1.0) as u64)
-        }
-    }
+/// Whole seconds until `not_until` (at least 1), for `Retry-After`.
+fn retry_after(not_until: &NotUntil<QuantaInstant>, clock: &QuantaClock) -> u64 {
+    let wait = not_until.wait_time_from(clock.now());
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
 
-    fn peek(&mut self, rate: Rate, now: Instant) -> Result<(), u64> {
-        let refill = now.duration_since(self.at).as_secs_f64() * rate.per_sec;
-        let tokens = (self.tokens + refill).min(rate.burst);
-        if tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(((1.0 - tokens) / rate.per_sec).ceil().max(1.0) as u64)
+/// A caller's bucket: one governor direct (unkeyed) limiter.
+type Bucket = governor::RateLimiter<NotKeyed, InMemoryState, QuantaClock>;
+
+/// Whether a GCRA decision on a [`FailureState`] is written back (a failure is counted) or
+/// only computed (may this address still try?).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Use {
+    Count,
+    Peek,
+}
+
+/// The GCRA state of one failure bucket (the theoretical arrival time, as governor's own
+/// in-memory state keeps it), which can also be read without being updated: the "key" of
+/// governor's keyed interface says which ([`Use`]).
+#[derive(Default)]
+struct FailureState(AtomicU64);
+
+impl StateStore for FailureState {
+    type Key = Use;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Use, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let read = |v: u64| (v != 0).then(|| Nanos::from(v));
+        let mut prev = self.0.load(Ordering::Acquire);
+        loop {
+            let (out, next) = f(read(prev))?;
+            if *key == Use::Peek {
+                return Ok(out);
+            }
+            match self.0.compare_exchange_weak(
+                prev,
+                u64::from(next),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(out),
+                Err(now) => prev = now,
+            }
         }
     }
 }
 
-type Shared = Arc<Mutex<Bucket>>;
+type FailureBucket = governor::RateLimiter<Use, FailureState, QuantaClock>;
 
 pub struct RateLimiter {
     limits: Limits,
-    callers: BoundedCache<(InstanceId, String, Class), Shared>,
-    failures: BoundedCache<IpAddr, Shared>,
+    clock: QuantaClock,
+    callers: BoundedCache<(InstanceId, String, Class), Arc<Bucket>>,
+    failures: BoundedCache<IpAddr, Arc<FailureBucket>>,
 }
 
 /// The failure-table key of an address: IPv4 (also when IPv4-mapped) as is, IPv6 by /64.
@@ -172,6 +190,7 @@ impl RateLimiter {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
+            clock: QuantaClock::default(),
             callers: BoundedCache::new("rate_limit", limits.table_entries),
             failures: BoundedCache::new("auth_failures", limits.table_entries),
         }
@@ -194,52 +213,45 @@ impl RateLimiter {
 
     /// One request of `class` by a caller; `Err(retry_after_secs)` when over the limit.
     pub fn check(&self, instance: InstanceId, iam_id: &str, class: Class) -> Result<(), u64> {
-        let rate = self.rate(class);
-        if rate.per_sec <= 0.0 {
+        let Some(q) = quota(self.rate(class)) else {
             return Ok(());
-        }
-        let now = Instant::now();
+        };
         self.callers
             .get_or_insert_with(&(instance, iam_id.to_string(), class), || {
-                Arc::new(Mutex::new(Bucket {
-                    tokens: rate.burst,
-                    at: now,
-                }))
+                Arc::new(Bucket::direct_with_clock(q, self.clock.clone()))
             })
-            .lock()
-            .take(rate, now)
+            .check()
+            .map_err(|n| retry_after(&n, &self.clock))
     }
 
     /// Whether `ip` may still try a bearer token (checked before verification).
     pub fn auth_allowed(&self, ip: Option<IpAddr>) -> Result<(), u64> {
-        let rate = self.limits.auth_failures;
-        let (Some(ip), true) = (ip, rate.per_sec > 0.0) else {
+        let (Some(ip), Some(_)) = (ip, quota(self.limits.auth_failures)) else {
             return Ok(());
         };
-        let now = Instant::now();
         match self.failures.peek(&failure_key(ip)) {
-            Some(b) => b.lock().peek(rate, now),
+            Some(b) => b
+                .check_key(&Use::Peek)
+                .map_err(|n| retry_after(&n, &self.clock)),
             None => Ok(()),
         }
     }
 
     /// Records a failed bearer-token attempt from `ip`.
     pub fn auth_failed(&self, ip: Option<IpAddr>) {
-        let rate = self.limits.auth_failures;
-        let (Some(ip), true) = (ip, rate.per_sec > 0.0) else {
+        let (Some(ip), Some(q)) = (ip, quota(self.limits.auth_failures)) else {
             return;
         };
-        let now = Instant::now();
         let _ = self
             .failures
             .get_or_insert_with(&failure_key(ip), || {
-                Arc::new(Mutex::new(Bucket {
-                    tokens: rate.burst,
-                    at: now,
-                }))
+                Arc::new(FailureBucket::new(
+                    q,
+                    FailureState::default(),
+                    self.clock.clone(),
+                ))
             })
-            .lock()
-            .take(rate, now);
+            .check_key(&Use::Count);
     }
 }
 
@@ -273,26 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn creation_sub_limits() {
-        use axum::http::Method;
-        assert_eq!(
-            Class::creation(&Method::POST, "/api/v2/import_token"),
-            Some(Class::ImportTokenCreate)
-        );
-        assert_eq!(Class::creation(&Method::GET, "/api/v2/import_token"), None);
-        assert_eq!(
-            Class::creation(&Method::POST, "/api/v2/keys"),
-            Some(Class::KeyCreate)
-        );
-        assert_eq!(
-            Class::creation(&Method::POST, "/api/v2/keys_with_policy_overrides"),
-            Some(Class::KeyCreate)
-        );
-        assert_eq!(Class::creation(&Method::GET, "/api/v2/keys"), None);
-        assert_eq!(
-            Class::creation(&Method::POST, "/api/v2/keys/{id}/actions/{action}"),
-            None
-        );
+    fn creation_sub_limits_are_on_by_default() {
         // on by default, with a burst
         let l = RateLimiter::new(Limits::default());
         let a = InstanceId::new();
@@ -361,5 +354,52 @@ mod tests {
         }
         // Its bucket survived the churn: it is still empty (a new one would allow 3).
         assert!(l.check(me, "busy", Class::Management).is_err());
+    }
+
+    #[test]
+    fn a_peek_counts_nothing_and_retry_after_rounds_up() {
+        let l = RateLimiter::new(Limits {
+            auth_failures: Rate {
+                per_sec: 0.25,
+                burst: 2.0,
+            },
+            ..Limits::default()
+        });
+        let ip: IpAddr = [10, 0, 0, 9].into();
+        for _ in 0..100 {
+            assert!(l.auth_allowed(Some(ip)).is_ok());
+        }
+        l.auth_failed(Some(ip));
+        assert!(l.auth_allowed(Some(ip)).is_ok());
+        l.auth_failed(Some(ip));
+        // one failure every 4 s: the next try is 3 to 4 s away, said as 4
+        assert_eq!(l.auth_allowed(Some(ip)), Err(4));
+        // failures past the cap are not counted (the wait does not grow)
+        l.auth_failed(Some(ip));
+        assert_eq!(l.auth_allowed(Some(ip)), Err(4));
+    }
+
+    #[test]
+    fn extreme_rates_neither_panic_nor_disable_the_limit() {
+        for (per_sec, burst) in [(1e-300, 1e12), (1e-300, 1.0), (1e300, 1.0), (1e12, 4e9)] {
+            let l = RateLimiter::new(Limits {
+                crypto: Rate { per_sec, burst },
+                ..Limits::default()
+            });
+            let a = InstanceId::new();
+            assert!(l.check(a, "p", Class::Crypto).is_ok(), "{per_sec} {burst}");
+        }
+        // a fractional burst counts its whole part
+        let l = RateLimiter::new(Limits {
+            crypto: Rate {
+                per_sec: 0.001,
+                burst: 2.9,
+            },
+            ..Limits::default()
+        });
+        let a = InstanceId::new();
+        assert!(l.check(a, "p", Class::Crypto).is_ok());
+        assert!(l.check(a, "p", Class::Crypto).is_ok());
+        assert!(l.check(a, "p", Class::Crypto).is_err());
     }
 }

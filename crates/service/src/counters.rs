@@ -1,6 +1,5 @@
 //! Counts of cryptographic operations, for the `keyward_crypto_operations_total` metric.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One counter per kind of cryptographic operation the service performs.
@@ -25,22 +24,16 @@ impl CryptoCounters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP keyward_crypto_operations_total Cryptographic operations by kind.\n# TYPE keyward_crypto_operations_total counter\n");
-        for (op, c) in [
+    /// Each counter by its `op` label, for `/metrics`.
+    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
+        [
             ("wrap", &self.wrap),
             ("unwrap", &self.unwrap),
             ("rsa_oaep_decrypt", &self.rsa_oaep_decrypt),
             ("rsa_keygen", &self.rsa_keygen),
             ("master_seal", &self.master_seal),
             ("master_open", &self.master_open),
-        ] {
-            let _ = writeln!(
-                out,
-                "keyward_crypto_operations_total{{op=\"{op}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
+        ]
+        .map(|(op, c)| (op, c.load(Ordering::Relaxed)))
     }
 }

@@ -4,14 +4,17 @@
 //! The forwarding impl is generated from one list of the trait's methods, so a method added to
 //! [`Store`] and not to that list fails to compile here.
 
-use std::collections::HashMap;
-use std::fmt::{self, Write};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use keyward_domain::{InstanceId, KeyId, Role, TokenId};
-use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::{
     AliasRow, ApiKeyRow, AuditEntry, AuditQuery, AuditRow, GrantRow, InstanceRow, KeyQuery,
@@ -24,93 +27,61 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
-#[derive(Default, Clone)]
-struct OpStats {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-    errors: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
 }
 
-/// Latency and errors per store operation.
-#[derive(Default)]
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Latency and errors per store operation (`prometheus-client` families).
 pub struct StoreTimings {
-    ops: Mutex<HashMap<&'static str, OpStats>>,
+    latency: Family<OpLabel, Histogram, fn() -> Histogram>,
+    errors: Family<OpLabel, Counter>,
+}
+
+impl Default for StoreTimings {
+    fn default() -> Self {
+        Self {
+            latency: Family::new_with_constructor(histogram),
+            errors: Family::default(),
+        }
+    }
 }
 
 impl fmt::Debug for StoreTimings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreTimings")
-            .field("ops", &self.ops.lock().len())
-            .finish()
+        f.debug_struct("StoreTimings").finish_non_exhaustive()
     }
 }
 
 impl StoreTimings {
     pub fn record(&self, op: &'static str, secs: f64, ok: bool) {
-        let mut ops = self.ops.lock();
-        let s = ops.entry(op).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                if let Some(c) = s.buckets.get_mut(i) {
-                    *c += 1;
-                }
-            }
-        }
-        s.count += 1;
-        s.sum += secs;
+        let label = OpLabel { op };
+        self.latency.get_or_create(&label).observe(secs);
+        // An operation has its error series (at 0) from its first call on.
         if !ok {
-            s.errors += 1;
+            self.errors.get_or_create(&label).inc();
+        } else if self.errors.get(&label).is_none() {
+            let _ = self.errors.get_or_create(&label);
         }
     }
 
-    /// Calls recorded for `op` (tests).
-    pub fn count(&self, op: &str) -> u64 {
-        self.ops.lock().get(op).map_or(0, |s| s.count)
-    }
-
-    /// The Prometheus text exposition of these timings.
-    pub fn render(&self, out: &mut String) {
-        let ops = self.ops.lock().clone();
-        let mut names: Vec<&&str> = ops.keys().collect();
-        names.sort();
-        out.push_str("# HELP keyward_store_operation_duration_seconds Latency of store (database) operations.\n# TYPE keyward_store_operation_duration_seconds histogram\n");
-        for op in &names {
-            if let Some(s) = ops.get(**op) {
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "keyward_store_operation_duration_seconds_bucket{{op=\"{op}\",le=\"{b}\"}} {}",
-                        s.buckets.get(i).copied().unwrap_or(0)
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "keyward_store_operation_duration_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {}",
-                    s.count
-                );
-                let _ = writeln!(
-                    out,
-                    "keyward_store_operation_duration_seconds_sum{{op=\"{op}\"}} {}",
-                    s.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "keyward_store_operation_duration_seconds_count{{op=\"{op}\"}} {}",
-                    s.count
-                );
-            }
-        }
-        out.push_str("# HELP keyward_store_errors_total Store operations that failed (database unreachable, conflicts, ...).\n# TYPE keyward_store_errors_total counter\n");
-        for op in &names {
-            if let Some(s) = ops.get(**op) {
-                let _ = writeln!(
-                    out,
-                    "keyward_store_errors_total{{op=\"{op}\"}} {}",
-                    s.errors
-                );
-            }
-        }
+    /// Adds `keyward_store_operation_duration_seconds{op}` and `keyward_store_errors_total{op}`
+    /// to a registry (they stay shared with `self`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "keyward_store_operation_duration_seconds",
+            "Latency of store (database) operations",
+            self.latency.clone(),
+        );
+        registry.register(
+            "keyward_store_errors",
+            "Store operations that failed (database unreachable, conflicts, ...)",
+            self.errors.clone(),
+        );
     }
 }
 
@@ -240,10 +211,11 @@ mod tests {
             .revoke(InstanceId::new(), "nobody", Role::Reader)
             .await
             .is_err());
-        assert_eq!(timings.count("get_instance"), 2);
-        assert_eq!(timings.count("revoke"), 1);
+        let mut registry = Registry::default();
+        timings.register(&mut registry);
         let mut text = String::new();
-        timings.render(&mut text);
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("keyward_store_operation_duration_seconds_count{op=\"revoke\"} 1"));
         assert!(
             text.contains("keyward_store_operation_duration_seconds_count{op=\"get_instance\"} 2"),
             "{text}"
