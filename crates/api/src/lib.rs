@@ -134,7 +134,9 @@ fn metrics_response(registry: &prometheus_client::registry::Registry) -> Respons
 /// The router of an unsealed service. With `with_ops`, also `/readyz` and `/metrics`
 /// (otherwise they are served by [`ops_router`] on a separate listener).
 pub fn app(state: AppState, with_ops: bool) -> Router {
-    let api = api_routes(state.clone());
+    // No token, outside the API's layers: the API's description is public
+    // (`docs/openapi.json`).
+    let api = api_routes(state.clone()).route("/openapi.json", get(routes::openapi::serve));
     if with_ops {
         api.merge(ops_router(state))
     } else {
@@ -227,8 +229,6 @@ fn api_routes(state: AppState) -> Router {
             metrics::track,
         ))
         .route_layer(axum::middleware::from_fn(endpoint::classify))
-        // No token: the API's description is public (`docs/openapi.json`).
-        .route("/openapi.json", get(routes::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
