@@ -14,9 +14,6 @@
 //!   serve` configured through `KEYWARD_AUDIT_SINK`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../cluster/harness.rs"]
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -90,19 +87,7 @@ impl Client {
             .await
             .unwrap();
         let http = reqwest::Client::new();
-        let t: Value = http
-            .post(format!("{}/identity/token", srv.base))
-            .form(&[
-                ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-                ("apikey", k.apikey.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = t["access_token"].as_str().unwrap().to_string();
+        let token = keyward_testsupport::token(&http, &srv.base, &k.apikey).await;
         (
             Self {
                 http,
@@ -474,7 +459,7 @@ async fn one_record_per_audited_request_and_no_secrets() {
 async fn a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing() {
     use reqwest::Method as M;
     if !Path::new("/dev/full").exists() {
-        harness::services::missing(
+        keyward_testsupport::services::missing(
             "a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing",
             "/dev/full",
             "a Linux /dev",
@@ -784,10 +769,10 @@ async fn refuses_while_the_table_refuses(srv: &Srv, break_sql: &str, fix_sql: &s
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_sink_on_postgres() {
-    let Some(base) = harness::pg_base("the_table_sink_on_postgres") else {
+    let Some(base) = keyward_testsupport::pg_base("the_table_sink_on_postgres") else {
         return;
     };
-    let db = harness::Db::fresh(&base);
+    let db = keyward_testsupport::Db::fresh(&base);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
     // The data dirs hold only the master keys (the server creates a data dir for SQLite only).
@@ -824,7 +809,7 @@ async fn the_table_sink_on_postgres() {
         assert_eq!(tail.len(), 1);
         assert_eq!(tail[0]["action"], "kms.secrets.delete");
     }
-    let db2 = harness::Db::fresh(&base);
+    let db2 = keyward_testsupport::Db::fresh(&base);
     let srv = start_with(ServeArgs {
         database_url: Some(db2.url.clone()),
         audit_sink: Some("database".into()),
@@ -846,9 +831,9 @@ async fn serve_and_admin_audit_read_the_table_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let port = harness::free_port();
+    let port = keyward_testsupport::free_port();
     let out = std::fs::File::create(dir.path().join("serve.out")).unwrap();
-    let mut child = harness::keyward()
+    let mut child = keyward_testsupport::keyward()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("KEYWARD_DATA_DIR", &data)
         .env("KEYWARD_TOKEN_POOL_SIZE", "0")
@@ -869,7 +854,7 @@ async fn serve_and_admin_audit_read_the_table_through_the_binary() {
     let (inst, apikey) = loop {
         let up = reqwest::get(format!("{base}/healthz")).await.is_ok();
         let text = std::fs::read_to_string(dir.path().join("serve.out")).unwrap_or_default();
-        if let (true, Some((i, k))) = (up, harness::banner_of(&text)) {
+        if let (true, Some((i, k))) = (up, keyward_testsupport::banner_of(&text)) {
             break (i, k);
         }
         assert!(child.try_wait().unwrap().is_none(), "keyward serve exited");
@@ -880,13 +865,13 @@ async fn serve_and_admin_audit_read_the_table_through_the_binary() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let child = Kill(child);
-    let api = harness::Api::login(&base, &apikey, &inst).await;
+    let api = keyward_testsupport::Api::login(&base, &apikey, &inst).await;
     let key = api.root_key("cli").await;
     let ct = api.wrap_ok(&key, b"0123456789abcdef").await;
     api.unwrap_ok(&key, &ct).await;
 
     let admin = |args: &[&str]| {
-        let out = harness::keyward()
+        let out = keyward_testsupport::keyward()
             .arg("admin")
             .arg("--data-dir")
             .arg(&data)

@@ -16,12 +16,13 @@
 //!   node on the restored database (SQLite, and PostgreSQL when available) appends to it with
 //!   new ids.
 //!
+//! `fuzz_regressions`: inputs that once crashed a fuzz target.
+//!
 //! Run: `cargo test -p keyward --test backup`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../cluster/harness.rs"]
-mod harness;
+mod fuzz_regressions;
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -40,7 +41,7 @@ use keyward_crypto::SecretBytes;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use harness::*;
+use keyward_testsupport::*;
 
 /// Ciphertexts wrapped before the backup and unwrapped after the restore (T17 samples 1,000).
 const CIPHERTEXTS: usize = 1000;
@@ -48,20 +49,6 @@ const CIPHERTEXTS: usize = 1000;
 /// Runs `keyward admin ARGS...`.
 fn admin(args: &[&str]) -> Output {
     keyward().arg("admin").args(args).output().unwrap()
-}
-
-fn ok_json(out: Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 /// Asserts the command failed; returns its stderr.
@@ -145,7 +132,7 @@ fn node_opts<'a>(data_dir: &'a Path, key: &'a Path, db: Option<&'a str>) -> Node
     NodeOpts {
         database_url: db,
         data_dir,
-        master_key_file: key,
+        master_key_file: Some(key),
         token_pool_size: 0,
         scheduler_interval: 0,
     }
@@ -240,16 +227,6 @@ async fn unwrap_all(api: &Api, samples: &[Sample]) -> Vec<String> {
         bad.extend(r.unwrap());
     }
     bad
-}
-
-async fn create_key(api: &Api, resource: Value) -> String {
-    let r = api
-        .call(Method::POST, "/api/v2/keys", Some(&key_envelope(resource)))
-        .await;
-    r.expect(201)["resources"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// (id, name, state, extractable, imported) of every key of the caller's instance that is
@@ -401,7 +378,7 @@ async fn an_online_sqlite_backup_restores_everything() {
 
     // A second instance and a Writer API key, made with the admin command while A runs.
     let second = ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&a_dir),
             "--output",
@@ -415,7 +392,7 @@ async fn an_online_sqlite_backup_restores_everything() {
     );
     let inst2 = second["id"].as_str().unwrap().to_string();
     let writer = ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&a_dir),
             "--output",
@@ -438,17 +415,15 @@ async fn an_online_sqlite_backup_restores_everything() {
     // token), a standard key, a deleted key; in the second instance a generated root.
     let r1 = a.root_key("root-1").await;
     let r2 = a.root_key("root-2").await;
-    let imported = create_key(
-        &a,
-        json!({"type": KEY_TYPE, "name": "imported", "extractable": false,
+    let imported = a
+        .create_key(
+            json!({"type": KEY_TYPE, "name": "imported", "extractable": false,
                "payload": B64.encode(keyward_crypto::random_bytes(32).unwrap())}),
-    )
-    .await;
-    let standard = create_key(
-        &a,
-        json!({"type": KEY_TYPE, "name": "standard", "extractable": true}),
-    )
-    .await;
+        )
+        .await;
+    let standard = a
+        .create_key(json!({"type": KEY_TYPE, "name": "standard", "extractable": true}))
+        .await;
     let standard_payload = a
         .call(Method::GET, &format!("/api/v2/keys/{standard}"), None)
         .await
@@ -475,11 +450,12 @@ async fn an_online_sqlite_backup_restores_everything() {
                "payload": B64.encode(payload), "encryptedNonce": B64.encode(en),
                "iv": B64.encode(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"})
     };
-    let secure = create_key(
-        &a,
-        secure_import(&keyward_crypto::random_bytes(32).unwrap(), "secure"),
-    )
-    .await;
+    let secure = a
+        .create_key(secure_import(
+            &keyward_crypto::random_bytes(32).unwrap(),
+            "secure",
+        ))
+        .await;
     let doomed = a.root_key("doomed").await;
     let del = a
         .call(Method::DELETE, &format!("/api/v2/keys/{doomed}"), None)
@@ -536,7 +512,7 @@ async fn an_online_sqlite_backup_restores_everything() {
         backup_while_writing(&a, move || backup(&a_dir, &file)).await
     };
     let out = online.out.clone();
-    let report = ok_json(out, "backup");
+    let report = ok_json(&out, "backup");
     eprintln!("backup took {:?}: {report}", online.t1 - online.t0);
     assert_eq!(mode_of(&file), 0o600, "the backup file must be private");
     let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
@@ -561,7 +537,7 @@ async fn an_online_sqlite_backup_restores_everything() {
     let b_dir = dir.path().join("b");
     let b_key = b_dir.join("master.key");
     copy_master_key(&a_key, &b_key);
-    let restored = ok_json(restore(&b_dir, &file, &[]), "restore");
+    let restored = ok_json(&restore(&b_dir, &file, &[]), "restore");
     eprintln!("restore: {restored}");
     assert_eq!(restored["rows"], report["rows"]);
     assert_eq!(restored["tables"], report["tables"]);
@@ -654,7 +630,7 @@ async fn an_online_sqlite_backup_restores_everything() {
     assert_eq!(tb["nonce"], token["nonce"]);
     assert_eq!(tb["remainingRetrievals"], 3);
     let m = keyward_crypto::random_bytes(32).unwrap();
-    let imported_on_b = create_key(&b, secure_import(&m, "secure-on-b")).await;
+    let imported_on_b = b.create_key(secure_import(&m, "secure-on-b")).await;
     let ct = b.wrap_ok(&imported_on_b, b"after restore").await;
     assert_eq!(b.unwrap_ok(&imported_on_b, &ct).await, b"after restore");
     // B keeps working: a rotation of a restored key, old ciphertexts still unwrap.
@@ -702,7 +678,7 @@ async fn an_online_sqlite_backup_restores_everything() {
 fn small_deployment(dir: &Path) -> PathBuf {
     let data = dir.join("small");
     let inst = ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&data),
             "--output",
@@ -715,7 +691,7 @@ fn small_deployment(dir: &Path) -> PathBuf {
         "instance create",
     );
     ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&data),
             "--output",
@@ -794,7 +770,7 @@ fn backup_files_are_private_verified_and_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_deployment(dir.path());
     let file = dir.path().join("small.kwb");
-    let report = ok_json(backup(&data, &file), "backup");
+    let report = ok_json(&backup(&data, &file), "backup");
     assert_eq!(report["format"], 2);
     assert_eq!(report["tables"]["instances"], 1);
     assert_eq!(report["tables"]["api_keys"], 1);
@@ -846,7 +822,7 @@ fn backup_files_are_private_verified_and_never_overwritten() {
         path_str(&file),
         "--force",
     ]);
-    ok_json(forced, "backup --force");
+    ok_json(&forced, "backup --force");
     assert_eq!(mode_of(&file), 0o600);
     assert_ne!(
         std::fs::read(&file).unwrap(),
@@ -858,7 +834,7 @@ fn backup_files_are_private_verified_and_never_overwritten() {
     let check_dir = dir.path().join("check");
     let key = data.join("master.key");
     let checked = ok_json(
-        restore(
+        &restore(
             &check_dir,
             &file,
             &["--check", "--master-key-file", path_str(&key)],
@@ -891,12 +867,12 @@ fn backup_files_are_private_verified_and_never_overwritten() {
     // The backup restores, and the result holds the same rows.
     let target = dir.path().join("good-target");
     let restored = ok_json(
-        restore(&target, &file, &["--master-key-file", path_str(&key)]),
+        &restore(&target, &file, &["--master-key-file", path_str(&key)]),
         "restore of the good backup",
     );
     assert_eq!(restored["tables"], report["tables"]);
     let list = ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&target),
             "--output",
@@ -929,7 +905,7 @@ fn edited_backup_is_refused_in_every_section() {
     let data = small_deployment(dir.path());
     let key = data.join("master.key");
     let file = dir.path().join("small.kwb");
-    ok_json(backup(&data, &file), "backup");
+    ok_json(&backup(&data, &file), "backup");
     let good = std::fs::read(&file).unwrap();
     let l = layout(&good);
     assert!(
@@ -1127,7 +1103,7 @@ fn edited_backup_is_refused_in_every_section() {
     // The intact file still restores.
     let target = dir.path().join("intact");
     let restored = ok_json(
-        restore(&target, &file, &["--master-key-file", path_str(&key)]),
+        &restore(&target, &file, &["--master-key-file", path_str(&key)]),
         "restore of the intact file",
     );
     assert_eq!(restored["authenticated"], true);
@@ -1138,7 +1114,7 @@ fn restore_under_another_master_key_names_the_key_it_needs() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_deployment(dir.path());
     let file = dir.path().join("small.kwb");
-    let report = ok_json(backup(&data, &file), "backup");
+    let report = ok_json(&backup(&data, &file), "backup");
     let needed = report["sealed_under"].as_str().unwrap().to_string();
     assert!(needed.starts_with("file:"), "{report}");
     let other = dir.path().join("other.key");
@@ -1177,7 +1153,7 @@ fn restore_under_another_master_key_names_the_key_it_needs() {
     assert!(!bare.exists());
     // The right key restores the same file.
     ok_json(
-        restore(
+        &restore(
             &bare,
             &file,
             &["--master-key-file", path_str(&data.join("master.key"))],
@@ -1196,7 +1172,7 @@ fn version_1_backups_need_the_escape_hatch() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_deployment(dir.path());
     let file = dir.path().join("small.kwb");
-    let report = ok_json(backup(&data, &file), "backup");
+    let report = ok_json(&backup(&data, &file), "backup");
     // A version-1 file as an earlier Keyward wrote it: magic, header, SQLite payload, SHA-256.
     let mk = FileMasterKey::load_or_create(&data.join("master.key"), false).unwrap();
     let opened = keyward::backup::open_backup(&std::fs::read(&file).unwrap(), &mk).unwrap();
@@ -1250,7 +1226,7 @@ fn version_1_backups_need_the_escape_hatch() {
     // With the flag it restores, and says it was not authenticated.
     let out = restore(&target, &old, &["--allow-unauthenticated-v1"]);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let restored = ok_json(out, "restore of a version-1 backup with the flag");
+    let restored = ok_json(&out, "restore of a version-1 backup with the flag");
     assert_eq!(restored["authenticated"], false);
     assert_eq!(restored["format"], 1);
     assert_eq!(restored["tables"], report["tables"]);
@@ -1276,7 +1252,7 @@ async fn intact_backup_restores_and_unwraps() {
     let samples = wrap_many(&a, &keys, CIPHERTEXTS, "intact").await;
     assert_eq!(samples.len(), CIPHERTEXTS);
     let file = dir.path().join("intact.kwb");
-    let report = ok_json(backup(&a_dir, &file), "backup");
+    let report = ok_json(&backup(&a_dir, &file), "backup");
     na.terminate();
 
     // The file is format 2, its file key sealed under A's master key.
@@ -1291,7 +1267,7 @@ async fn intact_backup_restores_and_unwraps() {
     copy_master_key(&a_key, &kept);
     let b_dir = dir.path().join("b");
     let checked = ok_json(
-        restore(
+        &restore(
             &b_dir,
             &file,
             &["--check", "--master-key-file", path_str(&kept)],
@@ -1301,7 +1277,7 @@ async fn intact_backup_restores_and_unwraps() {
     assert_eq!(checked["verified"], true);
     assert!(!b_dir.exists());
     let restored = ok_json(
-        restore(&b_dir, &file, &["--master-key-file", path_str(&kept)]),
+        &restore(&b_dir, &file, &["--master-key-file", path_str(&kept)]),
         "restore",
     );
     assert_eq!(restored["authenticated"], true);
@@ -1345,7 +1321,7 @@ async fn backup_reveals_no_names() {
     let db_args = |cmd: &[&str]| {
         let mut args = vec!["--data-dir", path_str(&a_dir), "--output", "json"];
         args.extend_from_slice(cmd);
-        ok_json(admin(&args), "admin")
+        ok_json(&admin(&args), "admin")
     };
     let tenant = format!("tenant-acme-{tag}");
     let robot = format!("ops-robot-{tag}");
@@ -1368,11 +1344,9 @@ async fn backup_reveals_no_names() {
     let alias = format!("billing-alias-{tag}");
     let ring = format!("vault-ring-{tag}");
     let root = api.root_key(&root_name).await;
-    let standard = create_key(
-        &api,
-        json!({"type": KEY_TYPE, "name": std_name, "extractable": true}),
-    )
-    .await;
+    let standard = api
+        .create_key(json!({"type": KEY_TYPE, "name": std_name, "extractable": true}))
+        .await;
     api.call(
         Method::POST,
         &format!("/api/v2/keys/{root}/aliases/{alias}"),
@@ -1388,7 +1362,7 @@ async fn backup_reveals_no_names() {
         api.wrap_ok(&root, b"audited wrap").await;
     }
     let file = dir.path().join("names.kwb");
-    ok_json(backup(&a_dir, &file), "backup");
+    ok_json(&backup(&a_dir, &file), "backup");
     na.terminate();
 
     let needles = [
@@ -1486,7 +1460,7 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
         })
         .await
     };
-    let report = ok_json(online.out.clone(), "backup of PostgreSQL");
+    let report = ok_json(&online.out.clone(), "backup of PostgreSQL");
     assert_eq!(report["source_backend"], "postgres");
     assert_eq!(report["format"], 2);
     assert_eq!(
@@ -1516,7 +1490,7 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
     let s_dir = dir.path().join("sqlite-node");
     let s_key = s_dir.join("master.key");
     copy_master_key(&key, &s_key);
-    ok_json(restore(&s_dir, &file, &[]), "restore into SQLite");
+    ok_json(&restore(&s_dir, &file, &[]), "restore into SQLite");
     let mut ns = Node::spawn("sqlite", &node_opts(&s_dir, &s_key, None));
     ns.wait_health(200).await;
     assert!(ns.banner().is_none());
@@ -1549,7 +1523,7 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
             path_str(&key),
         ])
     };
-    let restored = ok_json(restore_pg(), "restore into PostgreSQL");
+    let restored = ok_json(&restore_pg(), "restore into PostgreSQL");
     assert_eq!(restored["tables"], report["tables"]);
     assert_eq!(
         db2.query("SELECT COUNT(*) FROM key_versions"),
@@ -1638,14 +1612,14 @@ async fn the_audit_table_is_backed_up_and_restored() {
     na.terminate();
 
     let file = dir.path().join("audited.kwb");
-    let report = ok_json(backup(&a_dir, &file), "backup");
+    let report = ok_json(&backup(&a_dir, &file), "backup");
     assert_eq!(report["tables"]["audit_log"], 42);
 
     // → SQLite.
     let b_dir = dir.path().join("b");
     let b_key = b_dir.join("master.key");
     copy_master_key(&key_file, &b_key);
-    let restored = ok_json(restore(&b_dir, &file, &[]), "restore into SQLite");
+    let restored = ok_json(&restore(&b_dir, &file, &[]), "restore into SQLite");
     assert_eq!(restored["tables"]["audit_log"], 42);
     let b_args = ["--data-dir", path_str(&b_dir)];
     assert_eq!(audit_rows(&b_args), before);
@@ -1659,7 +1633,7 @@ async fn the_audit_table_is_backed_up_and_restored() {
     };
     let db = Db::fresh(&base);
     ok_json(
-        admin(&[
+        &admin(&[
             "--database-url",
             &db.url,
             "--output",
@@ -1804,7 +1778,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     // Instances and API keys are authenticated under the HSM's master key: the admin
     // commands need the HSM too.
     let inst = ok_json(
-        with_hsm(
+        &with_hsm(
             &[
                 &[
                     "--data-dir",
@@ -1822,7 +1796,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     );
     let inst = inst["id"].as_str().unwrap().to_string();
     let created = ok_json(
-        with_hsm(
+        &with_hsm(
             &[
                 &[
                     "--data-dir",
@@ -1863,7 +1837,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     let err = failed(with_hsm(&args), "a backup without the HSM settings");
     assert!(err.contains("no master key could be loaded"), "{err}");
     args.extend_from_slice(&hsm);
-    let report = ok_json(with_hsm(&args), "backup");
+    let report = ok_json(&with_hsm(&args), "backup");
     let sealed_under = report["sealed_under"].as_str().unwrap().to_string();
     assert!(sealed_under.starts_with("pkcs11:"), "{report}");
     assert_eq!(
@@ -1896,7 +1870,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     assert!(!b_dir.exists());
     let with = restore_args(&hsm);
     let restored = ok_json(
-        with_hsm(&with.iter().map(String::as_str).collect::<Vec<_>>()),
+        &with_hsm(&with.iter().map(String::as_str).collect::<Vec<_>>()),
         "restore with the HSM settings",
     );
     assert_eq!(restored["authenticated"], true);

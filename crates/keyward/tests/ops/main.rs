@@ -11,12 +11,10 @@ use std::sync::Arc;
 
 use keyward::config::ServeArgs;
 use keyward::server;
-use keyward_domain::{Role, SystemClock};
-use keyward_service::admin;
+use keyward_domain::SystemClock;
 use serde_json::{json, Value};
 
-#[path = "../support/services.rs"]
-mod services;
+use keyward_testsupport::{key_envelope, services, token, Tenant, KEY_TYPE};
 
 struct Running {
     addr: SocketAddr,
@@ -63,32 +61,12 @@ fn base_args(dir: &Path) -> ServeArgs {
 
 /// (apikey, instance id) of a new Manager in a new instance.
 async fn tenant(store: &dyn keyward_store::Store, name: &str) -> (String, String) {
-    let inst = admin::create_instance(store, name, 1).await.unwrap();
-    let k = admin::create_api_key(store, inst.id, Role::Manager, name, None, 1)
-        .await
-        .unwrap();
-    (k.apikey, inst.id.to_string())
-}
-
-async fn token(client: &reqwest::Client, base: &str, apikey: &str) -> String {
-    let r: Value = client
-        .post(format!("{base}/identity/token"))
-        .form(&[
-            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-            ("apikey", apikey),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_string()
+    let t = Tenant::in_store(store, name).await;
+    (t.apikey, t.instance)
 }
 
 fn key_body(name: &str) -> Value {
-    json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
-           "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false}]})
+    key_envelope(json!({"type": KEY_TYPE, "name": name, "extractable": false}))
 }
 
 #[tokio::test]
