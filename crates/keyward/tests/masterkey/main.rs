@@ -11,9 +11,11 @@
 //! - a node given only the old key is sealed (503) and says which key is missing.
 //!
 //! The HSM side (rotation inside the HSM, migration from the file key into it) is in
-//! `tests/hsm`. Run: `cargo test -p keyward --test masterkey`.
+//! module `hsm` (SoftHSM2). Run: `cargo test -p keyward --test masterkey`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod hsm;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -1,8 +1,10 @@
 //! Operations: TLS (handshake with a real client, TLS 1.1 refused), rate limits (429 with
 //! Retry-After, other tenants unaffected, failed bearer tokens capped per address), metrics and
-//! readiness, and a master key that does not match the database (sealed start).
+//! readiness, and a master key that does not match the database (sealed start). Modules: `edge`
+//! (timeouts and the connection cap), `audit` (the audit log's file and table sinks).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod edge;
 
 use std::net::SocketAddr;

@@ -12,7 +12,8 @@
 //!   inserts again, so does the service;
 //! - `keyward admin audit tail|search` reading the file and the table, and a real `keyward
 //!   serve` configured through `KEYWARD_AUDIT_SINK`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//!
+//! Run: `cargo test -p keyward --test ops audit::`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

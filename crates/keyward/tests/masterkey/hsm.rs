@@ -6,9 +6,7 @@
 //! Skips, with a note on stderr, when `/usr/lib/softhsm/libsofthsm2.so` or `softhsm2-util` is
 //! absent (install: `apt-get install -y softhsm2`).
 //!
-//! Run: `cargo test -p keyward --test hsm`.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Run: `cargo test -p keyward --test masterkey hsm::`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
