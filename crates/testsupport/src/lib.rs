@@ -15,12 +15,14 @@ pub mod fixtures;
 pub mod pg;
 pub mod server;
 pub mod services;
+pub mod softhsm;
 pub mod tenant;
 
 pub use client::*;
 pub use fixtures::*;
 pub use pg::*;
 pub use server::*;
+pub use softhsm::*;
 pub use tenant::*;
 
 pub const KEY_TYPE: &str = "application/vnd.ibm.kms.key+json";

@@ -135,12 +135,18 @@ impl Node {
         Self::spawn_logging(name, o, extra, env, logs, false)
     }
 
-    /// As [`Node::spawn_with`], appending stderr to `log` (and stdout to `log` with the
+    /// As [`Node::spawn_env`], appending stderr to `log` (and stdout to `log` with the
     /// extension `out`): the log of every node started on one deployment, kept outside its data
     /// dir.
-    pub fn spawn_appending(name: &str, o: &NodeOpts<'_>, extra: &[&str], log: &Path) -> Node {
+    pub fn spawn_appending(
+        name: &str,
+        o: &NodeOpts<'_>,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: &Path,
+    ) -> Node {
         let logs = (log.with_extension("out"), log.to_path_buf());
-        Self::spawn_logging(name, o, extra, &[], logs, true)
+        Self::spawn_logging(name, o, extra, env, logs, true)
     }
 
     fn spawn_logging(

@@ -1654,101 +1654,35 @@ async fn the_audit_table_is_backed_up_and_restored() {
     np.terminate();
 }
 
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const HSM_TOKEN: &str = "keyward-backup-hsm";
 
 /// A fresh SoftHSM2 token in `root`; returns its configuration file and a PIN file, or `None`
 /// (with a note) when SoftHSM2 is not installed.
-fn softhsm_token(root: &Path) -> Option<(PathBuf, PathBuf)> {
-    let util = std::process::Command::new("softhsm2-util")
-        .arg("--version")
-        .output();
-    if !Path::new(SOFTHSM_MODULE).exists() || util.is_err() {
-        eprintln!(
-            "NOTE: skipping the HSM backup test: {SOFTHSM_MODULE} or softhsm2-util is absent \
-             (apt-get install -y softhsm2)"
-        );
+/// A SoftHSM token for this test and its PIN file, or `None` (after saying why) without
+/// SoftHSM2.
+fn hsm_token(root: &Path) -> Option<(PathBuf, PathBuf)> {
+    if !softhsm_present("an_hsm_deployment_backs_up_and_restores") {
         return None;
     }
-    let tokens = root.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = root.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n\
-             slots.removable = false\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
     let pin = "backup-hsm-pin-1";
-    let out = std::process::Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", HSM_TOKEN])
-        .args(["--so-pin", "backup-hsm-so-1", "--pin", pin])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "softhsm2-util: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let conf = softhsm_token(root, HSM_TOKEN, "backup-hsm-so-1", pin);
     let pin_file = root.join("pin");
     std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
     std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     Some((conf, pin_file))
 }
 
-/// A `keyward serve` on the HSM; killed when dropped.
-struct HsmServer {
-    child: std::process::Child,
-    base: String,
-}
-
-impl HsmServer {
-    fn spawn(conf: &Path, data: &Path, hsm: &[&str]) -> HsmServer {
-        let port = free_port();
-        let child = keyward()
-            .env("SOFTHSM2_CONF", conf)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--token-pool-size", "0", "--scheduler-interval", "0"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(hsm)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
-            .spawn()
-            .unwrap();
-        HsmServer {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http().get(format!("{}/healthz", self.base)).send().await {
-                assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
-                return;
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "the server exited early"
-            );
-            assert!(Instant::now() < deadline, "the server never answered");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for HsmServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A healthy `keyward serve` on `data` with the HSM flags `hsm`; its log is `DATA.log`.
+async fn hsm_node(conf: &Path, data: &Path, hsm: &[&str]) -> Node {
+    let mut node = Node::spawn_appending(
+        "hsm",
+        &NodeOpts::sqlite(data),
+        hsm,
+        &[("SOFTHSM2_CONF", conf.as_os_str())],
+        &data.with_extension("log"),
+    );
+    node.wait_health(200).await;
+    node
 }
 
 /// A deployment whose master key is in an HSM: the backup's file key is sealed inside the HSM,
@@ -1756,7 +1690,7 @@ impl Drop for HsmServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hsm_deployment_backs_up_and_restores() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((conf, pin_file)) = softhsm_token(dir.path()) else {
+    let Some((conf, pin_file)) = hsm_token(dir.path()) else {
         return;
     };
     let hsm = [
@@ -1817,8 +1751,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
         "apikey create",
     );
     let apikey = created["apikey"].as_str().unwrap().to_string();
-    let mut a = HsmServer::spawn(&conf, &a_dir, &hsm);
-    a.wait_healthy().await;
+    let a = hsm_node(&conf, &a_dir, &hsm).await;
     let api = Api::login(&a.base, &apikey, &inst).await;
     let keys = vec![api.root_key("hsm-1").await, api.root_key("hsm-2").await];
     let samples = wrap_many(&api, &keys, 100, "hsm").await;
@@ -1877,8 +1810,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     assert_eq!(restored["tables"], report["tables"]);
 
     // A server on the restored data dir, on the same HSM key, unwraps every sample.
-    let mut b = HsmServer::spawn(&conf, &b_dir, &hsm);
-    b.wait_healthy().await;
+    let b = hsm_node(&conf, &b_dir, &hsm).await;
     let api_b = Api::login(&b.base, &apikey, &inst).await;
     let bad = unwrap_all(&api_b, &samples).await;
     assert!(bad.is_empty(), "{bad:?}");

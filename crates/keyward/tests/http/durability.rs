@@ -28,6 +28,7 @@ pub(crate) async fn start_with(data: &Path, extra: &[&str]) -> Proc {
         "keyward",
         &NodeOpts::sqlite(data),
         extra,
+        &[],
         &data.with_extension("log"),
     );
     p.wait_health(200).await;

@@ -588,6 +588,7 @@ async fn existing_database_is_upgraded_in_place(mut d: Deployment) {
         "no-row-key",
         &NodeOpts::sqlite(&d.data),
         &d.flags(),
+        &[],
         &d.data.with_extension("log"),
     );
     let status = loop {

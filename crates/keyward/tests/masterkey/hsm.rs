@@ -9,7 +9,7 @@
 //! Run: `cargo test -p keyward --test masterkey hsm::`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,25 +17,17 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::SecretBytes;
 use keyward_testsupport::{
-    contains_bytes as find, keyward, random, services, Node, NodeOpts, ERROR_TYPE, KEY_TYPE,
+    contains_bytes as find, keyward, random, softhsm_token, Node, NodeOpts, ERROR_TYPE, KEY_TYPE,
+    SOFTHSM_MODULE,
 };
 use serde_json::{json, Value};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = SOFTHSM_MODULE;
 const TOKEN: &str = "keyward-hsm";
 const PIN: &str = "hsm-user-pin-1";
 
 fn softhsm_present() -> bool {
-    let util = Command::new("softhsm2-util").arg("--version").output();
-    if !Path::new(MODULE).exists() || util.is_err() {
-        services::missing(
-            "the hsm tests",
-            &format!("SoftHSM2 ({MODULE} or softhsm2-util)"),
-            "apt-get install -y softhsm2",
-        );
-        return false;
-    }
-    true
+    keyward_testsupport::softhsm_present("the hsm tests")
 }
 
 /// A temporary SoftHSM token directory with one fresh token, and a data directory.
@@ -50,36 +42,7 @@ impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        let tokens = root.join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = root.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                TOKEN,
-                "--so-pin",
-                "hsm-so-pin-1",
-                "--pin",
-                PIN,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "softhsm2-util: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let conf = softhsm_token(&root, TOKEN, "hsm-so-pin-1", PIN);
         Env {
             data: root.join("data"),
             _dir: dir,
