@@ -22,45 +22,30 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward::auditcmd::{AuditCmd, AuditFilter, AuditSource};
 use keyward::config::ServeArgs;
-use keyward_domain::{InstanceId, KeyState, Role, SystemClock};
+use keyward_domain::{InstanceId, KeyState, Role};
 use keyward_service::admin;
 use keyward_store::{AuditQuery, KeyQuery, Store};
 use serde_json::{json, Value};
 
+use super::base_args as args;
+
+/// A server started by [`super::start`], with the addresses these tests use.
 struct Srv {
     base: String,
     store: Arc<dyn Store>,
     /// The server's database URL.
     url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn args(dir: &Path) -> ServeArgs {
-    ServeArgs {
-        data_dir: Some(dir.to_path_buf()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        token_pool_size: Some(0),
-        scheduler_interval: Some(0),
-        ..ServeArgs::default()
-    }
+    _running: super::Running,
 }
 
 async fn start_with(args: ServeArgs) -> Srv {
-    let settings = args.resolve().unwrap();
-    let srv = keyward::server::start_with_clock(&settings, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    assert!(srv.sealed.is_none(), "{:?}", srv.sealed);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (base, store) = (format!("http://{}", srv.addr), srv.store.clone());
-    tokio::spawn(srv.serve(async move {
-        let _ = rx.await;
-    }));
+    let url = args.resolve().unwrap().database_url.expose().to_string();
+    let running = super::start(args, None).await;
     Srv {
-        base,
-        store,
-        url: settings.database_url.expose().to_string(),
-        _stop: tx,
+        base: format!("http://{}", running.addr),
+        store: running.store.clone(),
+        url,
+        _running: running,
     }
 }
 
@@ -399,6 +384,7 @@ fn search(source: AuditSource, filter: AuditFilter) -> AuditCmd {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_record_per_audited_request_and_no_secrets() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
     let srv = start(&dir.path().join("data"), log.clone()).await;
@@ -458,6 +444,7 @@ async fn one_record_per_audited_request_and_no_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing() {
+    let _shared = super::EXCLUSIVE.read().await;
     use reqwest::Method as M;
     if !Path::new("/dev/full").exists() {
         keyward_testsupport::services::missing(
@@ -504,6 +491,7 @@ async fn a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing() {
 /// gets, no secret in any column; `admin audit tail|search` read the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_sink_holds_one_row_per_audited_request_and_no_secrets() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let srv = start_with(ServeArgs {
@@ -603,6 +591,7 @@ async fn the_table_sink_holds_one_row_per_audited_request_and_no_secrets() {
 /// Both sinks at once write the same records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sinks_write_the_same_records() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
     let srv = start_with(ServeArgs {
@@ -623,6 +612,7 @@ async fn both_sinks_write_the_same_records() {
 /// trigger is gone, requests succeed again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_audit_table_refuses_audited_requests_with_503_and_changes_nothing() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = start_with(ServeArgs {
         audit_sink: Some("database".into()),
@@ -770,6 +760,7 @@ async fn refuses_while_the_table_refuses(srv: &Srv, break_sql: &str, fix_sql: &s
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_sink_on_postgres() {
+    let _shared = super::EXCLUSIVE.read().await;
     let Some(base) = keyward_testsupport::pg_base("the_table_sink_on_postgres") else {
         return;
     };
@@ -829,6 +820,7 @@ async fn the_table_sink_on_postgres() {
 /// `keyward admin audit tail|search` reading its table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_admin_audit_read_the_table_through_the_binary() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();

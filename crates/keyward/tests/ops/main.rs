@@ -18,6 +18,11 @@ use serde_json::{json, Value};
 
 use keyward_testsupport::{key_envelope, services, token, Tenant, KEY_TYPE};
 
+/// Taken for writing by a test that measures the server under a load of its own
+/// (`edge::past_the_cap_a_new_client_is_served`), and for reading by the heavier tests that
+/// share this binary (`audit`), so those never run alongside it.
+static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 struct Running {
     addr: SocketAddr,
     store: Arc<dyn keyward_store::Store>,
