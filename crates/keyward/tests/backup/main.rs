@@ -35,9 +35,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use keyward_crypto::import::{encrypt_material, encrypt_nonce, OaepHash};
 use keyward_crypto::master::{FileMasterKey, MasterKeyProvider};
-use keyward_crypto::SecretBytes;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -441,15 +439,8 @@ async fn an_online_sqlite_backup_restores_everything() {
     let token = a.call(Method::GET, "/api/v2/import_token", None).await;
     let token = token.expect(200).clone();
     assert_eq!(token["remainingRetrievals"], 4);
-    let pem = String::from_utf8(B64.decode(token["payload"].as_str().unwrap()).unwrap()).unwrap();
-    let nonce = B64.decode(token["nonce"].as_str().unwrap()).unwrap();
-    let secure_import = |material: &[u8], name: &str| {
-        let payload = encrypt_material(&pem, OaepHash::Sha256, material).unwrap();
-        let (iv, en) = encrypt_nonce(&SecretBytes::copy_from(material), &nonce).unwrap();
-        json!({"type": KEY_TYPE, "name": name, "extractable": false,
-               "payload": B64.encode(payload), "encryptedNonce": B64.encode(en),
-               "iv": B64.encode(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"})
-    };
+    let secure_import =
+        |material: &[u8], name: &str| secure_import_resource(&token, material, name);
     let secure = a
         .create_key(secure_import(
             &keyward_crypto::random_bytes(32).unwrap(),

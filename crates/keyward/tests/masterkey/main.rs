@@ -25,8 +25,6 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use keyward_crypto::import::{encrypt_material, encrypt_nonce, OaepHash};
-use keyward_crypto::SecretBytes;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -243,17 +241,9 @@ async fn file_master_key_rotation_is_online_and_resumable() {
     // The import token made before the rotation still takes a secure import.
     let token = b.call(Method::GET, "/api/v2/import_token", None).await;
     let token = token.expect(200).clone();
-    let pem = String::from_utf8(B64.decode(token["payload"].as_str().unwrap()).unwrap()).unwrap();
-    let nonce = B64.decode(token["nonce"].as_str().unwrap()).unwrap();
     let material = keyward_crypto::random_bytes(32).unwrap();
-    let payload = encrypt_material(&pem, OaepHash::Sha256, &material).unwrap();
-    let (iv, en) = encrypt_nonce(&SecretBytes::copy_from(&material), &nonce).unwrap();
     let imported = b
-        .create_key(
-            json!({"type": KEY_TYPE, "name": "after-rotation", "extractable": false,
-               "payload": B64.encode(payload), "encryptedNonce": B64.encode(en),
-               "iv": B64.encode(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"}),
-        )
+        .create_key(secure_import_resource(&token, &material, "after-rotation"))
         .await;
     let ct = b.wrap_ok(&imported, b"x").await;
     assert_eq!(b.unwrap_ok(&imported, &ct).await, b"x");
