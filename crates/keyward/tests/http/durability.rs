@@ -21,6 +21,13 @@ async fn start(data: &Path) -> Proc {
     start_with(data, &[]).await
 }
 
+/// SIGKILL, at once, and the same command again on the same port (the log goes on); waits
+/// until it is healthy.
+async fn restart(p: &mut Proc) {
+    p.restart();
+    p.wait_health(200).await;
+}
+
 /// Starts the binary on `data` with more `serve` flags (e.g. `--database-url`); waits until it
 /// is healthy.
 pub(crate) async fn start_with(data: &Path, extra: &[&str]) -> Proc {
@@ -261,8 +268,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
     let id = want[1].id.clone();
     let v1 = want[1].meta["keyVersion"]["id"].clone();
     c.rotate(&id, &json!({})).await.expect(204);
-    p.kill();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     let m = c
         .get(&format!("/api/v2/keys/{id}/metadata"))
@@ -279,8 +285,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
     // Delete: SIGKILL right after the 204; the key stays deleted.
     let del = want[0].id.clone();
     c.delete(&format!("/api/v2/keys/{del}")).await.expect(204);
-    p.kill();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     assert_error(
         &c.delete(&format!("/api/v2/keys/{del}")).await,
@@ -301,13 +306,11 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
     c.create_token(&json!({"expiration": 3600, "maxAllowedRetrievals": 2}))
         .await
         .expect(200);
-    p.kill();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     let g = c.get_token().await.expect(200);
     assert_eq!(g["remainingRetrievals"], 1);
-    p.kill();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     let g = c.get_token().await.expect(200);
     assert_eq!(g["remainingRetrievals"], 0);
@@ -317,8 +320,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
         .create(t.secure_fields(&m, OaepHash::Sha256).resource())
         .await
         .resource(201);
-    p.kill();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     assert_error(
         &c.get_token().await,
