@@ -14,7 +14,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../keyward/tests/support/services.rs"]
+#[path = "../../testsupport/src/services.rs"]
 mod services;
 
 use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,7 @@
 //! `KEYWARD_TEST_DATABASE_URL` points at a server (each run in a fresh database).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../keyward/tests/support/services.rs"]
+#[path = "../../testsupport/src/services.rs"]
 mod services;
 
 use std::sync::Arc;

@@ -16,12 +16,13 @@
 //!   node on the restored database (SQLite, and PostgreSQL when available) appends to it with
 //!   new ids.
 //!
+//! `fuzz_regressions`: inputs that once crashed a fuzz target.
+//!
 //! Run: `cargo test -p keyward --test backup`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../cluster/harness.rs"]
-mod harness;
+mod fuzz_regressions;
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -34,13 +35,11 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use keyward_crypto::import::{encrypt_material, encrypt_nonce, OaepHash};
 use keyward_crypto::master::{FileMasterKey, MasterKeyProvider};
-use keyward_crypto::SecretBytes;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use harness::*;
+use keyward_testsupport::*;
 
 /// Ciphertexts wrapped before the backup and unwrapped after the restore (T17 samples 1,000).
 const CIPHERTEXTS: usize = 1000;
@@ -48,20 +47,6 @@ const CIPHERTEXTS: usize = 1000;
 /// Runs `keyward admin ARGS...`.
 fn admin(args: &[&str]) -> Output {
     keyward().arg("admin").args(args).output().unwrap()
-}
-
-fn ok_json(out: Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 /// Asserts the command failed; returns its stderr.
@@ -145,7 +130,7 @@ fn node_opts<'a>(data_dir: &'a Path, key: &'a Path, db: Option<&'a str>) -> Node
     NodeOpts {
         database_url: db,
         data_dir,
-        master_key_file: key,
+        master_key_file: Some(key),
         token_pool_size: 0,
         scheduler_interval: 0,
     }
@@ -240,16 +225,6 @@ async fn unwrap_all(api: &Api, samples: &[Sample]) -> Vec<String> {
         bad.extend(r.unwrap());
     }
     bad
-}
-
-async fn create_key(api: &Api, resource: Value) -> String {
-    let r = api
-        .call(Method::POST, "/api/v2/keys", Some(&key_envelope(resource)))
-        .await;
-    r.expect(201)["resources"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// (id, name, state, extractable, imported) of every key of the caller's instance that is
@@ -401,7 +376,7 @@ async fn an_online_sqlite_backup_restores_everything() {
 
     // A second instance and a Writer API key, made with the admin command while A runs.
     let second = ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&a_dir),
             "--output",
@@ -415,7 +390,7 @@ async fn an_online_sqlite_backup_restores_everything() {
     );
     let inst2 = second["id"].as_str().unwrap().to_string();
     let writer = ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&a_dir),
             "--output",
@@ -438,17 +413,15 @@ async fn an_online_sqlite_backup_restores_everything() {
     // token), a standard key, a deleted key; in the second instance a generated root.
     let r1 = a.root_key("root-1").await;
     let r2 = a.root_key("root-2").await;
-    let imported = create_key(
-        &a,
-        json!({"type": KEY_TYPE, "name": "imported", "extractable": false,
+    let imported = a
+        .create_key(
+            json!({"type": KEY_TYPE, "name": "imported", "extractable": false,
                "payload": B64.encode(keyward_crypto::random_bytes(32).unwrap())}),
-    )
-    .await;
-    let standard = create_key(
-        &a,
-        json!({"type": KEY_TYPE, "name": "standard", "extractable": true}),
-    )
-    .await;
+        )
+        .await;
+    let standard = a
+        .create_key(json!({"type": KEY_TYPE, "name": "standard", "extractable": true}))
+        .await;
     let standard_payload = a
         .call(Method::GET, &format!("/api/v2/keys/{standard}"), None)
         .await
@@ -466,20 +439,14 @@ async fn an_online_sqlite_backup_restores_everything() {
     let token = a.call(Method::GET, "/api/v2/import_token", None).await;
     let token = token.expect(200).clone();
     assert_eq!(token["remainingRetrievals"], 4);
-    let pem = String::from_utf8(B64.decode(token["payload"].as_str().unwrap()).unwrap()).unwrap();
-    let nonce = B64.decode(token["nonce"].as_str().unwrap()).unwrap();
-    let secure_import = |material: &[u8], name: &str| {
-        let payload = encrypt_material(&pem, OaepHash::Sha256, material).unwrap();
-        let (iv, en) = encrypt_nonce(&SecretBytes::copy_from(material), &nonce).unwrap();
-        json!({"type": KEY_TYPE, "name": name, "extractable": false,
-               "payload": B64.encode(payload), "encryptedNonce": B64.encode(en),
-               "iv": B64.encode(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"})
-    };
-    let secure = create_key(
-        &a,
-        secure_import(&keyward_crypto::random_bytes(32).unwrap(), "secure"),
-    )
-    .await;
+    let secure_import =
+        |material: &[u8], name: &str| secure_import_resource(&token, material, name);
+    let secure = a
+        .create_key(secure_import(
+            &keyward_crypto::random_bytes(32).unwrap(),
+            "secure",
+        ))
+        .await;
     let doomed = a.root_key("doomed").await;
     let del = a
         .call(Method::DELETE, &format!("/api/v2/keys/{doomed}"), None)
@@ -536,7 +503,7 @@ async fn an_online_sqlite_backup_restores_everything() {
         backup_while_writing(&a, move || backup(&a_dir, &file)).await
     };
     let out = online.out.clone();
-    let report = ok_json(out, "backup");
+    let report = ok_json(&out, "backup");
     eprintln!("backup took {:?}: {report}", online.t1 - online.t0);
     assert_eq!(mode_of(&file), 0o600, "the backup file must be private");
     let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
@@ -561,7 +528,7 @@ async fn an_online_sqlite_backup_restores_everything() {
     let b_dir = dir.path().join("b");
     let b_key = b_dir.join("master.key");
     copy_master_key(&a_key, &b_key);
-    let restored = ok_json(restore(&b_dir, &file, &[]), "restore");
+    let restored = ok_json(&restore(&b_dir, &file, &[]), "restore");
     eprintln!("restore: {restored}");
     assert_eq!(restored["rows"], report["rows"]);
     assert_eq!(restored["tables"], report["tables"]);
@@ -654,7 +621,7 @@ async fn an_online_sqlite_backup_restores_everything() {
     assert_eq!(tb["nonce"], token["nonce"]);
     assert_eq!(tb["remainingRetrievals"], 3);
     let m = keyward_crypto::random_bytes(32).unwrap();
-    let imported_on_b = create_key(&b, secure_import(&m, "secure-on-b")).await;
+    let imported_on_b = b.create_key(secure_import(&m, "secure-on-b")).await;
     let ct = b.wrap_ok(&imported_on_b, b"after restore").await;
     assert_eq!(b.unwrap_ok(&imported_on_b, &ct).await, b"after restore");
     // B keeps working: a rotation of a restored key, old ciphertexts still unwrap.
@@ -702,7 +669,7 @@ async fn an_online_sqlite_backup_restores_everything() {
 fn small_deployment(dir: &Path) -> PathBuf {
     let data = dir.join("small");
     let inst = ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&data),
             "--output",
@@ -715,7 +682,7 @@ fn small_deployment(dir: &Path) -> PathBuf {
         "instance create",
     );
     ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&data),
             "--output",
@@ -794,7 +761,7 @@ fn backup_files_are_private_verified_and_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_deployment(dir.path());
     let file = dir.path().join("small.kwb");
-    let report = ok_json(backup(&data, &file), "backup");
+    let report = ok_json(&backup(&data, &file), "backup");
     assert_eq!(report["format"], 2);
     assert_eq!(report["tables"]["instances"], 1);
     assert_eq!(report["tables"]["api_keys"], 1);
@@ -846,7 +813,7 @@ fn backup_files_are_private_verified_and_never_overwritten() {
         path_str(&file),
         "--force",
     ]);
-    ok_json(forced, "backup --force");
+    ok_json(&forced, "backup --force");
     assert_eq!(mode_of(&file), 0o600);
     assert_ne!(
         std::fs::read(&file).unwrap(),
@@ -858,7 +825,7 @@ fn backup_files_are_private_verified_and_never_overwritten() {
     let check_dir = dir.path().join("check");
     let key = data.join("master.key");
     let checked = ok_json(
-        restore(
+        &restore(
             &check_dir,
             &file,
             &["--check", "--master-key-file", path_str(&key)],
@@ -891,12 +858,12 @@ fn backup_files_are_private_verified_and_never_overwritten() {
     // The backup restores, and the result holds the same rows.
     let target = dir.path().join("good-target");
     let restored = ok_json(
-        restore(&target, &file, &["--master-key-file", path_str(&key)]),
+        &restore(&target, &file, &["--master-key-file", path_str(&key)]),
         "restore of the good backup",
     );
     assert_eq!(restored["tables"], report["tables"]);
     let list = ok_json(
-        admin(&[
+        &admin(&[
             "--data-dir",
             path_str(&target),
             "--output",
@@ -929,7 +896,7 @@ fn edited_backup_is_refused_in_every_section() {
     let data = small_deployment(dir.path());
     let key = data.join("master.key");
     let file = dir.path().join("small.kwb");
-    ok_json(backup(&data, &file), "backup");
+    ok_json(&backup(&data, &file), "backup");
     let good = std::fs::read(&file).unwrap();
     let l = layout(&good);
     assert!(
@@ -1127,7 +1094,7 @@ fn edited_backup_is_refused_in_every_section() {
     // The intact file still restores.
     let target = dir.path().join("intact");
     let restored = ok_json(
-        restore(&target, &file, &["--master-key-file", path_str(&key)]),
+        &restore(&target, &file, &["--master-key-file", path_str(&key)]),
         "restore of the intact file",
     );
     assert_eq!(restored["authenticated"], true);
@@ -1138,7 +1105,7 @@ fn restore_under_another_master_key_names_the_key_it_needs() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_deployment(dir.path());
     let file = dir.path().join("small.kwb");
-    let report = ok_json(backup(&data, &file), "backup");
+    let report = ok_json(&backup(&data, &file), "backup");
     let needed = report["sealed_under"].as_str().unwrap().to_string();
     assert!(needed.starts_with("file:"), "{report}");
     let other = dir.path().join("other.key");
@@ -1177,7 +1144,7 @@ fn restore_under_another_master_key_names_the_key_it_needs() {
     assert!(!bare.exists());
     // The right key restores the same file.
     ok_json(
-        restore(
+        &restore(
             &bare,
             &file,
             &["--master-key-file", path_str(&data.join("master.key"))],
@@ -1196,7 +1163,7 @@ fn version_1_backups_need_the_escape_hatch() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_deployment(dir.path());
     let file = dir.path().join("small.kwb");
-    let report = ok_json(backup(&data, &file), "backup");
+    let report = ok_json(&backup(&data, &file), "backup");
     // A version-1 file as an earlier Keyward wrote it: magic, header, SQLite payload, SHA-256.
     let mk = FileMasterKey::load_or_create(&data.join("master.key"), false).unwrap();
     let opened = keyward::backup::open_backup(&std::fs::read(&file).unwrap(), &mk).unwrap();
@@ -1250,7 +1217,7 @@ fn version_1_backups_need_the_escape_hatch() {
     // With the flag it restores, and says it was not authenticated.
     let out = restore(&target, &old, &["--allow-unauthenticated-v1"]);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let restored = ok_json(out, "restore of a version-1 backup with the flag");
+    let restored = ok_json(&out, "restore of a version-1 backup with the flag");
     assert_eq!(restored["authenticated"], false);
     assert_eq!(restored["format"], 1);
     assert_eq!(restored["tables"], report["tables"]);
@@ -1276,7 +1243,7 @@ async fn intact_backup_restores_and_unwraps() {
     let samples = wrap_many(&a, &keys, CIPHERTEXTS, "intact").await;
     assert_eq!(samples.len(), CIPHERTEXTS);
     let file = dir.path().join("intact.kwb");
-    let report = ok_json(backup(&a_dir, &file), "backup");
+    let report = ok_json(&backup(&a_dir, &file), "backup");
     na.terminate();
 
     // The file is format 2, its file key sealed under A's master key.
@@ -1291,7 +1258,7 @@ async fn intact_backup_restores_and_unwraps() {
     copy_master_key(&a_key, &kept);
     let b_dir = dir.path().join("b");
     let checked = ok_json(
-        restore(
+        &restore(
             &b_dir,
             &file,
             &["--check", "--master-key-file", path_str(&kept)],
@@ -1301,7 +1268,7 @@ async fn intact_backup_restores_and_unwraps() {
     assert_eq!(checked["verified"], true);
     assert!(!b_dir.exists());
     let restored = ok_json(
-        restore(&b_dir, &file, &["--master-key-file", path_str(&kept)]),
+        &restore(&b_dir, &file, &["--master-key-file", path_str(&kept)]),
         "restore",
     );
     assert_eq!(restored["authenticated"], true);
@@ -1345,7 +1312,7 @@ async fn backup_reveals_no_names() {
     let db_args = |cmd: &[&str]| {
         let mut args = vec!["--data-dir", path_str(&a_dir), "--output", "json"];
         args.extend_from_slice(cmd);
-        ok_json(admin(&args), "admin")
+        ok_json(&admin(&args), "admin")
     };
     let tenant = format!("tenant-acme-{tag}");
     let robot = format!("ops-robot-{tag}");
@@ -1368,11 +1335,9 @@ async fn backup_reveals_no_names() {
     let alias = format!("billing-alias-{tag}");
     let ring = format!("vault-ring-{tag}");
     let root = api.root_key(&root_name).await;
-    let standard = create_key(
-        &api,
-        json!({"type": KEY_TYPE, "name": std_name, "extractable": true}),
-    )
-    .await;
+    let standard = api
+        .create_key(json!({"type": KEY_TYPE, "name": std_name, "extractable": true}))
+        .await;
     api.call(
         Method::POST,
         &format!("/api/v2/keys/{root}/aliases/{alias}"),
@@ -1388,7 +1353,7 @@ async fn backup_reveals_no_names() {
         api.wrap_ok(&root, b"audited wrap").await;
     }
     let file = dir.path().join("names.kwb");
-    ok_json(backup(&a_dir, &file), "backup");
+    ok_json(&backup(&a_dir, &file), "backup");
     na.terminate();
 
     let needles = [
@@ -1486,7 +1451,7 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
         })
         .await
     };
-    let report = ok_json(online.out.clone(), "backup of PostgreSQL");
+    let report = ok_json(&online.out.clone(), "backup of PostgreSQL");
     assert_eq!(report["source_backend"], "postgres");
     assert_eq!(report["format"], 2);
     assert_eq!(
@@ -1516,7 +1481,7 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
     let s_dir = dir.path().join("sqlite-node");
     let s_key = s_dir.join("master.key");
     copy_master_key(&key, &s_key);
-    ok_json(restore(&s_dir, &file, &[]), "restore into SQLite");
+    ok_json(&restore(&s_dir, &file, &[]), "restore into SQLite");
     let mut ns = Node::spawn("sqlite", &node_opts(&s_dir, &s_key, None));
     ns.wait_health(200).await;
     assert!(ns.banner().is_none());
@@ -1549,7 +1514,7 @@ async fn a_postgres_backup_restores_into_sqlite_and_postgres() {
             path_str(&key),
         ])
     };
-    let restored = ok_json(restore_pg(), "restore into PostgreSQL");
+    let restored = ok_json(&restore_pg(), "restore into PostgreSQL");
     assert_eq!(restored["tables"], report["tables"]);
     assert_eq!(
         db2.query("SELECT COUNT(*) FROM key_versions"),
@@ -1638,14 +1603,14 @@ async fn the_audit_table_is_backed_up_and_restored() {
     na.terminate();
 
     let file = dir.path().join("audited.kwb");
-    let report = ok_json(backup(&a_dir, &file), "backup");
+    let report = ok_json(&backup(&a_dir, &file), "backup");
     assert_eq!(report["tables"]["audit_log"], 42);
 
     // → SQLite.
     let b_dir = dir.path().join("b");
     let b_key = b_dir.join("master.key");
     copy_master_key(&key_file, &b_key);
-    let restored = ok_json(restore(&b_dir, &file, &[]), "restore into SQLite");
+    let restored = ok_json(&restore(&b_dir, &file, &[]), "restore into SQLite");
     assert_eq!(restored["tables"]["audit_log"], 42);
     let b_args = ["--data-dir", path_str(&b_dir)];
     assert_eq!(audit_rows(&b_args), before);
@@ -1659,7 +1624,7 @@ async fn the_audit_table_is_backed_up_and_restored() {
     };
     let db = Db::fresh(&base);
     ok_json(
-        admin(&[
+        &admin(&[
             "--database-url",
             &db.url,
             "--output",
@@ -1680,101 +1645,35 @@ async fn the_audit_table_is_backed_up_and_restored() {
     np.terminate();
 }
 
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const HSM_TOKEN: &str = "keyward-backup-hsm";
 
 /// A fresh SoftHSM2 token in `root`; returns its configuration file and a PIN file, or `None`
 /// (with a note) when SoftHSM2 is not installed.
-fn softhsm_token(root: &Path) -> Option<(PathBuf, PathBuf)> {
-    let util = std::process::Command::new("softhsm2-util")
-        .arg("--version")
-        .output();
-    if !Path::new(SOFTHSM_MODULE).exists() || util.is_err() {
-        eprintln!(
-            "NOTE: skipping the HSM backup test: {SOFTHSM_MODULE} or softhsm2-util is absent \
-             (apt-get install -y softhsm2)"
-        );
+/// A SoftHSM token for this test and its PIN file, or `None` (after saying why) without
+/// SoftHSM2.
+fn hsm_token(root: &Path) -> Option<(PathBuf, PathBuf)> {
+    if !softhsm_present("an_hsm_deployment_backs_up_and_restores") {
         return None;
     }
-    let tokens = root.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = root.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n\
-             slots.removable = false\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
     let pin = "backup-hsm-pin-1";
-    let out = std::process::Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", HSM_TOKEN])
-        .args(["--so-pin", "backup-hsm-so-1", "--pin", pin])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "softhsm2-util: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let conf = softhsm_token(root, HSM_TOKEN, "backup-hsm-so-1", pin);
     let pin_file = root.join("pin");
     std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
     std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     Some((conf, pin_file))
 }
 
-/// A `keyward serve` on the HSM; killed when dropped.
-struct HsmServer {
-    child: std::process::Child,
-    base: String,
-}
-
-impl HsmServer {
-    fn spawn(conf: &Path, data: &Path, hsm: &[&str]) -> HsmServer {
-        let port = free_port();
-        let child = keyward()
-            .env("SOFTHSM2_CONF", conf)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--token-pool-size", "0", "--scheduler-interval", "0"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(hsm)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
-            .spawn()
-            .unwrap();
-        HsmServer {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http().get(format!("{}/healthz", self.base)).send().await {
-                assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
-                return;
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "the server exited early"
-            );
-            assert!(Instant::now() < deadline, "the server never answered");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for HsmServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A healthy `keyward serve` on `data` with the HSM flags `hsm`; its log is `DATA.log`.
+async fn hsm_node(conf: &Path, data: &Path, hsm: &[&str]) -> Node {
+    let mut node = Node::spawn_appending(
+        "hsm",
+        &NodeOpts::sqlite(data),
+        hsm,
+        &[("SOFTHSM2_CONF", conf.as_os_str())],
+        &data.with_extension("log"),
+    );
+    node.wait_health(200).await;
+    node
 }
 
 /// A deployment whose master key is in an HSM: the backup's file key is sealed inside the HSM,
@@ -1782,7 +1681,7 @@ impl Drop for HsmServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hsm_deployment_backs_up_and_restores() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((conf, pin_file)) = softhsm_token(dir.path()) else {
+    let Some((conf, pin_file)) = hsm_token(dir.path()) else {
         return;
     };
     let hsm = [
@@ -1804,7 +1703,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     // Instances and API keys are authenticated under the HSM's master key: the admin
     // commands need the HSM too.
     let inst = ok_json(
-        with_hsm(
+        &with_hsm(
             &[
                 &[
                     "--data-dir",
@@ -1822,7 +1721,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     );
     let inst = inst["id"].as_str().unwrap().to_string();
     let created = ok_json(
-        with_hsm(
+        &with_hsm(
             &[
                 &[
                     "--data-dir",
@@ -1843,8 +1742,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
         "apikey create",
     );
     let apikey = created["apikey"].as_str().unwrap().to_string();
-    let mut a = HsmServer::spawn(&conf, &a_dir, &hsm);
-    a.wait_healthy().await;
+    let a = hsm_node(&conf, &a_dir, &hsm).await;
     let api = Api::login(&a.base, &apikey, &inst).await;
     let keys = vec![api.root_key("hsm-1").await, api.root_key("hsm-2").await];
     let samples = wrap_many(&api, &keys, 100, "hsm").await;
@@ -1863,7 +1761,7 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     let err = failed(with_hsm(&args), "a backup without the HSM settings");
     assert!(err.contains("no master key could be loaded"), "{err}");
     args.extend_from_slice(&hsm);
-    let report = ok_json(with_hsm(&args), "backup");
+    let report = ok_json(&with_hsm(&args), "backup");
     let sealed_under = report["sealed_under"].as_str().unwrap().to_string();
     assert!(sealed_under.starts_with("pkcs11:"), "{report}");
     assert_eq!(
@@ -1896,15 +1794,14 @@ async fn an_hsm_deployment_backs_up_and_restores() {
     assert!(!b_dir.exists());
     let with = restore_args(&hsm);
     let restored = ok_json(
-        with_hsm(&with.iter().map(String::as_str).collect::<Vec<_>>()),
+        &with_hsm(&with.iter().map(String::as_str).collect::<Vec<_>>()),
         "restore with the HSM settings",
     );
     assert_eq!(restored["authenticated"], true);
     assert_eq!(restored["tables"], report["tables"]);
 
     // A server on the restored data dir, on the same HSM key, unwraps every sample.
-    let mut b = HsmServer::spawn(&conf, &b_dir, &hsm);
-    b.wait_healthy().await;
+    let b = hsm_node(&conf, &b_dir, &hsm).await;
     let api_b = Api::login(&b.base, &apikey, &inst).await;
     let bad = unwrap_all(&api_b, &samples).await;
     assert!(bad.is_empty(), "{bad:?}");

@@ -16,7 +16,7 @@ use base64::Engine;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::*;
+use keyward_testsupport::*;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -220,7 +220,7 @@ async fn setup(database_url: Option<&str>, dir: &std::path::Path, nodes: usize) 
             &NodeOpts {
                 database_url,
                 data_dir: &dir.join(format!("n{i}")),
-                master_key_file: &key_file,
+                master_key_file: Some(&key_file),
                 token_pool_size: 0,
                 scheduler_interval: 0,
             },
@@ -251,7 +251,8 @@ async fn bench_one_and_two_nodes() {
     let secs = env_num("KEYWARD_BENCH_SECS", 8);
     let workers = env_num("KEYWARD_BENCH_WORKERS", 16) as usize;
     eprintln!(
-        "binary {BIN}; {workers} closed-loop clients, {secs} s per run; CPU = cores busy (of {})",
+        "binary {}; {workers} closed-loop clients, {secs} s per run; CPU = cores busy (of {})",
+        bin().display(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)

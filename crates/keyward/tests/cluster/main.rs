@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bench;
-mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -25,7 +24,20 @@ use keyward_store::Store;
 use reqwest::Method;
 use serde_json::json;
 
-use harness::*;
+use keyward_testsupport::*;
+
+/// The store on `db` (opened on the calling runtime), reading and writing authenticated rows
+/// with the deployment's master key file.
+async fn store_of(db: &Db, master_key_file: &Path) -> keyward_store::SqlStore {
+    let settings = keyward::config::ServeArgs {
+        database_url: Some(db.url.clone()),
+        master_key_file: Some(master_key_file.to_path_buf()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    keyward::admin::open_store(&settings).await.unwrap()
+}
 
 /// Two nodes on one fresh database, sharing one master key file; `a` and `b` are the same
 /// Manager (from node A's first-start banner) talking to node A and node B.
@@ -46,7 +58,7 @@ impl Cluster {
             &NodeOpts {
                 database_url: Some(&db.url),
                 data_dir: &da,
-                master_key_file: &ka,
+                master_key_file: Some(&ka),
                 token_pool_size: pool,
                 scheduler_interval: scheduler,
             },
@@ -59,7 +71,7 @@ impl Cluster {
             &NodeOpts {
                 database_url: Some(&db.url),
                 data_dir: &db_b,
-                master_key_file: &kb,
+                master_key_file: Some(&kb),
                 token_pool_size: pool,
                 scheduler_interval: scheduler,
             },
@@ -132,7 +144,7 @@ async fn import_token_retrievals_are_exact_across_nodes() {
             150
         )]
     );
-    let store = db.store(&dir.path().join("master.key")).await;
+    let store = store_of(&db, &dir.path().join("master.key")).await;
     let token = store.get_token(c.a.instance_id()).await.unwrap().unwrap();
     assert_eq!((token.remaining, token.max_retrievals), (0, 50));
     store.close().await;
@@ -147,7 +159,7 @@ async fn racing_rotations_on_two_nodes_have_one_winner() {
     let db = Db::fresh(&base);
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(&db, dir.path(), 0, 0).await;
-    let store = db.store(&dir.path().join("master.key")).await;
+    let store = store_of(&db, &dir.path().join("master.key")).await;
     for round in 0..8 {
         let id = c.a.root_key(&format!("race-{round}")).await;
         // Both nodes know the key (and have it cached) before the race.
@@ -374,7 +386,7 @@ async fn the_scheduler_rotates_a_due_key_once_with_two_nodes() {
     let db = Db::fresh(&base);
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(&db, dir.path(), 0, 1).await;
-    let store = db.store(&dir.path().join("master.key")).await;
+    let store = store_of(&db, &dir.path().join("master.key")).await;
     let inst = c.a.instance_id();
 
     let mut ids = Vec::new();
@@ -460,7 +472,7 @@ async fn nodes_starting_at_once_share_one_schema() {
                 &NodeOpts {
                     database_url: Some(&db.url),
                     data_dir: &dir.path().join(format!("n{i}")),
-                    master_key_file: &key,
+                    master_key_file: Some(&key),
                     token_pool_size: 0,
                     scheduler_interval: 0,
                 },
@@ -511,7 +523,7 @@ async fn a_node_with_another_master_key_starts_sealed() {
         &NodeOpts {
             database_url: Some(&db.url),
             data_dir: &dir.path().join("c"),
-            master_key_file: &other,
+            master_key_file: Some(&other),
             token_pool_size: 0,
             scheduler_interval: 0,
         },
@@ -560,7 +572,7 @@ async fn postgres_restarts_lose_nothing_acknowledged() {
         .output()
         .is_err()
     {
-        harness::services::missing(
+        services::missing(
             "postgres_restarts_lose_nothing_acknowledged",
             "pg_ctlcluster",
             "install postgresql-common",
@@ -847,7 +859,7 @@ async fn postgres_restarts_lose_nothing_acknowledged() {
         created.len(),
         wrapped.len()
     );
-    let store = db.store(&dir.path().join("master.key")).await;
+    let store = store_of(&db, &dir.path().join("master.key")).await;
     let inst = c.a.instance_id();
     for id in &created {
         assert!(
@@ -892,7 +904,7 @@ async fn a_sqlite_deployment_migrates_to_postgres() {
         &NodeOpts {
             database_url: None,
             data_dir: &data,
-            master_key_file: &key,
+            master_key_file: Some(&key),
             token_pool_size: 2,
             scheduler_interval: 0,
         },
@@ -1003,7 +1015,7 @@ async fn a_sqlite_deployment_migrates_to_postgres() {
         src.close().await;
         v
     };
-    let pg = db.store(&dir.path().join("master.key")).await;
+    let pg = store_of(&db, &dir.path().join("master.key")).await;
     assert_eq!(
         pg.versions(s.instance_id(), key_id(&rotated))
             .await
@@ -1020,7 +1032,7 @@ async fn a_sqlite_deployment_migrates_to_postgres() {
             &NodeOpts {
                 database_url: Some(&db.url),
                 data_dir: &dir.path().join(name),
-                master_key_file: &key,
+                master_key_file: Some(&key),
                 token_pool_size: 0,
                 scheduler_interval: 0,
             },

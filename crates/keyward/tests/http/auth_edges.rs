@@ -15,6 +15,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use keyward_testsupport::{free_port, keyward, Node, NodeOpts};
 
 /// The role cache and the API-key cache both trust an entry for 1 s (`docs/design.md`, Auth).
 const BOUND: Duration = Duration::from_secs(1);
@@ -450,14 +451,6 @@ async fn send_sealed(http: &reqwest::Client, url: &str) -> (u16, Vec<u8>) {
     (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real binary, stdout and stderr to pipes (as under systemd or in a container): the
 /// first-start API key appears in neither; it is in `<data-dir>/initial-api-key`, mode 0600 (the
 /// data dir created 0700), the banner and the log name that file, and the key in it works.
@@ -466,13 +459,8 @@ async fn first_start_key_goes_to_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KEYWARD_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
+    // Not a `Node`: this start must create the data dir, and write to pipes.
+    let mut child = keyward()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(&data)
@@ -554,34 +542,9 @@ async fn first_start_key_goes_to_a_private_file() {
 
     // The key works: its token reads the default instance (on a restarted server, which does
     // not bootstrap again or write another file).
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KEYWARD_") {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--token-pool-size", "0", "--scheduler-interval", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Kill(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(http.get(format!("{base}/healthz")).send().await, Ok(r) if r.status() == 200) {
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "keyward serve exited"
-        );
-        assert!(Instant::now() < deadline, "keyward serve never came up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut node = Node::spawn("restarted", &NodeOpts::sqlite(&data));
+    node.wait_health(200).await;
+    let base = node.base.clone();
     let r = send(
         http.get(format!("{base}/api/v2/keys"))
             .header("authorization", format!("Bearer {token}"))

@@ -3,8 +3,6 @@
 //! write loses nothing. API keys come from `keyward admin` while the server runs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -14,138 +12,37 @@ use keyward_domain::InstanceId;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use keyward_testsupport::{Node, NodeOpts};
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-
-pub(crate) struct Proc {
-    pub(crate) child: Option<Child>,
-    pub(crate) base: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub(crate) fn keyward_cmd(data: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KEYWARD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("RUST_LOG", "warn");
-    let _ = data;
-    cmd
-}
+/// A `keyward serve` on a data dir; every start on one data dir appends to `DATA.log`.
+pub(crate) type Proc = Node;
 
 async fn start(data: &Path) -> Proc {
     start_with(data, &[]).await
 }
 
-/// Starts the binary on `data` with more `serve` flags (e.g. `--database-url`).
+/// SIGKILL, at once, and the same command again on the same port (the log goes on); waits
+/// until it is healthy.
+async fn restart(p: &mut Proc) {
+    p.restart();
+    p.wait_health(200).await;
+}
+
+/// Starts the binary on `data` with more `serve` flags (e.g. `--database-url`); waits until it
+/// is healthy.
 pub(crate) async fn start_with(data: &Path, extra: &[&str]) -> Proc {
-    let port = free_port();
-    let child = keyward_cmd(data)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--token-pool-size",
-            "0",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(data.with_extension("log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    let p = Proc {
-        child: Some(child),
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let http = http_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{}/healthz", p.base)).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "keyward did not become ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let mut p = Node::spawn_appending(
+        "keyward",
+        &NodeOpts::sqlite(data),
+        extra,
+        &[],
+        &data.with_extension("log"),
+    );
+    p.wait_health(200).await;
     p
 }
 
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// SIGKILL, at once.
-    fn kill9(mut self) {
-        let mut c = self.child.take().unwrap();
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    pub(crate) fn terminate(mut self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let mut c = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(status.success(), "keyward exited with {status} on SIGTERM");
-                return;
-            }
-            assert!(Instant::now() < deadline, "keyward did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-pub(crate) fn admin(data: &Path, args: &[&str]) -> Value {
-    let out = keyward_cmd(data)
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+pub(crate) use keyward_testsupport::admin_json as admin;
 
 /// An instance and a Manager key made with the admin CLI; returns a logged-in client.
 pub(crate) async fn setup(p: &Proc, data: &Path) -> Client {
@@ -312,7 +209,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
             0 => {
                 let m = random(32);
                 let k = c.import_root_key(&m).await;
-                p.kill9();
+                p.kill();
                 let id = id_of(&k);
                 let ct = client_side_wrap(&m, &id, k["keyVersion"]["id"].as_str().unwrap(), &dek);
                 want.push(Expect {
@@ -324,7 +221,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
             // Generated root key: SIGKILL right after the 201, then after a wrap.
             1 => {
                 let k = c.create_root_key().await;
-                p.kill9();
+                p.kill();
                 p = start(&data).await;
                 c = relogin(&c, &p).await;
                 let id = id_of(&k);
@@ -335,7 +232,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
                 });
                 verify(&c, &want).await;
                 let ct = c.wrap_bytes(&id, &dek, None).await;
-                p.kill9();
+                p.kill();
                 want.last_mut().unwrap().checks.push((ct, dek));
             }
             // Standard key with material: SIGKILL right after the 201.
@@ -345,7 +242,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
                     .create(json!({"type": KEY_TYPE, "name": "std", "extractable": true, "payload": B64.encode(&m)}))
                     .await
                     .resource(201);
-                p.kill9();
+                p.kill();
                 p = start(&data).await;
                 c = relogin(&c, &p).await;
                 let g = c
@@ -353,7 +250,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
                     .await
                     .resource(200);
                 assert_eq!(unb64(g["payload"].as_str().unwrap()), m);
-                p.kill9();
+                p.kill();
                 want.push(Expect {
                     id: id_of(&k),
                     meta: k,
@@ -371,8 +268,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
     let id = want[1].id.clone();
     let v1 = want[1].meta["keyVersion"]["id"].clone();
     c.rotate(&id, &json!({})).await.expect(204);
-    p.kill9();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     let m = c
         .get(&format!("/api/v2/keys/{id}/metadata"))
@@ -389,8 +285,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
     // Delete: SIGKILL right after the 204; the key stays deleted.
     let del = want[0].id.clone();
     c.delete(&format!("/api/v2/keys/{del}")).await.expect(204);
-    p.kill9();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     assert_error(
         &c.delete(&format!("/api/v2/keys/{del}")).await,
@@ -411,13 +306,11 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
     c.create_token(&json!({"expiration": 3600, "maxAllowedRetrievals": 2}))
         .await
         .expect(200);
-    p.kill9();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     let g = c.get_token().await.expect(200);
     assert_eq!(g["remainingRetrievals"], 1);
-    p.kill9();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     let g = c.get_token().await.expect(200);
     assert_eq!(g["remainingRetrievals"], 0);
@@ -427,8 +320,7 @@ async fn kill_9_after_each_acknowledged_write_loses_nothing() {
         .create(t.secure_fields(&m, OaepHash::Sha256).resource())
         .await
         .resource(201);
-    p.kill9();
-    p = start(&data).await;
+    restart(&mut p).await;
     c = relogin(&c, &p).await;
     assert_error(
         &c.get_token().await,

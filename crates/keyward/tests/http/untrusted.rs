@@ -6,7 +6,6 @@
 //! hides the edit) and checks the answers over HTTP.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -17,7 +16,8 @@ use serde_json::{json, Value};
 use sqlx::{AnyConnection, Connection};
 
 use crate::common::*;
-use crate::durability::{admin, free_port, keyward_cmd, start_with, Proc};
+use crate::durability::{admin, start_with, Proc};
+use keyward_testsupport::{pg_base, Db, Node, NodeOpts};
 
 /// The deciding columns of a key row that an attacker flips, each on its own root key.
 const KEY_EDITS: &[(&str, &str)] = &[
@@ -40,6 +40,8 @@ struct Deployment {
     sql_url: String,
     data: PathBuf,
     proc: Option<Proc>,
+    /// The PostgreSQL database (dropped after the server stops).
+    _db: Option<Db>,
     _dir: tempfile::TempDir,
 }
 
@@ -53,28 +55,24 @@ impl Deployment {
             sql_url: format!("sqlite://{}", data.join("keyward.db").display()),
             data,
             proc: None,
+            _db: None,
             _dir: dir,
         }
     }
 
-    /// On a fresh PostgreSQL database, or `None` when `KEYWARD_TEST_DATABASE_URL` is unset.
-    async fn postgres() -> Option<Deployment> {
-        let base = std::env::var("KEYWARD_TEST_DATABASE_URL").ok()?;
-        let name = format!("kw_untrusted_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
-        let (prefix, _) = base.rsplit_once('/').unwrap();
-        let url = format!("{prefix}/{name}");
+    /// On a fresh PostgreSQL database, or `None` when `KEYWARD_TEST_DATABASE_URL` is unset
+    /// (a failure under `KEYWARD_REQUIRE_SERVICES`, see [`keyward_testsupport::services`]).
+    fn postgres(test: &str) -> Option<Deployment> {
+        let db = Db::fresh(&pg_base(test)?);
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("data")).unwrap();
         Some(Deployment {
-            flags: vec!["--database-url".into(), url.clone()],
+            flags: vec!["--database-url".into(), db.url.clone()],
             serve_flags: Vec::new(),
-            sql_url: url,
+            sql_url: db.url.clone(),
             data: dir.path().join("data"),
             proc: None,
+            _db: Some(db),
             _dir: dir,
         })
     }
@@ -586,36 +584,25 @@ async fn existing_database_is_upgraded_in_place(mut d: Deployment) {
             .await,
         1
     );
-    let port = free_port();
-    let mut child = keyward_cmd(&d.data)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(&d.data)
-        .args(d.flags())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = http_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut node = Node::spawn_appending(
+        "no-row-key",
+        &NodeOpts::sqlite(&d.data),
+        &d.flags(),
+        &[],
+        &d.data.with_extension("log"),
+    );
     let status = loop {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
+        if let Ok(r) = http_client()
+            .get(format!("{}/healthz", node.base))
             .send()
             .await
         {
             break r.status().as_u16();
         }
-        assert!(Instant::now() < deadline, "keyward did not answer");
+        assert!(node.alive(), "keyward exited:\n{}", node.log());
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(node);
     assert_eq!(
         status, 503,
         "a database with tags but no row-authentication key is refused"
@@ -677,11 +664,7 @@ macro_rules! on_both {
 
         #[tokio::test]
         async fn $postgres() {
-            let Some(d) = Deployment::postgres().await else {
-                eprintln!(
-                    "KEYWARD_TEST_DATABASE_URL unset: {} not run",
-                    stringify!($postgres)
-                );
+            let Some(d) = Deployment::postgres(stringify!($postgres)) else {
                 return;
             };
             $name(d).await;

@@ -11,12 +11,11 @@
 //! - a node given only the old key is sealed (503) and says which key is missing.
 //!
 //! The HSM side (rotation inside the HSM, migration from the file key into it) is in
-//! `tests/hsm`. Run: `cargo test -p keyward --test masterkey`.
+//! module `hsm` (SoftHSM2). Run: `cargo test -p keyward --test masterkey`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../cluster/harness.rs"]
-mod harness;
+mod hsm;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -26,12 +25,10 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use keyward_crypto::import::{encrypt_material, encrypt_nonce, OaepHash};
-use keyward_crypto::SecretBytes;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use harness::*;
+use keyward_testsupport::*;
 
 fn admin(data_dir: &Path, args: &[&str]) -> Output {
     keyward()
@@ -46,22 +43,8 @@ fn admin(data_dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok_json(out: Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 fn status(dir: &Path) -> Value {
-    ok_json(admin(dir, &["status"]), "master-key status")
+    ok_json(&admin(dir, &["status"]), "master-key status")
 }
 
 fn rows_of(status: &Value, id: &str) -> i64 {
@@ -77,20 +60,10 @@ fn opts(dir: &Path) -> NodeOpts<'_> {
     NodeOpts {
         database_url: None,
         data_dir: dir,
-        master_key_file: Box::leak(dir.join("master.key").into_boxed_path()),
+        master_key_file: Some(Box::leak(dir.join("master.key").into_boxed_path())),
         token_pool_size: 0,
         scheduler_interval: 0,
     }
-}
-
-async fn create_key(a: &Api, resource: Value) -> String {
-    let r = a
-        .call(Method::POST, "/api/v2/keys", Some(&key_envelope(resource)))
-        .await;
-    r.expect(201)["resources"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 type Made = Vec<(String, String, Vec<u8>)>;
@@ -206,7 +179,7 @@ async fn file_master_key_rotation_is_online_and_resumable() {
 
     // A rotation stopped after 5 rows: the new generation exists and seals, 5 rows moved.
     let first = ok_json(
-        admin(
+        &admin(
             &data,
             &["rotate", "--settle", "3", "--batch", "2", "--limit", "5"],
         ),
@@ -224,7 +197,7 @@ async fn file_master_key_rotation_is_online_and_resumable() {
 
     // Run again: it resumes (no third generation) and finishes.
     let second = ok_json(
-        admin(&data, &["rotate", "--settle", "3"]),
+        &admin(&data, &["rotate", "--settle", "3"]),
         "rotate (resume)",
     );
     assert_eq!(second["complete"], true, "{second}");
@@ -268,18 +241,10 @@ async fn file_master_key_rotation_is_online_and_resumable() {
     // The import token made before the rotation still takes a secure import.
     let token = b.call(Method::GET, "/api/v2/import_token", None).await;
     let token = token.expect(200).clone();
-    let pem = String::from_utf8(B64.decode(token["payload"].as_str().unwrap()).unwrap()).unwrap();
-    let nonce = B64.decode(token["nonce"].as_str().unwrap()).unwrap();
     let material = keyward_crypto::random_bytes(32).unwrap();
-    let payload = encrypt_material(&pem, OaepHash::Sha256, &material).unwrap();
-    let (iv, en) = encrypt_nonce(&SecretBytes::copy_from(&material), &nonce).unwrap();
-    let imported = create_key(
-        &b,
-        json!({"type": KEY_TYPE, "name": "after-rotation", "extractable": false,
-               "payload": B64.encode(payload), "encryptedNonce": B64.encode(en),
-               "iv": B64.encode(iv), "encryptionAlgorithm": "RSAES_OAEP_SHA_256"}),
-    )
-    .await;
+    let imported = b
+        .create_key(secure_import_resource(&token, &material, "after-rotation"))
+        .await;
     let ct = b.wrap_ok(&imported, b"x").await;
     assert_eq!(b.unwrap_ok(&imported, &ct).await, b"x");
     node.terminate();
@@ -288,7 +253,7 @@ async fn file_master_key_rotation_is_online_and_resumable() {
     // retired), and a node there unwraps what was made under generation 1.
     let file = dir.path().join("after-rotation.bak");
     ok_json(
-        keyward()
+        &keyward()
             .arg("admin")
             .arg("--data-dir")
             .arg(&data)
@@ -302,7 +267,7 @@ async fn file_master_key_rotation_is_online_and_resumable() {
     std::fs::create_dir_all(&restored).unwrap();
     std::fs::copy(data.join("master.key.2"), restored.join("master.key.2")).unwrap();
     let out = ok_json(
-        keyward()
+        &keyward()
             .arg("admin")
             .arg("--data-dir")
             .arg(&restored)
@@ -381,7 +346,7 @@ async fn staged_generation_waits_for_the_next_run() {
     let ct = a.wrap_ok(&k, b"p").await;
     let gen1 = status(&data)["sealing"].as_str().unwrap().to_string();
 
-    let staged = ok_json(admin(&data, &["rotate", "--stage"]), "rotate --stage");
+    let staged = ok_json(&admin(&data, &["rotate", "--stage"]), "rotate --stage");
     let gen2 = staged["staged"].as_str().unwrap().to_string();
     // New rows are still sealed under generation 1.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
@@ -391,7 +356,7 @@ async fn staged_generation_waits_for_the_next_run() {
     assert_eq!(rows_of(&s, &gen2), 0, "{s}");
 
     let done = ok_json(
-        admin(&data, &["rotate", "--settle", "3"]),
+        &admin(&data, &["rotate", "--settle", "3"]),
         "rotate after stage",
     );
     assert_eq!(done["sealing"], gen2.as_str(), "{done}");

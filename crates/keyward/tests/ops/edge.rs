@@ -499,6 +499,8 @@ fn server_held_fds(port: u16) -> usize {
 /// stalled connections time out.
 #[tokio::test]
 async fn past_the_cap_a_new_client_is_served() {
+    // Counts the server's connections at their peak: no other test's load meanwhile.
+    let _alone = EXCLUSIVE.write().await;
     let dir = tempfile::tempdir().unwrap();
     let (srv, _) = start_edge(edge_args(dir.path())).await;
     let (apikey, inst) = tenant(&*srv.store, "cap").await;

@@ -1,8 +1,10 @@
 //! Operations: TLS (handshake with a real client, TLS 1.1 refused), rate limits (429 with
 //! Retry-After, other tenants unaffected, failed bearer tokens capped per address), metrics and
-//! readiness, and a master key that does not match the database (sealed start).
+//! readiness, and a master key that does not match the database (sealed start). Modules: `edge`
+//! (timeouts and the connection cap), `audit` (the audit log's file and table sinks).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod edge;
 
 use std::net::SocketAddr;
@@ -11,12 +13,15 @@ use std::sync::Arc;
 
 use keyward::config::ServeArgs;
 use keyward::server;
-use keyward_domain::{Role, SystemClock};
-use keyward_service::admin;
+use keyward_domain::SystemClock;
 use serde_json::{json, Value};
 
-#[path = "../support/services.rs"]
-mod services;
+use keyward_testsupport::{key_envelope, services, token, Tenant, KEY_TYPE};
+
+/// Taken for writing by a test that measures the server under a load of its own
+/// (`edge::past_the_cap_a_new_client_is_served`), and for reading by the heavier tests that
+/// share this binary (`audit`), so those never run alongside it.
+static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 struct Running {
     addr: SocketAddr,
@@ -63,32 +68,12 @@ fn base_args(dir: &Path) -> ServeArgs {
 
 /// (apikey, instance id) of a new Manager in a new instance.
 async fn tenant(store: &dyn keyward_store::Store, name: &str) -> (String, String) {
-    let inst = admin::create_instance(store, name, 1).await.unwrap();
-    let k = admin::create_api_key(store, inst.id, Role::Manager, name, None, 1)
-        .await
-        .unwrap();
-    (k.apikey, inst.id.to_string())
-}
-
-async fn token(client: &reqwest::Client, base: &str, apikey: &str) -> String {
-    let r: Value = client
-        .post(format!("{base}/identity/token"))
-        .form(&[
-            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-            ("apikey", apikey),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_string()
+    let t = Tenant::in_store(store, name).await;
+    (t.apikey, t.instance)
 }
 
 fn key_body(name: &str) -> Value {
-    json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
-           "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false}]})
+    key_envelope(json!({"type": KEY_TYPE, "name": name, "extractable": false}))
 }
 
 #[tokio::test]

@@ -1,264 +1,10 @@
-//! Black-box tests of `keyward kp`: each test starts `keyward serve` on a free port with a
-//! temporary data dir, creates an instance and a Manager API key with `keyward admin`, and runs
-//! `keyward kp --output json ...` as a subprocess.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+//! `keyward kp` imports, wrap/unwrap, offline tools, token auth and errors.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-
-/// Env vars that would change what `keyward kp` does; cleared for every subprocess.
-const KP_ENV: &[&str] = &[
-    "KP_URL",
-    "KEYWARD_URL",
-    "KP_INSTANCE_ID",
-    "KP_APIKEY",
-    "IBMCLOUD_API_KEY",
-    "KP_IAM_URL",
-    "KP_TOKEN",
-    "KP_OUTPUT",
-];
-
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    data: PathBuf,
-    url: String,
-    instance: String,
-    apikey: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn healthz(url: &str) -> bool {
-    rt().block_on(async {
-        let c = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        matches!(c.get(format!("{url}/healthz")).send().await, Ok(r) if r.status() == 200)
-    })
-}
-
-fn admin(data: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "admin {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--insecure-http", "--token-pool-size", "2"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            dir,
-            data,
-            url,
-            instance: String::new(),
-            apikey: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("keyward serve exited with {status}:\n{}", server.log());
-            }
-            if healthz(&server.url) {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!("keyward serve not healthy after 90 s:\n{}", server.log());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let inst = admin(
-            &server.data,
-            &["instance", "create", "--name", "kp-cli-test"],
-        );
-        server.instance = inst["id"].as_str().unwrap().to_owned();
-        let key = admin(
-            &server.data,
-            &[
-                "apikey",
-                "create",
-                "--instance",
-                &server.instance,
-                "--role",
-                "Manager",
-                "--name",
-                "kp-cli",
-            ],
-        );
-        server.apikey = key["apikey"].as_str().unwrap().to_owned();
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, content: &[u8]) -> String {
-        let p = self.path(name);
-        std::fs::write(&p, content).unwrap();
-        p.to_str().unwrap().to_owned()
-    }
-
-    /// Runs `keyward kp ARGS` with the server's URL, instance and API key in env.
-    fn kp_raw(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("kp").args(args);
-        for v in KP_ENV {
-            cmd.env_remove(v);
-        }
-        cmd.env("KP_URL", &self.url)
-            .env("KP_INSTANCE_ID", &self.instance)
-            .env("KP_APIKEY", &self.apikey);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.stdin(Stdio::null()).output().unwrap();
-        // The API key never shows up in any output.
-        for stream in [&out.stdout, &out.stderr] {
-            let s = String::from_utf8_lossy(stream);
-            assert!(!s.contains(&self.apikey), "kp {args:?} printed the API key");
-        }
-        out
-    }
-
-    /// Runs `keyward kp --output json ARGS`, which must succeed; returns the printed JSON.
-    fn kp(&self, args: &[&str]) -> Value {
-        let out = self.kp_raw(&[&["--output", "json"], args].concat(), &[]);
-        assert!(
-            out.status.success(),
-            "kp {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "kp {args:?} printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-
-    /// Runs a command that must fail; returns (exit code, stderr).
-    fn kp_fail(&self, args: &[&str]) -> (i32, String) {
-        let out = self.kp_raw(&[&["--output", "json"], args].concat(), &[]);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !out.status.success(),
-            "kp {args:?} unexpectedly succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        (out.status.code().unwrap_or(-1), stderr)
-    }
-
-    fn wrap_unwrap(&self, key_id: &str, aad: &[&str]) {
-        let dek = keyward_crypto::random_bytes(32).unwrap();
-        let dek_b64 = B64.encode(&dek);
-        let mut args = vec!["key", "wrap", key_id, "--plaintext", &dek_b64];
-        for a in aad {
-            args.extend(["--aad", a]);
-        }
-        let w = self.kp(&args);
-        let ct = w["ciphertext"].as_str().unwrap().to_owned();
-        let mut args = vec!["key", "unwrap", key_id, "--ciphertext", &ct];
-        for a in aad {
-            args.extend(["--aad", a]);
-        }
-        let u = self.kp(&args);
-        assert_eq!(u["plaintext"].as_str().unwrap(), dek_b64);
-        // generated DEK
-        let w = self.kp(&["key", "wrap", key_id]);
-        let generated = w["plaintext"].as_str().unwrap().to_owned();
-        assert_eq!(B64.decode(&generated).unwrap().len(), 32);
-        let u = self.kp(&[
-            "key",
-            "unwrap",
-            key_id,
-            "--ciphertext",
-            w["ciphertext"].as_str().unwrap(),
-        ]);
-        assert_eq!(u["plaintext"].as_str().unwrap(), generated);
-    }
-
-    fn iam_token(&self) -> String {
-        rt().block_on(async {
-            let r = reqwest::Client::new()
-                .post(format!("{}/identity/token", self.url))
-                .form(&[
-                    ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-                    ("apikey", self.apikey.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let v: Value = r.json().await.unwrap();
-            v["access_token"].as_str().unwrap().to_owned()
-        })
-    }
-}
+use crate::{rt, Server};
 
 fn has_reason_code(stderr: &str) -> bool {
     stderr
@@ -268,7 +14,7 @@ fn has_reason_code(stderr: &str) -> bool {
 
 #[test]
 fn secure_import_then_wrap_unwrap() {
-    let s = Server::start();
+    let s = Server::start(2);
     for n in [16usize, 24, 32] {
         let material = keyward_crypto::random_bytes(n).unwrap();
         let file = s.write(&format!("m{n}.bin"), &material);
@@ -353,7 +99,7 @@ fn secure_import_then_wrap_unwrap() {
 
 #[test]
 fn plain_import_standard_key_and_lifecycle() {
-    let s = Server::start();
+    let s = Server::start(2);
     let material = keyward_crypto::random_bytes(32).unwrap();
     let file = s.write("root.bin", &material);
     let key = s.kp(&[
@@ -447,7 +193,7 @@ fn plain_import_standard_key_and_lifecycle() {
 
 #[test]
 fn bad_material_and_errors_exit_non_zero() {
-    let s = Server::start();
+    let s = Server::start(2);
     // plain root import of 20 bytes: the server refuses it with a reason code
     let file = s.write("m20.bin", &keyward_crypto::random_bytes(20).unwrap());
     let (code, err) = s.kp_fail(&[
@@ -510,7 +256,7 @@ fn bad_material_and_errors_exit_non_zero() {
 
 #[test]
 fn offline_tools_and_token_auth() {
-    let s = Server::start();
+    let s = Server::start(2);
     let created = s.kp(&[
         "import-token",
         "create",

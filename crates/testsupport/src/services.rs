@@ -3,8 +3,11 @@
 //! passes without running; with `KEYWARD_REQUIRE_SERVICES=1` (set by `.ci/run`) it fails, so CI
 //! can never go green by skipping.
 //!
-//! Included by `#[path]` from the test binaries that need an external service.
-#![allow(dead_code)]
+//! Every test that needs an external service uses this module: through
+//! `keyward_testsupport::services` (or helpers built on it, such as `pg_base`), or, in crates
+//! below `keyward-testsupport` in the graph (`crates/store/tests`, `crates/crypto/tests`),
+//! included by `#[path]`.
+#![allow(dead_code)] // not every includer uses every item
 
 /// The variable that turns a missing service into a test failure.
 pub const REQUIRE_VAR: &str = "KEYWARD_REQUIRE_SERVICES";

@@ -12,10 +12,8 @@
 //!   inserts again, so does the service;
 //! - `keyward admin audit tail|search` reading the file and the table, and a real `keyward
 //!   serve` configured through `KEYWARD_AUDIT_SINK`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[path = "../cluster/harness.rs"]
-mod harness;
+//!
+//! Run: `cargo test -p keyward --test ops audit::`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,45 +22,30 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward::auditcmd::{AuditCmd, AuditFilter, AuditSource};
 use keyward::config::ServeArgs;
-use keyward_domain::{InstanceId, KeyState, Role, SystemClock};
+use keyward_domain::{InstanceId, KeyState, Role};
 use keyward_service::admin;
 use keyward_store::{AuditQuery, KeyQuery, Store};
 use serde_json::{json, Value};
 
+use super::base_args as args;
+
+/// A server started by [`super::start`], with the addresses these tests use.
 struct Srv {
     base: String,
     store: Arc<dyn Store>,
     /// The server's database URL.
     url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn args(dir: &Path) -> ServeArgs {
-    ServeArgs {
-        data_dir: Some(dir.to_path_buf()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        token_pool_size: Some(0),
-        scheduler_interval: Some(0),
-        ..ServeArgs::default()
-    }
+    _running: super::Running,
 }
 
 async fn start_with(args: ServeArgs) -> Srv {
-    let settings = args.resolve().unwrap();
-    let srv = keyward::server::start_with_clock(&settings, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    assert!(srv.sealed.is_none(), "{:?}", srv.sealed);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (base, store) = (format!("http://{}", srv.addr), srv.store.clone());
-    tokio::spawn(srv.serve(async move {
-        let _ = rx.await;
-    }));
+    let url = args.resolve().unwrap().database_url.expose().to_string();
+    let running = super::start(args, None).await;
     Srv {
-        base,
-        store,
-        url: settings.database_url.expose().to_string(),
-        _stop: tx,
+        base: format!("http://{}", running.addr),
+        store: running.store.clone(),
+        url,
+        _running: running,
     }
 }
 
@@ -90,19 +73,7 @@ impl Client {
             .await
             .unwrap();
         let http = reqwest::Client::new();
-        let t: Value = http
-            .post(format!("{}/identity/token", srv.base))
-            .form(&[
-                ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-                ("apikey", k.apikey.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = t["access_token"].as_str().unwrap().to_string();
+        let token = keyward_testsupport::token(&http, &srv.base, &k.apikey).await;
         (
             Self {
                 http,
@@ -413,6 +384,7 @@ fn search(source: AuditSource, filter: AuditFilter) -> AuditCmd {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_record_per_audited_request_and_no_secrets() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
     let srv = start(&dir.path().join("data"), log.clone()).await;
@@ -472,9 +444,10 @@ async fn one_record_per_audited_request_and_no_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing() {
+    let _shared = super::EXCLUSIVE.read().await;
     use reqwest::Method as M;
     if !Path::new("/dev/full").exists() {
-        harness::services::missing(
+        keyward_testsupport::services::missing(
             "a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing",
             "/dev/full",
             "a Linux /dev",
@@ -518,6 +491,7 @@ async fn a_failing_audit_sink_refuses_changes_with_503_and_changes_nothing() {
 /// gets, no secret in any column; `admin audit tail|search` read the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_sink_holds_one_row_per_audited_request_and_no_secrets() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let srv = start_with(ServeArgs {
@@ -617,6 +591,7 @@ async fn the_table_sink_holds_one_row_per_audited_request_and_no_secrets() {
 /// Both sinks at once write the same records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sinks_write_the_same_records() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
     let srv = start_with(ServeArgs {
@@ -637,6 +612,7 @@ async fn both_sinks_write_the_same_records() {
 /// trigger is gone, requests succeed again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_audit_table_refuses_audited_requests_with_503_and_changes_nothing() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = start_with(ServeArgs {
         audit_sink: Some("database".into()),
@@ -784,10 +760,11 @@ async fn refuses_while_the_table_refuses(srv: &Srv, break_sql: &str, fix_sql: &s
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_sink_on_postgres() {
-    let Some(base) = harness::pg_base("the_table_sink_on_postgres") else {
+    let _shared = super::EXCLUSIVE.read().await;
+    let Some(base) = keyward_testsupport::pg_base("the_table_sink_on_postgres") else {
         return;
     };
-    let db = harness::Db::fresh(&base);
+    let db = keyward_testsupport::Db::fresh(&base);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
     // The data dirs hold only the master keys (the server creates a data dir for SQLite only).
@@ -824,7 +801,7 @@ async fn the_table_sink_on_postgres() {
         assert_eq!(tail.len(), 1);
         assert_eq!(tail[0]["action"], "kms.secrets.delete");
     }
-    let db2 = harness::Db::fresh(&base);
+    let db2 = keyward_testsupport::Db::fresh(&base);
     let srv = start_with(ServeArgs {
         database_url: Some(db2.url.clone()),
         audit_sink: Some("database".into()),
@@ -843,12 +820,13 @@ async fn the_table_sink_on_postgres() {
 /// `keyward admin audit tail|search` reading its table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_admin_audit_read_the_table_through_the_binary() {
+    let _shared = super::EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let port = harness::free_port();
+    let port = keyward_testsupport::free_port();
     let out = std::fs::File::create(dir.path().join("serve.out")).unwrap();
-    let mut child = harness::keyward()
+    let mut child = keyward_testsupport::keyward()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("KEYWARD_DATA_DIR", &data)
         .env("KEYWARD_TOKEN_POOL_SIZE", "0")
@@ -869,7 +847,7 @@ async fn serve_and_admin_audit_read_the_table_through_the_binary() {
     let (inst, apikey) = loop {
         let up = reqwest::get(format!("{base}/healthz")).await.is_ok();
         let text = std::fs::read_to_string(dir.path().join("serve.out")).unwrap_or_default();
-        if let (true, Some((i, k))) = (up, harness::banner_of(&text)) {
+        if let (true, Some((i, k))) = (up, keyward_testsupport::banner_of(&text)) {
             break (i, k);
         }
         assert!(child.try_wait().unwrap().is_none(), "keyward serve exited");
@@ -880,13 +858,13 @@ async fn serve_and_admin_audit_read_the_table_through_the_binary() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let child = Kill(child);
-    let api = harness::Api::login(&base, &apikey, &inst).await;
+    let api = keyward_testsupport::Api::login(&base, &apikey, &inst).await;
     let key = api.root_key("cli").await;
     let ct = api.wrap_ok(&key, b"0123456789abcdef").await;
     api.unwrap_ok(&key, &ct).await;
 
     let admin = |args: &[&str]| {
-        let out = harness::keyward()
+        let out = keyward_testsupport::keyward()
             .arg("admin")
             .arg("--data-dir")
             .arg(&data)

@@ -1,273 +1,11 @@
-//! Black-box tests of the `keyward kp` lifecycle commands: each test starts
-//! `keyward serve` on a free port with a temporary data dir, creates an instance and API keys
-//! with `keyward admin`, and runs `keyward kp ...` as a subprocess, checking exit codes, JSON
-//! and human output, and reason codes on stderr. The server uses the wall clock, so the 30-second
-//! and 4-hour rules are checked only from the "too early" side.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+//! `keyward kp` lifecycle commands: the key lifecycle, dual authorization, aliases, listing
+//! and instance policies.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-
-/// Env vars that would change what `keyward kp` does; cleared for every subprocess.
-const KP_ENV: &[&str] = &[
-    "KP_URL",
-    "KEYWARD_URL",
-    "KP_INSTANCE_ID",
-    "KP_APIKEY",
-    "IBMCLOUD_API_KEY",
-    "KP_IAM_URL",
-    "KP_TOKEN",
-    "KP_OUTPUT",
-];
-
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    data: PathBuf,
-    url: String,
-    instance: String,
-    apikey: String,
-    /// Every API key handed out; none may appear in any output.
-    secrets: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn healthz(url: &str) -> bool {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let c = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        matches!(c.get(format!("{url}/healthz")).send().await, Ok(r) if r.status() == 200)
-    })
-}
-
-fn admin(data: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "admin {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// A failed `kp` call: exit code and stderr.
-struct Failure {
-    code: i32,
-    stderr: String,
-}
-
-impl Failure {
-    /// The error names this reason code and HTTP status.
-    fn expect(&self, status: u16, code: &str) {
-        assert_eq!(self.code, 1, "{}", self.stderr);
-        assert!(
-            self.stderr.contains(&format!("HTTP {status}")),
-            "want HTTP {status}: {}",
-            self.stderr
-        );
-        assert!(self.stderr.contains(code), "want {code}: {}", self.stderr);
-        assert!(self.stderr.contains("errorMsg:"), "{}", self.stderr);
-    }
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--insecure-http", "--token-pool-size", "0"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            dir,
-            data,
-            url,
-            instance: String::new(),
-            apikey: String::new(),
-            secrets: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("keyward serve exited with {status}:\n{}", server.log());
-            }
-            if healthz(&server.url) {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!("keyward serve not healthy after 90 s:\n{}", server.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let inst = admin(
-            &server.data,
-            &["instance", "create", "--name", "kp-lifecycle"],
-        );
-        server.instance = inst["id"].as_str().unwrap().to_owned();
-        server.apikey = server.new_apikey("Manager", "kp-manager");
-        server
-    }
-
-    /// A new API key (a new identity) with `role` in the test instance.
-    fn new_apikey(&mut self, role: &str, name: &str) -> String {
-        let key = admin(
-            &self.data,
-            &[
-                "apikey",
-                "create",
-                "--instance",
-                &self.instance,
-                "--role",
-                role,
-                "--name",
-                name,
-            ],
-        );
-        let k = key["apikey"].as_str().unwrap().to_owned();
-        self.secrets.push(k.clone());
-        k
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn write(&self, name: &str, content: &[u8]) -> String {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, content).unwrap();
-        p.to_str().unwrap().to_owned()
-    }
-
-    /// Runs `keyward kp ARGS` as `apikey` (URL and instance in env).
-    fn run(&self, apikey: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("kp").args(args);
-        for v in KP_ENV {
-            cmd.env_remove(v);
-        }
-        cmd.env("KP_URL", &self.url)
-            .env("KP_INSTANCE_ID", &self.instance)
-            .env("KP_APIKEY", apikey);
-        let out = cmd.stdin(Stdio::null()).output().unwrap();
-        for stream in [&out.stdout, &out.stderr] {
-            let s = String::from_utf8_lossy(stream);
-            for secret in &self.secrets {
-                assert!(!s.contains(secret), "kp {args:?} printed an API key");
-            }
-        }
-        out
-    }
-
-    /// `keyward kp --output json ARGS` as `apikey`; must succeed; returns the JSON printed.
-    fn kp_as(&self, apikey: &str, args: &[&str]) -> Value {
-        let out = self.run(apikey, &[&["--output", "json"], args].concat());
-        assert!(
-            out.status.success(),
-            "kp {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "kp {args:?} printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-
-    fn kp(&self, args: &[&str]) -> Value {
-        self.kp_as(&self.apikey, args)
-    }
-
-    /// A command that must fail, as `apikey`.
-    fn fail_as(&self, apikey: &str, args: &[&str]) -> Failure {
-        let out = self.run(apikey, &[&["--output", "json"], args].concat());
-        assert!(
-            !out.status.success(),
-            "kp {args:?} unexpectedly succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "kp {args:?} failed but printed on stdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        Failure {
-            code: out.status.code().unwrap_or(-1),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn fail(&self, args: &[&str]) -> Failure {
-        self.fail_as(&self.apikey, args)
-    }
-
-    /// Human output (the default) of a command that must succeed.
-    fn human(&self, args: &[&str]) -> String {
-        let out = self.run(&self.apikey, args);
-        assert!(
-            out.status.success(),
-            "kp {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn create(&self, name: &str) -> String {
-        let k = self.kp(&["key", "create", "--name", name]);
-        assert_eq!(k["state"], 1, "{k}");
-        k["id"].as_str().unwrap().to_owned()
-    }
-}
+use crate::Server;
 
 fn ids(list: &Value) -> Vec<String> {
     list["resources"]
@@ -283,7 +21,7 @@ fn ids(list: &Value) -> Vec<String> {
 /// purge (Manager: 403; KeyPurge: too early) → forced key-ring delete.
 #[test]
 fn key_lifecycle_from_the_command_line() {
-    let mut s = Server::start();
+    let mut s = Server::start(0);
 
     // create + alias, then address the key by its alias
     let a = s.create("lc-a");
@@ -448,7 +186,7 @@ fn key_lifecycle_from_the_command_line() {
 /// `key list` options.
 #[test]
 fn dual_auth_sync_aliases_and_listing() {
-    let mut s = Server::start();
+    let mut s = Server::start(0);
     let second = s.new_apikey("Manager", "kp-second-manager");
 
     let d = s.create("dual-key");
@@ -560,7 +298,7 @@ fn dual_auth_sync_aliases_and_listing() {
 /// imports, keyCreateImportAccess attributes kept across calls, and turning them off.
 #[test]
 fn instance_policies_from_the_command_line() {
-    let s = Server::start();
+    let s = Server::start(0);
     let empty = s.kp(&["instance-policy", "show"]);
     assert_eq!(empty["resources"], serde_json::json!([]), "{empty}");
     assert_eq!(

@@ -6,41 +6,28 @@
 //! Skips, with a note on stderr, when `/usr/lib/softhsm/libsofthsm2.so` or `softhsm2-util` is
 //! absent (install: `apt-get install -y softhsm2`).
 //!
-//! Run: `cargo test -p keyward --test hsm`.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[path = "../support/services.rs"]
-mod services;
+//! Run: `cargo test -p keyward --test masterkey hsm::`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::SecretBytes;
+use keyward_testsupport::{
+    contains_bytes as find, keyward, random, softhsm_token, Node, NodeOpts, ERROR_TYPE, KEY_TYPE,
+    SOFTHSM_MODULE,
+};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = SOFTHSM_MODULE;
 const TOKEN: &str = "keyward-hsm";
 const PIN: &str = "hsm-user-pin-1";
-const KEY_TYPE: &str = "application/vnd.ibm.kms.key+json";
-const ERROR_TYPE: &str = "application/vnd.ibm.kms.error+json";
 
 fn softhsm_present() -> bool {
-    let util = Command::new("softhsm2-util").arg("--version").output();
-    if !Path::new(MODULE).exists() || util.is_err() {
-        services::missing(
-            "the hsm tests",
-            &format!("SoftHSM2 ({MODULE} or softhsm2-util)"),
-            "apt-get install -y softhsm2",
-        );
-        return false;
-    }
-    true
+    keyward_testsupport::softhsm_present("the hsm tests")
 }
 
 /// A temporary SoftHSM token directory with one fresh token, and a data directory.
@@ -55,36 +42,7 @@ impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        let tokens = root.join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = root.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                TOKEN,
-                "--so-pin",
-                "hsm-so-pin-1",
-                "--pin",
-                PIN,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "softhsm2-util: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let conf = softhsm_token(&root, TOKEN, "hsm-so-pin-1", PIN);
         Env {
             data: root.join("data"),
             _dir: dir,
@@ -101,12 +59,7 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let mut cmd = Command::new(BIN);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("KEYWARD_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = keyward();
         cmd.env("SOFTHSM2_CONF", &self.conf)
             .env("KEYWARD_LOG", "warn");
         cmd
@@ -114,41 +67,27 @@ impl Env {
 
     /// `keyward serve` with the pkcs11 provider; `extra` adds or overrides flags.
     fn serve(&self, extra: &[&str], pin_env: Option<&str>) -> Proc {
-        let port = free_port();
-        let ops = free_port();
-        let mut cmd = self.cmd();
-        cmd.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{ops}"),
-            "--token-pool-size",
-            "0",
-        ])
-        .args(["--scheduler-interval", "0", "--data-dir"])
-        .arg(&self.data)
-        .args(["--pkcs11-token-label", TOKEN]);
+        let ops = format!("127.0.0.1:{}", keyward_testsupport::free_port());
+        let mut args = vec!["--metrics-listen", &ops, "--pkcs11-token-label", TOKEN];
         if !extra.contains(&"--master-key-provider") {
-            cmd.args(["--master-key-provider", "pkcs11"]);
+            args.extend(["--master-key-provider", "pkcs11"]);
         }
         if !extra.contains(&"--pkcs11-module") {
-            cmd.args(["--pkcs11-module", MODULE]);
+            args.extend(["--pkcs11-module", MODULE]);
         }
-        cmd.args(extra);
+        args.extend(extra);
+        let mut env = vec![
+            ("SOFTHSM2_CONF", self.conf.as_os_str()),
+            ("KEYWARD_LOG", "warn".as_ref()),
+        ];
         if let Some(pin) = pin_env {
-            cmd.env("KEYWARD_PKCS11_PIN", pin);
+            env.push(("KEYWARD_PKCS11_PIN", pin.as_ref()));
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let node = Node::spawn_env("hsm", &NodeOpts::sqlite(&self.data), &args, &env);
         Proc {
-            child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-            ops: format!("http://127.0.0.1:{ops}"),
+            base: node.base.clone(),
+            ops: format!("http://{ops}"),
+            node,
         }
     }
 
@@ -209,23 +148,15 @@ impl Env {
 }
 
 struct Proc {
-    child: Option<Child>,
+    node: Node,
     base: String,
     /// The operator-facing listener (`--metrics-listen`): it says why a node is sealed.
     ops: String,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Proc {
-    /// Waits until `/healthz` answers `want` (200 when open, 503 when sealed); returns its body.
+    /// Waits until `/healthz` answers, which must be `want` (200 when open, 503 when sealed);
+    /// returns its body.
     async fn ready(&mut self, want: u16) -> Value {
         let http = http();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -236,40 +167,16 @@ impl Proc {
                 assert_eq!(status, want, "healthz: {body}");
                 return body;
             }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("keyward exited early: {st}");
-            }
+            assert!(self.node.alive(), "keyward exited early");
             assert!(Instant::now() < deadline, "keyward did not answer /healthz");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// SIGTERM, and wait for a clean exit.
-    fn terminate(mut self) {
-        let mut c = self.child.take().unwrap();
-        let st = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(status.success(), "keyward exited with {status} on SIGTERM");
-                return;
-            }
-            assert!(Instant::now() < deadline, "keyward did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn terminate(self) {
+        self.node.terminate();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http() -> reqwest::Client {
@@ -278,10 +185,6 @@ fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
-}
-
-fn random(n: usize) -> Vec<u8> {
-    keyward_crypto::random_bytes(n).unwrap()
 }
 
 /// A logged-in caller for one instance.
@@ -295,18 +198,7 @@ struct Client {
 impl Client {
     async fn login(base: &str, instance: &str, apikey: &str) -> Client {
         let http = http();
-        let r = http
-            .post(format!("{base}/identity/token"))
-            .form(&[
-                ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-                ("apikey", apikey),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
-        let token = v["access_token"].as_str().unwrap().to_string();
+        let token = keyward_testsupport::token(&http, base, apikey).await;
         Client {
             http,
             base: base.to_string(),
@@ -379,10 +271,6 @@ fn client_side_wrap(material: &[u8], key_id: &str, version: &str, dek: &[u8]) ->
     let (iv, ct) = keyward_crypto::dek::seal(&SecretBytes::copy_from(material), &ad, dek).unwrap();
     let blob = json!({"ciphertext": B64.encode(ct), "iv": B64.encode(iv), "version": "4.0.0", "handle": version});
     B64.encode(serde_json::to_vec(&blob).unwrap())
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Asserts that no database file holds any of `materials`, raw or base64-encoded (one pass
