@@ -2,10 +2,10 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use keyward_domain::rows::KeyRow;
 use keyward_domain::{format_time, KeyState};
 use keyward_service::keys::KeyInfo;
 use keyward_service::tokens::TokenInfo;
-use keyward_domain::rows::KeyRow;
 use keyward_wire::resp;
 use serde_json::Value;
 
