@@ -156,7 +156,8 @@ fn list_request(
             what,
         ));
     }
-    req.query.key_ring_id = match headers.get("x-kms-key-ring") {
+    // An empty header counts as absent, like an empty query value.
+    req.query.key_ring_id = match headers.get("x-kms-key-ring").filter(|v| !v.is_empty()) {
         None => None,
         Some(v) => Some(
             v.to_str()

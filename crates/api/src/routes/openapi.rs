@@ -463,9 +463,18 @@ fn key_id() -> Parameter {
 }
 
 fn key_ring_header(purpose: &str) -> Parameter {
+    key_ring_header_matching(purpose, KEY_RING_PATTERN)
+}
+
+/// The list filter: an empty header counts as absent.
+fn key_ring_filter_header(purpose: &str) -> Parameter {
+    key_ring_header_matching(purpose, "^([A-Za-z0-9_-]{2,100})?$")
+}
+
+fn key_ring_header_matching(purpose: &str, pattern: &str) -> Parameter {
     let schema = ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some(KEY_RING_PATTERN))
+        .pattern(Some(pattern))
         .build();
     ParameterBuilder::new()
         .name("X-Kms-Key-Ring")
@@ -558,7 +567,7 @@ fn ops() -> Vec<Op> {
                 query("sort", Type::String, "Comma-separated fields, each optionally prefixed by `-` (descending): id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate."),
                 query("search", Type::String, "Search by name, alias or id (`fuzzy:`, `exact:`, `not:`, `escape:`, `alias:`, `name:` prefixes)."),
                 query("filter", Type::String, "Space-separated `property=operator:value` terms."),
-                key_ring_header("Only keys of this key ring."),
+                key_ring_filter_header("Only keys of this key ring."),
             ],
             None,
             vec![(200, "The keys.", Some("KeyCollection"))],
@@ -575,7 +584,7 @@ fn ops() -> Vec<Op> {
                 query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
                 query("search", Type::String, "Search by name, alias or id."),
                 query("filter", Type::String, "Space-separated `property=operator:value` terms."),
-                key_ring_header("Only keys of this key ring."),
+                key_ring_filter_header("Only keys of this key ring."),
             ],
             None,
             vec![(200, "The count, in `Key-Total`; no body.", None)],
