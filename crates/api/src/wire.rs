@@ -7,7 +7,6 @@ use keyward_domain::{format_time, KeyState};
 use keyward_service::keys::KeyInfo;
 use keyward_service::tokens::TokenInfo;
 use keyward_wire::resp;
-use serde_json::Value;
 
 pub use keyward_wire::KEY_TYPE;
 
@@ -20,18 +19,13 @@ pub struct KeyAttrs {
 }
 
 pub fn key_attrs(row: &KeyRow) -> KeyAttrs {
-    let attrs = &row.attrs;
     KeyAttrs {
-        dual_auth_delete: attrs
-            .pointer("/dualAuthDelete/enabled")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        rotation: attrs.get("rotation").map(|rot| {
-            (
-                rot.get("enabled").and_then(Value::as_bool),
-                rot.get("interval_month").and_then(Value::as_i64),
-            )
-        }),
+        dual_auth_delete: row.attrs.dual_auth_enabled(),
+        rotation: row
+            .attrs
+            .rotation
+            .as_ref()
+            .map(|rot| (rot.enabled, rot.interval_month)),
     }
 }
 

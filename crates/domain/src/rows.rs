@@ -9,6 +9,9 @@ use std::fmt;
 
 use crate::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
+mod key_attrs;
+pub use key_attrs::{DeletionAuthAttr, DualAuthAttr, KeyAttrs, RotationAttr};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceRow {
     pub id: InstanceId,
@@ -63,8 +66,8 @@ pub struct KeyRow {
     pub state_changed_at: i64,
     pub current_version: VersionId,
     /// Lifecycle attributes that do not need their own column (policies, dual-auth marks),
-    /// as a JSON object.
-    pub attrs: serde_json::Value,
+    /// stored as a JSON object (see [`KeyAttrs`]).
+    pub attrs: KeyAttrs,
     /// Optimistic-concurrency counter: every update is conditional on it and increments it.
     pub row_version: i64,
     /// When the rotation policy next makes this key due (None: no policy).

@@ -4,9 +4,8 @@
 //! and not each other.
 
 use keyward_crypto::SecretBytes;
-use keyward_domain::rows::KeyRow;
+use keyward_domain::rows::{DualAuthAttr, KeyRow, RotationAttr};
 use keyward_domain::KeyState;
-use serde_json::{json, Value};
 
 use crate::{ServiceError, ServiceResult};
 
@@ -56,18 +55,15 @@ pub fn alias_syntax_ok(s: &str) -> bool {
 }
 
 pub(crate) fn dual_auth_enabled(row: &KeyRow) -> bool {
-    row.attrs
-        .pointer("/dualAuthDelete/enabled")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+    row.attrs.dual_auth_enabled()
 }
 
 pub(crate) fn rotation_interval(row: &KeyRow) -> Option<i64> {
-    let r = row.attrs.get("rotation")?;
-    if r.get("enabled").and_then(Value::as_bool) != Some(true) {
+    let r = row.attrs.rotation.as_ref()?;
+    if r.enabled != Some(true) {
         return None;
     }
-    r.get("interval_month").and_then(Value::as_i64)
+    r.interval_month
 }
 
 /// When the key next falls due under its rotation policy.
@@ -75,24 +71,9 @@ pub(crate) fn next_rotation(row: &KeyRow) -> Option<i64> {
     rotation_interval(row).map(|m| row.last_rotate_date.unwrap_or(row.created_at) + m * MONTH)
 }
 
-/// Sets one attribute of the key (making `attrs` an object first if it somehow is not).
-pub(crate) fn set_attr(row: &mut KeyRow, name: &str, value: Value) {
-    if !row.attrs.is_object() {
-        row.attrs = json!({});
-    }
-    if let Some(m) = row.attrs.as_object_mut() {
-        m.insert(name.into(), value);
-    }
-}
-
-/// Removes one attribute of the key (making `attrs` an object first if it somehow is not).
-pub(crate) fn remove_attr(row: &mut KeyRow, name: &str) {
-    if !row.attrs.is_object() {
-        row.attrs = json!({});
-    }
-    if let Some(m) = row.attrs.as_object_mut() {
-        m.remove(name);
-    }
+/// The `bits` attribute of `len` bytes of material.
+pub(crate) fn bits_of(len: usize) -> i64 {
+    i64::try_from(len.saturating_mul(8)).unwrap_or(i64::MAX)
 }
 
 /// Applies key policy changes to a row (shared by PUT policies and create-with-overrides).
@@ -110,28 +91,17 @@ pub(crate) fn apply_key_policies(
                 "A rotation policy can be set only on root keys that were not imported",
             ));
         }
-        let old = row.attrs.get("rotation").cloned();
-        let interval = interval
-            .or_else(|| {
-                old.as_ref()
-                    .and_then(|o| o.get("interval_month"))
-                    .and_then(Value::as_i64)
-            })
-            .unwrap_or(1);
-        let created = old
-            .as_ref()
-            .and_then(|o| o.get("creationDate").cloned())
-            .unwrap_or(json!(now));
-        let created_by = old
-            .as_ref()
-            .and_then(|o| o.get("createdBy").cloned())
-            .unwrap_or(json!(by));
-        set_attr(
-            row,
-            "rotation",
-            json!({"enabled": enabled, "interval_month": interval, "creationDate": created,
-                   "createdBy": created_by, "lastUpdateDate": now, "updatedBy": by}),
-        );
+        // Unknown keys of the old policy (written by another version) are kept.
+        let old = row.attrs.rotation.take().unwrap_or_default();
+        row.attrs.rotation = Some(RotationAttr {
+            enabled: Some(enabled),
+            interval_month: Some(interval.or(old.interval_month).unwrap_or(1)),
+            creation_date: Some(old.creation_date.unwrap_or(now)),
+            created_by: Some(old.created_by.unwrap_or_else(|| by.to_string())),
+            last_update_date: Some(now),
+            updated_by: Some(by.to_string()),
+            other: old.other,
+        });
         row.next_rotation_at = next_rotation(row);
     }
     if let Some(enabled) = dual {
@@ -141,17 +111,15 @@ pub(crate) fn apply_key_policies(
                 "A dual authorization policy cannot be disabled once it is enabled",
             ));
         }
-        let old = row.attrs.get("dualAuthDelete").cloned();
-        let created = old
-            .as_ref()
-            .and_then(|o| o.get("creationDate").cloned())
-            .unwrap_or(json!(now));
-        set_attr(
-            row,
-            "dualAuthDelete",
-            json!({"enabled": enabled, "creationDate": created, "createdBy": by,
-                   "lastUpdateDate": now, "updatedBy": by}),
-        );
+        let old = row.attrs.dual_auth_delete.take().unwrap_or_default();
+        row.attrs.dual_auth_delete = Some(DualAuthAttr {
+            enabled: Some(enabled),
+            creation_date: Some(old.creation_date.unwrap_or(now)),
+            created_by: Some(by.to_string()),
+            last_update_date: Some(now),
+            updated_by: Some(by.to_string()),
+            other: old.other,
+        });
     }
     Ok(())
 }

@@ -8,11 +8,12 @@ use base64::Engine;
 use keyward_crypto::import::OaepHash;
 use keyward_crypto::master::SealContext;
 use keyward_crypto::{random_secret, SecretBytes};
+use keyward_domain::rows::KeyAttrs;
 use keyward_domain::{parse_time, Action, InstanceId, KeyId, KeyState, VersionId};
 use keyward_store::{ConflictKind, KeyQuery, KeyRow, StoreError, TokenGuard, VersionRow};
 
 use crate::cache::{CachedKey, OpenedVersion};
-use crate::keyrow::{alias_syntax_ok, apply_key_policies, next_rotation};
+use crate::keyrow::{alias_syntax_ok, apply_key_policies, bits_of, next_rotation};
 pub use crate::keyrow::{effective_state, KeyInfo, RotateRequest};
 use crate::permit::Permit;
 use crate::tokens::SecureImport;
@@ -209,18 +210,15 @@ impl KeyService {
         KeyInfo {
             crn: self.crn(row.instance_id, row.id),
             state: effective_state(&row, now),
-            bits: row
-                .attrs
-                .get("bits")
-                .and_then(|b| b.as_i64())
-                .unwrap_or(256),
+            bits: row.attrs.bits.unwrap_or(256),
             version_created_at,
             payload: None,
             aliases: Vec::new(),
             deletion_auth_expires: row
                 .attrs
-                .pointer("/deletionAuth/expires")
-                .and_then(serde_json::Value::as_i64)
+                .deletion_auth
+                .as_ref()
+                .and_then(|a| a.expires)
                 .filter(|e| *e > now),
             row,
         }
@@ -405,7 +403,7 @@ impl KeyService {
             deleted_by: None,
             state_changed_at: now,
             current_version: version_id,
-            attrs: serde_json::json!({ "bits": material.len() * 8 }),
+            attrs: KeyAttrs::with_bits(bits_of(material.len())),
             row_version: 1,
             next_rotation_at: None,
         };
@@ -596,9 +594,7 @@ impl KeyService {
         next.last_rotate_date = Some(now);
         next.updated_at = now;
         next.next_rotation_at = next_rotation(&next);
-        if let Some(obj) = next.attrs.as_object_mut() {
-            obj.insert("bits".into(), serde_json::json!(material.len() * 8));
-        }
+        next.attrs.bits = Some(bits_of(material.len()));
         self.audit(caller, Action::Rotate, Some(id)).await?;
         match self.store.rotate_key(&next, &version, guard).await {
             Ok(()) => {

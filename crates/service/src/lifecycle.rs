@@ -5,13 +5,12 @@
 //! copy, write it conditionally on the row version (retrying a lost race a few times), and
 //! drop this node's cached copy at once.
 
+use keyward_domain::rows::{DeletionAuthAttr, DualAuthAttr, RotationAttr};
 use keyward_domain::{Action, KeyId, KeyState};
 use keyward_store::{KeyRow, StoreError};
-use serde_json::{json, Value};
 
 use crate::keyrow::{
-    apply_key_policies, dual_auth_enabled, effective_state, remove_attr, set_attr, KeyInfo,
-    RotateRequest,
+    apply_key_policies, dual_auth_enabled, effective_state, KeyInfo, RotateRequest,
 };
 use crate::permit::Permit;
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
@@ -40,8 +39,8 @@ pub struct VersionInfo {
 /// The two key policies.
 #[derive(Debug, Clone, Default)]
 pub struct KeyPolicies {
-    pub rotation: Option<Value>,
-    pub dual_auth_delete: Option<Value>,
+    pub rotation: Option<RotationAttr>,
+    pub dual_auth_delete: Option<DualAuthAttr>,
 }
 
 fn too_early(msg: &str) -> ServiceError {
@@ -196,11 +195,12 @@ impl KeyService {
             if row.state == KeyState::Destroyed {
                 return Err(ServiceError::invalid_state("The key has been deleted"));
             }
-            set_attr(
-                row,
-                "deletionAuth",
-                json!({"by": by, "at": now, "expires": now + DUAL_AUTH_WINDOW}),
-            );
+            row.attrs.deletion_auth = Some(DeletionAuthAttr {
+                by: Some(by.clone()),
+                at: Some(now),
+                expires: Some(now + DUAL_AUTH_WINDOW),
+                other: Default::default(),
+            });
             Ok(())
         })
         .await?;
@@ -217,7 +217,7 @@ impl KeyService {
                     "The key does not have a dual authorization policy",
                 ));
             }
-            remove_attr(row, "deletionAuth");
+            row.attrs.deletion_auth = None;
             Ok(())
         })
         .await?;
@@ -257,10 +257,8 @@ impl KeyService {
                     ));
                 }
                 if dual_auth_enabled(row) {
-                    let auth = row.attrs.get("deletionAuth");
-                    let ok = auth.is_some_and(|a| {
-                        a.get("by").and_then(Value::as_str) != Some(by.as_str())
-                            && a.get("expires").and_then(Value::as_i64).unwrap_or(0) > now
+                    let ok = row.attrs.deletion_auth.as_ref().is_some_and(|a| {
+                        a.by.as_deref() != Some(by.as_str()) && a.expires.unwrap_or(0) > now
                     });
                     if !ok {
                         return Err(ServiceError::new(
@@ -269,7 +267,7 @@ impl KeyService {
                         ));
                     }
                 }
-                remove_attr(row, "deletionAuth");
+                row.attrs.deletion_auth = None;
                 row.state = KeyState::Destroyed;
                 row.deletion_date = Some(now);
                 row.deleted_by = Some(by.clone());
@@ -365,8 +363,8 @@ impl KeyService {
         let permit = caller.require(Action::ReadKeyPolicies)?;
         let row = self.row_for(&permit, id).await?;
         let p = KeyPolicies {
-            rotation: row.attrs.get("rotation").cloned(),
-            dual_auth_delete: row.attrs.get("dualAuthDelete").cloned(),
+            rotation: row.attrs.rotation.clone(),
+            dual_auth_delete: row.attrs.dual_auth_delete.clone(),
         };
         Ok((row, p))
     }
@@ -398,8 +396,8 @@ impl KeyService {
             })
             .await?;
         let p = KeyPolicies {
-            rotation: row.attrs.get("rotation").cloned(),
-            dual_auth_delete: row.attrs.get("dualAuthDelete").cloned(),
+            rotation: row.attrs.rotation.clone(),
+            dual_auth_delete: row.attrs.dual_auth_delete.clone(),
         };
         Ok((row, p))
     }

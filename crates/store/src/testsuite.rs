@@ -74,7 +74,7 @@ pub fn key_row(instance: InstanceId, name: &str) -> (KeyRow, VersionRow) {
             deleted_by: None,
             state_changed_at: 1_700_000_000,
             current_version: v,
-            attrs: serde_json::json!({}),
+            attrs: keyward_domain::rows::KeyAttrs::default(),
             row_version: 1,
             next_rotation_at: None,
         },

@@ -19,7 +19,6 @@ use keyward_wire::resp::{
 use keyward_wire::{
     ALIAS_TYPE, ALLOWED_IP_TYPE, KEY_RING_TYPE, POLICY_TYPE, REGISTRATION_TYPE, VERSION_TYPE,
 };
-use serde_json::Value;
 
 use crate::error::{op, ApiError};
 use crate::extract::{self, Auth};
@@ -161,15 +160,6 @@ fn policy_query(raw: Option<&str>, what: &'static str) -> Result<Option<String>,
         .map(|(_, v)| v))
 }
 
-/// The policy metadata the service keeps with each key policy (`creationDate`, ...).
-fn policy_meta(v: &Value, key: &str) -> Option<String> {
-    match v.get(key) {
-        Some(Value::Number(n)) if key.ends_with("Date") => n.as_i64().map(format_time),
-        Some(Value::String(s)) if !key.ends_with("Date") => Some(s.clone()),
-        _ => None,
-    }
-}
-
 fn key_policy_resources(
     row: &KeyRow,
     p: &KeyPolicies,
@@ -177,33 +167,45 @@ fn key_policy_resources(
     crn: &str,
 ) -> Vec<resp::KeyPolicy> {
     let mut out = Vec::new();
-    let meta = |v: &Value| resp::KeyPolicy {
-        created_by: policy_meta(v, "createdBy"),
-        creation_date: policy_meta(v, "creationDate"),
+    // The policy metadata the service keeps with each key policy (`creationDate`, ...).
+    let meta = |created_by: &Option<String>,
+                creation_date: Option<i64>,
+                last_update_date: Option<i64>,
+                updated_by: &Option<String>| resp::KeyPolicy {
+        created_by: created_by.clone(),
+        creation_date: creation_date.map(format_time),
         crn: crn.to_string(),
         dual_auth_delete: None,
         id: row.id.to_string(),
-        last_update_date: policy_meta(v, "lastUpdateDate"),
+        last_update_date: last_update_date.map(format_time),
         rotation: None,
         kind: POLICY_TYPE.into(),
-        updated_by: policy_meta(v, "updatedBy"),
+        updated_by: updated_by.clone(),
     };
     if only.is_none_or(|t| t == "rotation") {
         if let Some(r) = &p.rotation {
-            let mut m = meta(r);
+            let mut m = meta(
+                &r.created_by,
+                r.creation_date,
+                r.last_update_date,
+                &r.updated_by,
+            );
             m.rotation = Some(resp::RotationPolicy {
-                enabled: r.get("enabled").and_then(Value::as_bool),
-                interval_month: r.get("interval_month").and_then(Value::as_i64),
+                enabled: r.enabled,
+                interval_month: r.interval_month,
             });
             out.push(m);
         }
     }
     if only.is_none_or(|t| t == "dualAuthDelete") {
         if let Some(d) = &p.dual_auth_delete {
-            let mut m = meta(d);
-            m.dual_auth_delete = Some(resp::DualAuthPolicy {
-                enabled: d.get("enabled").and_then(Value::as_bool),
-            });
+            let mut m = meta(
+                &d.created_by,
+                d.creation_date,
+                d.last_update_date,
+                &d.updated_by,
+            );
+            m.dual_auth_delete = Some(resp::DualAuthPolicy { enabled: d.enabled });
             out.push(m);
         }
     }
