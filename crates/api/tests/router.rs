@@ -678,3 +678,78 @@ async fn authorization_errors_use_the_envelope() {
         .await;
     assert!(r.status.is_client_error(), "{}", r.status);
 }
+
+/// The lenient inputs the contract run (`tests/python/test_api_contract.py`) found are refused,
+/// and the refused write changes nothing.
+#[tokio::test]
+async fn values_outside_the_document_are_refused() {
+    let f = Fixture::new().await;
+    let key = f.root_key("contract-key").await;
+    for path in [
+        "/api/v2/key_rings?totalCount=banana".to_string(),
+        "/api/v2/key_rings?offset=9223372036854775808".to_string(),
+        format!("/api/v2/keys/{key}/versions?allKeyStates=maybe"),
+        format!("/api/v2/keys/{key}/versions?totalCount=null"),
+    ] {
+        f.call(Method::GET, &path, None)
+            .await
+            .error(400, "INVALID_QUERY_PARAM_ERR");
+    }
+    f.call(Method::GET, "/api/v2/key_rings?totalCount=true", None)
+        .await
+        .expect(200);
+    f.call(
+        Method::DELETE,
+        &format!("/api/v2/keys/{key}?force=yes"),
+        None,
+    )
+    .await
+    .error(400, "INVALID_QUERY_PARAM_ERR");
+    f.call(Method::GET, &format!("/api/v2/keys/{key}"), None)
+        .await
+        .expect(200);
+
+    let r = f
+        .send(
+            f.req(Method::GET, "/api/v2/keys")
+                .header("x-kms-key-ring", "not a ring!")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let reason = r.error(400, "INVALID_FIELD_ERR");
+    assert_eq!(
+        reason["target"],
+        json!({"type": "header", "name": "x-kms-key-ring"})
+    );
+    let r = f
+        .send(
+            f.req(Method::GET, "/api/v2/keys")
+                .header("x-kms-key-ring", "")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    r.expect(200);
+
+    let body = json!({
+        "metadata": {"collectionType": {}, "collectionTotal": 1},
+        "resources": [{"type": "application/vnd.ibm.kms.policy+json",
+                       "rotation": {"enabled": true, "interval_month": 3}}],
+    });
+    f.call(
+        Method::PUT,
+        &format!("/api/v2/keys/{key}/policies"),
+        Some(&body),
+    )
+    .await
+    .error(400, "BAD_BODY_ERR");
+    let policies = f
+        .call(Method::GET, &format!("/api/v2/keys/{key}/policies"), None)
+        .await;
+    let v = policies.expect(200);
+    assert!(
+        v["resources"].as_array().map_or(true, |a| a.is_empty()),
+        "{v}"
+    );
+}
