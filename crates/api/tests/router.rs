@@ -749,7 +749,7 @@ async fn values_outside_the_document_are_refused() {
         .await;
     let v = policies.expect(200);
     assert!(
-        v["resources"].as_array().map_or(true, |a| a.is_empty()),
+        v["resources"].as_array().is_none_or(|a| a.is_empty()),
         "{v}"
     );
 }
