@@ -224,3 +224,123 @@ impl From<keyward_crypto::CryptoError> for ServiceError {
         ServiceError::internal(e)
     }
 }
+
+impl ErrorCode {
+    /// Every reason code, in declaration order (a test checks it against an exhaustive match,
+    /// so a new code cannot be left out).
+    pub const ALL: [ErrorCode; 47] = [
+        ErrorCode::BadBody,
+        ErrorCode::CollectionTotalMismatch,
+        ErrorCode::NoBody,
+        ErrorCode::InvalidField,
+        ErrorCode::InvalidQueryParam,
+        ErrorCode::InstanceIdRequired,
+        ErrorCode::InvalidInstanceId,
+        ErrorCode::KeyRootRequired,
+        ErrorCode::KeyPayloadRequired,
+        ErrorCode::IncorrectNonce,
+        ErrorCode::IncorrectNonceIv,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::KeyNotFound,
+        ErrorCode::ImportTokenNotFound,
+        ErrorCode::KeyActionInvalidState,
+        ErrorCode::ImportTokenExpired,
+        ErrorCode::ImportTokenRetrievalsExhausted,
+        ErrorCode::KeyRotationNotPermitted,
+        ErrorCode::KeyDeleted,
+        ErrorCode::UnprocessableCiphertext,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::BodyQueryParamMismatch,
+        ErrorCode::NumCollectionResource,
+        ErrorCode::KeyExpired,
+        ErrorCode::KeyRestoreExpired,
+        ErrorCode::ReqTooEarly,
+        ErrorCode::ProtectedResource,
+        ErrorCode::PrevKeyDeletion,
+        ErrorCode::AuthorizationsNotMet,
+        ErrorCode::NotDualAuth,
+        ErrorCode::KeyCreateImportAccess,
+        ErrorCode::KeySearchTooBroad,
+        ErrorCode::KeyRingNotFound,
+        ErrorCode::KeyRingConflict,
+        ErrorCode::KeyRingNotEmpty,
+        ErrorCode::KeyRingLimit,
+        ErrorCode::AliasConflict,
+        ErrorCode::AliasLimit,
+        ErrorCode::RateLimited,
+        ErrorCode::ServiceOnly,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+        ErrorCode::RowIntegrity,
+    ];
+}
+
+#[cfg(test)]
+mod all_codes_tests {
+    use super::ErrorCode;
+
+    /// The position of `c` in [`ErrorCode::ALL`] (exhaustive: a new code must be listed).
+    fn code_index(c: ErrorCode) -> usize {
+        use ErrorCode::*;
+        match c {
+            BadBody => 0,
+            CollectionTotalMismatch => 1,
+            NoBody => 2,
+            InvalidField => 3,
+            InvalidQueryParam => 4,
+            InstanceIdRequired => 5,
+            InvalidInstanceId => 6,
+            KeyRootRequired => 7,
+            KeyPayloadRequired => 8,
+            IncorrectNonce => 9,
+            IncorrectNonceIv => 10,
+            Unauthorized => 11,
+            Forbidden => 12,
+            KeyNotFound => 13,
+            ImportTokenNotFound => 14,
+            KeyActionInvalidState => 15,
+            ImportTokenExpired => 16,
+            ImportTokenRetrievalsExhausted => 17,
+            KeyRotationNotPermitted => 18,
+            KeyDeleted => 19,
+            UnprocessableCiphertext => 20,
+            PayloadTooLarge => 21,
+            UnsupportedMediaType => 22,
+            BodyQueryParamMismatch => 23,
+            NumCollectionResource => 24,
+            KeyExpired => 25,
+            KeyRestoreExpired => 26,
+            ReqTooEarly => 27,
+            ProtectedResource => 28,
+            PrevKeyDeletion => 29,
+            AuthorizationsNotMet => 30,
+            NotDualAuth => 31,
+            KeyCreateImportAccess => 32,
+            KeySearchTooBroad => 33,
+            KeyRingNotFound => 34,
+            KeyRingConflict => 35,
+            KeyRingNotEmpty => 36,
+            KeyRingLimit => 37,
+            AliasConflict => 38,
+            AliasLimit => 39,
+            RateLimited => 40,
+            ServiceOnly => 41,
+            NotFound => 42,
+            MethodNotAllowed => 43,
+            Unavailable => 44,
+            Internal => 45,
+            RowIntegrity => 46,
+        }
+    }
+
+    #[test]
+    fn every_reason_code_is_listed_once() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code_index(*c), i);
+        }
+    }
+}
