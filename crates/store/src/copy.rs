@@ -17,6 +17,11 @@
 //!   PostgreSQL target the id sequences are then moved past the copied ids, so the next record
 //!   the new deployment writes does not collide with a copied one (SQLite's `AUTOINCREMENT`
 //!   follows explicit ids by itself).
+//! - Progress and interruption: [`SqlStore::copy_into`] counts every table's rows inside the
+//!   source snapshot first (`COUNT(*)`, so the total is exact), then reports the rows copied
+//!   after every page to a callback, which may ask the copy to stop. A stopped copy (like a
+//!   failed one, or a process killed at any point) never commits: the target stays empty and the
+//!   same copy can simply be run again.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -229,6 +234,33 @@ async fn advance_sequences(
 /// Copies every row of every table in [`COPY_TABLES`] from `from` into `to`, which must be
 /// empty. Returns the rows copied per table.
 pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyReport> {
+    copy_observed(from, to, &|_, _, _| true).await
+}
+
+/// The message of the error a copy returns when its progress callback asked it to stop.
+pub const COPY_STOPPED: &str = "the copy was stopped before the end; nothing was written";
+
+impl SqlStore {
+    /// [`copy_database`] from this store into `to`, reporting progress: `progress(table, done,
+    /// total)` is called once the source's rows are counted (`done` 0) and after every page
+    /// copied, with the rows copied so far and the rows in the snapshot, over all tables. When
+    /// it returns `false`, the copy stops without committing anything to `to` and returns
+    /// [`StoreError::Corrupt`] with [`COPY_STOPPED`].
+    pub async fn copy_into(
+        &self,
+        to: &SqlStore,
+        progress: &(dyn Fn(&str, u64, u64) -> bool + Sync),
+    ) -> StoreResult<CopyReport> {
+        copy_observed(self, to, progress).await
+    }
+}
+
+async fn copy_observed(
+    from: &SqlStore,
+    to: &SqlStore,
+    progress: &(dyn Fn(&str, u64, u64) -> bool + Sync),
+) -> StoreResult<CopyReport> {
+    let stopped = || refuse(COPY_STOPPED.to_string());
     let (src_mig, dst_mig) = (migrations_of(from).await?, migrations_of(to).await?);
     if src_mig != dst_mig {
         return Err(refuse(format!(
@@ -270,6 +302,20 @@ pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyRe
             .await
             .map_err(classify)?;
     }
+
+    // The rows to copy, counted in the same snapshot as they are read: an exact total.
+    let mut total: u64 = 0;
+    for (table, _) in &plans {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&mut *src)
+            .await
+            .map_err(classify)?;
+        total = total.saturating_add(u64::try_from(n).unwrap_or(0));
+    }
+    if !progress(COPY_TABLES.first().copied().unwrap_or_default(), 0, total) {
+        return Err(stopped());
+    }
+    let mut done: u64 = 0;
 
     let mut report = Vec::with_capacity(plans.len());
     for (table, cols) in &plans {
@@ -345,6 +391,10 @@ pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyRe
                 }
             }
             copied += cells.len() as u64;
+            done += cells.len() as u64;
+            if !progress(table, done, total.max(done)) {
+                return Err(stopped());
+            }
             let short = page.len() < PAGE_ROWS;
             last_key = cells
                 .last()
@@ -369,6 +419,9 @@ pub async fn copy_database(from: &SqlStore, to: &SqlStore) -> StoreResult<CopyRe
         report.push((table.to_string(), copied));
     }
     src.rollback().await.map_err(classify)?;
+    if !progress("", done, total.max(done)) {
+        return Err(stopped());
+    }
     dst.commit().await.map_err(classify)?;
     Ok(CopyReport { tables: report })
 }
@@ -562,6 +615,49 @@ mod tests {
         copy_and_compare(&src, &dst).await;
         dst.close().await;
         crate::sql::tests::drop_postgres(&url).await;
+    }
+
+    /// A copy reports exact totals and monotonic progress; one stopped part-way commits
+    /// nothing, and the same copy then runs again into the same target.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_copy_leaves_the_target_empty_and_runs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = filled_source(&dir).await;
+        let dst = sqlite_store(&dir, "dst.db").await;
+        let total: u64 = dump(&src)
+            .await
+            .iter()
+            .map(|(_, rows)| rows.len() as u64)
+            .sum();
+        assert!(total > PAGE_ROWS as u64);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let e = src
+            .copy_into(&dst, &|_, done, t| {
+                seen.lock().unwrap().push((done, t));
+                done < PAGE_ROWS as u64
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(COPY_STOPPED), "{e}");
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.first(), Some(&(0, total)), "{seen:?}");
+        assert!(seen.len() >= 2, "{seen:?}");
+        assert!(dump(&dst).await.iter().all(|(_, rows)| rows.is_empty()));
+
+        let seen = std::sync::Mutex::new(Vec::new());
+        let report = src
+            .copy_into(&dst, &|_, done, t| {
+                seen.lock().unwrap().push((done, t));
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(report.total_rows(), total);
+        let seen = seen.into_inner().unwrap();
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+        assert!(seen.iter().all(|(_, t)| *t == total), "{seen:?}");
+        assert_eq!(seen.last(), Some(&(total, total)));
+        assert_eq!(dump(&dst).await, dump(&src).await);
     }
 
     #[tokio::test]
