@@ -9,6 +9,8 @@ use keyward_service::admin;
 use keyward_store::{DatabaseUrl, SqlStore, Store};
 use serde_json::{json, Value};
 
+use crate::progress::{self, Progress, Unit};
+
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
     /// Data directory of the server (its SQLite database) [default: ./keyward-data]
@@ -20,6 +22,14 @@ pub struct AdminArgs {
     /// Output format
     #[arg(long, default_value = "human", value_parser = ["human", "json"], global = true)]
     pub output: String,
+    /// Seconds between two progress reports of `migrate`, `backup`, `restore` and
+    /// `master-key rotate|migrate` when stderr is not a terminal (plain lines) or with
+    /// `--output json` (JSON lines); 0: at every step [default: 5, and 1 with --output json]
+    #[arg(long, value_name = "SECONDS", global = true, value_parser = progress_every)]
+    pub progress_every: Option<f64>,
+    /// Show no progress on stderr
+    #[arg(long, global = true)]
+    pub no_progress: bool,
     #[command(subcommand)]
     pub cmd: AdminCmd,
 }
@@ -136,6 +146,46 @@ pub enum ApikeyCmd {
     Delete { id: String },
 }
 
+fn progress_every(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err("a number of seconds from 0 to 86400".into()),
+    }
+}
+
+impl AdminArgs {
+    /// The progress reporter these flags ask for (crates/keyward/src/progress.rs).
+    pub fn progress(&self) -> Progress {
+        Progress::for_output(&self.output, self.progress_every, self.no_progress)
+    }
+}
+
+/// What an interrupted command left, and what to do: the error of a command that stopped
+/// because of SIGINT or SIGTERM.
+fn interrupted(cmd: &AdminCmd) -> Option<anyhow::Error> {
+    let sig = progress::interrupted()?;
+    let what = match cmd {
+        AdminCmd::Migrate(_) => {
+            "the copy runs in one transaction and was not committed: the target holds no row. \
+             Run the same command again"
+        }
+        AdminCmd::Backup(_) => {
+            "no backup file was written and the scratch copy was removed. Run the same command \
+             again"
+        }
+        AdminCmd::Restore(_) => {
+            "the copy into the target runs in one transaction and was not committed: the target \
+             holds no row. Run the same command again"
+        }
+        AdminCmd::MasterKey(_) => {
+            "the rows re-sealed so far stay re-sealed (each is its own compare-and-swap). Run the \
+             same command again to resume"
+        }
+        _ => "stopped",
+    };
+    Some(anyhow!("interrupted by {sig}: {what}"))
+}
+
 fn instance_id(s: &str) -> anyhow::Result<InstanceId> {
     InstanceId::parse(s).map_err(|_| anyhow!("`{s}` is not an instance UUID"))
 }
@@ -175,7 +225,7 @@ pub(crate) fn sqlite_path(url: &str) -> Option<PathBuf> {
 }
 
 /// `admin migrate`: copies every row of `--from` into the empty `--to`.
-async fn migrate(args: &AdminArgs, m: &MigrateArgs) -> anyhow::Result<()> {
+async fn migrate(args: &AdminArgs, m: &MigrateArgs, progress: &Progress) -> anyhow::Result<()> {
     let from = match &m.from {
         Some(u) => DatabaseUrl::new(u.clone()),
         None => {
@@ -204,7 +254,17 @@ async fn migrate(args: &AdminArgs, m: &MigrateArgs) -> anyhow::Result<()> {
     let target = SqlStore::connect(&to)
         .await
         .with_context(|| format!("opening the target database {to}"))?;
-    let copied = keyward_store::copy_database(&source, &target).await;
+    let phase = progress.phase("copy", Unit::Rows, None);
+    let copied = source
+        .copy_into(&target, &|_, done, total| {
+            phase.set_total(total);
+            phase.set(done);
+            progress::interrupted().is_none()
+        })
+        .await;
+    if copied.is_ok() {
+        phase.finish();
+    }
     source.close().await;
     target.close().await;
     let report = match copied {
@@ -252,29 +312,47 @@ pub async fn open_store(settings: &crate::config::Settings) -> anyhow::Result<Sq
     Ok(store)
 }
 
-pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    if let AdminCmd::Migrate(m) = &args.cmd {
-        return migrate(&args, m).await;
-    }
-    let args = match args.cmd {
-        AdminCmd::MasterKey(m) => {
-            let out = crate::masterkeycmd::run(args.data_dir, args.database_url, m).await?;
-            print(&args.output, &out);
-            return Ok(());
-        }
-        cmd => AdminArgs { cmd, ..args },
-    };
+/// Runs one of the long commands (migrate, backup, restore, master-key) with progress and
+/// interruption (crates/keyward/src/progress.rs): the first SIGINT or SIGTERM makes it stop
+/// at its next safe point and fail with what it left.
+async fn run_long(args: AdminArgs) -> anyhow::Result<()> {
+    progress::watch_signals()?;
+    let progress = args.progress();
     let (dir, db) = (args.data_dir.as_deref(), args.database_url.as_deref());
-    match &args.cmd {
-        AdminCmd::Backup(b) => {
-            print(&args.output, &crate::backup::backup(dir, db, b).await?);
-            return Ok(());
+    let out = match &args.cmd {
+        AdminCmd::Migrate(m) => migrate(&args, m, &progress).await.map(|()| None),
+        AdminCmd::Backup(b) => crate::backup::backup(dir, db, b, &progress)
+            .await
+            .map(Some),
+        AdminCmd::Restore(r) => crate::backup::restore(dir, db, r, &progress)
+            .await
+            .map(Some),
+        AdminCmd::MasterKey(m) => crate::masterkeycmd::run(
+            args.data_dir.clone(),
+            args.database_url.clone(),
+            m,
+            &progress,
+        )
+        .await
+        .map(Some),
+        _ => bail!("not a long-running command"),
+    };
+    match out {
+        Ok(Some(v)) => {
+            print(&args.output, &v);
+            Ok(())
         }
-        AdminCmd::Restore(r) => {
-            print(&args.output, &crate::backup::restore(dir, db, r).await?);
-            return Ok(());
-        }
-        _ => {}
+        Ok(None) => Ok(()),
+        Err(e) => Err(interrupted(&args.cmd).unwrap_or(e)),
+    }
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    if matches!(
+        args.cmd,
+        AdminCmd::Migrate(_) | AdminCmd::Backup(_) | AdminCmd::Restore(_) | AdminCmd::MasterKey(_)
+    ) {
+        return run_long(args).await;
     }
     let args = match args.cmd {
         AdminCmd::Tls(cmd) => {

@@ -2,7 +2,7 @@
 //! deployment (SQLite or PostgreSQL) in one encrypted and authenticated file, and its restore
 //! into an empty data dir or database. See `docs/backup.md`.
 //!
-//! - **Backup** copies every table ([`keyward_store::copy_database`]) from the live database
+//! - **Backup** copies every table ([`SqlStore::copy_into`], reporting progress) from the live database
 //!   into a fresh SQLite file in a private scratch directory. The source is read in one read
 //!   transaction (SQLite: one WAL snapshot; PostgreSQL: `REPEATABLE READ`), so the snapshot is
 //!   consistent while the server keeps serving and writing. That SQLite file, behind an
@@ -51,13 +51,14 @@ use keyward_crypto::stream::{
 };
 use keyward_crypto::{sha256, CryptoError, SecretBytes};
 use keyward_domain::{format_time, Clock, SystemClock};
-use keyward_store::{copy_database, ConflictKind, CopyReport, SqlStore, Store, StoreError};
+use keyward_store::{ConflictKind, CopyReport, SqlStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::{sqlite_url, MasterKeySource, Settings};
 use crate::masterkey::{file_generations, read_marker, Keyring};
 use crate::masterkeycmd::MasterKeyOpts;
+use crate::progress::{self, Progress, Unit};
 
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 15] = b"KEYWARD-BACKUP\n";
@@ -784,8 +785,73 @@ pub fn decode_v1(bytes: &[u8]) -> anyhow::Result<(HeaderV1, &[u8])> {
     Ok((header, payload))
 }
 
-/// A private (0700) scratch directory, removed with everything in it when dropped.
-struct Scratch(PathBuf);
+/// An exclusive `flock` on `f`, taken without waiting: whether it was. The lock lasts as long
+/// as the open file, and ends with the process however it ends (SIGKILL included): a scratch
+/// directory or temporary file that nobody holds locked belongs to a run that is gone.
+fn try_lock(f: &File) -> bool {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+/// Takes the lock on `f`, opened from `path`, and checks that `path` is still that file (a
+/// sweep by another run could have removed it just before the lock was taken).
+fn lock_own(f: &File, path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let same = fs::symlink_metadata(path)
+        .ok()
+        .zip(f.metadata().ok())
+        .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
+    if !try_lock(f) || !same {
+        bail!("{} was taken by another run; try again", path.display());
+    }
+    Ok(())
+}
+
+/// Removes what killed runs left in `dir`: the directories and files named
+/// `{prefix}…{suffix}` that no live process holds locked (a scratch copy, a temporary backup
+/// file). Symbolic links and anything locked are left alone. Returns how many were removed.
+fn remove_stale(dir: &Path, prefix: &str, suffix: &str) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with(prefix) || !name.ends_with(suffix) || name.len() <= prefix.len() {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !(meta.is_dir() || meta.is_file()) {
+            continue;
+        }
+        let Ok(f) = File::open(&path) else {
+            continue;
+        };
+        if !try_lock(&f) {
+            continue;
+        }
+        let gone = if meta.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        if gone.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// A private (0700) scratch directory, locked while in use and removed with everything in it
+/// when dropped. One left behind by a killed run is removed by the next run
+/// ([`remove_stale`]).
+struct Scratch {
+    path: PathBuf,
+    _lock: File,
+}
 
 impl Scratch {
     fn new_in(parent: &Path, prefix: &str) -> anyhow::Result<Self> {
@@ -794,17 +860,22 @@ impl Scratch {
             .mode(0o700)
             .create(&p)
             .with_context(|| format!("creating scratch directory {}", p.display()))?;
-        Ok(Self(p))
+        let lock = File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+        lock_own(&lock, &p)?;
+        Ok(Self {
+            path: p,
+            _lock: lock,
+        })
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        let _ = fs::remove_dir_all(&self.path);
     }
 }
 
@@ -828,12 +899,15 @@ fn create_private(path: &Path) -> anyhow::Result<File> {
 }
 
 /// Writes `path` atomically: `write` fills a temporary file (mode 0600) in the same directory,
-/// then fsync, rename, fsync of the directory. The temporary file is removed on failure.
-fn write_atomic_with<T>(
+/// then fsync, `verify` reads the temporary file back, then rename, fsync of the directory. So
+/// `path` appears only complete and verified; the temporary file is removed on failure (a
+/// process killed meanwhile leaves it, under its temporary name).
+fn write_atomic_with<T, V>(
     path: &Path,
     replace: bool,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+    verify: impl FnOnce(&Path, &T) -> anyhow::Result<V>,
+) -> anyhow::Result<(T, V)> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -843,8 +917,11 @@ fn write_atomic_with<T>(
         name.to_string_lossy(),
         uuid::Uuid::new_v4().simple()
     ));
-    let written = (|| -> anyhow::Result<T> {
+    let written = (|| -> anyhow::Result<(T, V)> {
         let f = create_private(&tmp)?;
+        // Held until the file has its final name: marks the temporary file as in use.
+        let _lock = f.try_clone()?;
+        lock_own(&f, &tmp)?;
         let mut w = BufWriter::new(f);
         let out = write(&mut w).with_context(|| format!("writing {}", tmp.display()))?;
         let f = w
@@ -853,6 +930,7 @@ fn write_atomic_with<T>(
         f.sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
         drop(f);
+        let checked = verify(&tmp, &out)?;
         if !replace && path.exists() {
             bail!(
                 "{} exists (it appeared while the backup ran); use --force to replace it",
@@ -864,7 +942,7 @@ fn write_atomic_with<T>(
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing directory {}", dir.display()))?;
-        Ok(out)
+        Ok((out, checked))
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -921,6 +999,7 @@ pub async fn backup(
     data_dir: Option<&Path>,
     database_url: Option<&str>,
     args: &BackupArgs,
+    progress: &Progress,
 ) -> anyhow::Result<Value> {
     let file = &args.to;
     if file.is_dir() {
@@ -961,6 +1040,17 @@ pub async fn backup(
         )
     })?;
 
+    // What killed backups into this directory left: their scratch copies and temporary files.
+    let name = file.file_name().map(|n| n.to_string_lossy().to_string());
+    let stale = remove_stale(&dir, ".keyward-backup-", "")
+        + name.map_or(0, |n| remove_stale(&dir, &format!(".{n}."), ".tmp"));
+    if stale > 0 {
+        progress.note(&format!(
+            "removed {stale} scratch copies or temporary files left by interrupted backups in {}",
+            dir.display()
+        ));
+    }
+
     // The snapshot: every row, read in one transaction, into a fresh SQLite file next to the
     // backup file (so it needs no other disk than the backup's own).
     let scratch = Scratch::new_in(&dir, "keyward-backup")?;
@@ -976,7 +1066,17 @@ pub async fn backup(
         }
     };
     let created_unix = SystemClock.now_unix();
-    let copied = copy_database(&src, &dst).await;
+    let phase = progress.phase("snapshot", Unit::Rows, None);
+    let copied = src
+        .copy_into(&dst, &|_, done, total| {
+            phase.set_total(total);
+            phase.set(done);
+            progress::interrupted().is_none()
+        })
+        .await;
+    if copied.is_ok() {
+        phase.finish();
+    }
     src.close().await;
     let facts = match &copied {
         Ok(_) => Some((dst.sealed_rows().await, read_marker(&dst).await)),
@@ -1032,7 +1132,8 @@ pub async fn backup(
     if head != SQLITE_MAGIC {
         bail!("the snapshot is not a SQLite database; no backup written");
     }
-    let mut snap_file = BufReader::new(File::open(&snap)?);
+    let encrypt = progress.phase("encrypt", Unit::Bytes, Some(payload_bytes));
+    let mut snap_file = BufReader::new(encrypt.reader(File::open(&snap)?));
     let manifest = Manifest {
         source_backend: src.backend().to_string(),
         source: source.to_string(),
@@ -1043,23 +1144,31 @@ pub async fn backup(
         sealed_rows,
         master_key_ids,
     };
-    let (header, _) = write_atomic_with(file, args.force, |w| {
-        seal_backup_to(w, &ring, created_unix, &manifest, &mut snap_file)
-    })?;
+    // Read back what reached the disk and verify all of it, before it gets its final name.
+    let verify = |tmp: &Path, (header, _): &(Header, String)| -> anyhow::Result<Verified> {
+        encrypt.finish();
+        let f = File::open(tmp).with_context(|| format!("reading back {}", tmp.display()))?;
+        let check = progress.phase("verify", Unit::Bytes, Some(f.metadata()?.len()));
+        let back = open_backup_from(
+            &mut BufReader::new(check.reader(f)),
+            &ring,
+            &mut std::io::sink(),
+        )
+        .map_err(|e| anyhow!("{} does not verify after writing: {e}", file.display()))?;
+        if &back.header != header || back.manifest != manifest {
+            bail!("{} does not read back as written", file.display());
+        }
+        check.finish();
+        Ok(back)
+    };
+    let ((header, _), back) = write_atomic_with(
+        file,
+        args.force,
+        |w| seal_backup_to(w, &ring, created_unix, &manifest, &mut snap_file),
+        verify,
+    )?;
     drop(snap_file);
     drop(scratch);
-    // Read back what reached the disk and verify all of it.
-    let back = open_backup_from(
-        &mut BufReader::new(
-            File::open(file).with_context(|| format!("reading back {}", file.display()))?,
-        ),
-        &ring,
-        &mut std::io::sink(),
-    )
-    .map_err(|e| anyhow!("{} does not verify after writing: {e}", file.display()))?;
-    if back.header != header || back.manifest != manifest {
-        bail!("{} does not read back as written", file.display());
-    }
 
     Ok(json!({
         "backup": file.display().to_string(),
@@ -1102,6 +1211,7 @@ pub async fn restore(
     data_dir: Option<&Path>,
     database_url: Option<&str>,
     args: &RestoreArgs,
+    progress: &Progress,
 ) -> anyhow::Result<Value> {
     let from = &args.from;
     let refuse = |e: &dyn std::fmt::Display| {
@@ -1114,7 +1224,15 @@ pub async fn restore(
     let target = settings.database_url.clone();
     let open = || File::open(from).with_context(|| format!("reading {}", from.display()));
 
-    // The payload goes into a private scratch directory, for the trial restore.
+    // The payload goes into a private scratch directory, for the trial restore. Those of
+    // killed restores are removed first.
+    let stale = remove_stale(&std::env::temp_dir(), ".keyward-restore-", "");
+    if stale > 0 {
+        progress.note(&format!(
+            "removed {stale} scratch directories left by interrupted restores in {}",
+            std::env::temp_dir().display()
+        ));
+    }
     let scratch = Scratch::new_in(&std::env::temp_dir(), "keyward-restore")?;
     let payload_path = scratch.path().join("payload.db");
 
@@ -1136,8 +1254,14 @@ pub async fn restore(
             })?;
             let ring = keyring.ring(None).map_err(|e| refuse(&e))?;
             let mut out = BufWriter::new(create_private(&payload_path)?);
-            let v = open_backup_from(&mut BufReader::new(open()?), &ring, &mut out)
-                .map_err(|e| refuse(&e))?;
+            let f = open()?;
+            let phase = progress.phase("verify", Unit::Bytes, Some(f.metadata()?.len()));
+            let v = open_backup_from(&mut BufReader::new(phase.reader(f)), &ring, &mut out)
+                .map_err(|e| match progress::check() {
+                    Err(i) => anyhow!("{i}"),
+                    Ok(()) => refuse(&e),
+                })?;
+            phase.finish();
             out.into_inner()
                 .map_err(|e| anyhow!("writing the payload: {}", e.error()))?
                 .sync_all()?;
@@ -1185,7 +1309,17 @@ pub async fn restore(
     let trial = async {
         let path = scratch.path().join("trial.db");
         let t = SqlStore::connect(&sqlite_url(&path)).await?;
-        let r = copy_database(&src, &t).await;
+        let phase = progress.phase("trial", Unit::Rows, None);
+        let r = src
+            .copy_into(&t, &|_, done, total| {
+                phase.set_total(total);
+                phase.set(done);
+                progress::interrupted().is_none()
+            })
+            .await;
+        if r.is_ok() {
+            phase.finish();
+        }
         t.close().await;
         for suffix in ["", "-wal", "-shm"] {
             let _ = fs::remove_file(scratch.path().join(format!("trial.db{suffix}")));
@@ -1251,26 +1385,50 @@ pub async fn restore(
         return Ok(summary);
     }
 
-    // The target: a new data dir (created 0700, as the server does) or a database URL.
+    // The target: a new data dir (created 0700, as the server does) or a database URL. What
+    // this restore creates there (the dir, the database file) it removes again if it fails or
+    // is interrupted, so the target is as it was found.
+    let mut created = CreatedTarget::default();
     if let Some(d) = &sqlite_dir {
+        if !d.exists() {
+            created.dir = Some(d.clone());
+        }
         if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(d) {
             src.close().await;
             return Err(anyhow::Error::new(e).context(format!("creating data dir {}", d.display())));
+        }
+        let db = d.join("keyward.db");
+        if !db.exists() {
+            created.db = Some(db);
         }
     }
     let dst = match SqlStore::connect(&target).await {
         Ok(d) => d,
         Err(e) => {
             src.close().await;
+            created.remove();
             return Err(
                 anyhow::Error::new(e).context(format!("opening the target database {target}"))
             );
         }
     };
-    let copied = copy_database(&src, &dst).await;
+    let phase = progress.phase("restore", Unit::Rows, None);
+    let copied = src
+        .copy_into(&dst, &|_, done, total| {
+            phase.set_total(total);
+            phase.set(done);
+            progress::interrupted().is_none()
+        })
+        .await;
     src.close().await;
     dst.close().await;
+    drop(dst);
     drop(scratch);
+    if copied.is_ok() {
+        phase.finish();
+    } else {
+        created.remove();
+    }
     let report = match copied {
         Ok(r) => r,
         Err(StoreError::Conflict(ConflictKind::TargetNotEmpty)) => bail!(
@@ -1310,6 +1468,30 @@ pub async fn restore(
         m.insert("next".into(), json!(next));
     }
     Ok(summary)
+}
+
+/// What a restore created in a SQLite target (to remove again when it fails).
+#[derive(Default)]
+struct CreatedTarget {
+    dir: Option<PathBuf>,
+    db: Option<PathBuf>,
+}
+
+impl CreatedTarget {
+    /// Removes the database file (with its WAL and shared-memory files) and the data dir if
+    /// this restore created them; a dir that holds anything else is left.
+    fn remove(&self) {
+        if let Some(db) = &self.db {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = db.clone().into_os_string();
+                p.push(suffix);
+                let _ = fs::remove_file(PathBuf::from(p));
+            }
+        }
+        if let Some(d) = &self.dir {
+            let _ = fs::remove_dir(d);
+        }
+    }
 }
 
 /// The `--allow-unauthenticated-v1` path: checks a format-1 file as far as it can be checked

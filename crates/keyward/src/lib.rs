@@ -11,5 +11,6 @@ pub mod edge;
 pub mod harden;
 pub mod masterkey;
 pub mod masterkeycmd;
+pub mod progress;
 pub mod server;
 pub mod tls;

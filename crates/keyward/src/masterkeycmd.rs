@@ -3,7 +3,10 @@
 //!
 //! A run is resumable: it works out where an interrupted run stopped from the database (which
 //! key the marker names, which rows are still under other keys) and the generations present,
-//! and carries on from there.
+//! and carries on from there. It may stop anywhere (SIGINT/SIGTERM stop it between batches,
+//! SIGKILL anywhere): every row is re-sealed by its own compare-and-swap, the new key file is
+//! written under a temporary name and renamed, and a run that finds a generation newer than
+//! the one the database names waits `--settle` before switching to it, as a first run does.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::config::ServeArgs;
 use crate::masterkey::{read_marker, write_marker, Generation, Keyring, Kind};
+use crate::progress::{self, Progress, Unit};
 
 /// Where the master key is: the same settings as `keyward serve`'s (flags, `KEYWARD_*`
 /// environment, or the server's TOML file). Admin commands that open or write sealed or
@@ -115,7 +119,8 @@ pub struct ResealOpts {
 pub async fn run(
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
-    args: MasterKeyArgs,
+    args: &MasterKeyArgs,
+    progress: &Progress,
 ) -> anyhow::Result<Value> {
     let settings = args.keys.settings(data_dir, database_url)?;
     if let Some(p) = crate::admin::sqlite_path(settings.database_url.expose()) {
@@ -127,14 +132,14 @@ pub async fn run(
         .await
         .with_context(|| format!("opening database {}", settings.database_url))?;
     let keyring = Keyring::new(&settings);
-    let res = match args.cmd {
+    let res = match &args.cmd {
         MasterKeyCmd::Status => {
-            scan(&keyring)?;
+            scan(&keyring, progress)?;
             status(&store, &keyring).await
         }
         MasterKeyCmd::Rotate { stage, opts } => {
-            scan(&keyring)?;
-            rotate(&store, &keyring, stage, &opts).await
+            scan(&keyring, progress)?;
+            rotate(&store, &keyring, *stage, opts, progress).await
         }
         MasterKeyCmd::Migrate { to, opts } => {
             let kind = match to.as_str() {
@@ -142,17 +147,17 @@ pub async fn run(
                 "pkcs11" => Kind::Pkcs11,
                 other => bail!("--to must be file or pkcs11, not {other:?}"),
             };
-            scan(&keyring)?;
-            migrate(&store, &keyring, kind, &opts).await
+            scan(&keyring, progress)?;
+            migrate(&store, &keyring, kind, opts, progress).await
         }
     };
     store.close().await;
     res
 }
 
-fn scan(keyring: &Keyring) -> anyhow::Result<()> {
+fn scan(keyring: &Keyring, progress: &Progress) -> anyhow::Result<()> {
     for w in keyring.scan(false).map_err(|e| anyhow!(e))? {
-        eprintln!("warning: {w}");
+        progress.note(&format!("warning: {w}"));
     }
     Ok(())
 }
@@ -200,6 +205,7 @@ async fn rotate(
     keyring: &Keyring,
     stage: bool,
     opts: &ResealOpts,
+    progress: &Progress,
 ) -> anyhow::Result<Value> {
     let marker = read_marker(store).await?;
     let current_id = keyring
@@ -210,28 +216,30 @@ async fn rotate(
         .newest(current.kind)
         .ok_or_else(|| anyhow!("no master key found"))?;
     let pending = pending_rows(store, &current_id).await?;
-    let (target, created) = if newest.id() != current_id {
+    let target = if newest.id() != current_id {
         // A generation newer than the sealing key exists: an earlier run staged or created it
         // and stopped before switching. Carry on with it.
-        eprintln!(
+        progress.note(&format!(
             "resuming: switching to the already created generation {} ({})",
             newest.generation, newest.name
-        );
-        (newest, false)
+        ));
+        newest
     } else if pending > 0 {
-        eprintln!("resuming: {pending} rows are not yet under the sealing key {current_id}");
-        (current, false)
+        progress.note(&format!(
+            "resuming: {pending} rows are not yet under the sealing key {current_id}"
+        ));
+        current
     } else {
         let g = keyring
             .create_next(current.kind)
             .map_err(|e| anyhow!("creating the new master key: {e}"))?;
-        eprintln!(
+        progress.note(&format!(
             "created master key generation {} ({}), id {}",
             g.generation,
             g.name,
             g.id()
-        );
-        (g, true)
+        ));
+        g
     };
     if stage {
         return Ok(json!({
@@ -240,7 +248,7 @@ async fn rotate(
             "next": "copy it to every node's master key directory (file keys), then run `keyward admin master-key rotate` again",
         }));
     }
-    finish(store, keyring, &target, created, marker.as_deref(), opts).await
+    finish(store, keyring, &target, marker.as_deref(), opts, progress).await
 }
 
 async fn migrate(
@@ -248,45 +256,59 @@ async fn migrate(
     keyring: &Keyring,
     kind: Kind,
     opts: &ResealOpts,
+    progress: &Progress,
 ) -> anyhow::Result<Value> {
     let marker = read_marker(store).await?;
-    let (target, created) = match keyring.newest(kind) {
-        Some(g) => (g, false),
+    let target = match keyring.newest(kind) {
+        Some(g) => g,
         None => {
             let g = keyring
                 .create_next(kind)
                 .map_err(|e| anyhow!("creating the {} master key: {e}", kind.name()))?;
-            eprintln!("created {} master key {} ({})", kind.name(), g.name, g.id());
-            (g, true)
+            progress.note(&format!(
+                "created {} master key {} ({})",
+                kind.name(),
+                g.name,
+                g.id()
+            ));
+            g
         }
     };
-    finish(store, keyring, &target, created, marker.as_deref(), opts).await
+    finish(store, keyring, &target, marker.as_deref(), opts, progress).await
 }
 
-/// Makes `target` the sealing key (after giving running nodes time to load it if it is new)
-/// and re-seals every row under it.
+/// Makes `target` the sealing key (after giving running nodes time to load it) and re-seals
+/// every row under it.
 async fn finish(
     store: &dyn Store,
     keyring: &Keyring,
     target: &Generation,
-    created: bool,
     marker: Option<&str>,
     opts: &ResealOpts,
+    progress: &Progress,
 ) -> anyhow::Result<Value> {
     let settle = Duration::from_secs(opts.settle);
-    if created && !settle.is_zero() {
-        eprintln!(
-            "waiting {}s for running nodes to load the new key",
-            opts.settle
-        );
-        tokio::time::sleep(settle).await;
-    }
     if marker != Some(target.id()) {
-        write_marker(store, target.id(), SystemClock.now_unix()).await?;
-        eprintln!("the database now names {} as the sealing key", target.id());
+        // The key may be minutes or milliseconds old (this run made it, or an earlier run made
+        // it and was stopped before it switched): either way, give the nodes time to load it.
         if !settle.is_zero() {
-            eprintln!("waiting {}s for running nodes to seal with it", opts.settle);
-            tokio::time::sleep(settle).await;
+            progress.note(&format!(
+                "waiting {}s for running nodes to load the new key",
+                opts.settle
+            ));
+            progress::sleep(settle).await?;
+        }
+        write_marker(store, target.id(), SystemClock.now_unix()).await?;
+        progress.note(&format!(
+            "the database now names {} as the sealing key",
+            target.id()
+        ));
+        if !settle.is_zero() {
+            progress.note(&format!(
+                "waiting {}s for running nodes to seal with it",
+                opts.settle
+            ));
+            progress::sleep(settle).await?;
         }
     }
     let ring = keyring
@@ -298,7 +320,14 @@ async fn finish(
     let batch = opts.batch.max(1);
     let (mut resealed, mut raced) = (0u64, 0u64);
     let mut complete = true;
+    let pending = u64::try_from(pending_rows(store, target.id()).await?).unwrap_or(0);
+    let phase = progress.phase(
+        "reseal",
+        Unit::Rows,
+        Some(opts.limit.map_or(pending, |l| l.min(pending))),
+    );
     loop {
+        progress::check()?;
         let want = match opts.limit {
             Some(l) if resealed >= l => {
                 complete = false;
@@ -315,11 +344,13 @@ async fn finish(
         }
         resealed += stats.resealed as u64;
         raced += stats.raced as u64;
+        phase.set(resealed);
         if stats.resealed == 0 {
             // Every row of the batch changed under us: let the writers finish.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            progress::sleep(Duration::from_millis(100)).await?;
         }
     }
+    phase.finish();
     let left = pending_rows(store, target.id()).await?;
     let mut out = json!({
         "sealing": target.id(),
