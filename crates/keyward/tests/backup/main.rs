@@ -16,6 +16,9 @@
 //!   node on the restored database (SQLite, and PostgreSQL when available) appends to it with
 //!   new ids.
 //!
+//! `interrupt`: backup, restore and migrate killed (SIGKILL) or stopped (SIGTERM) part-way,
+//! then run again; their JSON progress on stderr.
+//!
 //! `fuzz_regressions`: inputs that once crashed a fuzz target.
 //!
 //! Run: `cargo test -p keyward --test backup`.
@@ -23,6 +26,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod fuzz_regressions;
+mod interrupt;
+mod running;
 
 use std::collections::BTreeSet;
 use std::ops::Range;

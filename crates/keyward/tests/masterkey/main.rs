@@ -11,11 +11,16 @@
 //! - a node given only the old key is sealed (503) and says which key is missing.
 //!
 //! The HSM side (rotation inside the HSM, migration from the file key into it) is in
-//! module `hsm` (SoftHSM2). Run: `cargo test -p keyward --test masterkey`.
+//! module `hsm` (SoftHSM2). Module `interrupt`: a rotation killed (SIGKILL) or stopped
+//! (SIGTERM) part-way resumes to a complete result; its JSON progress on stderr. Run:
+//! `cargo test -p keyward --test masterkey`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod hsm;
+mod interrupt;
+#[path = "../backup/running.rs"]
+mod running;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
