@@ -316,14 +316,12 @@ pub async fn open_store(settings: &crate::config::Settings) -> anyhow::Result<Sq
 /// interruption (crates/keyward/src/progress.rs): the first SIGINT or SIGTERM makes it stop
 /// at its next safe point and fail with what it left.
 async fn run_long(args: AdminArgs) -> anyhow::Result<()> {
-    progress::watch_signals()?;
     let progress = args.progress();
+    progress::watch_signals(&progress)?;
     let (dir, db) = (args.data_dir.as_deref(), args.database_url.as_deref());
     let out = match &args.cmd {
         AdminCmd::Migrate(m) => migrate(&args, m, &progress).await.map(|()| None),
-        AdminCmd::Backup(b) => crate::backup::backup(dir, db, b, &progress)
-            .await
-            .map(Some),
+        AdminCmd::Backup(b) => crate::backup::backup(dir, db, b, &progress).await.map(Some),
         AdminCmd::Restore(r) => crate::backup::restore(dir, db, r, &progress)
             .await
             .map(Some),

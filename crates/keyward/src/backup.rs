@@ -968,7 +968,7 @@ fn resolve(
 }
 
 /// The master keys these settings reach, as the server would load them, never creating one.
-fn load_keys(settings: &Settings) -> Result<Keyring, String> {
+fn load_keys(settings: &Settings, progress: &Progress) -> Result<Keyring, String> {
     if settings.master_key == MasterKeySource::File
         && file_generations(&settings.master_key_file)?.is_empty()
     {
@@ -979,7 +979,7 @@ fn load_keys(settings: &Settings) -> Result<Keyring, String> {
     }
     let keyring = Keyring::new(settings);
     for w in keyring.scan(false)? {
-        eprintln!("warning: {w}");
+        progress.note(&format!("warning: {w}"));
     }
     Ok(keyring)
 }
@@ -1031,7 +1031,7 @@ pub async fn backup(
         }
     }
     // The master keys first: without them there is no backup to write.
-    let keyring = load_keys(&settings).map_err(|e| {
+    let keyring = load_keys(&settings, progress).map_err(|e| {
         anyhow!(
             "a backup is encrypted under a key sealed by the deployment's master key, and no \
              master key could be loaded: {e}. Give the master key settings the servers use \
@@ -1239,12 +1239,12 @@ pub async fn restore(
     let header = read_header(&mut BufReader::new(open()?));
     let (contents, have) = match header {
         Err(BackupError::Version1) if args.allow_unauthenticated_v1 => {
-            restore_v1_payload(&settings, &args.keys, &open()?, &payload_path)
+            restore_v1_payload(&settings, &args.keys, &open()?, &payload_path, progress)
                 .map_err(|e| refuse(&format!("{e:#}")))?
         }
         Err(e) => return Err(refuse(&e)),
         Ok(header) => {
-            let keyring = load_keys(&settings).map_err(|e| {
+            let keyring = load_keys(&settings, progress).map_err(|e| {
                 refuse(&format!(
                     "this backup is sealed under the master key {}, and no master key could be \
                      loaded: {e}. Give the backed-up deployment's master key (--master-key-file, \
@@ -1503,19 +1503,21 @@ fn restore_v1_payload(
     flags: &MasterKeyOpts,
     file: &File,
     payload_path: &Path,
+    progress: &Progress,
 ) -> anyhow::Result<(Contents, Option<Vec<String>>)> {
     let mut bytes = Vec::new();
     file.take(MAX_PLAINTEXT).read_to_end(&mut bytes)?;
     let (h, payload) = decode_v1(&bytes)?;
-    eprintln!(
+    progress.note(
         "warning: restoring a version-1 backup, which cannot be authenticated \
-         (--allow-unauthenticated-v1)"
+         (--allow-unauthenticated-v1)",
     );
     let keys_configured = flags.master_key_file.is_some()
         || settings.master_key != MasterKeySource::File
         || file_generations(&settings.master_key_file).is_ok_and(|g| !g.is_empty());
     let have = if keys_configured {
-        let keyring = load_keys(settings).map_err(|e| anyhow!("checking the master key: {e}"))?;
+        let keyring =
+            load_keys(settings, progress).map_err(|e| anyhow!("checking the master key: {e}"))?;
         Some(
             keyring
                 .generations()

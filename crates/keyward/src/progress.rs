@@ -117,7 +117,9 @@ impl Progress {
             Mode::Lines
         };
         let default = if mode == Mode::Json { 1.0 } else { 5.0 };
-        let secs = every.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(default);
+        let secs = every
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(default);
         Self {
             mode,
             every: Duration::from_secs_f64(secs.min(86_400.0)),
@@ -150,23 +152,8 @@ impl Progress {
     /// A new phase `name` counting `unit`, with its total when known. Reported at once.
     pub fn phase(&self, name: &'static str, unit: Unit, total: Option<u64>) -> Phase {
         let bar = (self.mode == Mode::Bar).then(|| {
-            let (counts, rate) = match unit {
-                Unit::Rows => ("{human_pos}/{human_len} rows", "{per_sec}"),
-                Unit::Bytes => ("{bytes}/{total_bytes}", "{bytes_per_sec}"),
-            };
-            let template = match total {
-                Some(_) => format!(
-                    "{{prefix:>9}} [{{bar:32}}] {counts} {rate} ETA {{eta}} ({{elapsed}})"
-                ),
-                None => format!("{{prefix:>9}} {{spinner}} {counts} {rate} ({{elapsed}})")
-                    .replace("/{human_len} rows", " rows")
-                    .replace("/{total_bytes}", ""),
-            };
-            let style = ProgressStyle::with_template(&template)
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
             let b = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr())
-                .with_style(style)
+                .with_style(bar_style(unit, total.is_some()))
                 .with_prefix(name);
             b.tick();
             b
@@ -189,6 +176,24 @@ impl Progress {
 }
 
 const NO_TOTAL: u64 = u64::MAX;
+
+/// The bar of a phase: count/total, rate, ETA and elapsed time; a spinner while the total is
+/// unknown.
+fn bar_style(unit: Unit, with_total: bool) -> ProgressStyle {
+    let template = match (unit, with_total) {
+        (Unit::Rows, true) => {
+            "{prefix:>9} [{bar:32}] {human_pos}/{human_len} rows {per_sec} ETA {eta} ({elapsed})"
+        }
+        (Unit::Bytes, true) => {
+            "{prefix:>9} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} ({elapsed})"
+        }
+        (Unit::Rows, false) => "{prefix:>9} {spinner} {human_pos} rows {per_sec} ({elapsed})",
+        (Unit::Bytes, false) => "{prefix:>9} {spinner} {bytes} {bytes_per_sec} ({elapsed})",
+    };
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
 
 /// One phase of a command (the snapshot, the encryption, the re-seal, ...). Cheap to clone;
 /// every clone reports the same counts.
@@ -228,7 +233,11 @@ impl Phase {
 
     /// `n` more units.
     pub fn inc(&self, n: u64) {
-        let done = self.0.done.fetch_add(n, Ordering::Relaxed).saturating_add(n);
+        let done = self
+            .0
+            .done
+            .fetch_add(n, Ordering::Relaxed)
+            .saturating_add(n);
         if let Some(b) = &self.0.bar {
             b.set_position(done);
         }
@@ -237,8 +246,11 @@ impl Phase {
 
     /// The total, once known (or changed).
     pub fn set_total(&self, total: u64) {
-        self.0.total.store(total, Ordering::Relaxed);
+        let before = self.0.total.swap(total, Ordering::Relaxed);
         if let Some(b) = &self.0.bar {
+            if before == NO_TOTAL {
+                b.set_style(bar_style(self.0.unit, true));
+            }
             b.set_length(total);
         }
     }
@@ -317,7 +329,10 @@ impl PhaseInner {
     fn report(&self, finished: bool) {
         match self.progress.mode {
             Mode::Off | Mode::Bar => {}
-            Mode::Json => self.progress.sink.line(&self.snapshot(finished).to_string()),
+            Mode::Json => self
+                .progress
+                .sink
+                .line(&self.snapshot(finished).to_string()),
             Mode::Lines => self.progress.sink.line(&line(&self.snapshot(finished))),
         }
     }
@@ -376,9 +391,13 @@ fn line(v: &Value) -> String {
     let count = match p["total"].as_u64() {
         Some(t) if unit == "bytes" => format!("{}/{}", amount(done, unit), amount(t, unit)),
         Some(t) => format!("{done}/{t} {unit}"),
-        None => format!("{} {}", amount(done, unit), if unit == "bytes" { "" } else { unit })
-            .trim_end()
-            .to_string(),
+        None => format!(
+            "{} {}",
+            amount(done, unit),
+            if unit == "bytes" { "" } else { unit }
+        )
+        .trim_end()
+        .to_string(),
     };
     let pct = match p["total"].as_u64() {
         Some(0) => " (100%)".to_string(),
@@ -451,7 +470,7 @@ pub fn interrupt(signal: &'static str) {
 /// Starts watching SIGINT and SIGTERM (once per process; needs a multi-threaded runtime so
 /// the watcher runs while a command computes): the first marks the command interrupted, the
 /// second ends the process at once.
-pub fn watch_signals() -> anyhow::Result<()> {
+pub fn watch_signals(progress: &Progress) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     if WATCHING.get().is_some() {
         return Ok(());
@@ -459,6 +478,7 @@ pub fn watch_signals() -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let _ = WATCHING.set(());
+    let progress = progress.clone();
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
@@ -466,12 +486,12 @@ pub fn watch_signals() -> anyhow::Result<()> {
                 _ = term.recv() => "SIGTERM",
             };
             if interrupted().is_some() {
-                eprintln!("{name} again: stopping at once");
+                progress.note(&format!("{name} again: stopping at once"));
                 std::process::exit(130);
             }
-            eprintln!(
+            progress.note(&format!(
                 "{name}: stopping at the next safe point (send it again to stop at once)"
-            );
+            ));
             interrupt(name);
         }
     });

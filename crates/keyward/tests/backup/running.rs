@@ -127,7 +127,9 @@ pub fn assert_well_formed_progress(stderr: &[String]) -> Vec<Value> {
     for l in stderr {
         let v: Value = serde_json::from_str(l)
             .unwrap_or_else(|e| panic!("a stderr line is not JSON ({e}): {l:?}"));
-        let o = v.as_object().unwrap_or_else(|| panic!("not an object: {l}"));
+        let o = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {l}"));
         assert_eq!(o.len(), 1, "{l}");
         if let Some(n) = o.get("note") {
             assert!(n.is_string(), "{l}");
@@ -154,7 +156,10 @@ pub fn assert_well_formed_progress(stderr: &[String]) -> Vec<Value> {
             "{l}"
         );
         assert!(p["phase"].is_string() && p["finished"].is_boolean(), "{l}");
-        assert!(["rows", "bytes"].contains(&p["unit"].as_str().unwrap()), "{l}");
+        assert!(
+            ["rows", "bytes"].contains(&p["unit"].as_str().unwrap()),
+            "{l}"
+        );
         let done = p["done"].as_u64().unwrap();
         if let Some(t) = p["total"].as_u64() {
             assert!(done <= t, "{l}");
@@ -163,7 +168,10 @@ pub fn assert_well_formed_progress(stderr: &[String]) -> Vec<Value> {
         }
         assert!(p["rate"].as_f64().unwrap() >= 0.0, "{l}");
         assert!(p["elapsed_seconds"].as_f64().unwrap() >= 0.0, "{l}");
-        assert!(p["eta_seconds"].is_null() || p["eta_seconds"].is_u64(), "{l}");
+        assert!(
+            p["eta_seconds"].is_null() || p["eta_seconds"].is_u64(),
+            "{l}"
+        );
         if p["finished"] == true {
             assert_eq!(p["eta_seconds"], 0, "{l}");
         }

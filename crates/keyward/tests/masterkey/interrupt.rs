@@ -90,7 +90,10 @@ async fn interrupted_rotation_resumes_to_a_complete_result() {
         "{err}"
     );
     let later = status(&data);
-    assert!(rows_of(&later, &gen2) > rows_of(&mid, &gen2), "{mid} {later}");
+    assert!(
+        rows_of(&later, &gen2) > rows_of(&mid, &gen2),
+        "{mid} {later}"
+    );
     assert!(rows_of(&later, &gen1) > 0, "{later}");
 
     // Again: it resumes, finishes, and makes no third generation.
@@ -150,7 +153,10 @@ async fn interrupted_rotation_resumes_to_a_complete_result() {
     }
     secrets.extend(made.iter().map(|(_, _, pt)| B64.encode(pt)));
     for s in &secrets {
-        assert!(!err.contains(s.as_str()), "the rotation's stderr shows a secret");
+        assert!(
+            !err.contains(s.as_str()),
+            "the rotation's stderr shows a secret"
+        );
     }
 
     // Only the newest generation left: a node opens every key.
