@@ -174,8 +174,9 @@ fn interrupted(cmd: &AdminCmd) -> Option<anyhow::Error> {
              again"
         }
         AdminCmd::Restore(_) => {
-            "the copy into the target runs in one transaction and was not committed: the target \
-             holds no row. Run the same command again"
+            "nothing was written to the target (the copy into it runs in one transaction, which \
+             was not committed, and a data dir or database file this restore created is removed \
+             again). Run the same command again"
         }
         AdminCmd::MasterKey(_) => {
             "the rows re-sealed so far stay re-sealed (each is its own compare-and-swap). Run the \

@@ -54,9 +54,16 @@ fn admin(args: &[&str]) -> Output {
     keyward().arg("admin").args(args).output().unwrap()
 }
 
-/// Asserts the command failed; returns its stderr.
+/// Asserts the command failed; returns its stderr without its progress reports (which say
+/// how far the command got before it failed, docs/backup.md "Progress").
 fn failed(out: Output, what: &str) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let err: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| {
+            !serde_json::from_str::<Value>(l).is_ok_and(|v| v.get("progress").is_some())
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert!(
         !out.status.success(),
         "{what} should have been refused; stdout: {}",
