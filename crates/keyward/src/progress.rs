@@ -182,16 +182,22 @@ const NO_TOTAL: u64 = u64::MAX;
 fn bar_style(unit: Unit, with_total: bool) -> ProgressStyle {
     let template = match (unit, with_total) {
         (Unit::Rows, true) => {
-            "{prefix:>9} [{bar:32}] {human_pos}/{human_len} rows {per_sec} ETA {eta} ({elapsed})"
+            "{prefix:>9} [{bar:32}] {human_pos}/{human_len} rows {rows_per_sec} ETA {eta} ({elapsed})"
         }
         (Unit::Bytes, true) => {
             "{prefix:>9} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} ({elapsed})"
         }
-        (Unit::Rows, false) => "{prefix:>9} {spinner} {human_pos} rows {per_sec} ({elapsed})",
+        (Unit::Rows, false) => "{prefix:>9} {spinner} {human_pos} rows {rows_per_sec} ({elapsed})",
         (Unit::Bytes, false) => "{prefix:>9} {spinner} {bytes} {bytes_per_sec} ({elapsed})",
     };
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rows_per_sec",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            },
+        )
         .progress_chars("=> ")
 }
 

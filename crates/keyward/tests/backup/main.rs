@@ -59,9 +59,7 @@ fn admin(args: &[&str]) -> Output {
 fn failed(out: Output, what: &str) -> String {
     let err: String = String::from_utf8_lossy(&out.stderr)
         .lines()
-        .filter(|l| {
-            !serde_json::from_str::<Value>(l).is_ok_and(|v| v.get("progress").is_some())
-        })
+        .filter(|l| !serde_json::from_str::<Value>(l).is_ok_and(|v| v.get("progress").is_some()))
         .map(|l| format!("{l}\n"))
         .collect();
     assert!(
