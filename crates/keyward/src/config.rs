@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// past it, entries are evicted [default: 50000]
     #[arg(long, env = "KEYWARD_CACHE_ENTRIES")]
     pub cache_entries: Option<usize>,
+    /// Most entries in the key cache (opened key material, about 1 KiB each) [default: 10000,
+    /// or --cache-entries if smaller]
+    #[arg(long, env = "KEYWARD_KEY_CACHE_ENTRIES")]
+    pub key_cache_entries: Option<usize>,
     /// SQLite's page cache per database connection, in KiB (9 connections: 1 writer, 8
     /// readers); at least 16 [default: 256]
     #[arg(long, env = "KEYWARD_SQLITE_CACHE_KIB")]
@@ -173,6 +177,7 @@ struct FileConfig {
     rate_limit_management: Option<String>,
     auth_failure_limit: Option<String>,
     cache_entries: Option<usize>,
+    key_cache_entries: Option<usize>,
     sqlite_cache_kib: Option<u32>,
     rate_limit_import_token_create: Option<String>,
     rate_limit_key_create: Option<String>,
@@ -225,6 +230,8 @@ pub struct Settings {
     pub limits: keyward_api::ratelimit::Limits,
     /// Most entries in each cache and limiter table.
     pub cache_entries: usize,
+    /// Most entries in the key cache.
+    pub key_cache_entries: usize,
     /// SQLite's page cache per connection, KiB (`keyward_store::set_sqlite_cache_kib`).
     pub sqlite_cache_kib: u32,
     /// Peers whose X-Forwarded-For names the client.
@@ -348,6 +355,13 @@ impl ServeArgs {
             .unwrap_or(keyward_service::cache::DEFAULT_ENTRIES);
         if cache_entries == 0 {
             bail!("--cache-entries must be at least 1");
+        }
+        let key_cache_entries = self
+            .key_cache_entries
+            .or(file.key_cache_entries)
+            .unwrap_or(keyward_service::cache::DEFAULT_KEY_ENTRIES.min(cache_entries));
+        if key_cache_entries == 0 {
+            bail!("--key-cache-entries must be at least 1");
         }
         let sqlite_cache_kib = self
             .sqlite_cache_kib
@@ -555,6 +569,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
             cache_entries,
+            key_cache_entries,
             sqlite_cache_kib,
             trusted_proxies,
             import_failure_limit,
@@ -616,6 +631,36 @@ mod tests {
         assert_eq!((s.cache_entries, s.limits.table_entries), (1000, 1000));
         assert!(ServeArgs {
             cache_entries: Some(0),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .is_err());
+    }
+
+    #[test]
+    fn key_cache_has_its_own_smaller_bound() {
+        let d = ServeArgs::default().resolve().unwrap();
+        assert_eq!((d.cache_entries, d.key_cache_entries), (50_000, 10_000));
+        let small = ServeArgs {
+            cache_entries: Some(500),
+            ..ServeArgs::default()
+        };
+        assert_eq!(small.resolve().unwrap().key_cache_entries, 500);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(&cfg, "key_cache_entries = 20000\n").unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        };
+        assert_eq!(args.resolve().unwrap().key_cache_entries, 20_000);
+        let flag = ServeArgs {
+            key_cache_entries: Some(7),
+            ..args
+        };
+        assert_eq!(flag.resolve().unwrap().key_cache_entries, 7);
+        assert!(ServeArgs {
+            key_cache_entries: Some(0),
             ..ServeArgs::default()
         }
         .resolve()
