@@ -661,7 +661,11 @@ mod tests {
             for n in wave * 50..(wave + 1) * 50 {
                 let sink = sink.clone();
                 tasks.push(tokio::spawn(async move {
-                    sink.append(rec(n)).await.unwrap();
+                    // A record the syncer never acknowledges fails the test, not hangs it.
+                    tokio::time::timeout(std::time::Duration::from_secs(10), sink.append(rec(n)))
+                        .await
+                        .expect("acknowledged")
+                        .unwrap();
                     let mut outcome = rec(n);
                     outcome.request_id = format!("out-{n}");
                     sink.append_outcome(outcome).await.unwrap();
