@@ -155,6 +155,17 @@ impl Collector for Snapshot {
             "table",
             self.integrity_failures.iter().copied(),
         )?;
+        // The whole process's resident memory (VmRSS), read at scrape time: what the cache
+        // bounds and `--sqlite-cache-kib` keep bounded (`docs/design.md`, "Caches").
+        if let Some(bytes) = resident_bytes() {
+            let m = encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory of the server process, in bytes.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(bytes).encode(m)?;
+        }
         type Field = fn(&CacheStats) -> u64;
         let families: [(&str, MetricType, &str, Field); 4] = [
             (
@@ -196,6 +207,20 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// VmRSS of this process from `/proc/self/status` (None where there is no procfs).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Middleware: times every routed request.
@@ -279,6 +304,7 @@ mod tests {
             "# TYPE keyward_cache_hits_total counter",
             r#"keyward_cache_hits_total{cache="key"} 5"#,
             r#"keyward_cache_misses_total{cache="key"} 1"#,
+            "# TYPE process_resident_memory_bytes gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
@@ -292,5 +318,12 @@ mod tests {
             })
             .unwrap();
         assert!((sum.parse::<f64>().unwrap() - 3.006).abs() < 1e-9, "{sum}");
+        let rss: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rss > 1024 * 1024, "{rss}");
     }
 }

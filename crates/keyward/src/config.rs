@@ -106,6 +106,14 @@ pub struct ServeArgs {
     /// past it, entries are evicted [default: 50000]
     #[arg(long, env = "KEYWARD_CACHE_ENTRIES")]
     pub cache_entries: Option<usize>,
+    /// Most entries in the key cache (opened key material, about 1 KiB each) [default: 10000,
+    /// or --cache-entries if smaller]
+    #[arg(long, env = "KEYWARD_KEY_CACHE_ENTRIES")]
+    pub key_cache_entries: Option<usize>,
+    /// SQLite's page cache per database connection, in KiB (9 connections: 1 writer, 8
+    /// readers); at least 16 [default: 256]
+    #[arg(long, env = "KEYWARD_SQLITE_CACHE_KIB")]
+    pub sqlite_cache_kib: Option<u32>,
     /// Seconds between scheduler passes (policy rotations, 90-day purge); 0 disables [default: 60]
     #[arg(long, env = "KEYWARD_SCHEDULER_INTERVAL")]
     pub scheduler_interval: Option<u64>,
@@ -169,6 +177,8 @@ struct FileConfig {
     rate_limit_management: Option<String>,
     auth_failure_limit: Option<String>,
     cache_entries: Option<usize>,
+    key_cache_entries: Option<usize>,
+    sqlite_cache_kib: Option<u32>,
     rate_limit_import_token_create: Option<String>,
     rate_limit_key_create: Option<String>,
     import_failure_limit: Option<i64>,
@@ -220,6 +230,10 @@ pub struct Settings {
     pub limits: keyward_api::ratelimit::Limits,
     /// Most entries in each cache and limiter table.
     pub cache_entries: usize,
+    /// Most entries in the key cache.
+    pub key_cache_entries: usize,
+    /// SQLite's page cache per connection, KiB (`keyward_store::set_sqlite_cache_kib`).
+    pub sqlite_cache_kib: u32,
     /// Peers whose X-Forwarded-For names the client.
     pub trusted_proxies: keyward_api::proxy::TrustedProxies,
     /// Failed secure imports after which an import token is locked (0: no limit).
@@ -341,6 +355,20 @@ impl ServeArgs {
             .unwrap_or(keyward_service::cache::DEFAULT_ENTRIES);
         if cache_entries == 0 {
             bail!("--cache-entries must be at least 1");
+        }
+        let key_cache_entries = self
+            .key_cache_entries
+            .or(file.key_cache_entries)
+            .unwrap_or(keyward_service::cache::DEFAULT_KEY_ENTRIES.min(cache_entries));
+        if key_cache_entries == 0 {
+            bail!("--key-cache-entries must be at least 1");
+        }
+        let sqlite_cache_kib = self
+            .sqlite_cache_kib
+            .or(file.sqlite_cache_kib)
+            .unwrap_or(keyward_store::DEFAULT_SQLITE_CACHE_KIB);
+        if sqlite_cache_kib < 16 {
+            bail!("--sqlite-cache-kib must be at least 16");
         }
         let rate = |flag: &Option<String>, file: Option<String>, d| -> anyhow::Result<_> {
             match flag.clone().or(file) {
@@ -541,6 +569,8 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             limits,
             cache_entries,
+            key_cache_entries,
+            sqlite_cache_kib,
             trusted_proxies,
             import_failure_limit,
             audit_log: audit_file.map(|p| {
@@ -601,6 +631,61 @@ mod tests {
         assert_eq!((s.cache_entries, s.limits.table_entries), (1000, 1000));
         assert!(ServeArgs {
             cache_entries: Some(0),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .is_err());
+    }
+
+    #[test]
+    fn key_cache_has_its_own_smaller_bound() {
+        let d = ServeArgs::default().resolve().unwrap();
+        assert_eq!((d.cache_entries, d.key_cache_entries), (50_000, 10_000));
+        let small = ServeArgs {
+            cache_entries: Some(500),
+            ..ServeArgs::default()
+        };
+        assert_eq!(small.resolve().unwrap().key_cache_entries, 500);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(&cfg, "key_cache_entries = 20000\n").unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        };
+        assert_eq!(args.resolve().unwrap().key_cache_entries, 20_000);
+        let flag = ServeArgs {
+            key_cache_entries: Some(7),
+            ..args
+        };
+        assert_eq!(flag.resolve().unwrap().key_cache_entries, 7);
+        assert!(ServeArgs {
+            key_cache_entries: Some(0),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .is_err());
+    }
+
+    #[test]
+    fn sqlite_cache_is_bounded_by_a_setting() {
+        let d = ServeArgs::default().resolve().unwrap();
+        assert_eq!(d.sqlite_cache_kib, 256);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(&cfg, "sqlite_cache_kib = 1024\n").unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        };
+        assert_eq!(args.resolve().unwrap().sqlite_cache_kib, 1024);
+        let flag = ServeArgs {
+            sqlite_cache_kib: Some(64),
+            ..args
+        };
+        assert_eq!(flag.resolve().unwrap().sqlite_cache_kib, 64);
+        assert!(ServeArgs {
+            sqlite_cache_kib: Some(8),
             ..ServeArgs::default()
         }
         .resolve()

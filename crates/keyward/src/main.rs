@@ -62,6 +62,8 @@ async fn main() -> std::process::ExitCode {
 async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let settings = args.resolve()?;
     init_tracing(settings.log_json);
+    // Before any database connection is opened.
+    keyward_store::set_sqlite_cache_kib(settings.sqlite_cache_kib);
     // Before the listener is bound: a SIGTERM from then on always means a graceful stop.
     let shutdown = server::shutdown_signal();
     let server = server::start(&settings).await?;

@@ -169,6 +169,7 @@ async fn open_service(
         ServiceConfig {
             token_pool_size: settings.token_pool_size,
             cache_entries: settings.cache_entries,
+            key_cache_entries: settings.key_cache_entries,
             max_failed_imports: settings.import_failure_limit,
             audit,
             row_auth_upgrade_grace: std::time::Duration::from_secs(

@@ -12,9 +12,11 @@
 //! - Requests refused before they acted (no attempt) are recorded once, as `failure`, after the
 //!   fact. Outcome records are best-effort: the change is already decided when they are written.
 //!
-//! [`FileSink`] appends JSON lines and fsyncs them. It uses group commit: a writer thread takes
-//! every record queued meanwhile, writes them, fsyncs once, then acknowledges them all. It
-//! rotates the file by size.
+//! [`FileSink`] appends JSON lines and fsyncs them with group commit: each request writes its
+//! own line, and one syncer thread runs one `fdatasync` for every line written meanwhile, then
+//! wakes their requests. An `attempt` waits for that `fdatasync`; an outcome only for its
+//! `write`, and is on disk with the next `fdatasync` (it is best-effort anyway). It rotates the
+//! file by size.
 //!
 //! [`DbSink`] inserts the records into the store's `audit_log` table, also with group commit:
 //! every record queued while a batch commits goes into the next batch (one statement, one
@@ -28,7 +30,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use keyward_domain::{format_time, Action, KeyId};
 use keyward_store::{AuditRow, Store};
@@ -85,32 +87,154 @@ pub struct AuditError(String);
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
     /// Returns once the record is durable.
     async fn append(&self, rec: AuditRecord) -> Result<(), AuditError>;
-}
 
-type Pending = (
-    AuditRecord,
-    tokio::sync::oneshot::Sender<Result<(), String>>,
-);
+    /// Writes an outcome record. Outcomes are best-effort (the result is already decided), so
+    /// a sink may return before the record is durable, as long as it makes it durable soon
+    /// without being asked again; by default it waits as [`AuditSink::append`] does.
+    async fn append_outcome(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        self.append(rec).await
+    }
+}
 
 /// JSON lines in a file, fsync'd with group commit, rotated at `max_bytes` keeping `keep` old
 /// files (`FILE.1` is the newest).
-#[derive(Debug)]
+///
+/// Each request writes its own line (one `write(2)` under a lock: a few microseconds, no
+/// hand-off to another thread) and joins the open batch: the lines written since the last
+/// `fdatasync` started. One syncer thread takes the open batch, opens a new one for the lines
+/// that come meanwhile, calls `fdatasync` once, and wakes every request of the batch. An
+/// `attempt` ([`AuditSink::append`]) returns only after its batch's `fdatasync` succeeded; an
+/// outcome ([`AuditSink::append_outcome`]) returns once its line is written: it is in the
+/// file for every reader at once and on disk with the next `fdatasync`, which the syncer starts
+/// without waiting.
 pub struct FileSink {
-    tx: std::sync::Mutex<mpsc::Sender<Pending>>,
+    shared: Arc<FileShared>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink").finish_non_exhaustive()
+    }
+}
+
+struct FileShared {
+    state: parking_lot::Mutex<FileState>,
+    /// Signalled when the first line of a batch is written, and when the sink is dropped.
+    wake: parking_lot::Condvar,
+}
+
+struct FileState {
+    file: Arc<File>,
+    /// Bytes in the current file (for rotation).
+    size: u64,
+    /// The lines written since the last `fdatasync` started.
+    open: Arc<Batch>,
+    /// Whether `open` holds a line.
+    dirty: bool,
+    /// The sink was dropped: the syncer makes the last lines durable and stops.
+    stopped: bool,
+}
+
+/// The lines one `fdatasync` makes durable, and its result once it ran.
+struct Batch {
+    done: std::sync::OnceLock<Result<(), String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Batch {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            done: std::sync::OnceLock::new(),
+            notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn finish(&self, result: Result<(), String>) {
+        let _ = self.done.set(result);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) -> Result<(), String> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a `finish` in between is not missed.
+            notified.as_mut().enable();
+            if let Some(r) = self.done.get() {
+                return r.clone();
+            }
+            notified.await;
+        }
+    }
 }
 
 impl FileSink {
     pub fn open(path: &Path, max_bytes: u64, keep: usize) -> Result<Self, AuditError> {
         let file = open_append(path).map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
-        let (tx, rx) = mpsc::channel::<Pending>();
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let shared = Arc::new(FileShared {
+            state: parking_lot::Mutex::new(FileState {
+                file: Arc::new(file),
+                size,
+                open: Batch::new(),
+                dirty: false,
+                stopped: false,
+            }),
+            wake: parking_lot::Condvar::new(),
+        });
+        let syncer_shared = shared.clone();
         let path = path.to_path_buf();
-        std::thread::Builder::new()
+        let syncer = std::thread::Builder::new()
             .name("keyward-audit".into())
-            .spawn(move || writer(path, file, rx, max_bytes, keep))
+            .spawn(move || syncer(&syncer_shared, &path, max_bytes, keep))
             .map_err(|e| AuditError(e.to_string()))?;
         Ok(Self {
-            tx: std::sync::Mutex::new(tx),
+            shared,
+            syncer: Some(syncer),
         })
+    }
+
+    /// Stops the syncer once it made every written line durable (and rotated), and waits for
+    /// it. Dropping the sink stops it too, without waiting.
+    pub fn close(mut self) {
+        self.stop();
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn stop(&self) {
+        self.shared.state.lock().stopped = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Writes `rec` as one line and returns the batch whose `fdatasync` will cover it.
+    fn write(&self, rec: &AuditRecord) -> Result<Arc<Batch>, AuditError> {
+        let mut line = Vec::with_capacity(320);
+        serde_json::to_writer(&mut line, rec).map_err(|e| AuditError(e.to_string()))?;
+        line.push(b'\n');
+        let mut st = self.shared.state.lock();
+        if st.stopped {
+            return Err(AuditError("audit writer stopped".into()));
+        }
+        if let Err(e) = (&*st.file).write_all(&line) {
+            // A short write leaves part of a line: cut it off, so the next line starts clean.
+            let _ = st.file.set_len(st.size);
+            return Err(AuditError(e.to_string()));
+        }
+        st.size += line.len() as u64;
+        if !st.dirty {
+            st.dirty = true;
+            self.shared.wake.notify_one();
+        }
+        Ok(st.open.clone())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -135,36 +259,50 @@ fn rotate(path: &Path, keep: usize) -> std::io::Result<File> {
     open_append(path)
 }
 
-fn writer(path: PathBuf, mut file: File, rx: mpsc::Receiver<Pending>, max_bytes: u64, keep: usize) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let mut buf = Vec::with_capacity(256 * batch.len());
-        for (rec, _) in &batch {
-            if serde_json::to_writer(&mut buf, rec).is_ok() {
-                buf.push(b'\n');
+/// The syncer thread: one `fdatasync` per batch, then the batch's requests are woken.
+fn syncer(shared: &FileShared, path: &Path, max_bytes: u64, keep: usize) {
+    loop {
+        let (file, batch) = {
+            let mut st = shared.state.lock();
+            while !st.dirty && !st.stopped {
+                shared.wake.wait(&mut st);
             }
-        }
-        let result = file
-            .write_all(&buf)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| e.to_string());
-        let failed = result.is_err();
-        for (_, ack) in batch {
-            let _ = ack.send(result.clone());
-        }
-        if !failed
-            && max_bytes > 0
-            && file
-                .metadata()
-                .map(|m| m.len() >= max_bytes)
-                .unwrap_or(false)
-        {
-            match rotate(&path, keep) {
-                Ok(f) => file = f,
-                Err(e) => tracing::error!(error = %e, "audit log rotation failed"),
+            if !st.dirty {
+                return;
+            }
+            st.dirty = false;
+            (
+                st.file.clone(),
+                std::mem::replace(&mut st.open, Batch::new()),
+            )
+        };
+        // Every line of `batch` was written before it was taken (under the lock), so this
+        // `fdatasync`, which starts after, covers them all.
+        let result = file.sync_data().map_err(|e| e.to_string());
+        let synced = result.is_ok();
+        batch.finish(result);
+        if synced && max_bytes > 0 {
+            let mut st = shared.state.lock();
+            if st.size >= max_bytes {
+                // Lines written since the fsync above belong to the old file: durable first.
+                let pending = st
+                    .dirty
+                    .then(|| std::mem::replace(&mut st.open, Batch::new()));
+                st.dirty = false;
+                let result = st.file.sync_data().map_err(|e| e.to_string());
+                let synced = result.is_ok();
+                if let Some(b) = pending {
+                    b.finish(result);
+                }
+                if synced {
+                    match rotate(path, keep) {
+                        Ok(f) => {
+                            st.file = Arc::new(f);
+                            st.size = 0;
+                        }
+                        Err(e) => tracing::error!(error = %e, "audit log rotation failed"),
+                    }
+                }
             }
         }
     }
@@ -173,17 +311,12 @@ fn writer(path: PathBuf, mut file: File, rx: mpsc::Receiver<Pending>, max_bytes:
 #[async_trait::async_trait]
 impl AuditSink for FileSink {
     async fn append(&self, rec: AuditRecord) -> Result<(), AuditError> {
-        let (ack, wait) = tokio::sync::oneshot::channel();
-        self.tx
-            .lock()
-            .map_err(|_| AuditError("audit writer lock poisoned".into()))?
-            .send((rec, ack))
-            .map_err(|_| AuditError("audit writer stopped".into()))?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(AuditError(e)),
-            Err(_) => Err(AuditError("audit writer stopped".into())),
-        }
+        let batch = self.write(&rec)?;
+        batch.wait().await.map_err(AuditError)
+    }
+
+    async fn append_outcome(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        self.write(&rec).map(drop)
     }
 }
 
@@ -307,6 +440,14 @@ impl AuditSink for TeeSink {
         let (a, b) = tokio::join!(self.first.append(rec.clone()), self.second.append(rec));
         a.and(b)
     }
+
+    async fn append_outcome(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        let (a, b) = tokio::join!(
+            self.first.append_outcome(rec.clone()),
+            self.second.append_outcome(rec)
+        );
+        a.and(b)
+    }
 }
 
 pub(crate) fn record(
@@ -386,7 +527,7 @@ impl KeyService {
             // Nothing was attempted and nothing failed: nothing happened to record.
             (None, None) => return,
         };
-        if let Err(e) = sink.append(rec).await {
+        if let Err(e) = sink.append_outcome(rec).await {
             tracing::warn!(error = %e, "audit outcome record not written");
         }
     }
@@ -491,6 +632,104 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    fn file_lines(paths: &[PathBuf]) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for p in paths {
+            let Ok(text) = std::fs::read_to_string(p) else {
+                continue;
+            };
+            for line in text.lines() {
+                out.push(serde_json::from_str(line).expect("every line is one whole record"));
+            }
+        }
+        out
+    }
+
+    /// Concurrent attempts and outcomes, with rotation every few records: every record is in
+    /// the files exactly once, as one whole line, and an outcome is in the file when its
+    /// `append_outcome` returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_sink_keeps_every_record_once_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = Arc::new(FileSink::open(&path, 4096, 1000).unwrap());
+        // In waves, so that several batches (each rotating the file) form.
+        for wave in 0..8usize {
+            let mut tasks = Vec::new();
+            for n in wave * 50..(wave + 1) * 50 {
+                let sink = sink.clone();
+                tasks.push(tokio::spawn(async move {
+                    // A record the syncer never acknowledges fails the test, not hangs it.
+                    tokio::time::timeout(std::time::Duration::from_secs(10), sink.append(rec(n)))
+                        .await
+                        .expect("acknowledged")
+                        .unwrap();
+                    let mut outcome = rec(n);
+                    outcome.request_id = format!("out-{n}");
+                    sink.append_outcome(outcome).await.unwrap();
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        // An outcome written last is readable at once (the syncer makes it durable later).
+        sink.append_outcome(rec(9999)).await.unwrap();
+        let last = std::fs::read_to_string(&path).unwrap();
+        assert!(last.lines().last().unwrap().contains("req-9999"));
+        Arc::into_inner(sink).unwrap().close();
+        let mut paths: Vec<PathBuf> = (1..1000)
+            .map(|i| PathBuf::from(format!("{}.{i}", path.display())))
+            .filter(|p| p.exists())
+            .collect();
+        assert!(paths.len() >= 4, "the file rotated: {}", paths.len());
+        paths.push(path.clone());
+        let recs = file_lines(&paths);
+        let mut ids: Vec<String> = recs
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids.len(), 801);
+        ids.dedup();
+        assert_eq!(ids.len(), 801, "no record twice");
+    }
+
+    /// A file that refuses writes fails attempts and outcomes alike.
+    #[tokio::test]
+    async fn file_sink_fails_when_the_file_refuses_writes() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            if std::env::var("KEYWARD_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("/dev/full is missing");
+            }
+            eprintln!("skipped: no /dev/full");
+            return;
+        }
+        let sink = FileSink::open(full, 0, 0).unwrap();
+        assert!(sink.append(rec(1)).await.is_err());
+        assert!(sink.append_outcome(rec(2)).await.is_err());
+    }
+
+    /// Attempts wait for an `fdatasync`: the syncer is started by the first line of a batch,
+    /// so a lone record is acknowledged without any other traffic, and records written while
+    /// one batch syncs go into the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_sink_acknowledges_a_lone_record_and_later_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = FileSink::open(&path, 0, 0).unwrap();
+        for n in 0..5 {
+            tokio::time::timeout(std::time::Duration::from_secs(10), sink.append(rec(n)))
+                .await
+                .expect("a lone attempt is acknowledged")
+                .unwrap();
+        }
+        sink.append_outcome(rec(5)).await.unwrap();
+        sink.close();
+        assert_eq!(file_lines(&[path]).len(), 6);
     }
 
     #[test]

@@ -25,6 +25,13 @@ use keyward_store::KeyRow;
 /// Default bound of each cache (the `--cache-entries` setting).
 pub const DEFAULT_ENTRIES: usize = 50_000;
 
+/// Default bound of the key cache (the `--key-cache-entries` setting), the one cache whose
+/// entries are large: a [`CachedKey`] is about 1 KiB (696 bytes inline, its `Arc` header, the
+/// strings of its row and one opened version, and the cache's slot), so 10,000 entries hold
+/// about 10 MiB where 50,000 would hold about 50 MiB. With the 1-second TTL, 10,000 entries
+/// still serve every key used in the last second at up to 10,000 distinct keys per second.
+pub const DEFAULT_KEY_ENTRIES: usize = 10_000;
+
 /// One opened version of a key's material.
 pub struct OpenedVersion {
     pub id: VersionId,
@@ -244,6 +251,52 @@ mod tests {
         c.sweep();
         assert_eq!(c.stats().entries, 0);
         assert!(c.get(i, "p").is_none());
+    }
+
+    #[test]
+    fn key_cache_stays_bounded_under_a_flood_of_distinct_keys() {
+        let c = KeyCache::new(Duration::from_secs(60), 100);
+        let instance = InstanceId::new();
+        for _ in 0..5_000 {
+            let id = KeyId::new();
+            let version = VersionId::new();
+            let row = KeyRow {
+                id,
+                instance_id: instance,
+                name: "k".into(),
+                description: None,
+                tags: Vec::new(),
+                state: keyward_domain::KeyState::Active,
+                extractable: false,
+                imported: false,
+                key_ring_id: "default".into(),
+                expiration_date: None,
+                created_at: 0,
+                created_by: "iam-ServiceId-t".into(),
+                updated_at: 0,
+                last_rotate_date: None,
+                deletion_date: None,
+                deleted_by: None,
+                state_changed_at: 0,
+                current_version: version,
+                attrs: Default::default(),
+                row_version: 1,
+                next_rotation_at: None,
+            };
+            c.put(Arc::new(CachedKey::new(
+                row,
+                vec![OpenedVersion {
+                    id: version,
+                    seq: 1,
+                    created_at: 0,
+                    material: SecretBytes::from_vec(vec![7; 32]),
+                }],
+            )));
+            let s = c.stats();
+            assert!(s.entries <= s.capacity, "{s:?}");
+        }
+        let s = c.stats();
+        assert!(s.capacity < 200 && s.entries > 0, "{s:?}");
     }
 
     #[test]

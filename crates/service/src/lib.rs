@@ -56,6 +56,8 @@ pub struct ServiceConfig {
     /// Most entries in each cache (keys, roles, policies, verified tokens; import-token keys
     /// at most [`tokens::TOKEN_KEY_ENTRIES`]).
     pub cache_entries: usize,
+    /// Most entries in the key cache (opened key material: about 1 KiB each).
+    pub key_cache_entries: usize,
     /// How long "this API key still exists" is cached: the bound on how long a token minted
     /// from a deleted API key keeps working on a node.
     pub api_key_cache_ttl: Duration,
@@ -78,6 +80,7 @@ impl Default for ServiceConfig {
             key_cache_ttl: Duration::from_secs(1),
             role_cache_ttl: Duration::from_secs(1),
             cache_entries: cache::DEFAULT_ENTRIES,
+            key_cache_entries: cache::DEFAULT_KEY_ENTRIES,
             api_key_cache_ttl: Duration::from_secs(1),
             max_failed_imports: tokens::MAX_FAILED_IMPORTS,
             region: "local".into(),
@@ -158,7 +161,10 @@ impl KeyService {
         let counters = Arc::new(counters::CryptoCounters::default());
         let pool = tokens::KeypairPool::start(cfg.token_pool_size, counters.clone());
         let n = cfg.cache_entries;
-        let keys = Arc::new(cache::KeyCache::new(cfg.key_cache_ttl, n));
+        let keys = Arc::new(cache::KeyCache::new(
+            cfg.key_cache_ttl,
+            cfg.key_cache_entries,
+        ));
         let roles = Arc::new(cache::RoleCache::new(cfg.role_cache_ttl, n));
         let api_keys = Arc::new(cache::ApiKeyCache::new(cfg.api_key_cache_ttl, n));
         let token_keys = Arc::new(tokens::TokenKeyCache::new(n));

@@ -31,6 +31,7 @@ pub use sql::{
     is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
     AUDIT_BATCH_ROWS, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
 };
+pub use sql::{set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
 
 /// Store failures. `Conflict` is a lost race or a violated uniqueness/condition; `Unavailable`
 /// means the database could not be reached (the API answers 503).

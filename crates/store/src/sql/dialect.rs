@@ -4,7 +4,46 @@
 //! migrations, per-connection settings, catalog queries and snapshot reads of
 //! `keyward admin copy-db` (`crate::copy`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use super::DatabaseUrl;
+
+/// Default of [`set_sqlite_cache_kib`]: SQLite's page cache per connection, in KiB.
+///
+/// SQLite's own default is 2,000 KiB per connection; with 9 connections (1 writer, 8
+/// readers) each caching its own copy of the pages it read, that is up to 18 MiB, and it fills
+/// as the database grows (`BENCHMARKS.md`, "Memory"). The pages stay in the kernel's file
+/// cache, so a page not in SQLite's cache costs one `pread` of memory, not a disk read.
+pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 256;
+
+static SQLITE_CACHE_KIB: AtomicU32 = AtomicU32::new(DEFAULT_SQLITE_CACHE_KIB);
+
+/// Sets the page cache of every SQLite connection opened from now on (`PRAGMA cache_size`, in
+/// KiB, at least 16): a process-wide setting (`--sqlite-cache-kib`), made once at startup.
+pub fn set_sqlite_cache_kib(kib: u32) {
+    SQLITE_CACHE_KIB.store(kib.max(16), Ordering::Relaxed);
+}
+
+/// The SQLite settings for a page cache of `kib`: built once per distinct value (a process
+/// sets one, tests a few), and kept for the life of the process.
+fn sqlite_settings(kib: u32) -> &'static [&'static str] {
+    static BUILT: parking_lot::Mutex<Vec<(u32, &'static [&'static str])>> =
+        parking_lot::Mutex::new(Vec::new());
+    let mut built = BUILT.lock();
+    if let Some((_, s)) = built.iter().find(|(k, _)| *k == kib) {
+        return s;
+    }
+    let cache: &'static str = Box::leak(format!("PRAGMA cache_size = -{kib}").into_boxed_str());
+    let s: &'static [&'static str] = Box::leak(Box::new([
+        "PRAGMA busy_timeout = 5000",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = FULL",
+        "PRAGMA foreign_keys = ON",
+        cache,
+    ]));
+    built.push((kib, s));
+    s
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -79,15 +118,11 @@ impl Dialect {
     }
 
     /// Statements run on every new connection: SQLite's WAL with `synchronous=FULL` (every
-    /// acknowledged write durable), busy timeout and foreign keys. PostgreSQL needs none.
+    /// acknowledged write durable), busy timeout, foreign keys, and the page cache bound
+    /// ([`set_sqlite_cache_kib`]). PostgreSQL needs none.
     pub(crate) fn connection_settings(self) -> &'static [&'static str] {
         match self {
-            Self::Sqlite => &[
-                "PRAGMA busy_timeout = 5000",
-                "PRAGMA journal_mode = WAL",
-                "PRAGMA synchronous = FULL",
-                "PRAGMA foreign_keys = ON",
-            ],
+            Self::Sqlite => sqlite_settings(SQLITE_CACHE_KIB.load(Ordering::Relaxed)),
             Self::Postgres => &[],
         }
     }
@@ -149,5 +184,31 @@ impl Dialect {
             Self::Sqlite => format!("X'{hex}'"),
             Self::Postgres => format!("'\\x{hex}'::bytea"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::SqlStore;
+
+    /// Every SQLite connection of both pools runs with the bounded page cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_connections_use_the_bounded_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("kw.db").display());
+        let store = SqlStore::connect(&DatabaseUrl::new(url)).await.unwrap();
+        for pool in [&store.read, &store.write] {
+            let (size,): (i64,) = sqlx::query_as("PRAGMA cache_size")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            // Negative: KiB (SQLite's default is -2000).
+            assert_eq!(size, -i64::from(DEFAULT_SQLITE_CACHE_KIB));
+        }
+        store.close().await;
+        assert!(sqlite_settings(1000).contains(&"PRAGMA cache_size = -1000"));
+        assert!(std::ptr::eq(sqlite_settings(1000), sqlite_settings(1000)));
     }
 }

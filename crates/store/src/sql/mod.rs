@@ -47,6 +47,7 @@ pub(crate) mod tests;
 pub use audit::AUDIT_BATCH_ROWS;
 pub use conn::{DatabaseUrl, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS};
 pub(crate) use dialect::Dialect;
+pub use dialect::{set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
 pub(crate) use retry::classify;
 pub use retry::{is_serialization_failure, retry_write, serialization_retries, WRITE_ATTEMPTS};
 pub(crate) use rows::{get, key_from_row, tag_col, uuid_col, KEY_COLS};
