@@ -17,7 +17,7 @@ use std::fmt;
 use async_trait::async_trait;
 use keyward_domain::{InstanceId, KeyId, Role, TokenId};
 
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::rowtag::RowAuth;
 use crate::{
@@ -28,6 +28,7 @@ use crate::{
 
 mod aliases;
 mod audit;
+mod batch;
 mod conn;
 mod dialect;
 mod keys;
@@ -45,6 +46,8 @@ mod versions;
 pub(crate) mod tests;
 
 pub use audit::AUDIT_BATCH_ROWS;
+pub(crate) use batch::{Batcher, BoxFuture};
+pub use batch::{MAX_BATCH_COST, MAX_BATCH_JOBS};
 pub use conn::{DatabaseUrl, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS};
 pub(crate) use dialect::Dialect;
 pub(crate) use retry::classify;
@@ -66,6 +69,42 @@ pub struct SqlStore {
     /// The row authenticator, once installed (`None`: authenticated tables can be neither read
     /// nor written).
     pub(crate) auth: std::sync::Arc<parking_lot::RwLock<Option<std::sync::Arc<dyn RowAuth>>>>,
+    /// SQLite's group-commit queue (`batch.rs`); `None` on PostgreSQL.
+    pub(crate) batch: Option<std::sync::Arc<Batcher>>,
+}
+
+impl SqlStore {
+    /// Runs `f` as one write transaction. On SQLite it is a job of the group commit
+    /// (`batch.rs`): it runs inside a savepoint of a shared transaction and its result is
+    /// returned once that transaction committed. On PostgreSQL it is its own transaction.
+    pub(crate) async fn write_tx<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        if let Some(b) = &self.batch {
+            return b.submit(1, f).await;
+        }
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        let r = f(&mut *tx).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(r)
+    }
+
+    /// Runs `f`, a single statement, as one write. On SQLite a job of the group commit
+    /// costing `cost` (see [`MAX_BATCH_COST`]); on PostgreSQL the statement commits on its
+    /// own (no explicit transaction).
+    pub(crate) async fn write_one<T, F>(&self, cost: usize, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        if let Some(b) = &self.batch {
+            return b.submit(cost, f).await;
+        }
+        let mut c = self.write.acquire().await.map_err(classify)?;
+        f(&mut *c).await
+    }
 }
 
 impl fmt::Debug for SqlStore {

@@ -1,0 +1,236 @@
+//! Group commit of SQLite's writes (`docs/group-commit.md`).
+//!
+//! Every write of [`SqlStore`] on SQLite is a job queued here. One batch at a time runs on the
+//! single writer connection inside ONE transaction: `BEGIN`, then per job `SAVEPOINT`, its
+//! statements, `RELEASE` (or `ROLLBACK TO` + `RELEASE` when it failed, so a failing job undoes
+//! only itself), then one `COMMIT`: one fsync for the whole batch. Only after the `COMMIT`
+//! returns is each job answered with its own result; if the `COMMIT` fails, every job of the
+//! batch gets `Unavailable` and none is acknowledged.
+//!
+//! - No timer: a lone write starts a batch at once; the writes arriving while a batch commits
+//!   form the next one. A batch holds at most [`MAX_BATCH_JOBS`] jobs and [`MAX_BATCH_COST`]
+//!   units of cost (an audit append costs one unit per row), so its latency stays bounded.
+//! - A batch of one job runs without a savepoint (its failure rolls the transaction back).
+//! - A batch runs in its own task: a caller that stops waiting (a dropped request) neither
+//!   aborts the batch nor its neighbours; its own job still runs and commits or fails.
+//! - Jobs own their inputs (`'static`) and must use only the connection they are given: the
+//!   writer pool has one connection, held by the batch.
+//! - PostgreSQL does not use this (see `SqlStore::write_tx`).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+
+use crate::{StoreError, StoreResult};
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Most jobs in one batch.
+pub const MAX_BATCH_JOBS: usize = 256;
+/// Most cost units in one batch (a write costs 1, an audit append one per row); a single job
+/// above it still runs, alone.
+pub const MAX_BATCH_COST: usize = 1024;
+
+/// Sends a job's answer once its batch is decided: `None` when the batch committed (the job's
+/// own result is sent), `Some(error)` when it did not.
+type Deliver = Box<dyn FnOnce(Option<StoreError>) + Send>;
+type RunFn =
+    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+
+struct Job {
+    cost: usize,
+    run: RunFn,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    /// A drain task is running (it takes batches until the queue is empty).
+    running: bool,
+}
+
+/// The group-commit queue of one SQLite store.
+pub(crate) struct Batcher {
+    pool: AnyPool,
+    state: parking_lot::Mutex<State>,
+}
+
+fn make_run<F>(f: F) -> RunFn
+where
+    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)> + Send + 'static,
+{
+    Box::new(f)
+}
+
+/// The error of a job whose batch did not commit.
+fn batch_failed(why: &str) -> StoreError {
+    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(format!(
+        "the write batch did not commit: {why}"
+    ))))
+}
+
+impl Batcher {
+    pub(crate) fn new(pool: AnyPool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            state: Default::default(),
+        })
+    }
+
+    /// Queues `f` as one job and waits until its batch is decided. `f` runs inside a
+    /// savepoint of the batch's transaction; its result is returned only once that transaction
+    /// committed.
+    pub(crate) async fn submit<T, F>(self: &Arc<Self>, cost: usize, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<StoreResult<T>>();
+        let run = make_run(move |conn| {
+            Box::pin(async move {
+                let result = f(conn).await;
+                let ok = result.is_ok();
+                let deliver: Deliver = Box::new(move |failed| {
+                    let _ = tx.send(match failed {
+                        None => result,
+                        Some(e) => Err(e),
+                    });
+                });
+                (ok, deliver)
+            })
+        });
+        self.push(Job { cost, run });
+        // A dropped sender means the batch was abandoned (its task panicked): nothing of it
+        // was committed.
+        rx.await
+            .unwrap_or_else(|_| Err(batch_failed("the batch was abandoned")))
+    }
+
+    fn push(self: &Arc<Self>, job: Job) {
+        let start = {
+            let mut s = self.state.lock();
+            s.queue.push_back(job);
+            !std::mem::replace(&mut s.running, true)
+        };
+        if start {
+            tokio::spawn(self.clone().drain());
+        }
+    }
+
+    /// The next batch, or `None` (and no longer running) when the queue is empty.
+    fn take_batch(&self) -> Option<Vec<Job>> {
+        let mut s = self.state.lock();
+        if s.queue.is_empty() {
+            s.running = false;
+            return None;
+        }
+        let mut batch = Vec::with_capacity(s.queue.len().min(MAX_BATCH_JOBS));
+        let mut cost = 0;
+        while let Some(job) = s.queue.front() {
+            if !batch.is_empty()
+                && (batch.len() == MAX_BATCH_JOBS || cost + job.cost > MAX_BATCH_COST)
+            {
+                break;
+            }
+            cost += job.cost;
+            batch.extend(s.queue.pop_front());
+        }
+        Some(batch)
+    }
+
+    async fn drain(self: Arc<Self>) {
+        while let Some(batch) = self.take_batch() {
+            // Its own task, so that a panic in a job abandons only this batch (its answers are
+            // dropped, its transaction rolled back) and the queue keeps draining.
+            let pool = self.pool.clone();
+            if let Err(e) = tokio::spawn(run_batch(pool, batch)).await {
+                tracing::error!(error = %e, "a write batch was abandoned");
+            }
+        }
+    }
+}
+
+async fn run_batch(pool: AnyPool, jobs: Vec<Job>) {
+    let mut conn = match pool.acquire().await {
+        Ok(c) => c,
+        Err(e) => return fail_all(Vec::new(), jobs, &e),
+    };
+    let mut tx = match conn.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(Vec::new(), jobs, &e),
+    };
+    if jobs.len() == 1 {
+        let Some(job) = jobs.into_iter().next() else {
+            return;
+        };
+        let (ok, deliver) = (job.run)(&mut *tx).await;
+        if !ok {
+            // Its own error is the answer; nothing of it stays.
+            let rolled_back = tx.rollback().await.is_ok();
+            if !rolled_back {
+                conn.close_on_drop();
+            }
+            return deliver(None);
+        }
+        return match tx.commit().await {
+            Ok(()) => deliver(None),
+            Err(e) => deliver(Some(batch_failed(&e.to_string()))),
+        };
+    }
+    let mut done: Vec<Deliver> = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter();
+    while let Some(job) = jobs.next() {
+        if let Err(e) = (&mut *tx).execute("SAVEPOINT kw_job").await {
+            drop(tx);
+            conn.close_on_drop();
+            return fail_all(done, jobs.collect(), &e);
+        }
+        let (ok, deliver) = (job.run)(&mut *tx).await;
+        let end = if ok {
+            (&mut *tx).execute("RELEASE kw_job").await.map(drop)
+        } else {
+            match (&mut *tx).execute("ROLLBACK TO kw_job").await {
+                Ok(_) => (&mut *tx).execute("RELEASE kw_job").await.map(drop),
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = end {
+            // The transaction is not what the jobs left it (SQLite rolls a whole transaction
+            // back on some errors): nothing of the batch may be acknowledged.
+            drop(tx);
+            conn.close_on_drop();
+            done.push(deliver);
+            return fail_all(done, jobs.collect(), &e);
+        }
+        done.push(deliver);
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for d in done {
+                d(None);
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            tracing::warn!(jobs = done.len(), error = %why, "a write batch failed to commit");
+            for d in done {
+                d(Some(batch_failed(&why)));
+            }
+        }
+    }
+}
+
+/// Answers every job of a batch that will not commit: those that ran (`done`) and those that
+/// did not (`rest`, dropped unrun: their answer is the same error).
+fn fail_all(done: Vec<Deliver>, rest: Vec<Job>, e: &sqlx::Error) {
+    let why = e.to_string();
+    tracing::warn!(jobs = done.len() + rest.len(), error = %why, "a write batch failed");
+    for d in done {
+        d(Some(batch_failed(&why)));
+    }
+    // An unrun job's sender is dropped with it: its caller gets `batch_failed` too.
+    drop(rest);
+}
