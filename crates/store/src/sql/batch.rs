@@ -56,6 +56,9 @@ struct State {
 pub(crate) struct Batcher {
     pool: AnyPool,
     state: parking_lot::Mutex<State>,
+    /// Batches whose `COMMIT` succeeded, and the jobs they held (for tests and diagnostics).
+    committed: std::sync::atomic::AtomicU64,
+    committed_jobs: std::sync::atomic::AtomicU64,
 }
 
 fn make_run<F>(f: F) -> RunFn
@@ -77,7 +80,25 @@ impl Batcher {
         Arc::new(Self {
             pool,
             state: Default::default(),
+            committed: Default::default(),
+            committed_jobs: Default::default(),
         })
+    }
+
+    /// (batches committed, jobs they held) since the store connected.
+    pub(crate) fn committed(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.committed.load(Relaxed),
+            self.committed_jobs.load(Relaxed),
+        )
+    }
+
+    /// Jobs waiting for a batch, and whether a batch is running.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> (usize, bool) {
+        let s = self.state.lock();
+        (s.queue.len(), s.running)
     }
 
     /// Queues `f` as one job and waits until its batch is decided. `f` runs inside a
@@ -145,81 +166,96 @@ impl Batcher {
         while let Some(batch) = self.take_batch() {
             // Its own task, so that a panic in a job abandons only this batch (its answers are
             // dropped, its transaction rolled back) and the queue keeps draining.
-            let pool = self.pool.clone();
-            if let Err(e) = tokio::spawn(run_batch(pool, batch)).await {
+            let this = self.clone();
+            if let Err(e) = tokio::spawn(async move { this.run_batch(batch).await }).await {
                 tracing::error!(error = %e, "a write batch was abandoned");
             }
         }
     }
-}
 
-async fn run_batch(pool: AnyPool, jobs: Vec<Job>) {
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => return fail_all(Vec::new(), jobs, &e),
-    };
-    let mut tx = match conn.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return fail_all(Vec::new(), jobs, &e),
-    };
-    if jobs.len() == 1 {
-        let Some(job) = jobs.into_iter().next() else {
-            return;
+    async fn run_batch(&self, jobs: Vec<Job>) {
+        let mut conn = match self.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return fail_all(Vec::new(), jobs, &e),
         };
-        let (ok, deliver) = (job.run)(&mut *tx).await;
-        if !ok {
-            // Its own error is the answer; nothing of it stays.
-            let rolled_back = tx.rollback().await.is_ok();
-            if !rolled_back {
+        let mut tx = match conn.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(Vec::new(), jobs, &e),
+        };
+        if jobs.len() == 1 {
+            let Some(job) = jobs.into_iter().next() else {
+                return;
+            };
+            let (ok, deliver) = (job.run)(&mut tx).await;
+            if !ok {
+                // Its own error is the answer; nothing of it stays.
+                let rolled_back = tx.rollback().await.is_ok();
+                if !rolled_back {
+                    conn.close_on_drop();
+                }
+                return deliver(None);
+            }
+            return match tx.commit().await {
+                Ok(()) => {
+                    self.count_commit(1);
+                    deliver(None)
+                }
+                Err(e) => {
+                    conn.close_on_drop();
+                    deliver(Some(batch_failed(&e.to_string())))
+                }
+            };
+        }
+        let mut done: Vec<Deliver> = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
+            if let Err(e) = (&mut *tx).execute("SAVEPOINT kw_job").await {
+                drop(tx);
                 conn.close_on_drop();
+                return fail_all(done, jobs.collect(), &e);
             }
-            return deliver(None);
-        }
-        return match tx.commit().await {
-            Ok(()) => deliver(None),
-            Err(e) => deliver(Some(batch_failed(&e.to_string()))),
-        };
-    }
-    let mut done: Vec<Deliver> = Vec::with_capacity(jobs.len());
-    let mut jobs = jobs.into_iter();
-    while let Some(job) = jobs.next() {
-        if let Err(e) = (&mut *tx).execute("SAVEPOINT kw_job").await {
-            drop(tx);
-            conn.close_on_drop();
-            return fail_all(done, jobs.collect(), &e);
-        }
-        let (ok, deliver) = (job.run)(&mut *tx).await;
-        let end = if ok {
-            (&mut *tx).execute("RELEASE kw_job").await.map(drop)
-        } else {
-            match (&mut *tx).execute("ROLLBACK TO kw_job").await {
-                Ok(_) => (&mut *tx).execute("RELEASE kw_job").await.map(drop),
-                Err(e) => Err(e),
+            let (ok, deliver) = (job.run)(&mut tx).await;
+            let end = if ok {
+                (&mut *tx).execute("RELEASE kw_job").await.map(drop)
+            } else {
+                match (&mut *tx).execute("ROLLBACK TO kw_job").await {
+                    Ok(_) => (&mut *tx).execute("RELEASE kw_job").await.map(drop),
+                    Err(e) => Err(e),
+                }
+            };
+            if let Err(e) = end {
+                // The transaction is not what the jobs left it (SQLite rolls a whole transaction
+                // back on some errors): nothing of the batch may be acknowledged.
+                drop(tx);
+                conn.close_on_drop();
+                done.push(deliver);
+                return fail_all(done, jobs.collect(), &e);
             }
-        };
-        if let Err(e) = end {
-            // The transaction is not what the jobs left it (SQLite rolls a whole transaction
-            // back on some errors): nothing of the batch may be acknowledged.
-            drop(tx);
-            conn.close_on_drop();
             done.push(deliver);
-            return fail_all(done, jobs.collect(), &e);
         }
-        done.push(deliver);
+        match tx.commit().await {
+            Ok(()) => {
+                self.count_commit(done.len());
+                for d in done {
+                    d(None);
+                }
+            }
+            Err(e) => {
+                // A fresh connection for the next batch, whatever state this one was left in.
+                conn.close_on_drop();
+                let why = e.to_string();
+                tracing::warn!(jobs = done.len(), error = %why, "a write batch failed to commit");
+                for d in done {
+                    d(Some(batch_failed(&why)));
+                }
+            }
+        }
     }
-    match tx.commit().await {
-        Ok(()) => {
-            for d in done {
-                d(None);
-            }
-        }
-        Err(e) => {
-            let why = e.to_string();
-            tracing::warn!(jobs = done.len(), error = %why, "a write batch failed to commit");
-            for d in done {
-                d(Some(batch_failed(&why)));
-            }
-        }
+
+    fn count_commit(&self, jobs: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.committed.fetch_add(1, Relaxed);
+        self.committed_jobs.fetch_add(jobs as u64, Relaxed);
     }
 }
 

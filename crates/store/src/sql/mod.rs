@@ -74,6 +74,12 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
+    /// On SQLite, the batches of the group commit that committed since the store connected
+    /// and the writes they held (their ratio is the mean batch size); `None` on PostgreSQL.
+    pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
+        self.batch.as_ref().map(|b| b.committed())
+    }
+
     /// Runs `f` as one write transaction. On SQLite it is a job of the group commit
     /// (`batch.rs`): it runs inside a savepoint of a shared transaction and its result is
     /// returned once that transaction committed. On PostgreSQL it is its own transaction.
@@ -86,7 +92,7 @@ impl SqlStore {
             return b.submit(1, f).await;
         }
         let mut tx = self.write.begin().await.map_err(classify)?;
-        let r = f(&mut *tx).await?;
+        let r = f(&mut tx).await?;
         tx.commit().await.map_err(classify)?;
         Ok(r)
     }
@@ -103,7 +109,7 @@ impl SqlStore {
             return b.submit(cost, f).await;
         }
         let mut c = self.write.acquire().await.map_err(classify)?;
-        f(&mut *c).await
+        f(&mut c).await
     }
 }
 
