@@ -3,9 +3,10 @@
 //!
 //! - An append is its own committed write, never part of the change it records: the service
 //!   writes the record, and only then the change. On PostgreSQL it is one statement, or one
-//!   transaction for more than [`AUDIT_BATCH_ROWS`] rows; on SQLite it is one job of the group
+//!   transaction for more than [`AUDIT_BATCH_ROWS`] rows. On SQLite it is one job of the group
 //!   commit (`batch.rs`), sharing the transaction and fsync of the writes batched with it (the
-//!   change it records runs only after the append returned, so in a later batch).
+//!   change it records runs only after the append returned, so in a later batch); the audit
+//!   jobs of a batch are inserted together, and succeed or fail together.
 //! - Only fixed SQL fragments are concatenated; every value is bound.
 
 use sqlx::any::AnyRow;
@@ -92,8 +93,11 @@ impl SqlStore {
             return Ok(());
         }
         let rows = rows.to_vec();
-        if self.batch.is_some() || rows.len() <= AUDIT_BATCH_ROWS {
-            // A job of the batch, or one statement (atomic, committed on its own).
+        if let Some(b) = &self.batch {
+            return b.submit_audit(rows).await;
+        }
+        if rows.len() <= AUDIT_BATCH_ROWS {
+            // One statement: atomic, committed on its own.
             self.write_one(rows.len(), move |c| {
                 Box::pin(async move { insert_rows(c, &rows).await })
             })
@@ -161,7 +165,7 @@ impl SqlStore {
 }
 
 /// Inserts `rows`, [`AUDIT_BATCH_ROWS`] per statement.
-async fn insert_rows(c: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> StoreResult<()> {
+pub(super) async fn insert_rows(c: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> StoreResult<()> {
     for chunk in rows.chunks(AUDIT_BATCH_ROWS) {
         let sql = insert_sql(chunk.len());
         let q = chunk.iter().fold(sqlx::query(&sql), bind_row);

@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
-use crate::{StoreError, StoreResult};
+use crate::{AuditRow, StoreError, StoreResult};
+
+use super::audit::insert_rows;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -35,14 +37,22 @@ pub const MAX_BATCH_JOBS: usize = 256;
 pub const MAX_BATCH_COST: usize = 1024;
 
 /// Sends a job's answer once its batch is decided: `None` when the batch committed (the job's
-/// own result is sent), `Some(error)` when it did not.
-type Deliver = Box<dyn FnOnce(Option<StoreError>) + Send>;
+/// own result is sent), `Some(why)` when it did not (`Unavailable` is sent).
+type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 type RunFn =
     Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)> + Send>;
 
 struct Job {
     cost: usize,
-    run: RunFn,
+    kind: Kind,
+}
+
+enum Kind {
+    /// Statements run by a closure.
+    Run(RunFn),
+    /// Audit rows: every audit job of a batch goes into one multi-row `INSERT` (in one
+    /// savepoint) and shares its result.
+    Audit(Vec<AuditRow>, tokio::sync::oneshot::Sender<StoreResult<()>>),
 }
 
 #[derive(Default)]
@@ -117,15 +127,30 @@ impl Batcher {
                 let deliver: Deliver = Box::new(move |failed| {
                     let _ = tx.send(match failed {
                         None => result,
-                        Some(e) => Err(e),
+                        Some(why) => Err(batch_failed(why)),
                     });
                 });
                 (ok, deliver)
             })
         });
-        self.push(Job { cost, run });
+        self.push(Job {
+            cost,
+            kind: Kind::Run(run),
+        });
         // A dropped sender means the batch was abandoned (its task panicked): nothing of it
         // was committed.
+        rx.await
+            .unwrap_or_else(|_| Err(batch_failed("the batch was abandoned")))
+    }
+
+    /// Queues audit rows; they are inserted together with the other audit rows of their batch
+    /// and the call returns once that batch committed.
+    pub(crate) async fn submit_audit(self: &Arc<Self>, rows: Vec<AuditRow>) -> StoreResult<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.push(Job {
+            cost: rows.len(),
+            kind: Kind::Audit(rows, tx),
+        });
         rx.await
             .unwrap_or_else(|_| Err(batch_failed("the batch was abandoned")))
     }
@@ -174,6 +199,7 @@ impl Batcher {
     }
 
     async fn run_batch(&self, jobs: Vec<Job>) {
+        let jobs = merge_audits(jobs);
         let mut conn = match self.pool.acquire().await {
             Ok(c) => c,
             Err(e) => return fail_all(Vec::new(), jobs, &e),
@@ -186,7 +212,7 @@ impl Batcher {
             let Some(job) = jobs.into_iter().next() else {
                 return;
             };
-            let (ok, deliver) = (job.run)(&mut tx).await;
+            let (ok, deliver) = job(&mut tx).await;
             if !ok {
                 // Its own error is the answer; nothing of it stays.
                 let rolled_back = tx.rollback().await.is_ok();
@@ -202,7 +228,7 @@ impl Batcher {
                 }
                 Err(e) => {
                     conn.close_on_drop();
-                    deliver(Some(batch_failed(&e.to_string())))
+                    deliver(Some(&e.to_string()))
                 }
             };
         }
@@ -214,7 +240,7 @@ impl Batcher {
                 conn.close_on_drop();
                 return fail_all(done, jobs.collect(), &e);
             }
-            let (ok, deliver) = (job.run)(&mut tx).await;
+            let (ok, deliver) = job(&mut tx).await;
             let end = if ok {
                 (&mut *tx).execute("RELEASE kw_job").await.map(drop)
             } else {
@@ -246,7 +272,7 @@ impl Batcher {
                 let why = e.to_string();
                 tracing::warn!(jobs = done.len(), error = %why, "a write batch failed to commit");
                 for d in done {
-                    d(Some(batch_failed(&why)));
+                    d(Some(&why));
                 }
             }
         }
@@ -261,12 +287,61 @@ impl Batcher {
 
 /// Answers every job of a batch that will not commit: those that ran (`done`) and those that
 /// did not (`rest`, dropped unrun: their answer is the same error).
-fn fail_all(done: Vec<Deliver>, rest: Vec<Job>, e: &sqlx::Error) {
+fn fail_all(done: Vec<Deliver>, rest: Vec<RunFn>, e: &sqlx::Error) {
     let why = e.to_string();
     tracing::warn!(jobs = done.len() + rest.len(), error = %why, "a write batch failed");
     for d in done {
-        d(Some(batch_failed(&why)));
+        d(Some(&why));
     }
     // An unrun job's sender is dropped with it: its caller gets `batch_failed` too.
     drop(rest);
+}
+
+/// The jobs of a batch as closures: the audit jobs merged into one (first), then the others in
+/// their order.
+fn merge_audits(jobs: Vec<Job>) -> Vec<RunFn> {
+    let mut runs = Vec::with_capacity(jobs.len());
+    let mut rows: Vec<AuditRow> = Vec::new();
+    let mut acks = Vec::new();
+    for job in jobs {
+        match job.kind {
+            Kind::Run(run) => runs.push(run),
+            Kind::Audit(mut r, ack) => {
+                rows.append(&mut r);
+                acks.push(ack);
+            }
+        }
+    }
+    if acks.is_empty() {
+        return runs;
+    }
+    let merged = make_run(move |conn| {
+        Box::pin(async move {
+            let result = insert_rows(conn, &rows).await.map_err(|e| describe(&e));
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |failed| {
+                for ack in acks {
+                    let _ = ack.send(match (failed, &result) {
+                        (Some(why), _) => Err(batch_failed(why)),
+                        (None, Ok(())) => Ok(()),
+                        (None, Err(why)) => Err(batch_failed(why)),
+                    });
+                }
+            });
+            (ok, deliver)
+        })
+    });
+    runs.insert(0, merged);
+    runs
+}
+
+/// An error with its sources (for the answer of several jobs at once).
+fn describe(e: &StoreError) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
 }
