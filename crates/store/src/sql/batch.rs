@@ -40,10 +40,34 @@ pub const MAX_BATCH_COST: usize = 1024;
 /// own result is sent), `Some(why)` when it did not (`Unavailable` is sent).
 type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 type RunFn =
-    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (Outcome, Deliver)> + Send>;
+
+/// How a job ended, before its batch is decided.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// An error that leaves the transaction intact (a conflict, a lost condition, a failed
+    /// row check): SQLite undid the failing statement itself.
+    Failed,
+    /// A database error: the transaction may be gone (SQLite rolls it back on some errors).
+    Broken,
+}
+
+impl Outcome {
+    fn of<T>(r: &StoreResult<T>) -> Outcome {
+        match r {
+            Ok(_) => Outcome::Ok,
+            Err(StoreError::Backend(_) | StoreError::Unavailable(_)) => Outcome::Broken,
+            Err(_) => Outcome::Failed,
+        }
+    }
+}
 
 struct Job {
     cost: usize,
+    /// One statement (or none): it needs no savepoint, since SQLite undoes a failing
+    /// statement by itself.
+    atomic: bool,
     kind: Kind,
 }
 
@@ -73,7 +97,7 @@ pub(crate) struct Batcher {
 
 fn make_run<F>(f: F) -> RunFn
 where
-    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)> + Send + 'static,
+    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (Outcome, Deliver)> + Send + 'static,
 {
     Box::new(f)
 }
@@ -112,9 +136,14 @@ impl Batcher {
     }
 
     /// Queues `f` as one job and waits until its batch is decided. `f` runs inside a
-    /// savepoint of the batch's transaction; its result is returned only once that transaction
-    /// committed.
-    pub(crate) async fn submit<T, F>(self: &Arc<Self>, cost: usize, f: F) -> StoreResult<T>
+    /// savepoint of the batch's transaction (unless it is `atomic`: at most one statement);
+    /// its result is returned only once that transaction committed.
+    pub(crate) async fn submit<T, F>(
+        self: &Arc<Self>,
+        cost: usize,
+        atomic: bool,
+        f: F,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
@@ -123,7 +152,7 @@ impl Batcher {
         let run = make_run(move |conn| {
             Box::pin(async move {
                 let result = f(conn).await;
-                let ok = result.is_ok();
+                let ok = Outcome::of(&result);
                 let deliver: Deliver = Box::new(move |failed| {
                     let _ = tx.send(match failed {
                         None => result,
@@ -135,6 +164,7 @@ impl Batcher {
         });
         self.push(Job {
             cost,
+            atomic,
             kind: Kind::Run(run),
         });
         // A dropped sender means the batch was abandoned (its task panicked): nothing of it
@@ -149,6 +179,7 @@ impl Batcher {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.push(Job {
             cost: rows.len(),
+            atomic: false,
             kind: Kind::Audit(rows, tx),
         });
         rx.await
@@ -212,8 +243,8 @@ impl Batcher {
             let Some(job) = jobs.into_iter().next() else {
                 return;
             };
-            let (ok, deliver) = job(&mut tx).await;
-            if !ok {
+            let (ok, deliver) = (job.run)(&mut tx).await;
+            if ok != Outcome::Ok {
                 // Its own error is the answer; nothing of it stays.
                 let rolled_back = tx.rollback().await.is_ok();
                 if !rolled_back {
@@ -233,21 +264,40 @@ impl Batcher {
             };
         }
         let mut done: Vec<Deliver> = Vec::with_capacity(jobs.len());
+        // The savepoint of the last job that ran in one stays open until the next job that
+        // needs one: `RELEASE` and the next `SAVEPOINT` then go in one round trip. The
+        // `COMMIT` releases what is left.
+        let mut open = false;
         let mut jobs = jobs.into_iter();
         while let Some(job) = jobs.next() {
-            if let Err(e) = (&mut *tx).execute("SAVEPOINT kw_job").await {
-                drop(tx);
-                conn.close_on_drop();
-                return fail_all(done, jobs.collect(), &e);
-            }
-            let (ok, deliver) = job(&mut tx).await;
-            let end = if ok {
-                (&mut *tx).execute("RELEASE kw_job").await.map(drop)
-            } else {
-                match (&mut *tx).execute("ROLLBACK TO kw_job").await {
-                    Ok(_) => (&mut *tx).execute("RELEASE kw_job").await.map(drop),
-                    Err(e) => Err(e),
+            if !job.atomic {
+                let sql = if open {
+                    "RELEASE kw_job; SAVEPOINT kw_job"
+                } else {
+                    "SAVEPOINT kw_job"
+                };
+                if let Err(e) = (&mut *tx).execute(sql).await {
+                    drop(tx);
+                    conn.close_on_drop();
+                    return fail_all(done, jobs.collect(), &e);
                 }
+                open = true;
+            }
+            let (outcome, deliver) = (job.run)(&mut tx).await;
+            let end = match (outcome, job.atomic) {
+                (Outcome::Ok, _) | (Outcome::Failed, true) => Ok(()),
+                (_, false) => {
+                    open = false;
+                    (&mut *tx)
+                        .execute("ROLLBACK TO kw_job; RELEASE kw_job")
+                        .await
+                        .map(drop)
+                }
+                // A lone statement that failed in the database: whether the transaction
+                // survived is unknown, so the batch is given up.
+                (Outcome::Broken, true) => Err(sqlx::Error::Io(std::io::Error::other(
+                    "a statement of the batch failed in the database",
+                ))),
             };
             if let Err(e) = end {
                 // The transaction is not what the jobs left it (SQLite rolls a whole transaction
@@ -287,7 +337,7 @@ impl Batcher {
 
 /// Answers every job of a batch that will not commit: those that ran (`done`) and those that
 /// did not (`rest`, dropped unrun: their answer is the same error).
-fn fail_all(done: Vec<Deliver>, rest: Vec<RunFn>, e: &sqlx::Error) {
+fn fail_all(done: Vec<Deliver>, rest: Vec<Batched>, e: &sqlx::Error) {
     let why = e.to_string();
     tracing::warn!(jobs = done.len() + rest.len(), error = %why, "a write batch failed");
     for d in done {
@@ -299,13 +349,16 @@ fn fail_all(done: Vec<Deliver>, rest: Vec<RunFn>, e: &sqlx::Error) {
 
 /// The jobs of a batch as closures: the audit jobs merged into one (first), then the others in
 /// their order.
-fn merge_audits(jobs: Vec<Job>) -> Vec<RunFn> {
+fn merge_audits(jobs: Vec<Job>) -> Vec<Batched> {
     let mut runs = Vec::with_capacity(jobs.len());
     let mut rows: Vec<AuditRow> = Vec::new();
     let mut acks = Vec::new();
     for job in jobs {
         match job.kind {
-            Kind::Run(run) => runs.push(run),
+            Kind::Run(run) => runs.push(Batched {
+                atomic: job.atomic,
+                run,
+            }),
             Kind::Audit(mut r, ack) => {
                 rows.append(&mut r);
                 acks.push(ack);
@@ -315,10 +368,12 @@ fn merge_audits(jobs: Vec<Job>) -> Vec<RunFn> {
     if acks.is_empty() {
         return runs;
     }
+    let n_rows = rows.len();
     let merged = make_run(move |conn| {
         Box::pin(async move {
-            let result = insert_rows(conn, &rows).await.map_err(|e| describe(&e));
-            let ok = result.is_ok();
+            let result = insert_rows(conn, &rows).await;
+            let ok = Outcome::of(&result);
+            let result = result.map_err(|e| describe(&e));
             let deliver: Deliver = Box::new(move |failed| {
                 for ack in acks {
                     let _ = ack.send(match (failed, &result) {
@@ -331,8 +386,21 @@ fn merge_audits(jobs: Vec<Job>) -> Vec<RunFn> {
             (ok, deliver)
         })
     });
-    runs.insert(0, merged);
+    runs.insert(
+        0,
+        Batched {
+            // One `INSERT` up to `AUDIT_BATCH_ROWS` rows.
+            atomic: n_rows <= super::AUDIT_BATCH_ROWS,
+            run: merged,
+        },
+    );
     runs
+}
+
+/// A job as a batch runs it.
+struct Batched {
+    atomic: bool,
+    run: RunFn,
 }
 
 /// An error with its sources (for the answer of several jobs at once).

@@ -89,7 +89,7 @@ impl SqlStore {
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
         if let Some(b) = &self.batch {
-            return b.submit(1, f).await;
+            return b.submit(1, false, f).await;
         }
         let mut tx = self.write.begin().await.map_err(classify)?;
         let r = f(&mut tx).await?;
@@ -97,7 +97,7 @@ impl SqlStore {
         Ok(r)
     }
 
-    /// Runs `f`, a single statement, as one write. On SQLite a job of the group commit
+    /// Runs `f`, a single statement (or none), as one write. On SQLite a job of the group commit
     /// costing `cost` (see [`MAX_BATCH_COST`]); on PostgreSQL the statement commits on its
     /// own (no explicit transaction).
     pub(crate) async fn write_one<T, F>(&self, cost: usize, f: F) -> StoreResult<T>
@@ -106,7 +106,7 @@ impl SqlStore {
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
         if let Some(b) = &self.batch {
-            return b.submit(cost, f).await;
+            return b.submit(cost, true, f).await;
         }
         let mut c = self.write.acquire().await.map_err(classify)?;
         f(&mut c).await

@@ -517,7 +517,10 @@ async fn a_failing_job_in_a_batch_fails_only_itself() {
         let (k, _) = crate::testsuite::key_row(inst, "ghost");
         s.update_key(&k).await
     }));
-    let r = queue_as_one_batch(&store, vec![a, b, c, d]).await;
+    // A lone statement that fails (no savepoint: SQLite undoes it by itself).
+    let s = store.clone();
+    let e = job(Box::pin(async move { s.create_key_ring(&ring(inst, "ring-c")).await }));
+    let r = queue_as_one_batch(&store, vec![a, b, c, d, e]).await;
     assert!(r[0].is_ok(), "{:?}", r[0]);
     assert!(
         matches!(r[1], Err(StoreError::Conflict(ConflictKind::AlreadyExists))),
@@ -530,10 +533,15 @@ async fn a_failing_job_in_a_batch_fails_only_itself() {
         "{:?}",
         r[3]
     );
+    assert!(
+        matches!(r[4], Err(StoreError::Conflict(ConflictKind::AlreadyExists))),
+        "{:?}",
+        r[4]
+    );
     assert_eq!(ring_ids(&store, inst).await, ["ring-a", "ring-c"]);
-    // One batch for the first job, one for all four.
+    // One batch for the first job, one for all five.
     let (_, jobs_after) = store.batch.as_ref().unwrap().committed();
-    assert_eq!(jobs_after - jobs_before, 5);
+    assert_eq!(jobs_after - jobs_before, 6);
     store.close().await;
 }
 
