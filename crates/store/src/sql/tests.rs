@@ -519,7 +519,9 @@ async fn a_failing_job_in_a_batch_fails_only_itself() {
     }));
     // A lone statement that fails (no savepoint: SQLite undoes it by itself).
     let s = store.clone();
-    let e = job(Box::pin(async move { s.create_key_ring(&ring(inst, "ring-c")).await }));
+    let e = job(Box::pin(async move {
+        s.create_key_ring(&ring(inst, "ring-c")).await
+    }));
     let r = queue_as_one_batch(&store, vec![a, b, c, d, e]).await;
     assert!(r[0].is_ok(), "{:?}", r[0]);
     assert!(
