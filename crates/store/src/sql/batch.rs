@@ -219,6 +219,18 @@ impl Batcher {
     }
 
     async fn drain(self: Arc<Self>) {
+        // If this task is cancelled (its runtime shutting down), the next write starts a new
+        // one instead of queueing behind a drain that will never run.
+        // (`take_batch` itself clears `running` when it finds the queue empty.)
+        struct Running<'a>(&'a Batcher, bool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.state.lock().running = false;
+                }
+            }
+        }
+        let mut running = Running(&self, false);
         while let Some(batch) = self.take_batch() {
             // Its own task, so that a panic in a job abandons only this batch (its answers are
             // dropped, its transaction rolled back) and the queue keeps draining.
@@ -227,6 +239,7 @@ impl Batcher {
                 tracing::error!(error = %e, "a write batch was abandoned");
             }
         }
+        running.1 = true;
     }
 
     async fn run_batch(&self, jobs: Vec<Job>) {

@@ -4,9 +4,12 @@
 //! `UPDATE … RETURNING`, integers for times and booleans, no advisory locks; the few fragments
 //! that differ come from [`Dialect`] (`dialect.rs`). SQLite gets a single-connection writer
 //! pool, so write transactions never contend for the write lock, and a reader pool for
-//! everything else (WAL lets readers run beside the writer).
+//! everything else (WAL lets readers run beside the writer). On SQLite every write is a job of
+//! the group commit (`batch`: one transaction and one fsync per batch of concurrent writes,
+//! `docs/group-commit.md`); on PostgreSQL each write keeps its own transaction.
 //!
-//! Layout: `conn` (URL, pools), `migrate`, `retry` (error classification, retried writes),
+//! Layout: `conn` (URL, pools), `batch` (group commit), `migrate`, `retry` (error
+//! classification, retried writes),
 //! `rows` (column lists, row parsing, tag checks), then one module per entity: `tenants`
 //! (instances, principals, API keys, grants), `keys`, `versions`, `tokens`, `sealed`
 //! (secrets and re-sealing), `aliases` (aliases, key rings), `policies` (instance policies,
