@@ -21,7 +21,10 @@
 //! [`DbSink`] inserts the records into the store's `audit_log` table, also with group commit:
 //! every record queued while a batch commits goes into the next batch (one statement, one
 //! commit). Each batch is its own committed write, never part of the change it records. On
-//! PostgreSQL a few batches may be in flight at once; on SQLite one (it has a single writer).
+//! PostgreSQL a few batches may be in flight at once. On SQLite the store itself groups every
+//! write (`keyward_store`'s group commit, `docs/group-commit.md`): the sink hands records over
+//! as they come, and the store inserts those of one store batch together, in the transaction
+//! (and fsync) of the writes committed with them.
 //!
 //! [`TeeSink`] writes to two sinks at once and succeeds only if both do.
 
@@ -351,17 +354,22 @@ pub struct DbSink {
 /// while it commits; the pool has `keyward_store::PG_MAX_CONNECTIONS`).
 pub const DB_SINK_PG_BATCHES: usize = 4;
 
+/// Batches of records handed to the store at once on SQLite: as many as its group commit
+/// takes in one batch, so that a record never waits for an earlier batch of records to commit
+/// before it can join the store's next batch.
+pub const DB_SINK_SQLITE_BATCHES: usize = keyward_store::MAX_BATCH_JOBS;
+
 impl DbSink {
-    /// Starts the writer task on the current Tokio runtime. Batches in flight: 1 on SQLite
-    /// (its single writer connection serialises them anyway), [`DB_SINK_PG_BATCHES`] on
-    /// PostgreSQL. Fails outside a Tokio runtime.
+    /// Starts the writer task on the current Tokio runtime. Batches in flight:
+    /// [`DB_SINK_SQLITE_BATCHES`] on SQLite (the store's group commit merges them),
+    /// [`DB_SINK_PG_BATCHES`] on PostgreSQL. Fails outside a Tokio runtime.
     pub fn open(store: Arc<dyn Store>) -> Result<Self, AuditError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| AuditError(format!("the audit table writer needs a runtime: {e}")))?;
         let batches = if store.backend() == "postgres" {
             DB_SINK_PG_BATCHES
         } else {
-            1
+            DB_SINK_SQLITE_BATCHES
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         runtime.spawn(db_writer(store, rx, batches));

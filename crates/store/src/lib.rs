@@ -29,7 +29,8 @@ pub use copy::{copy_database, CopyReport, COPY_TABLES};
 pub use rowtag::{row_integrity_failures, RowAuth, TAGGED_TABLES};
 pub use sql::{
     is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
-    AUDIT_BATCH_ROWS, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
+    AUDIT_BATCH_ROWS, MAX_BATCH_COST, MAX_BATCH_JOBS, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS,
+    WRITE_ATTEMPTS,
 };
 pub use sql::{set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
 

@@ -2,7 +2,7 @@
 //!
 //! Most tests share one in-process server (`common::shared()`) and isolate themselves by
 //! creating their own instances; tests that move the manual clock, or need a particular
-//! keypair pool, start their own. `durability` runs the real binary.
+//! keypair pool, start their own. `durability` and `crash` run the real binary.
 //!
 //! Run: `cargo test -p keyward --test http`.
 
@@ -13,6 +13,7 @@ mod common;
 mod auth_edges;
 mod bad_inputs;
 mod bounds;
+mod crash;
 mod durability;
 mod envelope;
 mod import_tokens;

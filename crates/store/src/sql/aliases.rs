@@ -33,6 +33,8 @@ impl SqlStore {
 
     pub(crate) async fn create_alias_impl(&self, a: &AliasRow) -> StoreResult<()> {
         let tag = self.tag_of(&rowtag::alias_input(a))?;
+        let a = a.clone();
+        self.write_one(1, move |c| Box::pin(async move {
         sqlx::query(
             "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by, auth_tag) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -42,10 +44,12 @@ impl SqlStore {
         .bind(a.created_at)
         .bind(a.created_by.as_str())
         .bind(tag)
-        .execute(&self.write)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         Ok(())
+        }))
+        .await
     }
 
     pub(crate) async fn delete_alias_impl(
@@ -54,19 +58,25 @@ impl SqlStore {
         alias: &str,
         key: KeyId,
     ) -> StoreResult<()> {
-        let r = sqlx::query(
-            "DELETE FROM key_aliases WHERE instance_id = $1 AND alias = $2 AND key_id = $3",
-        )
-        .bind(instance.to_string())
-        .bind(alias)
-        .bind(key.to_string())
-        .execute(&self.write)
+        let alias = alias.to_string();
+        self.write_one(1, move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(
+                    "DELETE FROM key_aliases WHERE instance_id = $1 AND alias = $2 AND key_id = $3",
+                )
+                .bind(instance.to_string())
+                .bind(alias.as_str())
+                .bind(key.to_string())
+                .execute(&mut *c)
+                .await
+                .map_err(classify)?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+        })
         .await
-        .map_err(classify)?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
     }
 
     pub(crate) async fn aliases_of_impl(
@@ -141,15 +151,19 @@ impl SqlStore {
     }
 
     pub(crate) async fn create_key_ring_impl(&self, r: &KeyRingRow) -> StoreResult<()> {
+        let r = r.clone();
+        self.write_one(1, move |c| Box::pin(async move {
         sqlx::query("INSERT INTO key_rings (instance_id, id, created_at, created_by) VALUES ($1, $2, $3, $4)")
             .bind(r.instance_id.to_string())
             .bind(r.id.as_str())
             .bind(r.created_at)
             .bind(r.created_by.as_str())
-            .execute(&self.write)
+            .execute(&mut *c)
             .await
             .map_err(classify)?;
         Ok(())
+        }))
+        .await
     }
 
     pub(crate) async fn list_key_rings_impl(
@@ -181,14 +195,27 @@ impl SqlStore {
         id: &str,
         force: bool,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let (me, id) = (self.clone(), id.to_string());
+        self.write_tx(move |c| {
+            Box::pin(async move { me.delete_key_ring_in(c, instance, &id, force).await })
+        })
+        .await
+    }
+
+    async fn delete_key_ring_in(
+        &self,
+        c: &mut AnyConnection,
+        instance: InstanceId,
+        id: &str,
+        force: bool,
+    ) -> StoreResult<()> {
         let inst = instance.to_string();
         let live: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND key_ring_id = $2 AND state <> 5",
         )
         .bind(inst.as_str())
         .bind(id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *c)
         .await
         .map_err(classify)?;
         let all: i64 = sqlx::query_scalar(
@@ -196,7 +223,7 @@ impl SqlStore {
         )
         .bind(inst.as_str())
         .bind(id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *c)
         .await
         .map_err(classify)?;
         if live > 0 || (all > 0 && !force) {
@@ -208,7 +235,7 @@ impl SqlStore {
         ))
         .bind(inst.as_str())
         .bind(id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *c)
         .await
         .map_err(classify)?;
         for row in &moving {
@@ -221,20 +248,19 @@ impl SqlStore {
             .bind(inst.as_str())
             .bind(k.id.to_string())
             .bind(tag)
-            .execute(&mut *tx)
+            .execute(&mut *c)
             .await
             .map_err(classify)?;
         }
         let r = sqlx::query("DELETE FROM key_rings WHERE instance_id = $1 AND id = $2")
             .bind(inst.as_str())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut *c)
             .await
             .map_err(classify)?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        tx.commit().await.map_err(classify)?;
         Ok(())
     }
 }

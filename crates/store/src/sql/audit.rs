@@ -1,9 +1,12 @@
 //! The audit half of [`SqlStore`]: the `audit_log` table (migration 0003), written by the
 //! service's database audit sink and read by `keyward admin audit tail|search`.
 //!
-//! - An append is its own committed write (one statement, or one transaction for a batch
-//!   larger than [`AUDIT_BATCH_ROWS`]), never part of the change it records: the service
-//!   writes the record, and only then the change.
+//! - An append is its own committed write, never part of the change it records: the service
+//!   writes the record, and only then the change. On PostgreSQL it is one statement, or one
+//!   transaction for more than [`AUDIT_BATCH_ROWS`] rows. On SQLite it is one job of the group
+//!   commit (`batch.rs`), sharing the transaction and fsync of the writes batched with it (the
+//!   change it records runs only after the append returned, so in a later batch); the audit
+//!   jobs of a batch are inserted together, and succeed or fail together.
 //! - Only fixed SQL fragments are concatenated; every value is bound.
 
 use sqlx::any::AnyRow;
@@ -82,27 +85,27 @@ enum Param<'a> {
 }
 
 impl SqlStore {
-    /// One attempt at appending `rows` (the caller retries serialization failures).
+    /// One attempt at appending `rows` (the caller retries serialization failures). On SQLite
+    /// the rows are one job of the group commit (`batch.rs`): they commit with the writes
+    /// batched beside them, and the call returns once that batch committed.
     pub(crate) async fn append_audit_impl(&self, rows: &[AuditRow]) -> StoreResult<()> {
         if rows.is_empty() {
             return Ok(());
         }
+        let rows = rows.to_vec();
+        if let Some(b) = &self.batch {
+            return b.submit_audit(rows).await;
+        }
         if rows.len() <= AUDIT_BATCH_ROWS {
-            // One statement is atomic and committed on its own: no explicit transaction.
-            let sql = insert_sql(rows.len());
-            let q = rows.iter().fold(sqlx::query(&sql), bind_row);
-            let r = q.execute(&self.write).await.map_err(classify)?;
-            return check_count(r.rows_affected(), rows.len());
+            // One statement: atomic, committed on its own.
+            self.write_one(rows.len(), move |c| {
+                Box::pin(async move { insert_rows(c, &rows).await })
+            })
+            .await
+        } else {
+            self.write_tx(move |c| Box::pin(async move { insert_rows(c, &rows).await }))
+                .await
         }
-        let mut tx = self.write.begin().await.map_err(classify)?;
-        for chunk in rows.chunks(AUDIT_BATCH_ROWS) {
-            let sql = insert_sql(chunk.len());
-            let q = chunk.iter().fold(sqlx::query(&sql), bind_row);
-            let r = q.execute(&mut *tx).await.map_err(classify)?;
-            check_count(r.rows_affected(), chunk.len())?;
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(())
     }
 
     pub(crate) async fn audit_records_impl(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
@@ -159,6 +162,17 @@ impl SqlStore {
         let rows = query.fetch_all(&self.read).await.map_err(classify)?;
         rows.iter().map(entry_from_row).collect()
     }
+}
+
+/// Inserts `rows`, [`AUDIT_BATCH_ROWS`] per statement.
+pub(super) async fn insert_rows(c: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(AUDIT_BATCH_ROWS) {
+        let sql = insert_sql(chunk.len());
+        let q = chunk.iter().fold(sqlx::query(&sql), bind_row);
+        let r = q.execute(&mut *c).await.map_err(classify)?;
+        check_count(r.rows_affected(), chunk.len())?;
+    }
+    Ok(())
 }
 
 fn check_count(affected: u64, expected: usize) -> StoreResult<()> {

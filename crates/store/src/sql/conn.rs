@@ -125,6 +125,7 @@ impl SqlStore {
                 Self {
                     dialect,
                     read,
+                    batch: Some(Batcher::new(write.clone())),
                     write,
                     url: url.clone(),
                     auth: Default::default(),
@@ -153,6 +154,9 @@ impl SqlStore {
                     write: pool,
                     url: url.clone(),
                     auth: Default::default(),
+                    // PostgreSQL groups concurrent commits itself (`commit_delay`, many
+                    // connections): each write keeps its own transaction.
+                    batch: None,
                 }
             }
         };

@@ -96,13 +96,11 @@ pub(crate) fn sort_sql(q: &KeyQuery) -> String {
     sql
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
-
 /// Holds the instance's token row for the rest of the transaction (a no-op update takes its
 /// row lock on PostgreSQL; SQLite has a single writer) and fails unless it is still `g.token_id`
 /// and unexpired.
 pub(crate) async fn check_guard(
-    tx: &mut Tx<'_>,
+    c: &mut AnyConnection,
     instance: InstanceId,
     g: TokenGuard,
 ) -> StoreResult<()> {
@@ -112,7 +110,7 @@ pub(crate) async fn check_guard(
     .bind(instance.to_string())
     .bind(g.token_id.to_string())
     .bind(g.now)
-    .execute(&mut **tx)
+    .execute(&mut *c)
     .await
     .map_err(classify)?;
     if r.rows_affected() == 1 {
@@ -129,9 +127,22 @@ impl SqlStore {
         version: &VersionRow,
         guard: Option<TokenGuard>,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let (me, key, version) = (self.clone(), key.clone(), version.clone());
+        self.write_tx(move |c| {
+            Box::pin(async move { me.insert_key_in(c, &key, &version, guard).await })
+        })
+        .await
+    }
+
+    async fn insert_key_in(
+        &self,
+        c: &mut AnyConnection,
+        key: &KeyRow,
+        version: &VersionRow,
+        guard: Option<TokenGuard>,
+    ) -> StoreResult<()> {
         if let Some(g) = guard {
-            check_guard(&mut tx, key.instance_id, g).await?;
+            check_guard(c, key.instance_id, g).await?;
         }
         let tag = self.tag_of(&rowtag::key_input(key))?;
         sqlx::query(&format!(
@@ -159,12 +170,10 @@ impl SqlStore {
         .bind(key.row_version)
         .bind(key.next_rotation_at)
         .bind(tag)
-        .execute(&mut *tx)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
-        self.insert_version(&mut tx, version).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(())
+        self.insert_version(c, version).await
     }
 
     pub(crate) async fn get_key_impl(
@@ -232,10 +241,11 @@ impl SqlStore {
     }
 
     pub(crate) async fn update_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
-        self.update_key_in(&mut tx, key).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(())
+        let (me, key) = (self.clone(), key.clone());
+        self.write_one(1, move |c| {
+            Box::pin(async move { me.update_key_in(c, &key).await })
+        })
+        .await
     }
 
     pub(crate) async fn rotate_key_impl(
@@ -244,17 +254,24 @@ impl SqlStore {
         version: &VersionRow,
         guard: Option<TokenGuard>,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
-        if let Some(g) = guard {
-            check_guard(&mut tx, key.instance_id, g).await?;
-        }
-        self.update_key_in(&mut tx, key).await?;
-        self.insert_version(&mut tx, version).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(())
+        let (me, key, version) = (self.clone(), key.clone(), version.clone());
+        self.write_tx(move |c| {
+            Box::pin(async move {
+                if let Some(g) = guard {
+                    check_guard(c, key.instance_id, g).await?;
+                }
+                me.update_key_in(c, &key).await?;
+                me.insert_version(c, &version).await
+            })
+        })
+        .await
     }
 
-    pub(crate) async fn update_key_in(&self, tx: &mut Tx<'_>, key: &KeyRow) -> StoreResult<()> {
+    pub(crate) async fn update_key_in(
+        &self,
+        c: &mut AnyConnection,
+        key: &KeyRow,
+    ) -> StoreResult<()> {
         let tag = self.tag_of(&rowtag::key_input(key))?;
         let r = sqlx::query(
             "UPDATE keys SET name = $3, description = $4, tags = $5, state = $6, extractable = $7,
@@ -284,7 +301,7 @@ impl SqlStore {
         .bind(key.row_version)
         .bind(key.next_rotation_at)
         .bind(tag)
-        .execute(&mut **tx)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         if r.rows_affected() == 1 {
@@ -295,33 +312,9 @@ impl SqlStore {
     }
 
     pub(crate) async fn purge_key_impl(&self, key: &KeyRow) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
-        let (inst, id) = (key.instance_id.to_string(), key.id.to_string());
-        let r =
-            sqlx::query("DELETE FROM keys WHERE instance_id = $1 AND id = $2 AND row_version = $3")
-                .bind(inst.as_str())
-                .bind(id.as_str())
-                .bind(key.row_version)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        if r.rows_affected() != 1 {
-            return Err(StoreError::Conflict(ConflictKind::KeyChanged));
-        }
-        for stmt in [
-            "DELETE FROM key_versions WHERE instance_id = $1 AND key_id = $2",
-            "DELETE FROM key_aliases WHERE instance_id = $1 AND key_id = $2",
-            "DELETE FROM registrations WHERE instance_id = $1 AND key_id = $2",
-        ] {
-            sqlx::query(stmt)
-                .bind(inst.as_str())
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(())
+        let key = key.clone();
+        self.write_tx(move |c| Box::pin(async move { purge_key_in(c, &key).await }))
+            .await
     }
 
     pub(crate) async fn keys_where(
@@ -350,4 +343,32 @@ impl SqlStore {
         }
         Ok(out)
     }
+}
+
+/// Deletes a key (if still at its `row_version`) and everything that hangs off it.
+async fn purge_key_in(c: &mut AnyConnection, key: &KeyRow) -> StoreResult<()> {
+    let (inst, id) = (key.instance_id.to_string(), key.id.to_string());
+    let r = sqlx::query("DELETE FROM keys WHERE instance_id = $1 AND id = $2 AND row_version = $3")
+        .bind(inst.as_str())
+        .bind(id.as_str())
+        .bind(key.row_version)
+        .execute(&mut *c)
+        .await
+        .map_err(classify)?;
+    if r.rows_affected() != 1 {
+        return Err(StoreError::Conflict(ConflictKind::KeyChanged));
+    }
+    for stmt in [
+        "DELETE FROM key_versions WHERE instance_id = $1 AND key_id = $2",
+        "DELETE FROM key_aliases WHERE instance_id = $1 AND key_id = $2",
+        "DELETE FROM registrations WHERE instance_id = $1 AND key_id = $2",
+    ] {
+        sqlx::query(stmt)
+            .bind(inst.as_str())
+            .bind(id.as_str())
+            .execute(&mut *c)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
 }

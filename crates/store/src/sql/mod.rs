@@ -4,9 +4,12 @@
 //! `UPDATE … RETURNING`, integers for times and booleans, no advisory locks; the few fragments
 //! that differ come from [`Dialect`] (`dialect.rs`). SQLite gets a single-connection writer
 //! pool, so write transactions never contend for the write lock, and a reader pool for
-//! everything else (WAL lets readers run beside the writer).
+//! everything else (WAL lets readers run beside the writer). On SQLite every write is a job of
+//! the group commit (`batch`: one transaction and one fsync per batch of concurrent writes,
+//! `docs/group-commit.md`); on PostgreSQL each write keeps its own transaction.
 //!
-//! Layout: `conn` (URL, pools), `migrate`, `retry` (error classification, retried writes),
+//! Layout: `conn` (URL, pools), `batch` (group commit), `migrate`, `retry` (error
+//! classification, retried writes),
 //! `rows` (column lists, row parsing, tag checks), then one module per entity: `tenants`
 //! (instances, principals, API keys, grants), `keys`, `versions`, `tokens`, `sealed`
 //! (secrets and re-sealing), `aliases` (aliases, key rings), `policies` (instance policies,
@@ -17,7 +20,7 @@ use std::fmt;
 use async_trait::async_trait;
 use keyward_domain::{InstanceId, KeyId, Role, TokenId};
 
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::rowtag::RowAuth;
 use crate::{
@@ -28,6 +31,7 @@ use crate::{
 
 mod aliases;
 mod audit;
+mod batch;
 mod conn;
 mod dialect;
 mod keys;
@@ -45,6 +49,8 @@ mod versions;
 pub(crate) mod tests;
 
 pub use audit::AUDIT_BATCH_ROWS;
+pub(crate) use batch::{Batcher, BoxFuture};
+pub use batch::{MAX_BATCH_COST, MAX_BATCH_JOBS};
 pub use conn::{DatabaseUrl, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS};
 pub(crate) use dialect::Dialect;
 pub use dialect::{set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
@@ -67,6 +73,48 @@ pub struct SqlStore {
     /// The row authenticator, once installed (`None`: authenticated tables can be neither read
     /// nor written).
     pub(crate) auth: std::sync::Arc<parking_lot::RwLock<Option<std::sync::Arc<dyn RowAuth>>>>,
+    /// SQLite's group-commit queue (`batch.rs`); `None` on PostgreSQL.
+    pub(crate) batch: Option<std::sync::Arc<Batcher>>,
+}
+
+impl SqlStore {
+    /// On SQLite, the batches of the group commit that committed since the store connected
+    /// and the writes they held (their ratio is the mean batch size); `None` on PostgreSQL.
+    pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
+        self.batch.as_ref().map(|b| b.committed())
+    }
+
+    /// Runs `f` as one write transaction. On SQLite it is a job of the group commit
+    /// (`batch.rs`): it runs inside a savepoint of a shared transaction and its result is
+    /// returned once that transaction committed. On PostgreSQL it is its own transaction.
+    pub(crate) async fn write_tx<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        if let Some(b) = &self.batch {
+            return b.submit(1, false, f).await;
+        }
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        let r = f(&mut tx).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(r)
+    }
+
+    /// Runs `f`, a single statement (or none), as one write. On SQLite a job of the group commit
+    /// costing `cost` (see [`MAX_BATCH_COST`]); on PostgreSQL the statement commits on its
+    /// own (no explicit transaction).
+    pub(crate) async fn write_one<T, F>(&self, cost: usize, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        if let Some(b) = &self.batch {
+            return b.submit(cost, true, f).await;
+        }
+        let mut c = self.write.acquire().await.map_err(classify)?;
+        f(&mut c).await
+    }
 }
 
 impl fmt::Debug for SqlStore {

@@ -24,6 +24,8 @@ impl SqlStore {
         let data =
             serde_json::to_string(&p.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let tag = self.tag_of(&rowtag::policy_input(p))?;
+        let p = p.clone();
+        self.write_one(1, move |c| Box::pin(async move {
         sqlx::query(
             "INSERT INTO instance_policies (instance_id, policy_type, data, created_at, created_by, updated_at, updated_by, auth_tag)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -39,10 +41,12 @@ impl SqlStore {
         .bind(p.updated_at)
         .bind(p.updated_by.as_str())
         .bind(tag)
-        .execute(&self.write)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         Ok(())
+        }))
+        .await
     }
 
     pub(crate) async fn instance_policies_impl(
@@ -81,6 +85,8 @@ impl SqlStore {
     }
 
     pub(crate) async fn add_registration_impl(&self, r: &RegistrationRow) -> StoreResult<()> {
+        let r = r.clone();
+        self.write_one(1, move |c| Box::pin(async move {
         sqlx::query(
             "INSERT INTO registrations (instance_id, key_id, resource_crn, prevent_key_deletion, description, created_at, created_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -92,10 +98,12 @@ impl SqlStore {
         .bind(r.description.clone())
         .bind(r.created_at)
         .bind(r.created_by.as_str())
-        .execute(&self.write)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         Ok(())
+        }))
+        .await
     }
 
     pub(crate) async fn registrations_impl(

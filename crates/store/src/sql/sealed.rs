@@ -44,17 +44,22 @@ impl SqlStore {
         master_key_id: &str,
         now: i64,
     ) -> StoreResult<bool> {
+        let (name, sealed, master_key_id) =
+            (name.to_string(), sealed.to_vec(), master_key_id.to_string());
+        self.write_one(1, move |c| Box::pin(async move {
         let r = sqlx::query(
             "INSERT INTO secrets (name, sealed, master_key_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
         )
-        .bind(name)
-        .bind(sealed.to_vec())
-        .bind(master_key_id)
+        .bind(name.as_str())
+        .bind(sealed)
+        .bind(master_key_id.as_str())
         .bind(now)
-        .execute(&self.write)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         Ok(r.rows_affected() == 1)
+        }))
+        .await
     }
 
     pub(crate) async fn put_secret_impl(
@@ -64,18 +69,23 @@ impl SqlStore {
         master_key_id: &str,
         now: i64,
     ) -> StoreResult<()> {
+        let (name, sealed, master_key_id) =
+            (name.to_string(), sealed.to_vec(), master_key_id.to_string());
+        self.write_one(1, move |c| Box::pin(async move {
         sqlx::query(
             "INSERT INTO secrets (name, sealed, master_key_id, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, master_key_id = excluded.master_key_id",
         )
-        .bind(name)
-        .bind(sealed.to_vec())
-        .bind(master_key_id)
+        .bind(name.as_str())
+        .bind(sealed)
+        .bind(master_key_id.as_str())
         .bind(now)
-        .execute(&self.write)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         Ok(())
+        }))
+        .await
     }
 
     pub(crate) async fn sealed_counts_impl(&self) -> StoreResult<Vec<(String, i64)>> {
@@ -152,6 +162,9 @@ impl SqlStore {
         sealed: &[u8],
         master_key_id: &str,
     ) -> StoreResult<bool> {
+        let (row, sealed, master_key_id) =
+            (row.clone(), sealed.to_vec(), master_key_id.to_string());
+        self.write_one(1, move |c| Box::pin(async move {
         let q = match &row.place {
             SealedPlace::KeyVersion {
                 instance,
@@ -161,8 +174,8 @@ impl SqlStore {
                 "UPDATE key_versions SET sealed = $1, master_key_id = $2
                  WHERE id = $3 AND key_id = $4 AND instance_id = $5 AND master_key_id = $6 AND sealed = $7",
             )
-            .bind(sealed.to_vec())
-            .bind(master_key_id)
+            .bind(sealed.clone())
+            .bind(master_key_id.as_str())
             .bind(version.as_str())
             .bind(key.as_str())
             .bind(instance.as_str()),
@@ -170,24 +183,26 @@ impl SqlStore {
                 "UPDATE import_tokens SET sealed_private = $1, master_key_id = $2
                  WHERE instance_id = $3 AND token_id = $4 AND master_key_id = $5 AND sealed_private = $6",
             )
-            .bind(sealed.to_vec())
-            .bind(master_key_id)
+            .bind(sealed.clone())
+            .bind(master_key_id.as_str())
             .bind(instance.as_str())
             .bind(token.as_str()),
             SealedPlace::Secret { name } => sqlx::query(
                 "UPDATE secrets SET sealed = $1, master_key_id = $2
                  WHERE name = $3 AND master_key_id <> '' AND master_key_id = $4 AND sealed = $5",
             )
-            .bind(sealed.to_vec())
-            .bind(master_key_id)
+            .bind(sealed.clone())
+            .bind(master_key_id.as_str())
             .bind(name.as_str()),
         };
         let r = q
             .bind(row.master_key_id.as_str())
             .bind(row.sealed.clone())
-            .execute(&self.write)
+            .execute(&mut *c)
             .await
             .map_err(classify)?;
         Ok(r.rows_affected() == 1)
+        }))
+        .await
     }
 }

@@ -11,17 +11,23 @@ use crate::{
 impl SqlStore {
     pub(crate) async fn create_instance_impl(&self, row: &InstanceRow) -> StoreResult<()> {
         let tag = self.tag_of(&rowtag::instance_input(row))?;
-        sqlx::query(
+        let row = row.clone();
+        self.write_one(1, move |c| {
+            Box::pin(async move {
+                sqlx::query(
             "INSERT INTO instances (id, name, created_at, auth_tag) VALUES ($1, $2, $3, $4)",
         )
         .bind(row.id.to_string())
         .bind(row.name.as_str())
         .bind(row.created_at)
         .bind(tag)
-        .execute(&self.write)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
-        Ok(())
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub(crate) async fn get_instance_impl(
@@ -54,37 +60,8 @@ impl SqlStore {
     }
 
     pub(crate) async fn delete_instance_impl(&self, id: InstanceId) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
-        let id_s = id.to_string();
-        let live: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND state <> 5")
-                .bind(id_s.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(classify)?;
-        if live > 0 {
-            return Err(StoreError::Conflict(ConflictKind::InstanceHasKeys));
-        }
-        for stmt in [
-            "DELETE FROM role_grants WHERE instance_id = $1",
-            "DELETE FROM import_tokens WHERE instance_id = $1",
-        ] {
-            sqlx::query(stmt)
-                .bind(id_s.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        }
-        let r = sqlx::query("DELETE FROM instances WHERE id = $1")
-            .bind(id_s.as_str())
-            .execute(&mut *tx)
+        self.write_tx(move |c| Box::pin(async move { delete_instance_in(c, id).await }))
             .await
-            .map_err(classify)?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(())
     }
 
     pub(crate) async fn create_api_key_impl(
@@ -93,31 +70,33 @@ impl SqlStore {
         key: &ApiKeyRow,
         key_hash: &[u8],
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let tag = self.tag_of(&rowtag::api_key_input(key, key_hash))?;
+        let (principal, key, key_hash) = (principal.clone(), key.clone(), key_hash.to_vec());
+        self.write_tx(move |c| Box::pin(async move {
         sqlx::query(
             "INSERT INTO principals (iam_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (iam_id) DO NOTHING",
         )
         .bind(principal.iam_id.as_str())
         .bind(principal.name.as_str())
         .bind(principal.created_at)
-        .execute(&mut *tx)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
-        let tag = self.tag_of(&rowtag::api_key_input(key, key_hash))?;
         sqlx::query(
             "INSERT INTO api_keys (id, iam_id, key_hash, name, created_at, auth_tag) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(key.id.as_str())
         .bind(key.iam_id.as_str())
-        .bind(key_hash.to_vec())
+        .bind(key_hash)
         .bind(key.name.as_str())
         .bind(key.created_at)
         .bind(tag)
-        .execute(&mut *tx)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
         Ok(())
+        }))
+        .await
     }
 
     pub(crate) async fn find_api_key_impl(
@@ -152,15 +131,21 @@ impl SqlStore {
     }
 
     pub(crate) async fn delete_api_key_impl(&self, id: &str) -> StoreResult<()> {
-        let r = sqlx::query("DELETE FROM api_keys WHERE id = $1")
-            .bind(id)
-            .execute(&self.write)
-            .await
-            .map_err(classify)?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        let id = id.to_string();
+        self.write_one(1, move |c| {
+            Box::pin(async move {
+                let r = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *c)
+                    .await
+                    .map_err(classify)?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub(crate) async fn api_key_exists_impl(&self, id: &str) -> StoreResult<bool> {
@@ -191,6 +176,8 @@ impl SqlStore {
     pub(crate) async fn grant_impl(&self, g: &GrantRow) -> StoreResult<()> {
         // Granting again re-stamps the row (and replaces a tag that no longer verifies).
         let tag = self.tag_of(&rowtag::grant_input(g))?;
+        let g = g.clone();
+        self.write_one(1, move |c| Box::pin(async move {
         sqlx::query(
             "INSERT INTO role_grants (instance_id, iam_id, role, created_at, auth_tag) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (instance_id, iam_id, role) DO UPDATE SET created_at = excluded.created_at, auth_tag = excluded.auth_tag",
@@ -200,10 +187,12 @@ impl SqlStore {
         .bind(g.role.as_str())
         .bind(g.created_at)
         .bind(tag)
-        .execute(&self.write)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         Ok(())
+        }))
+        .await
     }
 
     pub(crate) async fn revoke_impl(
@@ -212,19 +201,25 @@ impl SqlStore {
         iam_id: &str,
         role: Role,
     ) -> StoreResult<()> {
-        let r = sqlx::query(
-            "DELETE FROM role_grants WHERE instance_id = $1 AND iam_id = $2 AND role = $3",
-        )
-        .bind(instance.to_string())
-        .bind(iam_id)
-        .bind(role.as_str())
-        .execute(&self.write)
+        let iam_id = iam_id.to_string();
+        self.write_one(1, move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(
+                    "DELETE FROM role_grants WHERE instance_id = $1 AND iam_id = $2 AND role = $3",
+                )
+                .bind(instance.to_string())
+                .bind(iam_id.as_str())
+                .bind(role.as_str())
+                .execute(&mut *c)
+                .await
+                .map_err(classify)?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+        })
         .await
-        .map_err(classify)?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
     }
 
     pub(crate) async fn roles_of_impl(
@@ -260,4 +255,37 @@ impl SqlStore {
         }
         Ok(out)
     }
+}
+
+/// Deletes an instance without live keys, with its grants and import token.
+async fn delete_instance_in(c: &mut AnyConnection, id: InstanceId) -> StoreResult<()> {
+    let id_s = id.to_string();
+    let live: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND state <> 5")
+            .bind(id_s.as_str())
+            .fetch_one(&mut *c)
+            .await
+            .map_err(classify)?;
+    if live > 0 {
+        return Err(StoreError::Conflict(ConflictKind::InstanceHasKeys));
+    }
+    for stmt in [
+        "DELETE FROM role_grants WHERE instance_id = $1",
+        "DELETE FROM import_tokens WHERE instance_id = $1",
+    ] {
+        sqlx::query(stmt)
+            .bind(id_s.as_str())
+            .execute(&mut *c)
+            .await
+            .map_err(classify)?;
+    }
+    let r = sqlx::query("DELETE FROM instances WHERE id = $1")
+        .bind(id_s.as_str())
+        .execute(&mut *c)
+        .await
+        .map_err(classify)?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }

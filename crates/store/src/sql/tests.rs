@@ -398,3 +398,201 @@ async fn sqlite_files_are_private() {
     assert_eq!(mode(&dir.path().join("kw.db-shm")), 0o600);
     store.close().await;
 }
+
+/// A SQLite store in `dir`.
+async fn sqlite_store(dir: &tempfile::TempDir) -> SqlStore {
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("kw.db").display());
+    SqlStore::connect(&DatabaseUrl::new(url)).await.unwrap()
+}
+
+/// Holds the writer connection, lets a first job take it into a batch of its own (it waits
+/// for the connection), then queues `jobs` (each spawned) and waits until all of them are
+/// queued: releasing the connection then runs them as ONE batch.
+async fn queue_as_one_batch<T: Send + 'static>(
+    store: &SqlStore,
+    jobs: Vec<BoxFuture<'static, StoreResult<T>>>,
+) -> Vec<StoreResult<T>> {
+    let batcher = store.batch.clone().unwrap();
+    let held = store.write.acquire().await.unwrap();
+    let (before, _) = batcher.committed();
+    let first = {
+        let s = store.clone();
+        tokio::spawn(async move {
+            s.write_one(1, |c| {
+                Box::pin(async move {
+                    c.execute("SELECT 1").await.map_err(classify)?;
+                    Ok(())
+                })
+            })
+            .await
+        })
+    };
+    let wait_queued = |n: usize| {
+        let batcher = batcher.clone();
+        async move {
+            for _ in 0..10_000 {
+                if batcher.queued() == (n, true) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("the jobs were never queued");
+        }
+    };
+    wait_queued(0).await; // the first job was taken into its own batch
+    let n = jobs.len();
+    let handles: Vec<_> = jobs.into_iter().map(tokio::spawn).collect();
+    wait_queued(n).await;
+    drop(held);
+    first.await.unwrap().unwrap();
+    let mut out = Vec::with_capacity(n);
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    // The first job's batch, then exactly one more (or none, if the batch failed).
+    let (after, _) = batcher.committed();
+    assert!(after - before <= 2, "{} batches", after - before);
+    out
+}
+
+async fn ring_ids(store: &SqlStore, instance: InstanceId) -> Vec<String> {
+    store
+        .list_key_rings_impl(instance)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+fn ring(instance: InstanceId, id: &str) -> crate::KeyRingRow {
+    crate::KeyRingRow {
+        instance_id: instance,
+        id: id.to_string(),
+        created_at: 1,
+        created_by: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_failing_job_in_a_batch_fails_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    install_test_auth(&store);
+    let inst = InstanceId::new();
+    let (_, jobs_before) = store.batch.as_ref().unwrap().committed();
+    let job = |f: BoxFuture<'static, StoreResult<()>>| f;
+    let s = store.clone();
+    let a = job(Box::pin(async move {
+        s.create_key_ring(&ring(inst, "ring-a")).await
+    }));
+    // Writes a row, then fails on a unique violation against its neighbour's row: its own
+    // row must go, the neighbours' stay.
+    let s = store.clone();
+    let b = job(Box::pin(async move {
+        s.write_tx(move |c| {
+            Box::pin(async move {
+                for id in ["ring-b-partial", "ring-a"] {
+                    sqlx::query(
+                        "INSERT INTO key_rings (instance_id, id, created_at, created_by) VALUES ($1, $2, 1, 'test')",
+                    )
+                    .bind(inst.to_string())
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(classify)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }));
+    let s = store.clone();
+    let c = job(Box::pin(async move {
+        s.create_key_ring(&ring(inst, "ring-c")).await
+    }));
+    // A conditional update that loses (no such key at that row_version).
+    let s = store.clone();
+    let d = job(Box::pin(async move {
+        let (k, _) = crate::testsuite::key_row(inst, "ghost");
+        s.update_key(&k).await
+    }));
+    // A lone statement that fails (no savepoint: SQLite undoes it by itself).
+    let s = store.clone();
+    let e = job(Box::pin(async move {
+        s.create_key_ring(&ring(inst, "ring-c")).await
+    }));
+    let r = queue_as_one_batch(&store, vec![a, b, c, d, e]).await;
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    assert!(
+        matches!(r[1], Err(StoreError::Conflict(ConflictKind::AlreadyExists))),
+        "{:?}",
+        r[1]
+    );
+    assert!(r[2].is_ok(), "{:?}", r[2]);
+    assert!(
+        matches!(r[3], Err(StoreError::Conflict(ConflictKind::KeyChanged))),
+        "{:?}",
+        r[3]
+    );
+    assert!(
+        matches!(r[4], Err(StoreError::Conflict(ConflictKind::AlreadyExists))),
+        "{:?}",
+        r[4]
+    );
+    assert_eq!(ring_ids(&store, inst).await, ["ring-a", "ring-c"]);
+    // One batch for the first job, one for all five.
+    let (_, jobs_after) = store.batch.as_ref().unwrap().committed();
+    assert_eq!(jobs_after - jobs_before, 6);
+    store.close().await;
+}
+
+/// A job whose statements succeed but whose batch's COMMIT fails: a foreign key checked only
+/// at COMMIT (`PRAGMA defer_foreign_keys`) that the job violates.
+fn commit_breaker(store: &SqlStore) -> BoxFuture<'static, StoreResult<()>> {
+    let s = store.clone();
+    Box::pin(async move {
+        s.write_tx(move |c| {
+            Box::pin(async move {
+                c.execute("PRAGMA defer_foreign_keys = ON")
+                    .await
+                    .map_err(classify)?;
+                sqlx::query(
+                    "INSERT INTO role_grants (instance_id, iam_id, role, created_at) VALUES ('no-such-instance', 'no-such-principal', 'Reader', 1)",
+                )
+                .execute(&mut *c)
+                .await
+                .map_err(classify)?;
+                Ok(())
+            })
+        })
+        .await
+    })
+}
+
+#[tokio::test]
+async fn a_failed_commit_acknowledges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let inst = InstanceId::new();
+    let s = store.clone();
+    let a: BoxFuture<'static, StoreResult<()>> =
+        Box::pin(async move { s.create_key_ring(&ring(inst, "ring-a")).await });
+    let r = queue_as_one_batch(&store, vec![a, commit_breaker(&store)]).await;
+    for r in &r {
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    }
+    assert!(ring_ids(&store, inst).await.is_empty());
+    // Alone (a batch of one), the same.
+    let r = commit_breaker(&store).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM role_grants")
+        .fetch_one(&store.read)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    // The store writes on.
+    store.create_key_ring(&ring(inst, "ring-b")).await.unwrap();
+    assert_eq!(ring_ids(&store, inst).await, ["ring-b"]);
+    store.close().await;
+}

@@ -9,6 +9,8 @@ use crate::{StoreResult, TokenRow};
 impl SqlStore {
     pub(crate) async fn put_token_impl(&self, t: &TokenRow) -> StoreResult<()> {
         let tag = self.tag_of(&rowtag::token_input(t))?;
+        let t = t.clone();
+        self.write_one(1, move |c| Box::pin(async move {
         sqlx::query(&format!(
             "INSERT INTO import_tokens ({TOKEN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)
              ON CONFLICT (instance_id) DO UPDATE SET token_id = excluded.token_id,
@@ -30,10 +32,12 @@ impl SqlStore {
         .bind(t.sealed_private.clone())
         .bind(t.master_key_id.as_str())
         .bind(tag)
-        .execute(&self.write)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         Ok(())
+        }))
+        .await
     }
 
     pub(crate) async fn get_token_impl(
@@ -55,21 +59,29 @@ impl SqlStore {
         instance: InstanceId,
         now: i64,
     ) -> StoreResult<Option<TokenRow>> {
-        let row = sqlx::query(&format!(
-            "UPDATE import_tokens SET remaining = remaining - 1
+        // On SQLite the decrement is a job of the group commit: the row is handed out only
+        // after the batch holding the decrement committed.
+        let me = self.clone();
+        self.write_one(1, move |c| {
+            Box::pin(async move {
+                let row = sqlx::query(&format!(
+                    "UPDATE import_tokens SET remaining = remaining - 1
              WHERE instance_id = $1 AND remaining > 0 AND expires_at > $2
              RETURNING {TOKEN_COLS}"
-        ))
-        .bind(instance.to_string())
-        .bind(now)
-        // `fetch_all`, not `fetch_optional`: the whole response must be read. An error the
-        // database reports after the returned row (a serialization failure at the
-        // statement's implicit commit) means the decrement did not happen; stopping after
-        // the first row would hand out a retrieval that was never counted.
-        .fetch_all(&self.write)
+                ))
+                .bind(instance.to_string())
+                .bind(now)
+                // `fetch_all`, not `fetch_optional`: the whole response must be read. An error the
+                // database reports after the returned row (a serialization failure at the
+                // statement's implicit commit) means the decrement did not happen; stopping after
+                // the first row would hand out a retrieval that was never counted.
+                .fetch_all(&mut *c)
+                .await
+                .map_err(classify)?;
+                row.first().map(|r| me.token_checked(r)).transpose()
+            })
+        })
         .await
-        .map_err(classify)?;
-        row.first().map(|r| self.token_checked(r)).transpose()
     }
 
     pub(crate) async fn import_failures_impl(
@@ -94,6 +106,7 @@ impl SqlStore {
         instance: InstanceId,
         token: TokenId,
     ) -> StoreResult<i64> {
+        self.write_one(1, move |c| Box::pin(async move {
         // `fetch_all`: the statement's own completion (where a serializable database
         // reports a conflict) is read before the count is trusted.
         let n: Vec<i64> = sqlx::query_scalar(
@@ -105,9 +118,11 @@ impl SqlStore {
         )
         .bind(instance.to_string())
         .bind(token.to_string())
-        .fetch_all(&self.write)
+        .fetch_all(&mut *c)
         .await
         .map_err(classify)?;
         Ok(n.first().copied().unwrap_or(0))
+        }))
+        .await
     }
 }

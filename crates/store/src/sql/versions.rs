@@ -23,7 +23,11 @@ impl SqlStore {
         rows.iter().map(|r| self.version_checked(r)).collect()
     }
 
-    pub(crate) async fn insert_version(&self, tx: &mut Tx<'_>, v: &VersionRow) -> StoreResult<()> {
+    pub(crate) async fn insert_version(
+        &self,
+        c: &mut AnyConnection,
+        v: &VersionRow,
+    ) -> StoreResult<()> {
         let tag = self.tag_of(&rowtag::version_input(v))?;
         sqlx::query(&format!(
             "INSERT INTO key_versions ({VERSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
@@ -36,7 +40,7 @@ impl SqlStore {
         .bind(v.sealed.clone())
         .bind(v.master_key_id.as_str())
         .bind(tag)
-        .execute(&mut **tx)
+        .execute(&mut *c)
         .await
         .map_err(classify)?;
         Ok(())
