@@ -560,9 +560,9 @@ async fn run(args: Args) -> Result<bool> {
             .as_u64()
             .is_some_and(|n| n > 0)
         || report["edge"]["verdicts"]["no_5xx"] == json!(false)
-        || report["scale"]["fill"]["errors"]
-            .as_u64()
-            .is_some_and(|n| n > 0);
+        || ["fill", "distinct_wraps", "wrap_random_keys", "wrap_one_key"]
+            .iter()
+            .any(|k| report["scale"][k]["errors"].as_u64().is_some_and(|n| n > 0));
     if flagged {
         progress("some scenarios had errors (see notes); exit status 2");
     }
