@@ -368,17 +368,7 @@ impl Launch {
         extra: &[String],
         nodes: Option<usize>,
     ) -> Result<Nodes> {
-        // A flag in `extra` replaces the run's own (clap refuses a repeated flag).
-        let mut a = Vec::new();
-        let mut it = self.serve_args.iter();
-        while let Some(x) = it.next() {
-            if x.starts_with("--") && extra.contains(x) {
-                it.next();
-                continue;
-            }
-            a.push(x.clone());
-        }
-        a.extend(extra.iter().cloned());
+        let a = override_flags(&self.serve_args, extra);
         Nodes::start(
             &self.keyward,
             &self.backend,
@@ -391,6 +381,22 @@ impl Launch {
         )
         .await
     }
+}
+
+/// `base` followed by `extra`, where a `--flag value` pair of `base` whose flag `extra` also
+/// names is left out (clap refuses a repeated flag).
+fn override_flags(base: &[String], extra: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = base.iter();
+    while let Some(x) = it.next() {
+        if x.starts_with("--") && !x.contains('=') && extra.contains(x) {
+            it.next();
+            continue;
+        }
+        out.push(x.clone());
+    }
+    out.extend(extra.iter().cloned());
+    out
 }
 
 /// Runs everything and prints the report; returns whether any scenario had errors.
@@ -1201,4 +1207,50 @@ fn secure_import_body(i: usize, pem: &str, nonce: &[u8]) -> Result<Bytes> {
         "iv": B64.encode(iv),
     }));
     Ok(Bytes::from(serde_json::to_vec(&body)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_flag_in_extra_replaces_the_base_pair() {
+        let base = v(&["--token-pool-size", "4", "--rate-limit-key-create=0"]);
+        assert_eq!(
+            override_flags(&base, &v(&["--token-pool-size", "0"])),
+            v(&["--rate-limit-key-create=0", "--token-pool-size", "0"])
+        );
+        assert_eq!(
+            override_flags(&base, &v(&["--audit-sink", "database"])),
+            v(&[
+                "--token-pool-size",
+                "4",
+                "--rate-limit-key-create=0",
+                "--audit-sink",
+                "database"
+            ])
+        );
+    }
+
+    #[test]
+    fn the_run_database_replaces_the_server_url_path() {
+        use crate::server::pg_url_with_db;
+        assert_eq!(
+            pg_url_with_db("postgres://postgres@127.0.0.1:5432/postgres", "b1").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/b1"
+        );
+        assert_eq!(
+            pg_url_with_db("postgres://u:p@h/db?sslmode=disable", "b2").unwrap(),
+            "postgres://u:p@h/b2?sslmode=disable"
+        );
+        assert_eq!(
+            pg_url_with_db("postgres://h:5432", "b3").unwrap(),
+            "postgres://h:5432/b3"
+        );
+        assert!(pg_url_with_db("h:5432/db", "b4").is_err());
+    }
 }
