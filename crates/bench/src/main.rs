@@ -170,6 +170,9 @@ pub struct Args {
     /// scale: sequential repetitions of each list query.
     #[arg(long, default_value_t = 20)]
     scale_list_repeats: usize,
+    /// scale: a list query stops repeating after this many seconds once it has 5 samples.
+    #[arg(long, default_value_t = 30)]
+    scale_list_secs: u64,
     /// scale: seconds of idle before the last RSS reading.
     #[arg(long, default_value_t = 30)]
     scale_pause: u64,

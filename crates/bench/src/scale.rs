@@ -747,7 +747,7 @@ pub async fn run(
                 &path,
                 ring,
                 args.scale_list_repeats,
-                Duration::from_secs(60),
+                Duration::from_secs(args.scale_list_secs),
             )
             .await?,
         );
