@@ -436,7 +436,15 @@ async fn list_query(
                         total_count = v["metadata"]["totalCount"].as_u64();
                     }
                 } else if first_error.is_none() {
-                    let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+                    // The error envelope's reason code, else the start of the body.
+                    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let text = match v
+                        .pointer("/resources/0/reasons/0/code")
+                        .and_then(Value::as_str)
+                    {
+                        Some(code) => code.to_string(),
+                        None => String::from_utf8_lossy(&body).chars().take(200).collect(),
+                    };
                     first_error = Some(format!("{s}: {text}"));
                 }
             }
