@@ -1240,20 +1240,21 @@ mod tests {
     }
 
     #[test]
-    fn the_run_database_replaces_the_server_url_path() {
+    fn the_run_database_replaces_the_server_url_path() -> Result<()> {
         use crate::server::pg_url_with_db;
         assert_eq!(
-            pg_url_with_db("postgres://postgres@127.0.0.1:5432/postgres", "b1").unwrap(),
+            pg_url_with_db("postgres://postgres@127.0.0.1:5432/postgres", "b1")?,
             "postgres://postgres@127.0.0.1:5432/b1"
         );
         assert_eq!(
-            pg_url_with_db("postgres://u:p@h/db?sslmode=disable", "b2").unwrap(),
+            pg_url_with_db("postgres://u:p@h/db?sslmode=disable", "b2")?,
             "postgres://u:p@h/b2?sslmode=disable"
         );
         assert_eq!(
-            pg_url_with_db("postgres://h:5432", "b3").unwrap(),
+            pg_url_with_db("postgres://h:5432", "b3")?,
             "postgres://h:5432/b3"
         );
         assert!(pg_url_with_db("h:5432/db", "b4").is_err());
+        Ok(())
     }
 }
