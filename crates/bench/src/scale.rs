@@ -564,6 +564,19 @@ fn list_queries(keys: usize) -> Vec<(String, String, Option<&'static str>)> {
         format!("{k}?limit=200&totalCount=true"),
         Some(RING),
     ));
+    // The key ring holds every 100th key: under the 5,000-candidate bound of a search or a
+    // filter up to 500,000 keys, so these measure the search and filter path itself.
+    q.push((
+        format!("key ring {RING} search=scale-00"),
+        format!("{k}?search=scale-00&limit=200"),
+        Some(RING),
+    ));
+    let filter = r#"creationDate=gt:"2000-01-01T00:00:00Z""#;
+    q.push((
+        format!("key ring {RING} filter={filter}"),
+        format!("{k}?filter={}&limit=200", form_encode(filter)),
+        Some(RING),
+    ));
     q
 }
 
