@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,31 @@ impl Bodies {
     }
 }
 
+/// Where the request URIs come from.
+#[derive(Clone)]
+pub enum Uris {
+    /// The template's own URI on every request.
+    Fixed,
+    /// These URIs in order across all connections, wrapping around.
+    Cycle {
+        uris: Arc<Vec<Uri>>,
+        next: Arc<AtomicUsize>,
+    },
+    /// A pseudo-random one of these on every request (splitmix64 over a shared counter: cheap,
+    /// and uniform enough to defeat a server-side cache of a few hot entries).
+    Random {
+        uris: Arc<Vec<Uri>>,
+        next: Arc<AtomicU64>,
+    },
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A request that is cloned for every send (method, origin-form URI and headers are parsed once).
 #[derive(Clone)]
 pub struct ReqTemplate {
@@ -63,6 +88,7 @@ pub struct ReqTemplate {
     pub uri: Uri,
     pub headers: HeaderMap,
     pub bodies: Bodies,
+    pub uris: Uris,
 }
 
 impl ReqTemplate {
@@ -87,14 +113,53 @@ impl ReqTemplate {
             uri,
             headers: map,
             bodies,
+            uris: Uris::Fixed,
         })
+    }
+
+    /// The same request with its URI taken from `paths`, in order (`random` false) or at
+    /// random (`random` true).
+    pub fn with_paths(mut self, paths: &[String], random: bool) -> Result<Self> {
+        let uris: Vec<Uri> = paths
+            .iter()
+            .map(|p| p.parse().with_context(|| format!("bad path {p}")))
+            .collect::<Result<_>>()?;
+        let uris = Arc::new(uris);
+        self.uris = if random {
+            Uris::Random {
+                uris,
+                next: Arc::new(AtomicU64::new(0)),
+            }
+        } else {
+            Uris::Cycle {
+                uris,
+                next: Arc::new(AtomicUsize::new(0)),
+            }
+        };
+        Ok(self)
+    }
+
+    fn next_uri(&self) -> Uri {
+        let pick = |uris: &Vec<Uri>, i: usize| uris.get(i).cloned();
+        let chosen = match &self.uris {
+            Uris::Fixed => None,
+            Uris::Cycle { uris, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                pick(uris, i % uris.len().max(1))
+            }
+            Uris::Random { uris, next } => {
+                let r = splitmix64(next.fetch_add(1, Ordering::Relaxed));
+                pick(uris, (r % uris.len().max(1) as u64) as usize)
+            }
+        };
+        chosen.unwrap_or_else(|| self.uri.clone())
     }
 
     pub fn build(&self) -> Request<Full<Bytes>> {
         let body = self.bodies.next();
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
+        *req.uri_mut() = self.next_uri();
         *req.headers_mut() = self.headers.clone();
         req
     }
@@ -247,19 +312,42 @@ pub async fn closed_loop(
     duration: Duration,
     server_pid: u32,
 ) -> Result<RunResult> {
+    closed_loop_nodes(
+        &[addr],
+        template,
+        connections,
+        warmup,
+        duration,
+        &[server_pid],
+    )
+    .await
+}
+
+/// [`closed_loop`] over several nodes: connection `i` goes to `addrs[i % addrs.len()]` (round
+/// robin), and the server CPU is summed over `server_pids`.
+pub async fn closed_loop_nodes(
+    addrs: &[SocketAddr],
+    template: Arc<ReqTemplate>,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    server_pids: &[u32],
+) -> Result<RunResult> {
     let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        conns.push(connect(addr).await?);
+    for i in 0..connections {
+        let addr = addrs[i % addrs.len().max(1)];
+        conns.push((addr, connect(addr).await?));
     }
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
 
+    let pids = server_pids.to_vec();
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        let before = CpuSample::take(server_pid);
+        let before = CpuSample::take_all(&pids);
         tokio::time::sleep_until(end.into()).await;
-        let after = CpuSample::take(server_pid);
+        let after = CpuSample::take_all(&pids);
         match (before, after) {
             (Ok(b), Ok(a)) => Some(a.since(&b)),
             _ => None,
@@ -267,7 +355,7 @@ pub async fn closed_loop(
     });
 
     let mut tasks = Vec::with_capacity(connections);
-    for mut conn in conns {
+    for (addr, mut conn) in conns {
         let template = template.clone();
         tasks.push(tokio::spawn(async move {
             let mut res = RunResult::default();
@@ -367,6 +455,19 @@ pub async fn sequential(
         res.cpu = Some(a.since(&b));
     }
     Ok(res)
+}
+
+/// GET /metrics of every node, merged (None if a node does not serve it).
+pub async fn nodes_metrics(addrs: &[SocketAddr]) -> Option<crate::stats::ServerMetrics> {
+    let mut all: Option<crate::stats::ServerMetrics> = None;
+    for &a in addrs {
+        let m = server_metrics(a).await?;
+        match &mut all {
+            Some(x) => x.merge(m),
+            None => all = Some(m),
+        }
+    }
+    all
 }
 
 /// GET /metrics, parsed (None if the server does not serve it on this address).

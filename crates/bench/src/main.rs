@@ -1,9 +1,11 @@
 //! `keyward-bench`: starts a release `keyward serve`, then measures requests/s and latency of
 //! the hot endpoints with N keep-alive HTTP/1.1 connections. See BENCHMARKS.md.
 
+mod audit;
 mod edge;
 mod http;
 mod report;
+mod scale;
 mod server;
 mod soak;
 mod stats;
@@ -24,7 +26,7 @@ use serde_json::{json, Value};
 
 use crate::http::{Bodies, ReqTemplate};
 use crate::report::Scenario;
-use crate::server::Server;
+use crate::server::{Backend, Nodes};
 
 const ALL_SCENARIOS: &[&str] = &[
     "baseline",
@@ -36,7 +38,15 @@ const ALL_SCENARIOS: &[&str] = &[
 ];
 
 /// Diagnostic scenarios, run only when named in --scenarios.
-const EXTRA_SCENARIOS: &[&str] = &["create-root-key", "master-key-rotate", "soak", "edge"];
+const EXTRA_SCENARIOS: &[&str] = &[
+    "create-root-key",
+    "master-key-rotate",
+    "soak",
+    "edge",
+    "wrap-audit-file",
+    "wrap-audit-db",
+    "scale",
+];
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -131,6 +141,41 @@ pub struct Args {
     /// edge: seconds of sequential requests per largest-URI measurement
     #[arg(long, default_value_t = 3.0)]
     edge_bad_query_secs: f64,
+    /// Run the server(s) on PostgreSQL instead of SQLite: a server URL such as
+    /// postgres://postgres@127.0.0.1:5432/postgres. A fresh database is created on it for the
+    /// run (with psql) and dropped at the end unless --keep-data.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// `keyward serve` nodes on the one database (above 1 needs --database-url); the nodes
+    /// share the master key file, and closed-loop connections go round robin over them.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// wrap-audit-file / wrap-audit-db (only when named): connection counts, each run audited
+    /// and unaudited.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    audit_connections: Vec<usize>,
+    /// scale (only when named): keys created through POST /api/v2/keys before measuring.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_keys: usize,
+    /// scale: connections creating keys during the fill.
+    #[arg(long, default_value_t = 32)]
+    scale_fill_connections: usize,
+    /// scale: distinct root keys wrapped once each (the cache-miss path), then at random.
+    #[arg(long, default_value_t = 200_000)]
+    scale_distinct: usize,
+    /// scale: start on the directory kept (--keep-data) by an earlier scale run instead of
+    /// filling again: its data dir (or PostgreSQL database), tenant and key list.
+    #[arg(long)]
+    scale_reuse: Option<PathBuf>,
+    /// scale: sequential repetitions of each list query.
+    #[arg(long, default_value_t = 20)]
+    scale_list_repeats: usize,
+    /// scale: a list query stops repeating after this many seconds once it has 5 samples.
+    #[arg(long, default_value_t = 30)]
+    scale_list_secs: u64,
+    /// scale: seconds of idle before the last RSS reading.
+    #[arg(long, default_value_t = 30)]
+    scale_pause: u64,
 }
 
 /// Exit status: 0, or 2 when a scenario saw a non-2xx response or a connection error (the
@@ -156,16 +201,33 @@ fn main() -> Result<std::process::ExitCode> {
 }
 
 /// Everything a scenario needs to talk to the server.
-struct Ctx {
-    addr: SocketAddr,
-    host: String,
-    bearer: String,
-    instance: String,
-    pid: u32,
+pub struct Ctx {
+    /// The first node (sequential scenarios, setup calls).
+    pub addr: SocketAddr,
+    pub host: String,
+    pub bearer: String,
+    pub instance: String,
+    pub pid: u32,
+    /// Every node: closed-loop connections go round robin over them.
+    pub addrs: Vec<SocketAddr>,
+    pub pids: Vec<u32>,
 }
 
 impl Ctx {
-    fn headers<'a>(&'a self, content_type: &'a str) -> Vec<(&'a str, &'a str)> {
+    pub fn new(nodes: &Nodes, bearer: String, instance: String) -> Self {
+        let first = nodes.first();
+        Self {
+            addr: first.addr,
+            host: first.addr.to_string(),
+            bearer,
+            instance,
+            pid: first.pid,
+            addrs: nodes.addrs(),
+            pids: nodes.pids(),
+        }
+    }
+
+    pub fn headers<'a>(&'a self, content_type: &'a str) -> Vec<(&'a str, &'a str)> {
         vec![
             ("authorization", self.bearer.as_str()),
             ("bluemix-instance", self.instance.as_str()),
@@ -174,7 +236,7 @@ impl Ctx {
         ]
     }
 
-    async fn json(&self, method: Method, path: &str, ct: &str, body: Value) -> Result<Value> {
+    pub async fn json(&self, method: Method, path: &str, ct: &str, body: Value) -> Result<Value> {
         let body = if body.is_null() {
             Vec::new()
         } else {
@@ -197,7 +259,7 @@ fn without_creation_limits(user: &[String]) -> Vec<String> {
     .collect()
 }
 
-async fn bearer_token(addr: SocketAddr, apikey: &str) -> Result<String> {
+pub async fn bearer_token(addr: SocketAddr, apikey: &str) -> Result<String> {
     let form = format!(
         "grant_type={}&apikey={}",
         form_encode("urn:ibm:params:oauth:grant-type:apikey"),
@@ -233,18 +295,18 @@ fn form_encode(s: &str) -> String {
     out
 }
 
-fn str_field<'a>(v: &'a Value, name: &str) -> Result<&'a str> {
+pub fn str_field<'a>(v: &'a Value, name: &str) -> Result<&'a str> {
     v.get(name)
         .and_then(Value::as_str)
         .ok_or_else(|| anyhow!("no string field {name:?} in {v}"))
 }
 
-const KEY_CT: &str = "application/vnd.ibm.kms.key+json";
-const WRAP_CT: &str = "application/vnd.ibm.kms.key_action_wrap+json";
+pub const KEY_CT: &str = "application/vnd.ibm.kms.key+json";
+pub const WRAP_CT: &str = "application/vnd.ibm.kms.key_action_wrap+json";
 const UNWRAP_CT: &str = "application/vnd.ibm.kms.key_action_unwrap+json";
-const JSON_CT: &str = "application/json";
+pub const JSON_CT: &str = "application/json";
 
-fn key_envelope(resource: Value) -> Value {
+pub fn key_envelope(resource: Value) -> Value {
     json!({
         "metadata": {"collectionType": KEY_CT, "collectionTotal": 1},
         "resources": [resource],
@@ -256,11 +318,12 @@ struct Setup {
     apikey: String,
 }
 
-async fn admin_setup(keyward: &Path, data_dir: &Path) -> Result<Setup> {
+async fn admin_setup(keyward: &Path, data_dir: &Path, db_args: &[String]) -> Result<Setup> {
     let inst = server::admin(
         keyward,
         data_dir,
         &["instance", "create", "--name", "bench"],
+        db_args,
     )
     .await?;
     let instance = str_field(&inst, "id")?.to_string();
@@ -277,6 +340,7 @@ async fn admin_setup(keyward: &Path, data_dir: &Path) -> Result<Setup> {
             "--name",
             "bench",
         ],
+        db_args,
     )
     .await?;
     Ok(Setup {
@@ -285,8 +349,57 @@ async fn admin_setup(keyward: &Path, data_dir: &Path) -> Result<Setup> {
     })
 }
 
-fn progress(msg: &str) {
+pub fn progress(msg: &str) {
     eprintln!("[keyward-bench] {msg}");
+}
+
+/// How the server nodes of this run are started (the backend, the node count, the flags).
+pub struct Launch {
+    pub keyward: PathBuf,
+    pub backend: Backend,
+    pub nodes: usize,
+    pub root: PathBuf,
+    pub serve_args: Vec<String>,
+    pub env: Vec<String>,
+}
+
+impl Launch {
+    /// Starts `self.nodes` nodes (or `nodes` when given) with the run's flags plus `extra`.
+    pub async fn start(
+        &self,
+        prefix: &str,
+        extra: &[String],
+        nodes: Option<usize>,
+    ) -> Result<Nodes> {
+        let a = override_flags(&self.serve_args, extra);
+        Nodes::start(
+            &self.keyward,
+            &self.backend,
+            nodes.unwrap_or(self.nodes),
+            &self.root,
+            prefix,
+            &a,
+            &self.env,
+            Duration::from_secs(180),
+        )
+        .await
+    }
+}
+
+/// `base` followed by `extra`, where a `--flag value` pair of `base` whose flag `extra` also
+/// names is left out (clap refuses a repeated flag).
+fn override_flags(base: &[String], extra: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = base.iter();
+    while let Some(x) = it.next() {
+        if x.starts_with("--") && !x.contains('=') && extra.contains(x) {
+            it.next();
+            continue;
+        }
+        out.push(x.clone());
+    }
+    out.extend(extra.iter().cloned());
+    out
 }
 
 /// Runs everything and prints the report; returns whether any scenario had errors.
@@ -305,17 +418,78 @@ async fn run(args: Args) -> Result<bool> {
             );
         }
     }
+    if args.nodes == 0
+        || (args.nodes > 1 && args.database_url.is_none() && args.scale_reuse.is_none())
+    {
+        bail!("--nodes above 1 needs --database-url (several nodes share one PostgreSQL database)");
+    }
     let want = |name: &str| scenarios.iter().any(|s| s == name);
     let keyward = std::fs::canonicalize(&args.keyward)
         .with_context(|| format!("keyward binary {}", args.keyward.display()))?;
 
     let machine = stats::machine_facts();
-    let tmp = tempfile::Builder::new()
-        .prefix("keyward-bench-")
-        .tempdir()?;
-    let data_dir = tmp.path().join("data");
+    // The run's directory: a fresh temporary one, or the kept one of an earlier scale fill.
+    let (root, tmp) = match &args.scale_reuse {
+        Some(dir) => (std::fs::canonicalize(dir)?, None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("keyward-bench-")
+                .tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let saved = match &args.scale_reuse {
+        Some(_) => Some(scale::Saved::load(&root)?),
+        None => None,
+    };
+    let data_dir = root.join("data");
     std::fs::create_dir_all(&data_dir)?;
-    progress(&format!("data dir {}", tmp.path().display()));
+    progress(&format!("data dir {}", root.display()));
+
+    // PostgreSQL: a fresh database for this run (or the one of the reused fill).
+    let mut made_db: Option<(String, String)> = None;
+    let pg_url = match (&saved, &args.database_url) {
+        (Some(s), _) => s.database_url.clone(),
+        (None, Some(base)) => {
+            let name = format!(
+                "keyward_bench_{}_{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs()
+            );
+            server::psql(base, &format!("CREATE DATABASE \"{name}\"")).await?;
+            made_db = Some((base.clone(), name.clone()));
+            Some(server::pg_url_with_db(base, &name)?)
+        }
+        (None, None) => None,
+    };
+    let master_key = if pg_url.is_some() {
+        root.join("master.key")
+    } else {
+        data_dir.join("master.key")
+    };
+    if pg_url.is_some() && !master_key.exists() {
+        // Every node loads this one key (docs/postgres.md, "One master key for every node").
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&master_key)?;
+        f.write_all(&keyward_crypto::random_bytes(32)?)?;
+    }
+    let backend = Backend {
+        data_dir: data_dir.clone(),
+        pg_url,
+        master_key,
+    };
+    progress(&format!(
+        "backend {}, {} node(s)",
+        backend.name(),
+        args.nodes
+    ));
 
     let mut serve_args = vec![
         "--token-pool-size".to_string(),
@@ -323,56 +497,46 @@ async fn run(args: Args) -> Result<bool> {
     ];
     serve_args.extend(without_creation_limits(&args.serve_args));
     serve_args.extend(args.serve_args.iter().cloned());
-    let ready = Duration::from_secs(180);
+    let launch = Launch {
+        keyward: keyward.clone(),
+        backend,
+        nodes: args.nodes,
+        root: root.clone(),
+        serve_args,
+        env: args.server_env.clone(),
+    };
 
-    // Instance + Manager API key through the admin CLI; if the CLI wants the database that
-    // `serve` creates, start the server first and retry.
-    let early = admin_setup(&keyward, &data_dir).await;
-    let mut srv = Server::start(
-        &keyward,
-        &data_dir,
-        tmp.path().join("serve.log"),
-        &serve_args,
-        &args.server_env,
-        ready,
-    )
-    .await?;
-    let setup = match early {
-        Ok(s) => s,
-        Err(e) => {
+    let outcome = run_with_backend(&args, &want, &launch, saved.as_ref()).await;
+
+    // The database made for this run goes, unless kept.
+    let keep = args.keep_data || args.scale_reuse.is_some();
+    if let Some((base, name)) = &made_db {
+        if keep {
             progress(&format!(
-                "admin before serve failed ({e:#}); retrying with the server up"
+                "kept database {}",
+                launch.backend.pg_url.as_deref().unwrap_or_default()
             ));
-            admin_setup(&keyward, &data_dir).await?
+        } else if let Err(e) = server::psql(
+            base,
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .await
+        {
+            progress(&format!("could not drop database {name}: {e:#}"));
         }
-    };
-    progress(&format!("server pid {} on {}", srv.pid, srv.addr));
-
-    let result = run_scenarios(
-        &args,
-        &want,
-        &keyward,
-        &data_dir,
-        tmp.path(),
-        &mut srv,
-        &setup,
-    )
-    .await;
-    srv.stop().await;
-    let (scenarios_done, rsa, reseal) = match result {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("server log tail:\n{}", srv.log_tail());
-            if args.keep_data {
-                let kept = tmp.keep();
-                progress(&format!("kept {}", kept.display()));
-            }
-            return Err(e);
+    }
+    if let Some(t) = tmp {
+        if args.keep_data {
+            let kept = t.keep();
+            progress(&format!("kept {}", kept.display()));
         }
-    };
+    }
+    let (scenarios_done, rsa, extras) = outcome?;
 
     let config = json!({
         "keyward": keyward.display().to_string(),
+        "backend": launch.backend.name(),
+        "nodes": args.nodes,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": args.connections,
@@ -387,10 +551,8 @@ async fn run(args: Args) -> Result<bool> {
         "server_env": args.server_env,
     });
     let mut report = report::build(machine, config, &scenarios_done, rsa);
-    if let Some(x) = reseal {
-        report["master_key_rotate"] = x["master_key_rotate"].clone();
-        report["soak"] = x["soak"].clone();
-        report["edge"] = x["edge"].clone();
+    for k in ["master_key_rotate", "soak", "edge", "audit", "scale"] {
+        report[k] = extras[k].clone();
     }
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -399,43 +561,91 @@ async fn run(args: Args) -> Result<bool> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report::table(&report));
-    }
-    if args.keep_data {
-        let kept = tmp.keep();
-        progress(&format!("kept {}", kept.display()));
+        print!("{}", audit::table(&report["audit"]));
+        print!("{}", scale::table(&report["scale"]));
     }
     let flagged = scenarios_done.iter().any(|s| s.res.errors() > 0)
         || report["soak"]["non_2xx_or_transport_errors"]
             .as_u64()
             .is_some_and(|n| n > 0)
-        || report["edge"]["verdicts"]["no_5xx"] == json!(false);
+        || report["edge"]["verdicts"]["no_5xx"] == json!(false)
+        || ["fill", "distinct_wraps", "wrap_random_keys", "wrap_one_key"]
+            .iter()
+            .any(|k| report["scale"][k]["errors"].as_u64().is_some_and(|n| n > 0));
     if flagged {
         progress("some scenarios had errors (see notes); exit status 2");
     }
     Ok(flagged)
 }
 
-#[allow(clippy::too_many_arguments)]
+type Outcome = (Vec<Scenario>, Option<(f64, f64)>, Value);
+
+/// Sets up the tenant (or takes the saved one), starts the nodes, runs the scenarios and
+/// stops the nodes.
+async fn run_with_backend(
+    args: &Args,
+    want: &dyn Fn(&str) -> bool,
+    launch: &Launch,
+    saved: Option<&scale::Saved>,
+) -> Result<Outcome> {
+    let keyward = &launch.keyward;
+    let backend = &launch.backend;
+    let db_args = backend.db_args();
+    // Instance + Manager API key through the admin CLI; if the CLI wants the database that
+    // `serve` creates, start the server first and retry.
+    let early = match saved {
+        Some(s) => Ok(Setup {
+            instance: s.instance.clone(),
+            apikey: s.apikey.clone(),
+        }),
+        None => admin_setup(keyward, &backend.data_dir, &db_args).await,
+    };
+    let mut nodes = launch.start("serve", &[], None).await?;
+    let setup = match early {
+        Ok(s) => s,
+        Err(e) => {
+            progress(&format!(
+                "admin before serve failed ({e:#}); retrying with the server up"
+            ));
+            match admin_setup(keyward, &backend.data_dir, &db_args).await {
+                Ok(s) => s,
+                Err(e) => {
+                    nodes.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    for s in &nodes.servers {
+        progress(&format!("server pid {} on {}", s.pid, s.addr));
+    }
+    let result = run_scenarios(args, want, launch, &mut nodes, &setup, saved).await;
+    nodes.stop().await;
+    if result.is_err() {
+        eprintln!("server log tail:\n{}", nodes.log_tail());
+    }
+    result
+}
+
 async fn run_scenarios(
     args: &Args,
     want: &dyn Fn(&str) -> bool,
-    keyward: &Path,
-    data_dir: &Path,
-    tmp: &Path,
-    srv: &mut Server,
+    launch: &Launch,
+    nodes: &mut Nodes,
     setup: &Setup,
-) -> Result<(Vec<Scenario>, Option<(f64, f64)>, Option<Value>)> {
+    saved: Option<&scale::Saved>,
+) -> Result<Outcome> {
+    let keyward = launch.keyward.as_path();
+    let backend = &launch.backend;
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     let mut out = Vec::new();
 
-    let ctx = Ctx {
-        addr: srv.addr,
-        host: srv.addr.to_string(),
-        bearer: bearer_token(srv.addr, &setup.apikey).await?,
-        instance: setup.instance.clone(),
-        pid: srv.pid,
-    };
+    let ctx = Ctx::new(
+        nodes,
+        bearer_token(nodes.first().addr, &setup.apikey).await?,
+        setup.instance.clone(),
+    );
 
     // One root key, and one ciphertext of a 32-byte DEK for unwrap; check the round trip.
     let created = ctx
@@ -476,19 +686,21 @@ async fn run_scenarios(
     let closed = |name: &str, t: ReqTemplate, conns: usize| {
         let t = Arc::new(t);
         let name = name.to_string();
-        let addr = ctx.addr;
-        let pid = ctx.pid;
+        let addrs = ctx.addrs.clone();
+        let pids = ctx.pids.clone();
         async move {
-            settle(addr, pool_target, wait_idle).await;
+            for &addr in &addrs {
+                settle(addr, pool_target, wait_idle).await;
+            }
             progress(&format!(
                 "{name}: {conns} connections, {} s warm-up + {} s",
                 warmup.as_secs_f64(),
                 duration.as_secs_f64()
             ));
-            let m0 = http::server_metrics(addr).await;
-            let res = http::closed_loop(addr, t, conns, warmup, duration, pid).await?;
+            let m0 = http::nodes_metrics(&addrs).await;
+            let res = http::closed_loop_nodes(&addrs, t, conns, warmup, duration, &pids).await?;
             let mut s = Scenario::new(&name, "closed-loop", conns, res);
-            if let (Some(m0), Some(m1)) = (m0, http::server_metrics(addr).await) {
+            if let (Some(m0), Some(m1)) = (m0, http::nodes_metrics(&addrs).await) {
                 s.server_route = m1.busiest_since(&m0);
             }
             Ok::<_, anyhow::Error>(s)
@@ -677,12 +889,15 @@ async fn run_scenarios(
         // command, while the server runs idle. `--settle 0`: no waiting for other nodes.
         settle(ctx.addr, args.token_pool_size, args.wait_idle).await;
         progress("master-key-rotate: keyward admin master-key rotate --settle 0");
-        let key_file = data_dir.join("master.key");
-        let key_file = key_file.to_string_lossy();
+        let key_file = backend.master_key.to_string_lossy();
         let started = std::time::Instant::now();
+        let db = match &backend.pg_url {
+            Some(url) => vec!["--database-url".to_string(), url.clone()],
+            None => Vec::new(),
+        };
         let out = server::admin(
             keyward,
-            data_dir,
+            &backend.data_dir,
             &[
                 "master-key",
                 "--master-key-file",
@@ -691,6 +906,7 @@ async fn run_scenarios(
                 "--settle",
                 "0",
             ],
+            &db,
         )
         .await?;
         let secs = started.elapsed().as_secs_f64();
@@ -744,27 +960,18 @@ async fn run_scenarios(
 
     if want("import-token-cold") {
         progress("import-token-cold: restarting the server with --token-pool-size 0");
-        srv.stop().await;
-        let mut cold_args = vec!["--token-pool-size".to_string(), "0".to_string()];
-        cold_args.extend(without_creation_limits(&args.serve_args));
-        cold_args.extend(args.serve_args.iter().cloned());
-        *srv = Server::start(
-            keyward,
-            data_dir,
-            tmp.join("serve-cold.log"),
-            &cold_args,
-            &args.server_env,
-            Duration::from_secs(180),
-        )
-        .await?;
-        let bearer = bearer_token(srv.addr, &setup.apikey).await?;
-        let cold = Ctx {
-            addr: srv.addr,
-            host: srv.addr.to_string(),
-            bearer,
-            instance: setup.instance.clone(),
-            pid: srv.pid,
-        };
+        nodes.stop().await;
+        // One node: the requests are sequential. The later `--token-pool-size 0` wins over
+        // the run's own.
+        *nodes = launch
+            .start(
+                "serve-cold",
+                &["--token-pool-size".to_string(), "0".to_string()],
+                Some(1),
+            )
+            .await?;
+        let bearer = bearer_token(nodes.first().addr, &setup.apikey).await?;
+        let cold = Ctx::new(nodes, bearer, setup.instance.clone());
         let body = serde_json::to_vec(&json!({"expiration": 600, "maxAllowedRetrievals": 1}))?;
         let t = ReqTemplate::new(
             Method::POST,
@@ -839,8 +1046,34 @@ async fn run_scenarios(
         out.extend(scenarios);
         edge_report = Some(report);
     }
-    let extras = json!({"master_key_rotate": reseal, "soak": soak, "edge": edge_report});
-    Ok((out, rsa, Some(extras)))
+    let mut audit_report = None;
+    if want("wrap-audit-file") || want("wrap-audit-db") {
+        let (scenarios, report) = audit::run(
+            args,
+            launch,
+            nodes,
+            setup,
+            &wrap_path,
+            &dek,
+            want("wrap-audit-file"),
+            want("wrap-audit-db"),
+        )
+        .await?;
+        out.extend(scenarios);
+        audit_report = Some(report);
+    }
+    let mut scale_report = None;
+    if want("scale") {
+        scale_report = Some(scale::run(args, launch, nodes, setup, saved).await?);
+    }
+    let extras = json!({
+        "master_key_rotate": reseal,
+        "soak": soak,
+        "edge": edge_report,
+        "audit": audit_report,
+        "scale": scale_report,
+    });
+    Ok((out, rsa, extras))
 }
 
 /// Waits until the server's import-token pool is full (its background RSA key generation would
@@ -977,4 +1210,51 @@ fn secure_import_body(i: usize, pem: &str, nonce: &[u8]) -> Result<Bytes> {
         "iv": B64.encode(iv),
     }));
     Ok(Bytes::from(serde_json::to_vec(&body)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_flag_in_extra_replaces_the_base_pair() {
+        let base = v(&["--token-pool-size", "4", "--rate-limit-key-create=0"]);
+        assert_eq!(
+            override_flags(&base, &v(&["--token-pool-size", "0"])),
+            v(&["--rate-limit-key-create=0", "--token-pool-size", "0"])
+        );
+        assert_eq!(
+            override_flags(&base, &v(&["--audit-sink", "database"])),
+            v(&[
+                "--token-pool-size",
+                "4",
+                "--rate-limit-key-create=0",
+                "--audit-sink",
+                "database"
+            ])
+        );
+    }
+
+    #[test]
+    fn the_run_database_replaces_the_server_url_path() -> Result<()> {
+        use crate::server::pg_url_with_db;
+        assert_eq!(
+            pg_url_with_db("postgres://postgres@127.0.0.1:5432/postgres", "b1")?,
+            "postgres://postgres@127.0.0.1:5432/b1"
+        );
+        assert_eq!(
+            pg_url_with_db("postgres://u:p@h/db?sslmode=disable", "b2")?,
+            "postgres://u:p@h/b2?sslmode=disable"
+        );
+        assert_eq!(
+            pg_url_with_db("postgres://h:5432", "b3")?,
+            "postgres://h:5432/b3"
+        );
+        assert!(pg_url_with_db("h:5432/db", "b4").is_err());
+        Ok(())
+    }
 }

@@ -85,10 +85,19 @@ pub struct CpuUse {
 
 impl CpuSample {
     pub fn take(server_pid: u32) -> Result<Self> {
+        Self::take_all(&[server_pid])
+    }
+
+    /// Like [`CpuSample::take`], with the server's CPU summed over several nodes.
+    pub fn take_all(server_pids: &[u32]) -> Result<Self> {
         let (busy, _) = machine_ticks()?;
+        let mut server = 0;
+        for pid in server_pids {
+            server += proc_ticks(&pid.to_string())?;
+        }
         Ok(Self {
             at: Instant::now(),
-            server: proc_ticks(&server_pid.to_string())?,
+            server,
             client: proc_ticks("self")?,
             busy,
         })
@@ -198,6 +207,27 @@ impl ServerMetrics {
             }
         }
         m
+    }
+
+    /// Adds another node's counters to these (route sums and counts; the smaller pool depth).
+    pub fn merge(&mut self, other: ServerMetrics) {
+        for (route, (sum, count)) in other.routes {
+            let e = self.routes.entry(route).or_default();
+            e.0 += sum;
+            e.1 += count;
+        }
+        self.pool_depth = match (self.pool_depth, other.pool_depth) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Server-side mean latency (ms) of `route` since `before`, and the requests counted.
+    pub fn route_since(&self, before: &ServerMetrics, route: &str) -> Option<(f64, f64)> {
+        let (sum, count) = self.routes.get(route).copied()?;
+        let (s0, c0) = before.routes.get(route).copied().unwrap_or((0.0, 0.0));
+        let dc = count - c0;
+        (dc > 0.0).then(|| ((sum - s0) / dc * 1000.0, dc))
     }
 
     /// The route with the most requests since `before`, with its server-side mean latency (ms).
