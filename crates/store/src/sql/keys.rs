@@ -1,7 +1,7 @@
 //! Key rows: insert, read, list and count (`GET /keys` filters and sorts), conditional
 //! update and rotation, purge, and the scheduler's queries.
 
-use keyward_domain::{InstanceId, KeyId, KeyState};
+use keyward_domain::{InstanceId, KeyId};
 
 use super::*;
 use crate::rowtag;
@@ -22,47 +22,24 @@ pub(crate) enum Bind {
 
 /// The WHERE clause (after `instance_id = $1`) and its values, numbered from `$3` as they are
 /// written: one placeholder per value, built in one pass. Only fixed SQL fragments are
-/// concatenated; every value is bound. States are deduplicated.
+/// concatenated; every value is bound. States are deduplicated; the state rule is written so that
+/// an index serves it (`listing::Clause::state_in`), and the `filter` terms follow in SQL.
 pub(crate) fn key_filter(q: &KeyQuery) -> (String, Vec<Bind>) {
-    use std::fmt::Write;
-    let mut sql = String::with_capacity(256);
-    let mut binds = Vec::new();
-    let mut seen = [false; 6];
-    let states = if q.states.is_empty() {
-        &[
-            KeyState::PreActivation,
-            KeyState::Active,
-            KeyState::Suspended,
-            KeyState::Deactivated,
-        ][..]
-    } else {
-        &q.states[..]
-    };
-    sql.push_str(" AND ");
-    sql.push_str(EFFECTIVE_STATE);
-    sql.push_str(" IN (");
-    for s in states {
-        let code = s.code();
-        match usize::try_from(code).ok().and_then(|i| seen.get_mut(i)) {
-            Some(seen) if !*seen => *seen = true,
-            _ => continue,
-        }
-        if !binds.is_empty() {
-            sql.push(',');
-        }
-        binds.push(Bind::Int(code));
-        let _ = write!(sql, "${}", binds.len() + 2);
-    }
-    sql.push(')');
+    let mut c = super::listing::Clause::default();
+    c.sql.reserve(256);
+    c.state_in(&super::listing::state_codes(q));
     if let Some(e) = q.extractable {
-        binds.push(Bind::Int(i64::from(e)));
-        let _ = write!(sql, " AND extractable = ${}", binds.len() + 2);
+        c.sql.push_str(" AND extractable = ");
+        c.binds.push(Bind::Int(i64::from(e)));
+        c.sql.push_str(&format!("${}", c.binds.len() + 2));
     }
     if let Some(r) = &q.key_ring_id {
-        binds.push(Bind::Text(r.clone()));
-        let _ = write!(sql, " AND key_ring_id = ${}", binds.len() + 2);
+        c.sql.push_str(" AND key_ring_id = ");
+        c.binds.push(Bind::Text(r.clone()));
+        c.sql.push_str(&format!("${}", c.binds.len() + 2));
     }
-    (sql, binds)
+    c.filter(q);
+    (c.sql, c.binds)
 }
 
 /// The ORDER BY list: each field once (the first mention wins, as SQL would), then `id`.
@@ -188,6 +165,15 @@ impl SqlStore {
         instance: InstanceId,
         q: &KeyQuery,
     ) -> StoreResult<Vec<KeyRow>> {
+        if q.search.is_some() {
+            let ids = self.search_matches(instance, q).await?;
+            let page: Vec<KeyId> = ids
+                .into_iter()
+                .skip(usize::try_from(q.offset).unwrap_or(usize::MAX))
+                .take(usize::try_from(q.limit).unwrap_or(0))
+                .collect();
+            return self.keys_by_ids(instance, &page).await;
+        }
         let (filter, binds) = key_filter(q);
         let n = binds.len() + 2;
         let sql = format!(
@@ -196,14 +182,7 @@ impl SqlStore {
             n + 1,
             n + 2
         );
-        let mut query = sqlx::query(&sql).bind(instance.to_string()).bind(q.now);
-        for b in binds {
-            query = match b {
-                Bind::Int(i) => query.bind(i),
-                Bind::Text(t) => query.bind(t),
-            };
-        }
-        let rows = query
+        let rows = super::listing::bind_all!(sqlx::query(&sql), instance, q.now, binds)
             .bind(q.limit)
             .bind(q.offset)
             .fetch_all(&self.read)
@@ -212,23 +191,26 @@ impl SqlStore {
         rows.iter().map(|r| self.key_checked(r)).collect()
     }
 
+    /// How many keys `q` selects (its limit and offset aside): from `key_counts` without
+    /// `filter` and `search`, else by counting.
     pub(crate) async fn count_keys_impl(
         &self,
         instance: InstanceId,
         q: &KeyQuery,
     ) -> StoreResult<i64> {
+        if q.search.is_some() {
+            let n = self.search_matches(instance, q).await?.len();
+            return Ok(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if q.filter.is_empty() {
+            return self.count_from_counters(instance, q).await;
+        }
         let (filter, binds) = key_filter(q);
         let sql = format!("SELECT COUNT(*) FROM keys WHERE instance_id = $1{filter}");
-        let mut query = sqlx::query_scalar::<_, i64>(&sql)
-            .bind(instance.to_string())
-            .bind(q.now);
-        for b in binds {
-            query = match b {
-                Bind::Int(i) => query.bind(i),
-                Bind::Text(t) => query.bind(t),
-            };
-        }
-        query.fetch_one(&self.read).await.map_err(classify)
+        super::listing::bind_all!(sqlx::query_scalar::<_, i64>(&sql), instance, q.now, binds)
+            .fetch_one(&self.read)
+            .await
+            .map_err(classify)
     }
 
     pub(crate) async fn update_key_impl(&self, key: &KeyRow) -> StoreResult<()> {

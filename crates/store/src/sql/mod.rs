@@ -31,6 +31,7 @@ mod audit;
 mod conn;
 mod dialect;
 mod keys;
+mod listing;
 mod migrate;
 mod policies;
 mod retry;
