@@ -43,6 +43,8 @@ mod tokens;
 mod versions;
 
 #[cfg(test)]
+mod listing_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 
 pub use audit::AUDIT_BATCH_ROWS;
