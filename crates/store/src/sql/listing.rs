@@ -12,7 +12,11 @@ use keyward_domain::{InstanceId, KeyId};
 
 use super::keys::{Bind, EFFECTIVE_STATE};
 use super::*;
-use crate::{FilterOp, FilterProp, KeyQuery, KeyRow, StoreResult, KEY_SEARCH_SPACE};
+use crate::{FilterOp, FilterProp, KeyQuery, KeyRow, SortField, StoreResult, KEY_SEARCH_SPACE};
+
+/// Past this many rows (offset + limit) a listing is one plain query: its segments would each
+/// hold that many rows.
+pub(crate) const SEGMENTED_UP_TO: i64 = 20_000;
 
 /// A WHERE clause being written: its text and the values of `$3`, `$4`, ….
 #[derive(Default)]
@@ -120,6 +124,74 @@ impl Clause {
                 self.sql.push_str(" AND 1 = 0");
             }
         }
+    }
+}
+
+/// The parts a sort order falls into when its first field is one an index cannot order by
+/// together with the `id` tie-breaker (`ORDER BY f DESC, id ASC` on an index `(f, id)`), as
+/// extra WHERE fragments, first part first: one per value of a field with few values (the
+/// effective state, with expired Active keys a part of their own beside Deactivated ones;
+/// extractable; imported), and values and NULL apart for a nullable date (NULL sorts first
+/// on SQLite, last on PostgreSQL). Within a part, an index yields the rows in order. `None`:
+/// one part (the id, and the creation and update dates, which an index orders directly).
+/// Each part carries its rank: parts of equal rank merge by the rest of the order.
+pub(crate) fn segments(q: &KeyQuery, nulls_first: bool) -> Option<Vec<(usize, String)>> {
+    let (field, desc) = *q.sort.first()?;
+    let ordered = |mut v: Vec<(i64, Vec<String>)>| -> Vec<(usize, String)> {
+        if desc {
+            v.reverse();
+        }
+        v.into_iter()
+            .enumerate()
+            .flat_map(|(rank, (_, conds))| conds.into_iter().map(move |c| (rank, c)))
+            .collect()
+    };
+    const EXPIRED: &str = "state = 1 AND expiration_date IS NOT NULL AND expiration_date <= $2";
+    match field {
+        SortField::State => {
+            let codes = state_codes(q);
+            let mut parts = Vec::new();
+            for code in [0i64, 1, 2, 3, 5] {
+                if !codes.contains(&code) {
+                    continue;
+                }
+                // Fixed fragments: the code is one of five constants, not a value.
+                let conds = match code {
+                    1 => vec![format!(" AND state = 1 AND NOT ({EXPIRED})")],
+                    3 => vec![" AND state = 3".to_string(), format!(" AND {EXPIRED}")],
+                    c => vec![format!(" AND state = {c}")],
+                };
+                parts.push((code, conds));
+            }
+            Some(ordered(parts))
+        }
+        SortField::Extractable | SortField::Imported => {
+            let col = if field == SortField::Extractable {
+                "extractable"
+            } else {
+                "imported"
+            };
+            Some(ordered(vec![
+                (0, vec![format!(" AND {col} = 0")]),
+                (1, vec![format!(" AND {col} = 1")]),
+            ]))
+        }
+        SortField::LastRotateDate | SortField::DeletionDate | SortField::ExpirationDate => {
+            let col = match field {
+                SortField::LastRotateDate => "last_rotate_date",
+                SortField::DeletionDate => "deletion_date",
+                _ => "expiration_date",
+            };
+            let null = (0, vec![format!(" AND {col} IS NULL")]);
+            let set = (1, vec![format!(" AND {col} IS NOT NULL")]);
+            // NULL is the smallest value on SQLite, the largest on PostgreSQL.
+            Some(ordered(if nulls_first {
+                vec![null, set]
+            } else {
+                vec![set, null]
+            }))
+        }
+        SortField::Id | SortField::CreationDate | SortField::LastUpdateDate => None,
     }
 }
 
