@@ -109,6 +109,10 @@ async fn fill(url: &str, instance: InstanceId, n: u64) {
         .filter_map(|s| s.lines().find(|l| l.starts_with("CREATE INDEX")))
         .collect();
     if !sqlite {
+        sqlx::query("CREATE INDEX IF NOT EXISTS keys_by_instance ON keys (instance_id, id)")
+            .execute(&pool)
+            .await
+            .unwrap();
         for ix in &indexes {
             let name = ix.split_whitespace().nth(5).unwrap();
             sqlx::query(&format!("DROP INDEX IF EXISTS {name}"))
@@ -225,6 +229,10 @@ async fn fill(url: &str, instance: InstanceId, n: u64) {
         for ix in &indexes {
             sqlx::query(ix).execute(&pool).await.unwrap();
         }
+        sqlx::query("DROP INDEX IF EXISTS keys_by_instance")
+            .execute(&pool)
+            .await
+            .unwrap();
         for stmt in [
             "DELETE FROM key_counts WHERE instance_id = $1",
             "INSERT INTO key_counts (instance_id, key_ring_id, state, extractable, slot, n)
@@ -593,6 +601,8 @@ async fn main() {
         }
     } else {
         for stmt in [
+            "DROP INDEX IF EXISTS keys_list_id",
+            "CREATE INDEX IF NOT EXISTS keys_by_instance ON keys (instance_id, id)",
             "DROP INDEX IF EXISTS keys_list_created",
             "DROP INDEX IF EXISTS keys_list_updated",
             "DROP INDEX IF EXISTS keys_list_rotated",

@@ -2,15 +2,20 @@
 -- One index per sort field within an instance. Each ends with id, the tie-breaker every
 -- listing sorts by last, so an ascending walk needs no sort and a descending one sorts only
 -- the runs of equal values. The state, extractable and key ring ones also serve those filters.
-CREATE INDEX IF NOT EXISTS keys_list_created ON keys (instance_id, created_at, id);
-CREATE INDEX IF NOT EXISTS keys_list_updated ON keys (instance_id, updated_at, id);
-CREATE INDEX IF NOT EXISTS keys_list_rotated ON keys (instance_id, last_rotate_date, id);
-CREATE INDEX IF NOT EXISTS keys_list_deleted ON keys (instance_id, deletion_date, id);
-CREATE INDEX IF NOT EXISTS keys_list_expires ON keys (instance_id, expiration_date, id);
-CREATE INDEX IF NOT EXISTS keys_list_state ON keys (instance_id, state, id);
-CREATE INDEX IF NOT EXISTS keys_list_extractable ON keys (instance_id, extractable, id);
-CREATE INDEX IF NOT EXISTS keys_list_imported ON keys (instance_id, imported, id);
-CREATE INDEX IF NOT EXISTS keys_list_ring ON keys (instance_id, key_ring_id, id);
+-- Each also holds state and expiration_date, the effective state's inputs, so a page's key ids
+-- are found, past any offset, in the index alone, and only the page's rows are read
+-- (keys_list_id replaces keys_by_instance, its prefix).
+CREATE INDEX IF NOT EXISTS keys_list_id ON keys (instance_id, id, state, expiration_date);
+DROP INDEX IF EXISTS keys_by_instance;
+CREATE INDEX IF NOT EXISTS keys_list_created ON keys (instance_id, created_at, id, state, expiration_date);
+CREATE INDEX IF NOT EXISTS keys_list_updated ON keys (instance_id, updated_at, id, state, expiration_date);
+CREATE INDEX IF NOT EXISTS keys_list_rotated ON keys (instance_id, last_rotate_date, id, state, expiration_date);
+CREATE INDEX IF NOT EXISTS keys_list_deleted ON keys (instance_id, deletion_date, id, state, expiration_date);
+CREATE INDEX IF NOT EXISTS keys_list_expires ON keys (instance_id, expiration_date, id, state);
+CREATE INDEX IF NOT EXISTS keys_list_state ON keys (instance_id, state, id, expiration_date);
+CREATE INDEX IF NOT EXISTS keys_list_extractable ON keys (instance_id, extractable, id, state, expiration_date);
+CREATE INDEX IF NOT EXISTS keys_list_imported ON keys (instance_id, imported, id, state, expiration_date);
+CREATE INDEX IF NOT EXISTS keys_list_ring ON keys (instance_id, key_ring_id, id, state, expiration_date);
 -- How many keys each instance holds per key ring, stored state and extractable, so that a count
 -- (HEAD /keys, and the search-space check of GET /keys?search=) reads a few rows, not every key.
 -- slot (the first character of the key id) spreads one instance's counter over 16 rows, so

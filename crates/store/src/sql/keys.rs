@@ -180,46 +180,52 @@ impl SqlStore {
         let parts = (end <= super::listing::SEGMENTED_UP_TO)
             .then(|| super::listing::segments(q, self.dialect.name() == "sqlite"))
             .flatten();
-        let sql = match parts {
-            // Each part yields its first offset + limit rows from an index, in order; the
-            // outer query orders at most that many rows per part.
+        let sort = sort_sql(q);
+        // The page's ids first, from an index that holds every column the WHERE and ORDER BY
+        // read (migration 0007), however deep the offset; then only the page's rows.
+        let ids = match parts {
+            // Each part yields its first offset + limit ids from an index, in order; the
+            // middle query orders at most that many per part.
             Some(parts) => {
                 // Within a part of one state, extractable or imported value that field is
                 // constant: the part orders by the rest (an index can serve that, not the
                 // state's CASE expression).
                 let inner = match q.sort.first() {
-                    Some((f @ (SortField::State | SortField::Extractable | SortField::Imported), _)) => {
-                        sort_sql(&KeyQuery {
-                            sort: q.sort.iter().filter(|(g, _)| g != f).copied().collect(),
-                            ..KeyQuery::default()
-                        })
-                    }
-                    _ => sort_sql(q),
+                    Some((
+                        f @ (SortField::State | SortField::Extractable | SortField::Imported),
+                        _,
+                    )) => sort_sql(&KeyQuery {
+                        sort: q.sort.iter().filter(|(g, _)| g != f).copied().collect(),
+                        ..KeyQuery::default()
+                    }),
+                    _ => sort.clone(),
                 };
+                let cols = super::listing::sort_columns(q);
                 let mut union = String::with_capacity(512 * parts.len());
                 for (i, (rank, cond)) in parts.iter().enumerate() {
                     if i > 0 {
                         union.push_str(" UNION ALL ");
                     }
                     union.push_str(&format!(
-                        "SELECT * FROM (SELECT {KEY_COLS}, {rank} AS part FROM keys WHERE instance_id = $1{filter}{cond} ORDER BY {inner} LIMIT ${}) AS p{i}",
+                        "SELECT * FROM (SELECT {cols}, {rank} AS part FROM keys WHERE instance_id = $1{filter}{cond} ORDER BY {inner} LIMIT ${}) AS p{i}",
                         n + 3
                     ));
                 }
                 format!(
-                    "SELECT {KEY_COLS} FROM ({union}) AS parts ORDER BY part, {} LIMIT ${} OFFSET ${}",
-                    sort_sql(q),
+                    "SELECT id FROM ({union}) AS parts ORDER BY part, {sort} LIMIT ${} OFFSET ${}",
                     n + 1,
                     n + 2
                 )
             }
             None => format!(
-                "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1{filter} ORDER BY {} LIMIT ${} OFFSET ${}",
-                sort_sql(q),
+                "SELECT id FROM keys WHERE instance_id = $1{filter} ORDER BY {sort} LIMIT ${} OFFSET ${}",
                 n + 1,
                 n + 2
             ),
         };
+        let sql = format!(
+            "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1 AND id IN ({ids}) ORDER BY {sort}"
+        );
         let rows = super::listing::bind_all!(sqlx::query(&sql), instance, q.now, binds)
             .bind(q.limit)
             .bind(q.offset)

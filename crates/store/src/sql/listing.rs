@@ -195,6 +195,29 @@ pub(crate) fn segments(q: &KeyQuery, nulls_first: bool) -> Option<Vec<(usize, St
     }
 }
 
+/// The columns a query's ORDER BY reads (the effective state's inputs always), each once.
+pub(crate) fn sort_columns(q: &KeyQuery) -> String {
+    let mut cols = String::from("id, state, expiration_date");
+    let mut seen: Vec<&str> = Vec::new();
+    for (f, _) in &q.sort {
+        let col = match f {
+            SortField::Id | SortField::State | SortField::ExpirationDate => continue,
+            SortField::Extractable => "extractable",
+            SortField::Imported => "imported",
+            SortField::CreationDate => "created_at",
+            SortField::LastUpdateDate => "updated_at",
+            SortField::LastRotateDate => "last_rotate_date",
+            SortField::DeletionDate => "deletion_date",
+        };
+        if !seen.contains(&col) {
+            seen.push(col);
+            cols.push_str(", ");
+            cols.push_str(col);
+        }
+    }
+    cols
+}
+
 /// The state codes a query lists: its states, or every state but Destroyed.
 pub(crate) fn state_codes(q: &KeyQuery) -> Vec<i64> {
     if q.states.is_empty() {
