@@ -546,6 +546,8 @@ async fn main() {
             id
         }
     };
+    // A run interrupted while tagging resumes it.
+    while store.tag_untagged(50_000).await.unwrap() > 0 {}
     auth.untagged.store(false, Ordering::SeqCst);
     let now = BASE + i64::try_from(n).unwrap();
     let pool = AnyPoolOptions::new()

@@ -282,10 +282,11 @@ impl SqlStore {
         }
         c.sql.push_str("), 0) AS BIGINT)");
         if active != deactivated {
-            // The expired Active keys move from state 1 to state 3.
+            // The expired Active keys move from state 1 to state 3. `+state` keeps the planner
+            // on the expiration_date range (the few keys that expire), not on every Active key.
             rest.push_str(if active { " - " } else { " + " });
             rest.push_str(
-                "(SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND expiration_date <= $2 AND state = 1",
+                "(SELECT COUNT(*) FROM keys WHERE instance_id = $1 AND expiration_date <= $2 AND +state = 1",
             );
             if let Some(n) = ext {
                 let _ = write!(rest, " AND extractable = ${n}");
