@@ -187,25 +187,22 @@ impl SqlStore {
             // Each part yields its first offset + limit ids from an index, in order; the
             // middle query orders at most that many per part.
             Some(parts) => {
-                // Within a part of one state, extractable or imported value that field is
-                // constant: the part orders by the rest (an index can serve that, not the
-                // state's CASE expression).
-                let inner = match q.sort.first() {
-                    Some((
-                        f @ (SortField::State | SortField::Extractable | SortField::Imported),
-                        _,
-                    )) => sort_sql(&KeyQuery {
+                // Within a part where the first field is constant (one state, extractable or
+                // imported value, or NULL), the part orders by the rest, which an index serves.
+                let rest = match q.sort.first() {
+                    Some((f, _)) => sort_sql(&KeyQuery {
                         sort: q.sort.iter().filter(|(g, _)| g != f).copied().collect(),
                         ..KeyQuery::default()
                     }),
-                    _ => sort.clone(),
+                    None => sort.clone(),
                 };
                 let cols = super::listing::sort_columns(q);
                 let mut union = String::with_capacity(512 * parts.len());
-                for (i, (rank, cond)) in parts.iter().enumerate() {
+                for (i, (rank, cond, constant)) in parts.iter().enumerate() {
                     if i > 0 {
                         union.push_str(" UNION ALL ");
                     }
+                    let inner = if *constant { &rest } else { &sort };
                     union.push_str(&format!(
                         "SELECT * FROM (SELECT {cols}, {rank} AS part FROM keys WHERE instance_id = $1{filter}{cond} ORDER BY {inner} LIMIT ${}) AS p{i}",
                         n + 3

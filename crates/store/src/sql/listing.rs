@@ -134,16 +134,23 @@ impl Clause {
 /// extractable; imported), and values and NULL apart for a nullable date (NULL sorts first
 /// on SQLite, last on PostgreSQL). Within a part, an index yields the rows in order. `None`:
 /// one part (the id, and the creation and update dates, which an index orders directly).
-/// Each part carries its rank: parts of equal rank merge by the rest of the order.
-pub(crate) fn segments(q: &KeyQuery, nulls_first: bool) -> Option<Vec<(usize, String)>> {
+/// Each part carries its rank (parts of equal rank merge by the rest of the order) and whether
+/// the first field is constant in it (then the part orders by the rest alone: PostgreSQL does
+/// not drop `ORDER BY f` under `f IS NULL`, nor can an index serve the state's CASE).
+pub(crate) fn segments(q: &KeyQuery, nulls_first: bool) -> Option<Vec<(usize, String, bool)>> {
     let (field, desc) = *q.sort.first()?;
-    let ordered = |mut v: Vec<(i64, Vec<String>)>| -> Vec<(usize, String)> {
+    let ordered = |mut v: Vec<(i64, Vec<String>)>| -> Vec<(usize, String, bool)> {
         if desc {
             v.reverse();
         }
         v.into_iter()
             .enumerate()
-            .flat_map(|(rank, (_, conds))| conds.into_iter().map(move |c| (rank, c)))
+            .flat_map(|(rank, (_, conds))| {
+                conds.into_iter().map(move |c| {
+                    let constant = !c.ends_with("IS NOT NULL");
+                    (rank, c, constant)
+                })
+            })
             .collect()
     };
     const EXPIRED: &str = "state = 1 AND expiration_date IS NOT NULL AND expiration_date <= $2";
