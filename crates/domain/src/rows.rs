@@ -287,6 +287,112 @@ pub struct KeyQuery {
     /// "Now", for state filters and sorts: an Active key whose expiration date has passed
     /// counts as Deactivated (3).
     pub now: i64,
+    /// The `filter` terms: a key must match every one.
+    pub filter: Vec<KeyFilter>,
+    /// The `search`: over at most [`KEY_SEARCH_SPACE`] candidate keys (those the other
+    /// parameters select), which the caller checks first with a count.
+    pub search: Option<KeySearch>,
+}
+
+/// The most keys a `search` looks through (Key Protect's limit; past it the service answers
+/// `KEY_SEARCH_TOO_BROAD`).
+pub const KEY_SEARCH_SPACE: i64 = 5_000;
+
+/// A property of a `filter` term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterProp {
+    CreationDate,
+    DeletionDate,
+    ExpirationDate,
+    LastRotateDate,
+    LastUpdateDate,
+    /// The effective state (expiry counts, as in [`KeyQuery::states`]).
+    State,
+    Extractable,
+}
+
+/// The comparison of a `filter` term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOp {
+    /// Equal to one of the values (`none`: the property is absent).
+    Eq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+}
+
+/// One `filter` term. `values` empty means `none` (the property is absent); a comparison other
+/// than [`FilterOp::Eq`] has exactly one value; booleans are 0 and 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub prop: FilterProp,
+    pub op: FilterOp,
+    pub values: Vec<i64>,
+}
+
+impl KeyFilter {
+    /// Whether a key whose property is `v` matches (`None`: the key has no such property).
+    pub fn matches(&self, v: Option<i64>) -> bool {
+        match (self.values.as_slice(), v) {
+            ([], v) => v.is_none(),
+            (_, None) => false,
+            (l, Some(v)) => match (self.op, l) {
+                (FilterOp::Eq, l) => l.contains(&v),
+                (FilterOp::Lt, [x]) => v < *x,
+                (FilterOp::Lte, [x]) => v <= *x,
+                (FilterOp::Gt, [x]) => v > *x,
+                (FilterOp::Gte, [x]) => v >= *x,
+                _ => false,
+            },
+        }
+    }
+}
+
+/// A parsed `search`: a case-insensitive substring (or, with `exact`, an exact match) of the
+/// name or of an alias; a query that is a key id also matches that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySearch {
+    pub query: String,
+    pub not: bool,
+    pub exact: bool,
+    /// Search names (`name:` scope, or no scope).
+    pub names: bool,
+    /// Search aliases (`alias:` scope, or no scope).
+    pub aliases: bool,
+    /// `query` lowercased and `query` as a key id, computed once.
+    lowered: String,
+    id: Option<KeyId>,
+}
+
+impl KeySearch {
+    pub fn new(query: &str, not: bool, exact: bool, names: bool, aliases: bool) -> Self {
+        Self {
+            query: query.to_string(),
+            not,
+            exact,
+            names,
+            aliases,
+            lowered: query.to_lowercase(),
+            id: KeyId::parse(query).ok(),
+        }
+    }
+
+    fn hit(&self, text: &str) -> bool {
+        if self.exact {
+            text == self.query
+        } else {
+            text.to_lowercase().contains(&self.lowered)
+        }
+    }
+
+    /// Whether the key `id` named `name` with `aliases` matches.
+    pub fn matches(&self, id: KeyId, name: &str, aliases: &[String]) -> bool {
+        let found = self.id == Some(id)
+            || (self.names && self.hit(name))
+            || (self.aliases && aliases.iter().any(|a| self.hit(a)));
+        found != self.not
+    }
 }
 
 impl Default for KeyQuery {
@@ -299,6 +405,8 @@ impl Default for KeyQuery {
             offset: 0,
             sort: Vec::new(),
             now: 0,
+            filter: Vec::new(),
+            search: None,
         }
     }
 }

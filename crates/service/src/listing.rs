@@ -1,21 +1,22 @@
-//! `GET /keys` with `search` and `filter`: the store answers plain listings; a search or a
-//! filter runs over the instance's candidate keys in memory (at most 5,000, else
-//! `KEY_SEARCH_TOO_BROAD`, as Key Protect does).
+//! `GET /keys` with `search` and `filter`, parsed here and answered by the store in SQL
+//! (docs/design.md, "Listing at scale"). A `filter` is part of the query's WHERE clause. A
+//! `search` looks through the keys the other parameters (`state`, `extractable`, the key ring)
+//! select, at most 5,000 of them, else `KEY_SEARCH_TOO_BROAD`, as Key Protect does; that check
+//! is a count the store reads from its per-instance counters.
 //!
 //! Bounds: every list-valued parameter is deduplicated and capped, and parsed in one pass:
 //! `state` ≤ [`MAX_STATES`] distinct values, `sort` ≤ [`MAX_SORT_FIELDS`] distinct fields,
 //! `filter` ≤ [`MAX_FILTER_TERMS`] distinct terms, `search` ≤ [`MAX_SEARCH_LEN`] bytes. A search
 //! over aliases reads the aliases of every candidate in one store call, not one per key.
 
-use std::collections::HashMap;
+use keyward_domain::{parse_time, Action, KeyState};
+use keyward_store::{FilterOp, FilterProp, KeyFilter, KeyQuery, KeySearch, KEY_SEARCH_SPACE};
 
-use keyward_domain::{parse_time, Action, KeyId, KeyState};
-use keyward_store::{KeyQuery, KeyRow};
-
-use crate::keyrow::{effective_state, KeyInfo};
+use crate::keyrow::KeyInfo;
 use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 
-pub const SEARCH_SPACE: i64 = 5_000;
+/// The most keys a `search` looks through.
+pub const SEARCH_SPACE: i64 = KEY_SEARCH_SPACE;
 /// Distinct values of `state` (there are five states).
 pub const MAX_STATES: usize = 5;
 /// Distinct fields of `sort` (there are nine sortable fields).
@@ -33,9 +34,6 @@ pub struct Search {
     pub exact: bool,
     /// `name`, `alias`, or both when empty (each at most once).
     pub scopes: Vec<String>,
-    /// `query` lowercased, and `query` as a key id: computed once, not per candidate.
-    lowered: String,
-    id: Option<KeyId>,
 }
 
 impl Search {
@@ -76,8 +74,6 @@ impl Search {
             }
         }
         s.query = rest.to_string();
-        s.lowered = rest.to_lowercase();
-        s.id = KeyId::parse(rest).ok();
         Ok(s)
     }
 
@@ -85,20 +81,15 @@ impl Search {
         self.scopes.is_empty() || self.scopes.iter().any(|x| x == scope)
     }
 
-    fn hit(&self, text: &str) -> bool {
-        if self.exact {
-            text == self.query
-        } else {
-            text.to_lowercase().contains(&self.lowered)
-        }
-    }
-
-    fn matches(&self, row: &KeyRow, aliases: &[String]) -> bool {
-        let by_id = self.id == Some(row.id);
-        let found = by_id
-            || (self.scoped("name") && self.hit(&row.name))
-            || (self.scoped("alias") && aliases.iter().any(|a| self.hit(a)));
-        found != self.not
+    /// The store's form of this search.
+    pub fn to_key_search(&self) -> KeySearch {
+        KeySearch::new(
+            &self.query,
+            self.not,
+            self.exact,
+            self.scoped("name"),
+            self.scoped("alias"),
+        )
     }
 }
 
@@ -244,33 +235,32 @@ pub fn add_filter_term(terms: &mut Vec<FilterTerm>, term: FilterTerm) -> Service
     Ok(())
 }
 
-fn prop_value(row: &KeyRow, prop: &str, now: i64) -> Option<i64> {
-    match prop {
-        "creationDate" => Some(row.created_at),
-        "deletionDate" => row.deletion_date,
-        "expirationDate" => row.expiration_date,
-        "lastRotateDate" => row.last_rotate_date,
-        "lastUpdateDate" => Some(row.updated_at),
-        "state" => Some(effective_state(row, now).code()),
-        "extractable" => Some(i64::from(row.extractable)),
-        _ => None,
-    }
-}
-
-fn term_matches(t: &FilterTerm, row: &KeyRow, now: i64) -> bool {
-    let v = prop_value(row, &t.prop, now);
-    match (&t.value, v) {
-        (FilterValue::None, v) => v.is_none(),
-        (FilterValue::Bool(b), Some(v)) => (v != 0) == *b,
-        (FilterValue::Int(list), Some(v)) => match (t.op, list.as_slice()) {
-            (Op::Eq, l) => l.contains(&v),
-            (Op::Lt, [x]) => v < *x,
-            (Op::Lte, [x]) => v <= *x,
-            (Op::Gt, [x]) => v > *x,
-            (Op::Gte, [x]) => v >= *x,
-            _ => false,
-        },
-        _ => false,
+impl FilterTerm {
+    /// The store's form of this term.
+    pub fn to_key_filter(&self) -> KeyFilter {
+        let prop = match self.prop.as_str() {
+            "creationDate" => FilterProp::CreationDate,
+            "deletionDate" => FilterProp::DeletionDate,
+            "expirationDate" => FilterProp::ExpirationDate,
+            "lastRotateDate" => FilterProp::LastRotateDate,
+            "lastUpdateDate" => FilterProp::LastUpdateDate,
+            "state" => FilterProp::State,
+            // The parser admits no other property.
+            _ => FilterProp::Extractable,
+        };
+        let op = match self.op {
+            Op::Eq => FilterOp::Eq,
+            Op::Lt => FilterOp::Lt,
+            Op::Lte => FilterOp::Lte,
+            Op::Gt => FilterOp::Gt,
+            Op::Gte => FilterOp::Gte,
+        };
+        let values = match &self.value {
+            FilterValue::None => Vec::new(),
+            FilterValue::Int(v) => v.clone(),
+            FilterValue::Bool(b) => vec![i64::from(*b)],
+        };
+        KeyFilter { prop, op, values }
     }
 }
 
@@ -282,7 +272,48 @@ pub struct ListRequest {
     pub filter: Vec<FilterTerm>,
 }
 
+impl ListRequest {
+    /// The store query: the filter and search included; with a `state` filter term and no
+    /// `state` parameter every state is a candidate (the term then decides).
+    fn store_query(&self, now: i64) -> KeyQuery {
+        let mut q = self.query.clone();
+        q.now = now;
+        q.filter = self.filter.iter().map(FilterTerm::to_key_filter).collect();
+        q.search = self.search.as_ref().map(Search::to_key_search);
+        if self.filter.iter().any(|t| t.prop == "state") && q.states.is_empty() {
+            q.states = vec![
+                KeyState::PreActivation,
+                KeyState::Active,
+                KeyState::Suspended,
+                KeyState::Deactivated,
+                KeyState::Destroyed,
+            ];
+        }
+        q
+    }
+}
+
 impl KeyService {
+    /// 400 `KEY_SEARCH_TOO_BROAD` when `q` searches more than [`SEARCH_SPACE`] keys: those its
+    /// `state`, `extractable` and key ring select (a count from the store's counters).
+    async fn check_search_space(&self, caller: &Caller, q: &KeyQuery) -> ServiceResult<()> {
+        if q.search.is_none() {
+            return Ok(());
+        }
+        let space = KeyQuery {
+            filter: Vec::new(),
+            search: None,
+            ..q.clone()
+        };
+        if self.store.count_keys(caller.instance, &space).await? > SEARCH_SPACE {
+            return Err(ServiceError::new(
+                ErrorCode::KeySearchTooBroad,
+                "The search would cover more than 5000 keys: narrow it with state, extractable or a key ring",
+            ));
+        }
+        Ok(())
+    }
+
     /// `GET /keys` with everything: returns the page.
     pub async fn list_keys_full(
         &self,
@@ -294,53 +325,19 @@ impl KeyService {
         }
         caller.require(Action::ListKeys)?;
         let now = self.now();
-        let mut wide = req.query.clone();
-        wide.now = now;
-        wide.limit = SEARCH_SPACE + 1;
-        wide.offset = 0;
-        if req.filter.iter().any(|t| t.prop == "state") && wide.states.is_empty() {
-            wide.states = vec![
-                KeyState::PreActivation,
-                KeyState::Active,
-                KeyState::Suspended,
-                KeyState::Deactivated,
-                KeyState::Destroyed,
-            ];
-        }
-        let rows = self.store.list_keys(caller.instance, &wide).await?;
-        if rows.len() as i64 > SEARCH_SPACE {
-            return Err(ServiceError::new(
-                ErrorCode::KeySearchTooBroad,
-                "The search would cover more than 5000 keys: narrow it with state, extractable or a key ring",
-            ));
-        }
-        let rows: Vec<KeyRow> = rows
-            .into_iter()
-            .filter(|row| req.filter.iter().all(|t| term_matches(t, row, now)))
-            .collect();
-        // The aliases of every candidate in one store call (never one call per key).
-        let mut aliases: HashMap<KeyId, Vec<String>> = HashMap::new();
-        if req.search.as_ref().is_some_and(|s| s.scoped("alias")) && !rows.is_empty() {
-            let ids: Vec<KeyId> = rows.iter().map(|r| r.id).collect();
-            for a in self.store.aliases_of_keys(caller.instance, &ids).await? {
-                aliases.entry(a.key_id).or_default().push(a.alias);
-            }
-        }
-        let mut out = Vec::new();
-        for row in rows {
-            if let Some(s) = &req.search {
-                let of_row = aliases.get(&row.id).map_or(&[][..], Vec::as_slice);
-                if !s.matches(&row, of_row) {
-                    continue;
-                }
-            }
-            out.push(row);
-        }
-        let page = out
-            .into_iter()
-            .skip(usize::try_from(req.query.offset).unwrap_or(0))
-            .take(usize::try_from(req.query.limit).unwrap_or(0));
-        Ok(page.map(|r| self.list_info(r, now)).collect())
+        let q = req.store_query(now);
+        self.check_search_space(caller, &q).await?;
+        let rows = self.store.list_keys(caller.instance, &q).await?;
+        Ok(rows.into_iter().map(|r| self.list_info(r, now)).collect())
+    }
+
+    /// `HEAD /keys` with everything: how many keys the listing selects (limit and offset
+    /// aside).
+    pub async fn count_keys_full(&self, caller: &Caller, req: &ListRequest) -> ServiceResult<i64> {
+        caller.require(Action::HeadKeys)?;
+        let q = req.store_query(self.now());
+        self.check_search_space(caller, &q).await?;
+        Ok(self.store.count_keys(caller.instance, &q).await?)
     }
 }
 

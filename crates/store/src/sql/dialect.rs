@@ -67,6 +67,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0005_import_failures.sql"),
     ),
     (6, include_str!("../../migrations/sqlite/0006_row_auth.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_listing.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -86,6 +87,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../migrations/postgres/0006_row_auth.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_listing.sql"),
     ),
 ];
 
@@ -127,15 +132,17 @@ impl Dialect {
         }
     }
 
-    /// The tables of the database (one `TEXT` column), by name.
+    /// The tables of the database (one `TEXT` column), by name, without the derived
+    /// `key_counts` (migration 0007: triggers rebuild it from `keys`, so a copy leaves it out).
     pub(crate) fn tables_sql(self) -> &'static str {
         match self {
             Self::Sqlite => {
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'key_counts' ORDER BY name"
             }
             Self::Postgres => {
                 "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
-         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1"
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
+           AND table_name <> 'key_counts' ORDER BY 1"
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Key rows: insert, read, list and count (`GET /keys` filters and sorts), conditional
 //! update and rotation, purge, and the scheduler's queries.
 
-use keyward_domain::{InstanceId, KeyId, KeyState};
+use keyward_domain::{InstanceId, KeyId};
 
 use super::*;
 use crate::rowtag;
@@ -22,47 +22,24 @@ pub(crate) enum Bind {
 
 /// The WHERE clause (after `instance_id = $1`) and its values, numbered from `$3` as they are
 /// written: one placeholder per value, built in one pass. Only fixed SQL fragments are
-/// concatenated; every value is bound. States are deduplicated.
+/// concatenated; every value is bound. States are deduplicated; the state rule is written so that
+/// an index serves it (`listing::Clause::state_in`), and the `filter` terms follow in SQL.
 pub(crate) fn key_filter(q: &KeyQuery) -> (String, Vec<Bind>) {
-    use std::fmt::Write;
-    let mut sql = String::with_capacity(256);
-    let mut binds = Vec::new();
-    let mut seen = [false; 6];
-    let states = if q.states.is_empty() {
-        &[
-            KeyState::PreActivation,
-            KeyState::Active,
-            KeyState::Suspended,
-            KeyState::Deactivated,
-        ][..]
-    } else {
-        &q.states[..]
-    };
-    sql.push_str(" AND ");
-    sql.push_str(EFFECTIVE_STATE);
-    sql.push_str(" IN (");
-    for s in states {
-        let code = s.code();
-        match usize::try_from(code).ok().and_then(|i| seen.get_mut(i)) {
-            Some(seen) if !*seen => *seen = true,
-            _ => continue,
-        }
-        if !binds.is_empty() {
-            sql.push(',');
-        }
-        binds.push(Bind::Int(code));
-        let _ = write!(sql, "${}", binds.len() + 2);
-    }
-    sql.push(')');
+    let mut c = super::listing::Clause::default();
+    c.sql.reserve(256);
+    c.state_in(&super::listing::state_codes(q));
     if let Some(e) = q.extractable {
-        binds.push(Bind::Int(i64::from(e)));
-        let _ = write!(sql, " AND extractable = ${}", binds.len() + 2);
+        c.sql.push_str(" AND extractable = ");
+        c.binds.push(Bind::Int(i64::from(e)));
+        c.sql.push_str(&format!("${}", c.binds.len() + 2));
     }
     if let Some(r) = &q.key_ring_id {
-        binds.push(Bind::Text(r.clone()));
-        let _ = write!(sql, " AND key_ring_id = ${}", binds.len() + 2);
+        c.sql.push_str(" AND key_ring_id = ");
+        c.binds.push(Bind::Text(r.clone()));
+        c.sql.push_str(&format!("${}", c.binds.len() + 2));
     }
-    (sql, binds)
+    c.filter(q);
+    (c.sql, c.binds)
 }
 
 /// The ORDER BY list: each field once (the first mention wins, as SQL would), then `id`.
@@ -197,47 +174,94 @@ impl SqlStore {
         instance: InstanceId,
         q: &KeyQuery,
     ) -> StoreResult<Vec<KeyRow>> {
+        if q.search.is_some() {
+            let ids = self.search_matches(instance, q).await?;
+            let page: Vec<KeyId> = ids
+                .into_iter()
+                .skip(usize::try_from(q.offset).unwrap_or(usize::MAX))
+                .take(usize::try_from(q.limit).unwrap_or(0))
+                .collect();
+            return self.keys_by_ids(instance, &page).await;
+        }
         let (filter, binds) = key_filter(q);
         let n = binds.len() + 2;
+        let end = q.offset.saturating_add(q.limit);
+        let parts = (end <= super::listing::SEGMENTED_UP_TO)
+            .then(|| super::listing::segments(q, self.dialect.name() == "sqlite"))
+            .flatten();
+        let sort = sort_sql(q);
+        // The page's ids first, from an index that holds every column the WHERE and ORDER BY
+        // read (migration 0007), however deep the offset; then only the page's rows.
+        let ids = match parts {
+            // Each part yields its first offset + limit ids from an index, in order; the
+            // middle query orders at most that many per part.
+            Some(parts) => {
+                // Within a part where the first field is constant (one state, extractable or
+                // imported value, or NULL), the part orders by the rest, which an index serves.
+                let rest = match q.sort.first() {
+                    Some((f, _)) => sort_sql(&KeyQuery {
+                        sort: q.sort.iter().filter(|(g, _)| g != f).copied().collect(),
+                        ..KeyQuery::default()
+                    }),
+                    None => sort.clone(),
+                };
+                let cols = super::listing::sort_columns(q);
+                let mut union = String::with_capacity(512 * parts.len());
+                for (i, (rank, cond, constant)) in parts.iter().enumerate() {
+                    if i > 0 {
+                        union.push_str(" UNION ALL ");
+                    }
+                    let inner = if *constant { &rest } else { &sort };
+                    union.push_str(&format!(
+                        "SELECT * FROM (SELECT {cols}, {rank} AS part FROM keys WHERE instance_id = $1{filter}{cond} ORDER BY {inner} LIMIT ${}) AS p{i}",
+                        n + 3
+                    ));
+                }
+                format!(
+                    "SELECT id FROM ({union}) AS parts ORDER BY part, {sort} LIMIT ${} OFFSET ${}",
+                    n + 1,
+                    n + 2
+                )
+            }
+            None => format!(
+                "SELECT id FROM keys WHERE instance_id = $1{filter} ORDER BY {sort} LIMIT ${} OFFSET ${}",
+                n + 1,
+                n + 2
+            ),
+        };
         let sql = format!(
-            "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1{filter} ORDER BY {} LIMIT ${} OFFSET ${}",
-            sort_sql(q),
-            n + 1,
-            n + 2
+            "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1 AND id IN ({ids}) ORDER BY {sort}"
         );
-        let mut query = sqlx::query(&sql).bind(instance.to_string()).bind(q.now);
-        for b in binds {
-            query = match b {
-                Bind::Int(i) => query.bind(i),
-                Bind::Text(t) => query.bind(t),
-            };
-        }
-        let rows = query
+        let rows = super::listing::bind_all!(sqlx::query(&sql), instance, q.now, binds)
             .bind(q.limit)
             .bind(q.offset)
+            .bind(end)
             .fetch_all(&self.read)
             .await
             .map_err(classify)?;
         rows.iter().map(|r| self.key_checked(r)).collect()
     }
 
+    /// How many keys `q` selects (its limit and offset aside): from `key_counts` without
+    /// `filter` and `search`, else by counting.
     pub(crate) async fn count_keys_impl(
         &self,
         instance: InstanceId,
         q: &KeyQuery,
     ) -> StoreResult<i64> {
+        if q.search.is_some() {
+            let n = self.search_matches(instance, q).await?.len();
+            return Ok(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if q.filter.is_empty() {
+            return self.count_from_counters(instance, q).await;
+        }
         let (filter, binds) = key_filter(q);
         let sql = format!("SELECT COUNT(*) FROM keys WHERE instance_id = $1{filter}");
-        let mut query = sqlx::query_scalar::<_, i64>(&sql)
-            .bind(instance.to_string())
-            .bind(q.now);
-        for b in binds {
-            query = match b {
-                Bind::Int(i) => query.bind(i),
-                Bind::Text(t) => query.bind(t),
-            };
-        }
-        query.fetch_one(&self.read).await.map_err(classify)
+        super::listing::bind_all!(sqlx::query_scalar::<_, i64>(&sql), instance, q.now, binds)
+            .fetch_one(&self.read)
+            .await
+            .map_err(classify)
     }
 
     pub(crate) async fn update_key_impl(&self, key: &KeyRow) -> StoreResult<()> {

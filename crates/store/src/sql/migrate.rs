@@ -127,7 +127,7 @@ impl SqlStore {
             tx.rollback().await.map_err(classify)?;
             return Ok(false);
         }
-        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        for stmt in statements(sql) {
             sqlx::query(stmt)
                 .execute(&mut *tx)
                 .await
@@ -135,5 +135,64 @@ impl SqlStore {
         }
         tx.commit().await.map_err(classify)?;
         Ok(true)
+    }
+}
+
+/// The statements of a migration file: split at `;`, except inside a `$$`-quoted PostgreSQL
+/// function body and inside a SQLite trigger's `BEGIN … END` (a `CREATE TRIGGER` statement with
+/// a `BEGIN` ends at the `;` after its `END`). Comments must not contain `;`.
+pub(crate) fn statements(sql: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut dollar = false;
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'$') => {
+                dollar = !dollar;
+                i += 1;
+            }
+            b';' if !dollar => {
+                let stmt = sql[start..i].trim();
+                let upper = stmt.to_ascii_uppercase();
+                let in_trigger = upper
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with("--"))
+                    .is_some_and(|l| l.starts_with("CREATE TRIGGER"))
+                    && upper.split_whitespace().any(|w| w == "BEGIN")
+                    && !upper.ends_with("END");
+                if !in_trigger {
+                    if !stmt.is_empty() {
+                        out.push(stmt);
+                    }
+                    start = i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let rest = sql[start..].trim();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn statements_keep_function_and_trigger_bodies_whole() {
+        let sql = "CREATE TABLE t (a INT);\nCREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n  UPDATE t SET a = 1;\n  RETURN NULL;\nEND\n$$;\n-- a comment\nCREATE TRIGGER g AFTER INSERT ON t\nBEGIN\n  UPDATE t SET a = 2;\n  DELETE FROM t;\nEND;\nCREATE TRIGGER h AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f();\nDROP TABLE t\n";
+        let s = statements(sql);
+        assert_eq!(s.len(), 5, "{s:#?}");
+        assert!(s[1].ends_with("$$") && s[1].contains("RETURN NULL;"));
+        assert!(s[2].starts_with("-- a comment") && s[2].ends_with("END"));
+        assert!(s[3].starts_with("CREATE TRIGGER h") && s[3].ends_with("f()"));
+        assert_eq!(s[4], "DROP TABLE t");
     }
 }

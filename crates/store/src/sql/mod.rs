@@ -35,6 +35,7 @@ mod batch;
 mod conn;
 mod dialect;
 mod keys;
+mod listing;
 mod migrate;
 mod policies;
 mod retry;
@@ -45,6 +46,8 @@ mod tenants;
 mod tokens;
 mod versions;
 
+#[cfg(test)]
+mod listing_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
