@@ -211,14 +211,10 @@ pub async fn head(
             .await
             .map_err(op(LIST))?
     } else {
-        let mut all = req.clone();
-        all.query.limit = 5000;
-        all.query.offset = 0;
         st.svc
-            .list_keys_full(&caller, &all)
+            .count_keys_full(&caller, &req)
             .await
             .map_err(op(LIST))?
-            .len() as i64
     };
     let mut resp = StatusCode::OK.into_response();
     if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
