@@ -18,7 +18,8 @@ CREATE INDEX IF NOT EXISTS keys_list_imported ON keys (instance_id, imported, id
 CREATE INDEX IF NOT EXISTS keys_list_ring ON keys (instance_id, key_ring_id, id, state, expiration_date);
 -- How many keys each instance holds per key ring, stored state and extractable, so that a count
 -- (HEAD /keys, and the search-space check of GET /keys?search=) reads a few rows, not every key.
--- slot (the first character of the key id) spreads one instance's counter over 16 rows, so
+-- slot (the last hex digit of the key id; ids are time-ordered, so their first digits are
+-- alike for years) spreads one instance's counter over 16 rows, so
 -- concurrent writers on PostgreSQL rarely wait on the same row. Kept by the triggers below. It
 -- is derived data, rebuilt from keys, and not copied by keyward admin migrate.
 CREATE TABLE IF NOT EXISTS key_counts (
@@ -32,19 +33,19 @@ CREATE TABLE IF NOT EXISTS key_counts (
 );
 DELETE FROM key_counts;
 INSERT INTO key_counts (instance_id, key_ring_id, state, extractable, slot, n)
-    SELECT instance_id, key_ring_id, state, extractable, substr(id, 1, 1), COUNT(*)
-    FROM keys GROUP BY instance_id, key_ring_id, state, extractable, substr(id, 1, 1);
+    SELECT instance_id, key_ring_id, state, extractable, substr(id, 36, 1), COUNT(*)
+    FROM keys GROUP BY instance_id, key_ring_id, state, extractable, substr(id, 36, 1);
 CREATE TRIGGER IF NOT EXISTS key_counts_insert AFTER INSERT ON keys
 BEGIN
     INSERT INTO key_counts (instance_id, key_ring_id, state, extractable, slot, n)
-        VALUES (NEW.instance_id, NEW.key_ring_id, NEW.state, NEW.extractable, substr(NEW.id, 1, 1), 1)
+        VALUES (NEW.instance_id, NEW.key_ring_id, NEW.state, NEW.extractable, substr(NEW.id, 36, 1), 1)
         ON CONFLICT (instance_id, key_ring_id, state, extractable, slot) DO UPDATE SET n = n + 1;
 END;
 CREATE TRIGGER IF NOT EXISTS key_counts_delete AFTER DELETE ON keys
 BEGIN
     UPDATE key_counts SET n = n - 1
         WHERE instance_id = OLD.instance_id AND key_ring_id = OLD.key_ring_id AND state = OLD.state
-          AND extractable = OLD.extractable AND slot = substr(OLD.id, 1, 1);
+          AND extractable = OLD.extractable AND slot = substr(OLD.id, 36, 1);
 END;
 CREATE TRIGGER IF NOT EXISTS key_counts_update AFTER UPDATE OF instance_id, key_ring_id, state, extractable ON keys
 WHEN OLD.instance_id IS NOT NEW.instance_id OR OLD.key_ring_id IS NOT NEW.key_ring_id
@@ -52,8 +53,8 @@ WHEN OLD.instance_id IS NOT NEW.instance_id OR OLD.key_ring_id IS NOT NEW.key_ri
 BEGIN
     UPDATE key_counts SET n = n - 1
         WHERE instance_id = OLD.instance_id AND key_ring_id = OLD.key_ring_id AND state = OLD.state
-          AND extractable = OLD.extractable AND slot = substr(OLD.id, 1, 1);
+          AND extractable = OLD.extractable AND slot = substr(OLD.id, 36, 1);
     INSERT INTO key_counts (instance_id, key_ring_id, state, extractable, slot, n)
-        VALUES (NEW.instance_id, NEW.key_ring_id, NEW.state, NEW.extractable, substr(NEW.id, 1, 1), 1)
+        VALUES (NEW.instance_id, NEW.key_ring_id, NEW.state, NEW.extractable, substr(NEW.id, 36, 1), 1)
         ON CONFLICT (instance_id, key_ring_id, state, extractable, slot) DO UPDATE SET n = n + 1;
 END
