@@ -346,15 +346,14 @@ pub async fn open_ring(
     store: &dyn Store,
     now: i64,
 ) -> Result<(Arc<Keyring>, MasterKeyRing), String> {
-    let counts = store.sealed_counts().await.map_err(|e| e.to_string())?;
+    let sealed_under = store.sealed_key_ids().await.map_err(|e| e.to_string())?;
     let keyring = Arc::new(Keyring::new(settings));
-    let warnings = keyring.scan(counts.is_empty())?;
+    let warnings = keyring.scan(sealed_under.is_empty())?;
     let marker = read_marker(store).await.map_err(|e| e.to_string())?;
     let ring = keyring.ring(marker.as_deref())?;
     let have = ring.key_ids();
-    let missing: Vec<String> = counts
-        .iter()
-        .map(|(id, _)| id.clone())
+    let missing: Vec<String> = sealed_under
+        .into_iter()
         .filter(|id| !have.contains(id))
         .collect();
     if !missing.is_empty() {

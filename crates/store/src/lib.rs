@@ -160,6 +160,10 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Sealed rows per master key id (versions, tokens and sealed secrets together).
     async fn sealed_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// The master key ids that seal at least one row (versions, tokens, sealed secrets), in
+    /// order: what a node must hold to serve. One index seek per id, however many rows, so a
+    /// node starts as fast with a million keys as with none.
+    async fn sealed_key_ids(&self) -> StoreResult<Vec<String>>;
     /// Up to `limit` sealed rows whose master key id is not `keep` (to re-seal them under it).
     async fn sealed_batch(&self, keep: &str, limit: i64) -> StoreResult<Vec<SealedRow>>;
     /// Replaces one row's sealed value and master key id, if the row still holds exactly

@@ -618,6 +618,10 @@ async fn reseal_moves_rows_between_master_keys(store: &dyn Store) {
     assert_eq!(moved, before);
     let counts = store.sealed_counts().await.unwrap();
     assert_eq!(counts, vec![("mk-new".to_string(), before)]);
+    assert_eq!(
+        store.sealed_key_ids().await.unwrap(),
+        vec!["mk-new".to_string()]
+    );
     let versions = store.versions(i.id, k.id).await.unwrap();
     assert_eq!(versions[0].sealed, vec![0xfe, 0xfd, 0xfc]);
     assert_eq!(versions[0].master_key_id, "mk-new");

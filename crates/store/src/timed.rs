@@ -132,6 +132,7 @@ timed! {
     fn put_secret_if_absent(&self, name: &str, sealed: &[u8], master_key_id: &str, now: i64) -> StoreResult<bool>;
     fn put_secret(&self, name: &str, sealed: &[u8], master_key_id: &str, now: i64) -> StoreResult<()>;
     fn sealed_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    fn sealed_key_ids(&self) -> StoreResult<Vec<String>>;
     fn sealed_batch(&self, keep: &str, limit: i64) -> StoreResult<Vec<SealedRow>>;
     fn reseal(&self, row: &SealedRow, sealed: &[u8], master_key_id: &str) -> StoreResult<bool>;
     fn create_instance(&self, row: &InstanceRow) -> StoreResult<()>;

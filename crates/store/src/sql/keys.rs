@@ -207,30 +207,41 @@ impl SqlStore {
                 };
                 let cols = super::listing::sort_columns(q);
                 let mut union = String::with_capacity(512 * parts.len());
-                for (i, (rank, cond, constant)) in parts.iter().enumerate() {
+                let sqlite = self.dialect.name() == "sqlite";
+                for (i, part) in parts.iter().enumerate() {
                     if i > 0 {
                         union.push_str(" UNION ALL ");
                     }
-                    let inner = if *constant { &rest } else { &sort };
+                    let inner = if part.constant { &rest } else { &sort };
+                    let inner = if part.small && sqlite {
+                        super::listing::unindexed_order(inner)
+                    } else {
+                        inner.clone()
+                    };
+                    let (rank, cond) = (part.rank, &part.cond);
                     union.push_str(&format!(
                         "SELECT * FROM (SELECT {cols}, {rank} AS part FROM keys WHERE instance_id = $1{filter}{cond} ORDER BY {inner} LIMIT ${}) AS p{i}",
                         n + 3
                     ));
                 }
                 format!(
-                    "SELECT id FROM ({union}) AS parts ORDER BY part, {sort} LIMIT ${} OFFSET ${}",
+                    "SELECT id AS pid FROM ({union}) AS parts ORDER BY part, {sort} LIMIT ${} OFFSET ${}",
                     n + 1,
                     n + 2
                 )
             }
             None => format!(
-                "SELECT id FROM keys WHERE instance_id = $1{filter} ORDER BY {sort} LIMIT ${} OFFSET ${}",
+                "SELECT id AS pid FROM keys WHERE instance_id = $1{filter} ORDER BY {sort} LIMIT ${} OFFSET ${}",
                 n + 1,
                 n + 2
             ),
         };
+        // Then the page's rows, joined from the ids: `CROSS JOIN` makes SQLite read the ids first
+        // (PostgreSQL plans it as any join). With `id IN (ids) ORDER BY f`, SQLite preferred
+        // walking the whole `f` index in order and probing the id list: a second at a million
+        // keys (BENCHMARKS.md, "A million keys").
         let sql = format!(
-            "SELECT {KEY_COLS} FROM keys WHERE instance_id = $1 AND id IN ({ids}) ORDER BY {sort}"
+            "SELECT {KEY_COLS} FROM ({ids}) AS p CROSS JOIN keys WHERE keys.id = p.pid AND keys.instance_id = $1 ORDER BY {sort}"
         );
         let rows = super::listing::bind_all!(sqlx::query(&sql), instance, q.now, binds)
             .bind(q.limit)
@@ -344,11 +355,12 @@ impl SqlStore {
     pub(crate) async fn keys_where(
         &self,
         cond: &str,
+        order: &str,
         a: i64,
         limit: i64,
     ) -> StoreResult<Vec<KeyRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLS} FROM keys WHERE {cond} ORDER BY id LIMIT $2"
+            "SELECT {KEY_COLS} FROM keys WHERE {cond} ORDER BY {order} LIMIT $2"
         ))
         .bind(a)
         .bind(limit)

@@ -127,36 +127,93 @@ impl Clause {
     }
 }
 
-/// The parts a sort order falls into when its first field is one an index cannot order by
-/// together with the `id` tie-breaker (`ORDER BY f DESC, id ASC` on an index `(f, id)`), as
-/// extra WHERE fragments, first part first: one per value of a field with few values (the
-/// effective state, with expired Active keys a part of their own beside Deactivated ones;
-/// extractable; imported), and values and NULL apart for a nullable date (NULL sorts first
-/// on SQLite, last on PostgreSQL). Within a part, an index yields the rows in order. `None`:
-/// one part (the id, and the creation and update dates, which an index orders directly).
-/// Each part carries its rank (parts of equal rank merge by the rest of the order) and whether
-/// the first field is constant in it (then the part orders by the rest alone: PostgreSQL does
-/// not drop `ORDER BY f` under `f IS NULL`, nor can an index serve the state's CASE).
-pub(crate) fn segments(q: &KeyQuery, nulls_first: bool) -> Option<Vec<(usize, String, bool)>> {
-    let (field, desc) = *q.sort.first()?;
-    let ordered = |mut v: Vec<(i64, Vec<String>)>| -> Vec<(usize, String, bool)> {
+/// One part of a segmented listing (see [`segments`]).
+pub(crate) struct Part {
+    /// Parts are read in rank order; parts of equal rank merge by the query's order.
+    pub(crate) rank: usize,
+    /// The extra WHERE fragment (fixed SQL; `$2` is "now").
+    pub(crate) cond: String,
+    /// The first sort field is constant in this part, which then orders by the rest alone
+    /// (PostgreSQL does not drop `ORDER BY f` under `f IS NULL`, nor can an index serve the
+    /// state's CASE).
+    pub(crate) constant: bool,
+    /// Few keys fall in this part as a rule (Active keys past their expiration date, keys in a
+    /// state other than Active): the part is read through its condition's index and sorted,
+    /// not by walking the sort field's index over every key (SQLite, which keeps no statistics,
+    /// would otherwise pick the index that spares it the sort).
+    pub(crate) small: bool,
+}
+
+/// The parts a listing falls into, first part first, as extra WHERE fragments, when one query
+/// in index order would not serve it:
+/// - the first sort field is one an index cannot order by together with the `id` tie-breaker
+///   (`ORDER BY f DESC, id ASC` on an index `(f, id)`): one part per value of a field with few
+///   values (the effective state, with expired Active keys a part of their own beside
+///   Deactivated ones; extractable; imported), and values and NULL apart for a nullable date
+///   (NULL sorts first on SQLite, last on PostgreSQL). Within a part, an index yields the rows
+///   in order.
+/// - the states asked for leave out Active (the bulk of an instance): one part per state, of
+///   equal rank, so each is read from the state index instead of walking every key in sort
+///   order looking for the few that match.
+///
+/// `None`: one query (ordered by the id, or the creation or update date, over Active keys).
+pub(crate) fn segments(q: &KeyQuery, nulls_first: bool) -> Option<Vec<Part>> {
+    const EXPIRED: &str = "state = 1 AND expiration_date IS NOT NULL AND expiration_date <= $2";
+    // `+state`: the state index must not serve the expired part (it would walk every Active
+    // key); the expiration date's index does.
+    const EXPIRED_PART: &str =
+        " AND +state = 1 AND expiration_date IS NOT NULL AND expiration_date <= $2";
+    let first = q.sort.first().copied();
+    let codes = state_codes(q);
+    let led_by = |f: SortField| first.is_none_or(|(g, _)| g == f);
+    if !codes.contains(&1)
+        && (led_by(SortField::Id)
+            || led_by(SortField::CreationDate)
+            || led_by(SortField::LastUpdateDate))
+    {
+        let by_id = led_by(SortField::Id);
+        let mut parts = Vec::new();
+        for code in [0i64, 2, 3, 5] {
+            if codes.contains(&code) {
+                // Fixed fragments: the code is one of four constants, not a value.
+                parts.push(Part {
+                    rank: 0,
+                    cond: format!(" AND state = {code}"),
+                    constant: false,
+                    // In id order the state index yields a state's keys in order already.
+                    small: !by_id,
+                });
+            }
+        }
+        if codes.contains(&3) {
+            parts.push(Part {
+                rank: 0,
+                cond: EXPIRED_PART.to_string(),
+                constant: false,
+                small: true,
+            });
+        }
+        return Some(parts);
+    }
+    let (field, desc) = first?;
+    let ordered = |mut v: Vec<(i64, Vec<String>)>| -> Vec<Part> {
         if desc {
             v.reverse();
         }
         v.into_iter()
             .enumerate()
             .flat_map(|(rank, (_, conds))| {
-                conds.into_iter().map(move |c| {
-                    let constant = !c.ends_with("IS NOT NULL");
-                    (rank, c, constant)
+                conds.into_iter().map(move |c| Part {
+                    rank,
+                    constant: !c.ends_with("IS NOT NULL"),
+                    small: c == EXPIRED_PART,
+                    cond: c,
                 })
             })
             .collect()
     };
-    const EXPIRED: &str = "state = 1 AND expiration_date IS NOT NULL AND expiration_date <= $2";
     match field {
         SortField::State => {
-            let codes = state_codes(q);
             let mut parts = Vec::new();
             for code in [0i64, 1, 2, 3, 5] {
                 if !codes.contains(&code) {
@@ -165,7 +222,7 @@ pub(crate) fn segments(q: &KeyQuery, nulls_first: bool) -> Option<Vec<(usize, St
                 // Fixed fragments: the code is one of five constants, not a value.
                 let conds = match code {
                     1 => vec![format!(" AND state = 1 AND NOT ({EXPIRED})")],
-                    3 => vec![" AND state = 3".to_string(), format!(" AND {EXPIRED}")],
+                    3 => vec![" AND state = 3".to_string(), EXPIRED_PART.to_string()],
                     c => vec![format!(" AND state = {c}")],
                 };
                 parts.push((code, conds));
@@ -200,6 +257,20 @@ pub(crate) fn segments(q: &KeyQuery, nulls_first: bool) -> Option<Vec<(usize, St
         }
         SortField::Id | SortField::CreationDate | SortField::LastUpdateDate => None,
     }
+}
+
+/// `order` (an ORDER BY list of `expr ASC|DESC` terms) with each term behind SQLite's unary
+/// `+`, which keeps the planner from serving the order by an index: for [`Part::small`].
+pub(crate) fn unindexed_order(order: &str) -> String {
+    let mut out = String::with_capacity(order.len() + 8);
+    for (i, term) in order.split(", ").enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('+');
+        out.push_str(term);
+    }
+    out
 }
 
 /// The columns a query's ORDER BY reads (the effective state's inputs always), each once.

@@ -185,6 +185,10 @@ impl Store for SqlStore {
         self.sealed_counts_impl().await
     }
 
+    async fn sealed_key_ids(&self) -> StoreResult<Vec<String>> {
+        self.sealed_key_ids_impl().await
+    }
+
     async fn sealed_batch(&self, keep: &str, limit: i64) -> StoreResult<Vec<SealedRow>> {
         self.sealed_batch_impl(keep, limit).await
     }
@@ -306,7 +310,10 @@ impl Store for SqlStore {
 
     async fn due_rotations(&self, now: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
         self.keys_where(
-            "next_rotation_at IS NOT NULL AND next_rotation_at <= $1 AND state IN (1, 3)",
+            "next_rotation_at IS NOT NULL AND next_rotation_at <= $1 AND +state IN (1, 3)",
+            // `keys_next_rotation` serves it (`+state`: not the state index, which would walk
+            // every Active key; ordered by id, SQLite walked every key).
+            "next_rotation_at, id",
             now,
             limit,
         )
@@ -314,8 +321,13 @@ impl Store for SqlStore {
     }
 
     async fn due_purges(&self, deleted_before: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
-        self.keys_where("state = 5 AND deletion_date < $1", deleted_before, limit)
-            .await
+        self.keys_where(
+            "state = 5 AND deletion_date < $1",
+            "deletion_date, id",
+            deleted_before,
+            limit,
+        )
+        .await
     }
 
     async fn create_alias(&self, row: &AliasRow) -> StoreResult<()> {

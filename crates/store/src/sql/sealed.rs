@@ -104,6 +104,41 @@ impl SqlStore {
             .collect()
     }
 
+    pub(crate) async fn sealed_key_ids_impl(&self) -> StoreResult<Vec<String>> {
+        let mut ids: Vec<String> = Vec::new();
+        // A loose index scan (`key_versions_master_key`, `import_tokens_master_key`): each
+        // step seeks the next distinct id, where `DISTINCT` would read every row.
+        for table in ["key_versions", "import_tokens"] {
+            let sql = format!(
+                "WITH RECURSIVE d(id) AS (
+                    SELECT MIN(master_key_id) FROM {table}
+                    UNION ALL
+                    SELECT (SELECT MIN(master_key_id) FROM {table} WHERE master_key_id > d.id)
+                    FROM d WHERE d.id IS NOT NULL)
+                 SELECT id FROM d WHERE id IS NOT NULL"
+            );
+            for r in sqlx::query(&sql)
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?
+            {
+                ids.push(get::<String>(&r, "id")?);
+            }
+        }
+        for r in sqlx::query(
+            "SELECT DISTINCT master_key_id AS id FROM secrets WHERE master_key_id <> ''",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?
+        {
+            ids.push(get::<String>(&r, "id")?);
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     pub(crate) async fn sealed_batch_impl(
         &self,
         keep: &str,
