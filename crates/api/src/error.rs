@@ -88,10 +88,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 /// database error its SQLSTATE and message (never a password, key material or row values:
 /// see `keyward_store::database_error_detail`). A 503 because the database is unavailable is
 /// also counted for `/metrics`.
-fn log_server_error(e: &ApiError) {
-    let code = e.err.code;
-    let Some(src) = e.err.source.as_deref() else {
-        tracing::error!(code = code.as_str(), op = e.op, "request failed");
+pub(crate) fn log_server_error(err: &ServiceError, op: &'static str) {
+    let code = err.code;
+    let Some(src) = err.source.as_deref() else {
+        tracing::error!(code = code.as_str(), op, "request failed");
         return;
     };
     let src: &(dyn std::error::Error + 'static) = src;
@@ -102,13 +102,13 @@ fn log_server_error(e: &ApiError) {
     match keyward_service::database_error_detail(src) {
         Some((sqlstate, message)) => tracing::error!(
             code = code.as_str(),
-            op = e.op,
+            op,
             source = %src,
             sqlstate = sqlstate.as_deref().unwrap_or("none"),
             db_message = %message,
             "request failed"
         ),
-        None => tracing::error!(code = code.as_str(), op = e.op, source = %src, "request failed"),
+        None => tracing::error!(code = code.as_str(), op, source = %src, "request failed"),
     }
 }
 
@@ -117,7 +117,7 @@ impl IntoResponse for ApiError {
         let code = self.err.code;
         let status = status_of(code);
         if status.is_server_error() {
-            log_server_error(&self);
+            log_server_error(&self.err, self.op);
         }
         let phrase = status.canonical_reason().unwrap_or("Error");
         let error_msg = format!(
