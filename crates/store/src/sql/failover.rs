@@ -228,6 +228,14 @@ struct Probe {
     identity: String,
 }
 
+impl Probe {
+    /// A primary, and (when `read_write` is asked for) a session that may write.
+    fn usable(&self, read_write: bool) -> bool {
+        let refused = self.in_recovery || (read_write && self.read_only);
+        !refused
+    }
+}
+
 async fn probe(conn: &mut AnyConnection) -> Result<Probe, sqlx::Error> {
     let row = sqlx::query(
         "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
@@ -310,7 +318,7 @@ impl PgHealth {
                 return Err(e);
             }
         };
-        if p.in_recovery || (self.hosts.read_write && p.read_only) {
+        if !p.usable(self.hosts.read_write) {
             self.resolve.store(true, Relaxed);
             note_error(ErrorClass::ReadOnly);
             let what = if p.in_recovery {
@@ -341,7 +349,7 @@ impl PgHealth {
     }
 
     /// Tries the hosts in order and returns the first one that accepts a connection and can
-    /// write (or any, without `target_session_attrs=read-write`... a standby never).
+    /// write (without `target_session_attrs=read-write`, the first that is not a standby).
     pub(crate) async fn find_writable(&self) -> Option<usize> {
         for i in 0..self.hosts.hosts.len() {
             let Ok(opts) = AnyConnectOptions::from_str(&self.hosts.url_for(i)) else {
@@ -354,9 +362,7 @@ impl PgHealth {
                 p
             };
             match tokio::time::timeout(HOST_CONNECT_TIMEOUT, attempt).await {
-                Ok(Ok(p)) if !p.in_recovery && !(self.hosts.read_write && p.read_only) => {
-                    return Some(i)
-                }
+                Ok(Ok(p)) if p.usable(self.hosts.read_write) => return Some(i),
                 Ok(Ok(_)) => tracing::info!(host = i, "database host is not writable"),
                 Ok(Err(e)) => tracing::info!(host = i, error = %e, "database host unreachable"),
                 Err(_) => tracing::info!(host = i, "database host did not answer in time"),
