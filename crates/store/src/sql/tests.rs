@@ -995,3 +995,157 @@ async fn writes_wait_for_a_synchronous_standby_when_required() {
     store.close().await;
     drop_postgres(&url).await;
 }
+
+/// A PostgreSQL instance of the test's own, in recovery (a standby that follows no primary:
+/// `standby.signal` and no `primary_conninfo`), holding a database named like the test's
+/// fresh one. Started with initdb/pg_ctl as the `postgres` user (`runuser`), in a directory
+/// under /tmp; stopped and removed when dropped. `KEYWARD_TEST_PG_BIN` names the server's
+/// bin directory (default `/usr/lib/postgresql/15/bin`).
+struct Standby {
+    dir: std::path::PathBuf,
+    port: u16,
+    bin: String,
+}
+
+impl Standby {
+    fn start(db: &str) -> Option<Standby> {
+        use std::process::Command;
+        let bin = std::env::var("KEYWARD_TEST_PG_BIN")
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        let required =
+            std::env::var("KEYWARD_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0");
+        let usable = std::path::Path::new(&format!("{bin}/initdb")).is_file()
+            && Command::new("runuser")
+                .args(["-u", "postgres", "--", "true"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !usable {
+            assert!(
+                !required,
+                "a second PostgreSQL instance (initdb in {bin}, runuser -u postgres) is missing, \
+                 and KEYWARD_REQUIRE_SERVICES is set: a test may not be skipped here \
+                 (set KEYWARD_TEST_PG_BIN)"
+            );
+            eprintln!("NOTE: no initdb/runuser: the standby test is skipped");
+            return None;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("kw-standby-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir).unwrap();
+        let s = Standby {
+            dir,
+            port: closed_port(),
+            bin,
+        };
+        assert!(Command::new("chown")
+            .arg("postgres")
+            .arg(&s.dir)
+            .status()
+            .unwrap()
+            .success());
+        s.pg(&[
+            "initdb",
+            "-D",
+            &s.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        s.ctl("start");
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", s.port);
+        let out = Command::new("psql")
+            .args([url.as_str(), "-Atqc", &format!("CREATE DATABASE {db}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        s.pg(&["pg_ctl", "-D", &s.data(), "-w", "-m", "fast", "stop"]);
+        let signal = format!("{}/standby.signal", s.data());
+        s.pg(&["touch", &signal]);
+        s.ctl("start");
+        Some(s)
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", self.dir.display())
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let prog = if args[0] == "touch" {
+            "touch".to_string()
+        } else {
+            format!("{}/{}", self.bin, args[0])
+        };
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", prog.as_str()])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+
+    fn ctl(&self, what: &str) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = format!("{}/log", self.dir.display());
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            what,
+        ]);
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{}/pg_ctl", self.bin))
+            .args(["-D", &self.data(), "-w", "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server in recovery is never used: alone in the URL it is `Unavailable` (the pool refuses
+/// its connections); listed before the primary in a multi-host URL, it is skipped.
+#[tokio::test]
+async fn a_standby_is_never_used() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let Some(standby) = Standby::start(&db_name(&url)) else {
+        drop_postgres(&url).await;
+        return;
+    };
+    let before = crate::database_health();
+    let only = with_hosts(&url, &[standby.host()], "");
+    let e = SqlStore::connect(&DatabaseUrl::new(only))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert!(crate::database_health().errors_read_only > before.errors_read_only);
+    for query in ["", "?target_session_attrs=read-write"] {
+        let multi = with_hosts(&url, &[standby.host(), host_of(&url)], query);
+        let store = SqlStore::connect(&DatabaseUrl::new(multi)).await.unwrap();
+        assert_eq!(store.current_host(), Some(1), "{query}");
+        store.put_secret("a", b"x", "mk", 1).await.unwrap();
+        store.close().await;
+    }
+    drop(standby);
+    drop_postgres(&url).await;
+}
