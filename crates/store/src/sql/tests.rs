@@ -681,6 +681,8 @@ fn multi_host_urls_are_split_as_libpq_writes_them() {
     assert_eq!(one.hosts, ["db"]);
     assert!(!one.read_write);
     assert_eq!(one.url_for(0), "postgresql://db/kw");
+    let socket = failover::PgHosts::parse("postgres:///kw?host=/var/run/postgresql").unwrap();
+    assert_eq!(socket.url_for(0), "postgres:///kw?host=/var/run/postgresql");
     let any = failover::PgHosts::parse("postgres://u@a,b/kw?target_session_attrs=any").unwrap();
     assert_eq!(any.url_for(1), "postgres://u@b/kw");
     assert!(!any.read_write);
