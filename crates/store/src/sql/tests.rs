@@ -1120,10 +1120,22 @@ struct Standby {
     dir: std::path::PathBuf,
     port: u16,
     bin: String,
+    /// More server settings (`-c ...`).
+    extra: String,
 }
 
 impl Standby {
+    /// In recovery.
     fn start(db: &str) -> Option<Standby> {
+        Self::start_as(db, true, "")
+    }
+
+    /// A primary (not in recovery) whose sessions are read-only.
+    fn start_read_only(db: &str) -> Option<Standby> {
+        Self::start_as(db, false, "-c default_transaction_read_only=on")
+    }
+
+    fn start_as(db: &str, recovery: bool, extra: &str) -> Option<Standby> {
         use std::process::Command;
         let bin = std::env::var("KEYWARD_TEST_PG_BIN")
             .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
@@ -1147,10 +1159,11 @@ impl Standby {
         let dir =
             std::env::temp_dir().join(format!("kw-standby-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir(&dir).unwrap();
-        let s = Standby {
+        let mut s = Standby {
             dir,
             port: closed_port(),
             bin,
+            extra: String::new(),
         };
         assert!(Command::new("chown")
             .arg("postgres")
@@ -1176,8 +1189,11 @@ impl Standby {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         s.pg(&["pg_ctl", "-D", &s.data(), "-w", "-m", "fast", "stop"]);
-        let signal = format!("{}/standby.signal", s.data());
-        s.pg(&["touch", &signal]);
+        if recovery {
+            let signal = format!("{}/standby.signal", s.data());
+            s.pg(&["touch", &signal]);
+        }
+        s.extra = extra.to_string();
         s.ctl("start");
         Some(s)
     }
@@ -1206,9 +1222,10 @@ impl Standby {
 
     fn ctl(&self, what: &str) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra
         );
         let log = format!("{}/log", self.dir.display());
         self.pg(&[
@@ -1262,5 +1279,32 @@ async fn a_standby_is_never_used() {
         store.close().await;
     }
     drop(standby);
+    drop_postgres(&url).await;
+}
+
+/// `target_session_attrs=read-write` skips a server whose sessions are read-only (though it is
+/// not in recovery); without it that server is used, and its writes are `Unavailable` (25006).
+#[tokio::test]
+async fn read_write_session_attrs_skip_a_read_only_server() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let Some(ro) = Standby::start_read_only(&db_name(&url)) else {
+        drop_postgres(&url).await;
+        return;
+    };
+    let hosts = [ro.host(), host_of(&url)];
+    let multi = with_hosts(&url, &hosts, "?target_session_attrs=read-write");
+    let store = SqlStore::connect(&DatabaseUrl::new(multi)).await.unwrap();
+    assert_eq!(store.current_host(), Some(1));
+    store.put_secret("a", b"x", "mk", 1).await.unwrap();
+    store.close().await;
+    // Without the attribute the first server that is not a standby is taken: there the
+    // migrations cannot even run, and the store says the database is unavailable.
+    let any = with_hosts(&url, &hosts, "");
+    let e = SqlStore::connect(&DatabaseUrl::new(any)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert_eq!(sqlstate(&e).as_deref(), Some("25006"), "{e:?}");
+    drop(ro);
     drop_postgres(&url).await;
 }
