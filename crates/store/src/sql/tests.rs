@@ -1308,3 +1308,50 @@ async fn read_write_session_attrs_skip_a_read_only_server() {
     drop(ro);
     drop_postgres(&url).await;
 }
+
+/// Which SQLSTATEs are `Unavailable` (503) and which stay errors (500), as the server raises
+/// them, and how each is counted.
+#[tokio::test]
+async fn sqlstates_are_classified_for_failover() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))
+        .await
+        .unwrap();
+    for (code, unavailable, class) in [
+        ("25006", true, crate::ErrorClass::ReadOnly),
+        ("57P01", true, crate::ErrorClass::Connection),
+        ("57P02", true, crate::ErrorClass::Connection),
+        ("57P03", true, crate::ErrorClass::Connection),
+        ("08006", true, crate::ErrorClass::Connection),
+        ("53300", true, crate::ErrorClass::Connection),
+        ("53100", true, crate::ErrorClass::Connection),
+        ("22012", false, crate::ErrorClass::Other),
+        ("XX000", false, crate::ErrorClass::Other),
+    ] {
+        let before = crate::database_health();
+        let e = sqlx::query(&format!(
+            "DO $$ BEGIN RAISE EXCEPTION 'synthetic' USING ERRCODE = '{code}'; END $$"
+        ))
+        .execute(&store.read)
+        .await
+        .map_err(classify)
+        .unwrap_err();
+        assert_eq!(
+            matches!(e, StoreError::Unavailable(_)),
+            unavailable,
+            "{code}: {e:?}"
+        );
+        assert_eq!(sqlstate(&e).as_deref(), Some(code));
+        let after = crate::database_health();
+        let counted = match class {
+            crate::ErrorClass::Connection => after.errors_connection > before.errors_connection,
+            crate::ErrorClass::ReadOnly => after.errors_read_only > before.errors_read_only,
+            crate::ErrorClass::Other => after.errors_other > before.errors_other,
+        };
+        assert!(counted, "{code}");
+    }
+    store.close().await;
+    drop_postgres(&url).await;
+}
