@@ -322,11 +322,15 @@ async fn fill(args: &Args, ctx: &Ctx, n: usize) -> Result<(Vec<String>, Value)> 
 
 /// Database size over the keys: SQLite file + WAL + shm after the nodes stopped (SQLite
 /// checkpoints the WAL when the last connection closes); PostgreSQL `pg_total_relation_size`
-/// of every table of the schema.
+/// of every table of the schema, after an `ANALYZE`.
 async fn db_bytes(launch: &Launch, keys: usize) -> Result<Value> {
     let mut tables = serde_json::Map::new();
     let total: u64 = match &launch.backend.pg_url {
         Some(url) => {
+            // Fresh statistics for the planner, as autovacuum's analyze gives a production
+            // server after a bulk load (the test servers here run with autovacuum off, and a
+            // planner that thinks the table is empty walks a million rows).
+            server::psql(url, "ANALYZE").await?;
             let out = server::psql(
                 url,
                 "SELECT c.relname || '|' || pg_total_relation_size(c.oid) FROM pg_class c \
