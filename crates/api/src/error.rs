@@ -84,18 +84,40 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
+/// The one log line of a 5xx answer: the reason code, the operation, the cause, and for a
+/// database error its SQLSTATE and message (never a password, key material or row values:
+/// see `keyward_store::database_error_detail`). A 503 because the database is unavailable is
+/// also counted for `/metrics`.
+pub(crate) fn log_server_error(err: &ServiceError, op: &'static str) {
+    let code = err.code;
+    let Some(src) = err.source.as_deref() else {
+        tracing::error!(code = code.as_str(), op, "request failed");
+        return;
+    };
+    let src: &(dyn std::error::Error + 'static) = src;
+    if code == keyward_service::ErrorCode::Unavailable && keyward_service::is_store_unavailable(src)
+    {
+        crate::metrics::count_store_unavailable();
+    }
+    match keyward_service::database_error_detail(src) {
+        Some((sqlstate, message)) => tracing::error!(
+            code = code.as_str(),
+            op,
+            source = %src,
+            sqlstate = sqlstate.as_deref().unwrap_or("none"),
+            db_message = %message,
+            "request failed"
+        ),
+        None => tracing::error!(code = code.as_str(), op, source = %src, "request failed"),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.err.code;
         let status = status_of(code);
         if status.is_server_error() {
-            let source = self
-                .err
-                .source
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            tracing::error!(code = code.as_str(), op = self.op, %source, "request failed");
+            log_server_error(&self.err, self.op);
         }
         let phrase = status.canonical_reason().unwrap_or("Error");
         let error_msg = format!(

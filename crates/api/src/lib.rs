@@ -117,6 +117,7 @@ async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) 
         integrity_failures: keyward_service::row_integrity_failures(),
         caches,
     }));
+    registry.register_collector(Box::new(metrics::DatabaseSnapshot::now()));
     metrics_response(&registry)
 }
 

@@ -209,6 +209,74 @@ impl Collector for Snapshot {
     }
 }
 
+/// Requests answered 503 because the database was unavailable (see [`count_store_unavailable`]).
+static STORE_UNAVAILABLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one request refused with 503 because the store could not reach a writable database
+/// (called by the error mapping, `error.rs`).
+pub fn count_store_unavailable() {
+    STORE_UNAVAILABLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The database's health, read once per scrape: errors by class, 503s for an unavailable
+/// store, failovers seen and the time without a writable primary (`docs/postgres.md`).
+#[derive(Debug, Default)]
+pub struct DatabaseSnapshot {
+    pub health: keyward_service::DatabaseHealth,
+    pub unavailable_responses: u64,
+}
+
+impl DatabaseSnapshot {
+    pub fn now() -> Self {
+        Self {
+            health: keyward_service::database_health(),
+            unavailable_responses: STORE_UNAVAILABLE.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+impl Collector for DatabaseSnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let h = &self.health;
+        encode_counters(
+            &mut encoder,
+            "keyward_database_errors",
+            "Database errors by class: connection (the server or the connection went away), \
+             read_only (a standby or read-only server refused a write), other.",
+            "class",
+            [
+                ("connection", h.errors_connection),
+                ("read_only", h.errors_read_only),
+                ("other", h.errors_other),
+            ],
+        )?;
+        let counters: [(&str, &str, u64); 2] = [
+            (
+                "keyward_store_unavailable_responses",
+                "Requests answered 503 because the database was unavailable.",
+                self.unavailable_responses,
+            ),
+            (
+                "keyward_database_failovers",
+                "Changes of the database server reached by new connections (failovers seen).",
+                h.failovers,
+            ),
+        ];
+        for (name, help, n) in counters {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(n).encode(m)?;
+        }
+        let m = encoder.encode_descriptor(
+            "keyward_database_unwritable_seconds",
+            "Seconds between a first database failure and the next committed write, summed.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(h.unwritable_seconds).encode(m)?;
+        Ok(())
+    }
+}
+
 /// VmRSS of this process from `/proc/self/status` (None where there is no procfs).
 fn resident_bytes() -> Option<i64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -280,8 +348,26 @@ mod tests {
                 },
             ],
         }));
+        reg.register_collector(Box::new(DatabaseSnapshot {
+            health: keyward_service::DatabaseHealth {
+                errors_connection: 4,
+                errors_read_only: 2,
+                errors_other: 1,
+                failovers: 1,
+                unwritable_seconds: 2.5,
+            },
+            unavailable_responses: 3,
+        }));
         let text = encode(&reg);
         for line in [
+            "# TYPE keyward_database_errors_total counter",
+            r#"keyward_database_errors_total{class="connection"} 4"#,
+            r#"keyward_database_errors_total{class="read_only"} 2"#,
+            r#"keyward_database_errors_total{class="other"} 1"#,
+            "keyward_store_unavailable_responses_total 3",
+            "keyward_database_failovers_total 1",
+            "# TYPE keyward_database_unwritable_seconds_total counter",
+            "keyward_database_unwritable_seconds_total 2.5",
             "# HELP keyward_http_requests_total HTTP requests by route, method and status.",
             "# TYPE keyward_http_requests_total counter",
             r#"keyward_http_requests_total{route="/api/v2/keys",method="POST",status="201"} 3"#,

@@ -145,6 +145,11 @@ pub struct ServeArgs {
     /// queue until one closes [default: 4096]
     #[arg(long, env = "KEYWARD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// PostgreSQL: refuse writes (503) while the server has no synchronous standby attached,
+    /// so that nothing acknowledged can be lost in a failover; reads keep working
+    /// (docs/postgres.md) [default: off]
+    #[arg(long, env = "KEYWARD_REQUIRE_SYNC_REPLICA")]
+    pub require_sync_replica: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -189,6 +194,7 @@ struct FileConfig {
     min_body_rate: Option<u64>,
     idle_timeout: Option<u64>,
     max_connections: Option<usize>,
+    require_sync_replica: Option<bool>,
 }
 
 /// Creates the data directory (mode 0700) when the database is the SQLite file in it.
@@ -244,6 +250,8 @@ pub struct Settings {
     pub audit_database: bool,
     /// Timeouts and the connection cap of every listener.
     pub edge: crate::edge::EdgeSettings,
+    /// PostgreSQL: writes are refused while no synchronous standby is attached.
+    pub require_sync_replica: bool,
 }
 
 /// The audit sinks named by `--audit-sink`: (file, database).
@@ -536,6 +544,11 @@ impl ServeArgs {
                 max_connections,
             }
         };
+        let require_sync_replica =
+            self.require_sync_replica || file.require_sync_replica.unwrap_or(false);
+        if require_sync_replica && !database_url.is_postgres() {
+            bail!("--require-sync-replica needs a PostgreSQL database (--database-url postgres://...)");
+        }
         if !listen.ip().is_loopback() && !insecure_http && tls.is_none() {
             bail!(
                 "refusing plain HTTP on the non-loopback address {listen}: TLS is not configured. \
@@ -584,6 +597,7 @@ impl ServeArgs {
             }),
             audit_database,
             edge,
+            require_sync_replica,
         })
     }
 }
@@ -894,5 +908,28 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn require_sync_replica_needs_postgres_and_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("kw.toml");
+        std::fs::write(
+            &cfg,
+            "require_sync_replica = true\ndatabase_url = \"postgres://kw@db:5432/kw\"\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        };
+        assert!(from_file.resolve().unwrap().require_sync_replica);
+        assert!(!ServeArgs::default().resolve().unwrap().require_sync_replica);
+        let on_sqlite = ServeArgs {
+            require_sync_replica: true,
+            ..ServeArgs::default()
+        };
+        let err = on_sqlite.resolve().unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
     }
 }

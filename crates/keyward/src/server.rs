@@ -80,11 +80,11 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Server> {
     crate::config::create_data_dir(settings)?;
-    let sql: Arc<dyn Store> = Arc::new(
-        SqlStore::connect(&settings.database_url)
-            .await
-            .with_context(|| format!("opening database {}", settings.database_url))?,
-    );
+    let sql_store = SqlStore::connect(&settings.database_url)
+        .await
+        .with_context(|| format!("opening database {}", settings.database_url))?;
+    check_durability(&sql_store).await;
+    let sql: Arc<dyn Store> = Arc::new(sql_store.clone());
     let store: Arc<dyn Store> = Arc::new(TimedStore::new(sql, Arc::default()));
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -135,6 +135,14 @@ pub async fn start_with_clock(
         Some((cert, key)) => Some((tls_config(cert, key)?, cert.clone(), key.clone())),
         None => None,
     };
+    // From here on (start-up's own writes, migrations and a first start's bootstrap, are
+    // done), writes wait for a synchronous standby if the operator asked for one.
+    sql_store.set_require_sync_replica(settings.require_sync_replica);
+    if settings.require_sync_replica {
+        tracing::info!(
+            "--require-sync-replica: writes are refused (503) while no synchronous standby is attached"
+        );
+    }
     Ok(Server {
         addr,
         listener,
@@ -153,6 +161,30 @@ pub async fn start_with_clock(
         tls,
         edge: settings.edge,
     })
+}
+
+/// On PostgreSQL, warns when a commit does not wait for a synchronous standby: a failover
+/// to an asynchronous standby may then lose writes that were acknowledged (docs/postgres.md).
+async fn check_durability(store: &SqlStore) {
+    match store.replication().await {
+        Ok(None) => {}
+        Ok(Some(r)) if r.attached() => tracing::info!(
+            synchronous_standby_names = %r.synchronous_standby_names,
+            sync_standbys = r.sync_standbys,
+            "PostgreSQL commits wait for a synchronous standby"
+        ),
+        Ok(Some(r)) => tracing::warn!(
+            primary = r.primary,
+            synchronous_standby_names = %r.synchronous_standby_names,
+            sync_standbys = r.sync_standbys,
+            "PostgreSQL has no synchronous standby attached: a failover may lose acknowledged \
+             writes (see --require-sync-replica and docs/postgres.md)"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not read PostgreSQL's replication state: durability across a failover unknown"
+        ),
+    }
 }
 
 async fn open_service(

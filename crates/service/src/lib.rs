@@ -43,6 +43,10 @@ pub mod tokens;
 pub use error::{ErrorCode, ServiceError, ServiceResult, Target};
 /// Stored rows refused per table because their integrity tag did not verify (for metrics).
 pub use keyward_store::row_integrity_failures;
+/// Database errors, failovers and outages (for metrics and the log of 5xx answers).
+pub use keyward_store::{
+    database_error_detail, database_health, is_store_unavailable, DatabaseHealth,
+};
 
 /// Tunables of the service.
 #[derive(Debug, Clone)]

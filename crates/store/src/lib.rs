@@ -28,6 +28,10 @@ pub use timed::{StoreTimings, TimedStore};
 pub use copy::{copy_database, CopyReport, COPY_TABLES};
 pub use rowtag::{row_integrity_failures, RowAuth, TAGGED_TABLES};
 pub use sql::{
+    database_error_detail, database_health, is_store_unavailable, DatabaseHealth, ErrorClass,
+    Replication,
+};
+pub use sql::{
     is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
     AUDIT_BATCH_ROWS, MAX_BATCH_COST, MAX_BATCH_JOBS, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS,
     WRITE_ATTEMPTS,

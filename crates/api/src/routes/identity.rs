@@ -71,11 +71,19 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
                 token_type: "Bearer".into(),
             },
         ),
-        Err(e) if e.code == keyward_service::ErrorCode::Unavailable => iam_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "BXNIM0500E",
-            "The identity service is temporarily unavailable",
-        ),
+        Err(e) if e.code == keyward_service::ErrorCode::Unavailable => {
+            crate::error::log_server_error(&e, "API key could not be exchanged");
+            let mut r = iam_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "BXNIM0500E",
+                "The identity service is temporarily unavailable",
+            );
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::error::UNAVAILABLE_RETRY_AFTER),
+            );
+            r
+        }
         Err(_) => {
             st.limiter.auth_failed(ip);
             iam_error(

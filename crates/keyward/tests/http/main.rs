@@ -16,6 +16,7 @@ mod bounds;
 mod crash;
 mod durability;
 mod envelope;
+mod failover;
 mod import_tokens;
 mod isolation;
 mod keys;

@@ -18,7 +18,7 @@ CREATE INDEX IF NOT EXISTS keys_list_imported ON keys (instance_id, imported, id
 CREATE INDEX IF NOT EXISTS keys_list_ring ON keys (instance_id, key_ring_id, id, state, expiration_date);
 -- How many keys each instance holds per key ring, stored state and extractable, so that a count
 -- (HEAD /keys, and the search-space check of GET /keys?search=) reads a few rows, not every key.
--- slot (the last hex digit of the key id; ids are time-ordered, so their first digits are
+-- slot (the last hex digit of the key id, as ids are time-ordered, so their first digits are
 -- alike for years) spreads one instance's counter over 16 rows, so
 -- concurrent writers rarely wait on the same row. Kept by the trigger below. It is derived
 -- data, rebuilt from keys, and not copied by keyward admin migrate.

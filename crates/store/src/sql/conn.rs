@@ -129,6 +129,8 @@ impl SqlStore {
                     write,
                     url: url.clone(),
                     auth: Default::default(),
+                    pg: None,
+                    _alive: std::sync::Arc::new(failover::Alive),
                 }
             }
             Dialect::Postgres => {
@@ -138,6 +140,26 @@ impl SqlStore {
                 // acquiring gives up after `PG_ACQUIRE_TIMEOUT` (the API answers 503).
                 // TLS follows the URL's `sslmode` (`require`, `verify-ca`, `verify-full`, with
                 // `sslrootcert=PATH` for a private CA).
+                //
+                // Failover (`failover.rs`): every new connection is checked and a standby is
+                // never used; a URL may list several hosts (libpq's `h1:p1,h2:p2` and
+                // `target_session_attrs`), of which the pool uses the first writable one and
+                // moves to another when that one stops answering.
+                let hosts = failover::PgHosts::parse(url.expose())
+                    .map_err(|why| StoreError::Corrupt(format!("database URL {url}: {why}")))?;
+                let health = failover::PgHealth::new(hosts);
+                if health.hosts.hosts.len() > 1 {
+                    match health.find_writable().await {
+                        Some(i) => health.start_at(i),
+                        None => {
+                            return Err(failover::unavailable(format!(
+                                "none of the {} hosts of {url} accepts writes",
+                                health.hosts.hosts.len()
+                            )))
+                        }
+                    }
+                }
+                let check = health.clone();
                 let pool = AnyPoolOptions::new()
                     .max_connections(PG_MAX_CONNECTIONS)
                     .min_connections(0)
@@ -145,9 +167,21 @@ impl SqlStore {
                     .idle_timeout(Some(Duration::from_secs(60)))
                     .max_lifetime(Some(Duration::from_secs(30 * 60)))
                     .test_before_acquire(true)
-                    .connect(url.expose())
+                    .after_connect(move |conn, _meta| {
+                        let check = check.clone();
+                        Box::pin(async move { check.check_new(conn).await })
+                    })
+                    .connect(&health.current_url())
                     .await
                     .map_err(classify)?;
+                let alive = std::sync::Arc::new(failover::Alive);
+                if health.hosts.hosts.len() > 1 {
+                    failover::spawn_watcher(
+                        health.clone(),
+                        pool.clone(),
+                        std::sync::Arc::downgrade(&alive),
+                    );
+                }
                 Self {
                     dialect,
                     read: pool.clone(),
@@ -157,6 +191,8 @@ impl SqlStore {
                     // PostgreSQL groups concurrent commits itself (`commit_delay`, many
                     // connections): each write keeps its own transaction.
                     batch: None,
+                    pg: Some(health),
+                    _alive: alive,
                 }
             }
         };

@@ -20,7 +20,7 @@ use std::fmt;
 use async_trait::async_trait;
 use keyward_domain::{InstanceId, KeyId, Role, TokenId};
 
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::{AnyConnection, AnyPool, Connection};
 
 use crate::rowtag::RowAuth;
 use crate::{
@@ -34,6 +34,7 @@ mod audit;
 mod batch;
 mod conn;
 mod dialect;
+mod failover;
 mod keys;
 mod listing;
 mod migrate;
@@ -57,6 +58,10 @@ pub use batch::{MAX_BATCH_COST, MAX_BATCH_JOBS};
 pub use conn::{DatabaseUrl, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS};
 pub(crate) use dialect::Dialect;
 pub use dialect::{set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
+pub use failover::{
+    database_error_detail, database_health, is_store_unavailable, DatabaseHealth, ErrorClass,
+    Replication,
+};
 pub(crate) use retry::classify;
 pub use retry::{is_serialization_failure, retry_write, serialization_retries, WRITE_ATTEMPTS};
 pub(crate) use rows::{get, key_from_row, tag_col, uuid_col, KEY_COLS};
@@ -78,6 +83,10 @@ pub struct SqlStore {
     pub(crate) auth: std::sync::Arc<parking_lot::RwLock<Option<std::sync::Arc<dyn RowAuth>>>>,
     /// SQLite's group-commit queue (`batch.rs`); `None` on PostgreSQL.
     pub(crate) batch: Option<std::sync::Arc<Batcher>>,
+    /// PostgreSQL: the hosts, the server seen, the synchronous-standby gate (`failover.rs`).
+    pub(crate) pg: Option<std::sync::Arc<failover::PgHealth>>,
+    /// Held by every clone: the failover watcher ends when the last one is dropped.
+    pub(crate) _alive: std::sync::Arc<failover::Alive>,
 }
 
 impl SqlStore {
@@ -96,12 +105,27 @@ impl SqlStore {
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
         if let Some(b) = &self.batch {
-            return b.submit(1, false, f).await;
+            let r = b.submit(1, false, f).await;
+            if r.is_ok() {
+                failover::note_write_ok();
+            }
+            return r;
         }
-        let mut tx = self.write.begin().await.map_err(classify)?;
-        let r = f(&mut tx).await?;
-        tx.commit().await.map_err(classify)?;
-        Ok(r)
+        if let Some(pg) = &self.pg {
+            pg.check_sync(&self.write).await?;
+        }
+        let mut conn = self.write.acquire().await.map_err(classify)?;
+        let r = async {
+            let mut tx = conn.begin().await.map_err(classify)?;
+            let r = f(&mut tx).await?;
+            // A connection lost during COMMIT leaves its outcome unknown: `Unavailable` (503),
+            // never success, and `retry_write` does not run it again.
+            tx.commit().await.map_err(classify)?;
+            Ok(r)
+        }
+        .await;
+        self.settle(&mut conn, &r);
+        r
     }
 
     /// Runs `f`, a single statement (or none), as one write. On SQLite a job of the group commit
@@ -113,10 +137,57 @@ impl SqlStore {
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
         if let Some(b) = &self.batch {
-            return b.submit(cost, true, f).await;
+            let r = b.submit(cost, true, f).await;
+            if r.is_ok() {
+                failover::note_write_ok();
+            }
+            return r;
         }
-        let mut c = self.write.acquire().await.map_err(classify)?;
-        f(&mut c).await
+        if let Some(pg) = &self.pg {
+            pg.check_sync(&self.write).await?;
+        }
+        let mut conn = self.write.acquire().await.map_err(classify)?;
+        let r = f(&mut conn).await;
+        self.settle(&mut conn, &r);
+        r
+    }
+
+    /// After a PostgreSQL write: a connection that failed with a connection-class error or
+    /// 25006 is closed instead of going back to the pool (and a multi-host store looks for
+    /// the primary again); a success stops the unwritable clock.
+    fn settle<T>(&self, conn: &mut sqlx::pool::PoolConnection<sqlx::Any>, r: &StoreResult<T>) {
+        match r {
+            Ok(_) => failover::note_write_ok(),
+            Err(e) if poisons_connection(e) => {
+                conn.close_on_drop();
+                if let Some(pg) = &self.pg {
+                    pg.resolve.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// With `on`, PostgreSQL writes are refused (`Unavailable`) while no synchronous standby
+    /// is attached, asked at most once a second (`--require-sync-replica`). No effect on
+    /// SQLite.
+    pub fn set_require_sync_replica(&self, on: bool) {
+        if let Some(pg) = &self.pg {
+            pg.set_require_sync(on);
+        }
+    }
+
+    /// What the PostgreSQL server says about synchronous replication (`None` on SQLite).
+    pub async fn replication(&self) -> StoreResult<Option<Replication>> {
+        if self.pg.is_none() {
+            return Ok(None);
+        }
+        failover::sync_standby_attached(&self.write).await.map(Some)
+    }
+
+    /// PostgreSQL: the index in the URL's host list of the host the pool connects to.
+    pub fn current_host(&self) -> Option<usize> {
+        self.pg.as_ref().map(|pg| pg.current())
     }
 }
 

@@ -5,17 +5,29 @@ use std::time::Duration;
 use crate::{ConflictKind, StoreError, StoreResult};
 
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
+    use super::failover::{note_error, ErrorClass};
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+        | sqlx::Error::WorkerCrashed => {
+            // The connection broke (reset, EOF, refused), or no connection could be had in
+            // time: the database is not serving us.
+            note_error(ErrorClass::Connection);
+            StoreError::Unavailable(e)
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             if db.is_unique_violation() {
                 StoreError::Conflict(ConflictKind::AlreadyExists)
+            } else if code == "25006" {
+                // read_only_sql_transaction: a write reached a server that cannot take it (a
+                // standby behind a stale route, a primary still finishing its promotion, a
+                // database set read-only). Another server, or this one a moment later, can.
+                note_error(ErrorClass::ReadOnly);
+                StoreError::Unavailable(e)
             } else if code.starts_with("57P")
                 || code.starts_with("08")
                 || code.starts_with("53")
@@ -24,13 +36,25 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
                 // Shutdown/admin termination (57P*), connection failures (08*), the server out
                 // of connections or resources (53*), and CockroachDB's "statement completion
                 // unknown" (40003, an ambiguous commit): the database is not serving us.
+                note_error(ErrorClass::Connection);
                 StoreError::Unavailable(e)
             } else {
+                note_error(ErrorClass::Other);
                 StoreError::Backend(e)
             }
         }
-        _ => StoreError::Backend(e),
+        _ => {
+            note_error(ErrorClass::Other);
+            StoreError::Backend(e)
+        }
     }
+}
+
+/// Whether a connection that returned `e` must be closed rather than go back to the pool:
+/// after a connection-class error it may be broken, and after 25006 it leads to a server that
+/// cannot write.
+pub(crate) fn poisons_connection(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(_))
 }
 
 /// Attempts of one write transaction that keeps hitting serialization failures.

@@ -596,3 +596,556 @@ async fn a_failed_commit_acknowledges_nothing() {
     assert_eq!(ring_ids(&store, inst).await, ["ring-b"]);
     store.close().await;
 }
+
+// ---- Failover (`failover.rs`): what the store does when PostgreSQL goes away or cannot write.
+
+/// The database name at the end of a URL.
+fn db_name(url: &str) -> String {
+    let (_, name) = url.rsplit_once('/').unwrap();
+    name.split('?').next().unwrap().to_string()
+}
+
+/// `url` with its host list replaced by `hosts`, and `query` (`?...` or empty) appended.
+fn with_hosts(url: &str, hosts: &[String], query: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let user = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    let path = path.split('?').next().unwrap();
+    format!("{scheme}://{user}{}{path}{query}", hosts.join(","))
+}
+
+/// The `host:port` of a single-host URL.
+fn host_of(url: &str) -> String {
+    let (_, rest) = url.split_once("://").unwrap();
+    let authority = &rest[..rest.find('/').unwrap()];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// Runs one statement on the test server's maintenance database.
+async fn admin_exec(sql: &str) {
+    use sqlx::Connection;
+    let base = std::env::var("KEYWARD_TEST_DATABASE_URL").unwrap();
+    let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
+    c.execute(sql).await.unwrap();
+    c.close().await.unwrap();
+}
+
+/// Ends every session on database `db` (as an operator or a failing server would).
+async fn terminate_backends(db: &str) {
+    admin_exec(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    ))
+    .await;
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sqlstate(e: &StoreError) -> Option<String> {
+    crate::database_error_detail(e).and_then(|(code, _)| code)
+}
+
+#[test]
+fn multi_host_urls_are_split_as_libpq_writes_them() {
+    let h = failover::PgHosts::parse(
+        "postgres://kw:p%40ss@db1:5432,db2:5433,[::1]:5434/keyward?sslmode=require&target_session_attrs=read-write&application_name=kw",
+    )
+    .unwrap();
+    assert_eq!(h.hosts, ["db1:5432", "db2:5433", "[::1]:5434"]);
+    assert!(h.read_write);
+    assert_eq!(
+        h.url_for(1),
+        "postgres://kw:p%40ss@db2:5433/keyward?sslmode=require&application_name=kw"
+    );
+    assert_eq!(
+        h.url_for(2),
+        "postgres://kw:p%40ss@[::1]:5434/keyward?sslmode=require&application_name=kw"
+    );
+    // Debug output names the hosts, never the password.
+    assert!(!format!("{h:?}").contains("p%40ss"));
+    let one = failover::PgHosts::parse("postgresql://db/kw").unwrap();
+    assert_eq!(one.hosts, ["db"]);
+    assert!(!one.read_write);
+    assert_eq!(one.url_for(0), "postgresql://db/kw");
+    let any = failover::PgHosts::parse("postgres://u@a,b/kw?target_session_attrs=any").unwrap();
+    assert_eq!(any.url_for(1), "postgres://u@b/kw");
+    assert!(!any.read_write);
+    for bad in [
+        "postgres://u@a,,b/kw",
+        "postgres://u@a/kw?target_session_attrs=read-only",
+        "postgres://u@a/kw?target_session_attrs=standby",
+    ] {
+        assert!(failover::PgHosts::parse(bad).is_err(), "{bad}");
+    }
+    // The masked form of a multi-host URL hides the password too.
+    let u = DatabaseUrl::new("postgres://kw:s3cr3t@db1:5432,db2:5432/keyward");
+    assert!(!format!("{u} {u:?}").contains("s3cr3t"));
+}
+
+/// 25006: a write on a session that cannot write (here the database is set read-only, as a
+/// standby behind a stale route would answer) is `Unavailable`, the connection is dropped, and
+/// once the server can write again the same store writes, without reconnecting by hand.
+#[tokio::test]
+async fn a_read_only_server_is_unavailable_and_its_connection_is_dropped() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let db = db_name(&url);
+    let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))
+        .await
+        .unwrap();
+    store.put_secret("a", b"x", "mk", 1).await.unwrap();
+    let before = crate::database_health();
+    admin_exec(&format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on"
+    ))
+    .await;
+    terminate_backends(&db).await;
+    let e = store.put_secret("b", b"x", "mk", 1).await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert_eq!(sqlstate(&e).as_deref(), Some("25006"), "{e:?}");
+    let after = crate::database_health();
+    assert!(after.errors_read_only > before.errors_read_only);
+    // The read-only connection did not go back to the pool: the server has no session left.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sessions: i64 = {
+        use sqlx::Connection;
+        let base = std::env::var("KEYWARD_TEST_DATABASE_URL").unwrap();
+        let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
+        let n = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '{db}'"
+        ))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+        n
+    };
+    // (The pool may still hold a connection killed above: its ping fails when it is next
+    // taken, and it is replaced.)
+    assert_eq!(sessions, 0);
+    // Reads keep working.
+    assert!(store.get_secret("a").await.unwrap().is_some());
+    admin_exec(&format!(
+        "ALTER DATABASE {db} RESET default_transaction_read_only"
+    ))
+    .await;
+    // The read above left one read-only session idle: the first write may meet it (and
+    // drop it); the next one writes.
+    let mut wrote = false;
+    for _ in 0..2 {
+        match store.put_secret("b", b"x", "mk", 1).await {
+            Ok(()) => {
+                wrote = true;
+                break;
+            }
+            Err(e) => assert_eq!(sqlstate(&e).as_deref(), Some("25006"), "{e:?}"),
+        }
+    }
+    assert!(wrote);
+    assert!(crate::database_health().unwritable_seconds > before.unwritable_seconds);
+    store.close().await;
+    drop_postgres(&url).await;
+}
+
+/// A connection killed in the middle of a statement: `Unavailable` (not a 500), and the next
+/// write gets a fresh connection.
+#[tokio::test]
+async fn a_connection_killed_mid_statement_is_unavailable_and_replaced() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let db = db_name(&url);
+    let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))
+        .await
+        .unwrap();
+    let s = store.clone();
+    let slow = tokio::spawn(async move {
+        s.write_tx(|c| {
+            Box::pin(async move {
+                sqlx::query("SELECT pg_sleep(20)")
+                    .execute(&mut *c)
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            })
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    terminate_backends(&db).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("a killed connection must not hang the request")
+        .unwrap();
+    let e = r.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    store.put_secret("after", b"x", "mk", 1).await.unwrap();
+    store.close().await;
+    drop_postgres(&url).await;
+}
+
+/// A connection that dies during COMMIT leaves the outcome unknown to the client: the store
+/// says `Unavailable`, never success, and does not run the transaction again. (Here the
+/// server had not committed: the row is absent.)
+#[tokio::test]
+async fn a_connection_lost_during_commit_is_never_a_success() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let db = db_name(&url);
+    let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))
+        .await
+        .unwrap();
+    for stmt in [
+        "CREATE TABLE commit_probe (v INT)",
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(20); RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON commit_probe \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+    ] {
+        store.write.execute(stmt).await.unwrap();
+    }
+    let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (s, n) = (store.clone(), attempts.clone());
+    let w = tokio::spawn(async move {
+        retry_write("commit_probe", || {
+            let (s, n) = (s.clone(), n.clone());
+            async move {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                s.write_tx(|c| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO commit_probe VALUES (1)")
+                            .execute(&mut *c)
+                            .await
+                            .map_err(classify)?;
+                        Ok(())
+                    })
+                })
+                .await
+            }
+        })
+        .await
+    });
+    // The INSERT is done at once; the COMMIT runs the deferred trigger, which sleeps.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    terminate_backends(&db).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), w)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM commit_probe")
+        .fetch_one(&store.read)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    store.close().await;
+    drop_postgres(&url).await;
+}
+
+/// A URL whose server does not listen: `Unavailable`, within the acquire timeout.
+#[tokio::test]
+async fn a_closed_port_is_unavailable() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let dead = with_hosts(&url, &[format!("127.0.0.1:{}", closed_port())], "");
+    let started = std::time::Instant::now();
+    let e = SqlStore::connect(&DatabaseUrl::new(dead))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert!(
+        started.elapsed() < PG_ACQUIRE_TIMEOUT + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop_postgres(&url).await;
+}
+
+/// A multi-host URL whose first host is down: the store uses the second.
+#[tokio::test]
+async fn a_multi_host_url_skips_a_dead_host() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let hosts = [format!("127.0.0.1:{}", closed_port()), host_of(&url)];
+    let multi = with_hosts(&url, &hosts, "?target_session_attrs=read-write");
+    let store = SqlStore::connect(&DatabaseUrl::new(multi)).await.unwrap();
+    assert_eq!(store.current_host(), Some(1));
+    store.put_secret("a", b"x", "mk", 1).await.unwrap();
+    store.close().await;
+    drop_postgres(&url).await;
+}
+
+/// A TCP forwarder standing in for a primary that can die: every connection through it is
+/// cut when it is killed, and it no longer accepts any.
+struct Forwarder {
+    port: u16,
+    tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Forwarder {
+    async fn start(target: String) -> Forwarder {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let t = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = l.accept().await {
+                let target = target.clone();
+                t.lock().push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        });
+        tasks.lock().push(accept);
+        Forwarder { port, tasks }
+    }
+
+    fn kill(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// The primary of a multi-host URL dies: requests fail `Unavailable` for a moment, then the
+/// store writes through the next host, counts one failover, and never needed a restart.
+#[tokio::test]
+async fn a_multi_host_store_moves_to_the_next_host_when_the_first_dies() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let fwd = Forwarder::start(host_of(&url)).await;
+    let hosts = [format!("127.0.0.1:{}", fwd.port), host_of(&url)];
+    let multi = with_hosts(&url, &hosts, "?target_session_attrs=read-write");
+    let store = SqlStore::connect(&DatabaseUrl::new(multi)).await.unwrap();
+    assert_eq!(store.current_host(), Some(0));
+    store.put_secret("a", b"x", "mk", 1).await.unwrap();
+    let before = crate::database_health();
+    fwd.kill();
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    loop {
+        match store.put_secret("b", b"x", "mk", 1).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+                failures += 1;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the store never moved to the second host"
+        );
+    }
+    // (The first write may already succeed: the watcher can move the pool while that write
+    // waits for a connection.)
+    eprintln!("writes refused while the first host was gone: {failures}");
+    assert_eq!(store.current_host(), Some(1));
+    let after = crate::database_health();
+    assert!(after.failovers > before.failovers);
+    assert!(after.errors_connection > before.errors_connection);
+    assert!(store.get_secret("a").await.unwrap().is_some());
+    store.close().await;
+    drop_postgres(&url).await;
+}
+
+/// `--require-sync-replica` on a server without a synchronous standby: writes are refused
+/// (`Unavailable`), reads work; off again, writes work.
+#[tokio::test]
+async fn writes_wait_for_a_synchronous_standby_when_required() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))
+        .await
+        .unwrap();
+    store.put_secret("a", b"x", "mk", 1).await.unwrap();
+    let r = store.replication().await.unwrap().unwrap();
+    assert!(r.primary);
+    assert!(!r.attached(), "{r:?}");
+    store.set_require_sync_replica(true);
+    let e = store.put_secret("b", b"x", "mk", 1).await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    let (_, msg) = crate::database_error_detail(&e).unwrap();
+    assert!(msg.contains("synchronous standby"), "{msg}");
+    assert!(store.get_secret("a").await.unwrap().is_some());
+    store.set_require_sync_replica(false);
+    store.put_secret("b", b"x", "mk", 1).await.unwrap();
+    store.close().await;
+    drop_postgres(&url).await;
+}
+
+/// A PostgreSQL instance of the test's own, in recovery (a standby that follows no primary:
+/// `standby.signal` and no `primary_conninfo`), holding a database named like the test's
+/// fresh one. Started with initdb/pg_ctl as the `postgres` user (`runuser`), in a directory
+/// under /tmp; stopped and removed when dropped. `KEYWARD_TEST_PG_BIN` names the server's
+/// bin directory (default `/usr/lib/postgresql/15/bin`).
+struct Standby {
+    dir: std::path::PathBuf,
+    port: u16,
+    bin: String,
+}
+
+impl Standby {
+    fn start(db: &str) -> Option<Standby> {
+        use std::process::Command;
+        let bin = std::env::var("KEYWARD_TEST_PG_BIN")
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        let required =
+            std::env::var("KEYWARD_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0");
+        let usable = std::path::Path::new(&format!("{bin}/initdb")).is_file()
+            && Command::new("runuser")
+                .args(["-u", "postgres", "--", "true"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !usable {
+            assert!(
+                !required,
+                "a second PostgreSQL instance (initdb in {bin}, runuser -u postgres) is missing, \
+                 and KEYWARD_REQUIRE_SERVICES is set: a test may not be skipped here \
+                 (set KEYWARD_TEST_PG_BIN)"
+            );
+            eprintln!("NOTE: no initdb/runuser: the standby test is skipped");
+            return None;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("kw-standby-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir).unwrap();
+        let s = Standby {
+            dir,
+            port: closed_port(),
+            bin,
+        };
+        assert!(Command::new("chown")
+            .arg("postgres")
+            .arg(&s.dir)
+            .status()
+            .unwrap()
+            .success());
+        s.pg(&[
+            "initdb",
+            "-D",
+            &s.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        s.ctl("start");
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", s.port);
+        let out = Command::new("psql")
+            .args([url.as_str(), "-Atqc", &format!("CREATE DATABASE {db}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        s.pg(&["pg_ctl", "-D", &s.data(), "-w", "-m", "fast", "stop"]);
+        let signal = format!("{}/standby.signal", s.data());
+        s.pg(&["touch", &signal]);
+        s.ctl("start");
+        Some(s)
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", self.dir.display())
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let prog = if args[0] == "touch" {
+            "touch".to_string()
+        } else {
+            format!("{}/{}", self.bin, args[0])
+        };
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", prog.as_str()])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+
+    fn ctl(&self, what: &str) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = format!("{}/log", self.dir.display());
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            what,
+        ]);
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{}/pg_ctl", self.bin))
+            .args(["-D", &self.data(), "-w", "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server in recovery is never used: alone in the URL it is `Unavailable` (the pool refuses
+/// its connections); listed before the primary in a multi-host URL, it is skipped.
+#[tokio::test]
+async fn a_standby_is_never_used() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let Some(standby) = Standby::start(&db_name(&url)) else {
+        drop_postgres(&url).await;
+        return;
+    };
+    let before = crate::database_health();
+    let only = with_hosts(&url, &[standby.host()], "");
+    let e = SqlStore::connect(&DatabaseUrl::new(only))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert!(crate::database_health().errors_read_only > before.errors_read_only);
+    for query in ["", "?target_session_attrs=read-write"] {
+        let multi = with_hosts(&url, &[standby.host(), host_of(&url)], query);
+        let store = SqlStore::connect(&DatabaseUrl::new(multi)).await.unwrap();
+        assert_eq!(store.current_host(), Some(1), "{query}");
+        store.put_secret("a", b"x", "mk", 1).await.unwrap();
+        store.close().await;
+    }
+    drop(standby);
+    drop_postgres(&url).await;
+}
