@@ -33,9 +33,10 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 /// Keyward nodes on the stack: node n uses `urls[n]`; all share one master key file. `apis[n]`
 /// is the first-start Manager talking to node n with the load's client deadline.
 struct Deployment {
-    _dir: tempfile::TempDir,
+    // Before the directory: a dropped node prints its log (kept in the directory) on failure.
     nodes: Vec<Node>,
     apis: Vec<Api>,
+    _dir: tempfile::TempDir,
 }
 
 async fn deploy(urls: &[String], extra: &[&str]) -> Deployment {
@@ -62,9 +63,9 @@ async fn deploy(urls: &[String], extra: &[&str]) -> Deployment {
     let first = Api::login(&nodes[0].base, &apikey, &inst).await;
     let apis = nodes.iter().map(|n| client_for(&first, &n.base)).collect();
     Deployment {
-        _dir: dir,
         nodes,
         apis,
+        _dir: dir,
     }
 }
 
