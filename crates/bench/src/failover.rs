@@ -261,6 +261,8 @@ async fn load_and_disrupt(
 
     let origin = Instant::now();
     let events: Arc<Mutex<Vec<Ev>>> = Arc::new(Mutex::new(Vec::new()));
+    // The first few answers that were neither 2xx nor 503 (status and body), for the report.
+    let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let conns = args.connections.max(2);
     let mut tasks = Vec::new();
@@ -291,7 +293,7 @@ async fn load_and_disrupt(
                 Bodies::Fixed(Bytes::from(wrap_body.clone())),
             )?
         };
-        let (events, stop) = (events.clone(), stop.clone());
+        let (events, stop, errors) = (events.clone(), stop.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = None;
             let mut local = Vec::new();
@@ -317,9 +319,34 @@ async fn load_and_disrupt(
                         {
                             Ok(Ok((s, _))) if s.is_success() => 0,
                             Ok(Ok((s, _))) if s.as_u16() == 503 => 1,
-                            Ok(Ok(_)) => 2,
-                            _ => {
+                            Ok(outcome) => {
+                                let what = match outcome {
+                                    Ok((s, body)) => format!(
+                                        "node {node}: {s}: {}",
+                                        String::from_utf8_lossy(&body)
+                                            .chars()
+                                            .take(300)
+                                            .collect::<String>()
+                                    ),
+                                    Err(e) => {
+                                        conn = None;
+                                        format!("node {node}: transport: {e:#}")
+                                    }
+                                };
+                                let mut errs = lock(&errors);
+                                if errs.len() < 5 {
+                                    errs.push(what);
+                                }
+                                2
+                            }
+                            Err(_) => {
                                 conn = None;
+                                let mut errs = lock(&errors);
+                                if errs.len() < 5 {
+                                    errs.push(format!(
+                                        "node {node}: no answer within {REQUEST_DEADLINE:?}"
+                                    ));
+                                }
                                 2
                             }
                         }
@@ -424,6 +451,7 @@ async fn load_and_disrupt(
         "before_s": secs(disrupted - warmup),
         "after_s": secs(end - recovered),
         "per_node": per_node,
+        "first_errors": *lock(&errors),
         "flagged": other_errors > 0 || g.iter().any(|g| g.back.is_none()),
     }))
 }
@@ -511,6 +539,9 @@ pub fn table(r: &Value) -> String {
             n["refused_503"],
             n["other_errors"]
         );
+    }
+    for e in r["first_errors"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "\nother error: {}", e.as_str().unwrap_or_default());
     }
     o
 }
