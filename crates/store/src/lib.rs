@@ -33,8 +33,8 @@ pub use sql::{
 };
 pub use sql::{
     is_serialization_failure, retry_write, serialization_retries, DatabaseUrl, SqlStore,
-    AUDIT_BATCH_ROWS, MAX_BATCH_COST, MAX_BATCH_JOBS, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS,
-    WRITE_ATTEMPTS,
+    AUDIT_BATCH_ROWS, MAX_BATCH_COST, MAX_BATCH_JOBS, PG_ACQUIRE_TIMEOUT, PG_CALL_DEADLINE,
+    PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
 };
 pub use sql::{set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
 

@@ -326,3 +326,56 @@ async fn an_unreachable_database_answers_503_everywhere_and_the_node_recovers() 
     assert_eq!(status, 200, "{body}");
     assert!(body["resources"].as_array().unwrap().len() >= 2, "{body}");
 }
+
+/// A node on a multi-host URL (`h1,h2` with `target_session_attrs=read-write`) whose first
+/// host dies: after a short burst of 503s it serves from the second host, without a restart,
+/// and `/metrics` counts the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_host_node_moves_to_the_next_host_when_the_first_dies() {
+    let Some(base) = pg_base("a_multi_host_node_moves_to_the_next_host_when_the_first_dies") else {
+        return;
+    };
+    let _serial = keyward_testsupport::SERIAL.lock().await;
+    let db = Db::fresh(&base);
+    let real = host_port(&db.url);
+    let fwd = Forwarder::start(0, real.clone()).await;
+    let (prefix, rest) = db.url.split_once("://").unwrap();
+    let user = rest
+        .split_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    let name = db.url.rsplit('/').next().unwrap();
+    let multi = format!(
+        "{prefix}://{user}127.0.0.1:{},{real}/{name}?target_session_attrs=read-write",
+        fwd.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (node, api) = node_on(dir.path(), &multi, &[]).await;
+    let (status, _, body) = create_key(&api, "before").await;
+    assert_eq!(status, 201, "{body}");
+    let failovers = sample(&metrics(&node).await, "keyward_database_failovers_total");
+
+    fwd.kill();
+    let killed = Instant::now();
+    let mut refused = 0;
+    loop {
+        let r = create_key(&api, "after").await;
+        if r.0 == 201 {
+            break;
+        }
+        assert_unavailable(&r);
+        refused += 1;
+        assert!(killed.elapsed() < Duration::from_secs(20), "{}", node.log());
+    }
+    eprintln!(
+        "multi-host failover: {refused} writes refused, serving again after {:?}",
+        killed.elapsed()
+    );
+    let (status, _, body) = list_keys(&api).await;
+    assert_eq!(status, 200, "{body}");
+    let m = metrics(&node).await;
+    assert!(
+        sample(&m, "keyward_database_failovers_total") > failovers,
+        "{m}"
+    );
+}

@@ -237,12 +237,26 @@ impl Probe {
 }
 
 async fn probe(conn: &mut AnyConnection) -> Result<Probe, sqlx::Error> {
-    let row = sqlx::query(
+    let row = match sqlx::query(
         "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
          coalesce(host(inet_server_addr()), 'local'), coalesce(inet_server_port(), 0)",
     )
     .fetch_one(&mut *conn)
-    .await?;
+    .await
+    {
+        Ok(row) => row,
+        // Class 42 (an undefined function, a syntax error): a PostgreSQL-compatible server
+        // without these functions. Nothing is known about it, so nothing is refused.
+        Err(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c.starts_with("42")) => {
+            tracing::debug!(error = %db, "the server cannot say whether it is a standby");
+            return Ok(Probe {
+                in_recovery: false,
+                read_only: false,
+                identity: "unknown".into(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let in_recovery: bool = row.try_get(0)?;
     let read_only: String = row.try_get(1)?;
     let addr: String = row.try_get(2)?;
@@ -407,7 +421,17 @@ impl PgHealth {
         let ok = match cached {
             Some((at, ok)) if at.elapsed() < SYNC_CHECK_TTL => ok,
             _ => {
-                let ok = sync_standby_attached(pool).await?.attached();
+                // A server that cannot say (an error that is not the database going away)
+                // cannot show a synchronous standby either: the write is refused all the same.
+                let ok = sync_standby_attached(pool)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Backend(e) => unavailable(format!(
+                            "--require-sync-replica: the replication state could not be read: {e}"
+                        )),
+                        other => other,
+                    })?
+                    .attached();
                 *self.sync_checked.lock() = Some((Instant::now(), ok));
                 ok
             }

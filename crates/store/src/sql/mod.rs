@@ -115,14 +115,14 @@ impl SqlStore {
             pg.check_sync(&self.write).await?;
         }
         let mut conn = self.write.acquire().await.map_err(classify)?;
-        let r = async {
+        let r = within_tx_deadline(async {
             let mut tx = conn.begin().await.map_err(classify)?;
             let r = f(&mut tx).await?;
             // A connection lost during COMMIT leaves its outcome unknown: `Unavailable` (503),
             // never success, and `retry_write` does not run it again.
             tx.commit().await.map_err(classify)?;
             Ok(r)
-        }
+        })
         .await;
         self.settle(&mut conn, &r);
         r
@@ -147,7 +147,7 @@ impl SqlStore {
             pg.check_sync(&self.write).await?;
         }
         let mut conn = self.write.acquire().await.map_err(classify)?;
-        let r = f(&mut conn).await;
+        let r = within_tx_deadline(f(&mut conn)).await;
         self.settle(&mut conn, &r);
         r
     }
@@ -165,6 +165,32 @@ impl SqlStore {
                 }
             }
             Err(_) => {}
+        }
+    }
+
+    /// PostgreSQL: runs one store call within [`PG_CALL_DEADLINE`] (waiting for a connection
+    /// included), so that a request never hangs on a database that stopped answering without
+    /// closing its connections (a network partition, a paused server): past it the call is
+    /// `Unavailable`. Calls that scan whole tables (scheduler, administration, re-sealing,
+    /// audit queries) are not bounded. SQLite: no bound.
+    pub(crate) async fn bounded<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: std::future::Future<Output = StoreResult<T>> + Send,
+        T: Send,
+    {
+        let Some(pg) = &self.pg else {
+            return f.await;
+        };
+        match tokio::time::timeout(PG_CALL_DEADLINE, f).await {
+            Ok(r) => r,
+            Err(_) => {
+                failover::note_error(failover::ErrorClass::Connection);
+                pg.resolve.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(failover::unavailable(format!(
+                    "the database did not answer within {} s",
+                    PG_CALL_DEADLINE.as_secs()
+                )))
+            }
         }
     }
 
@@ -188,6 +214,32 @@ impl SqlStore {
     /// PostgreSQL: the index in the URL's host list of the host the pool connects to.
     pub fn current_host(&self) -> Option<usize> {
         self.pg.as_ref().map(|pg| pg.current())
+    }
+}
+
+/// PostgreSQL: the most one store call may take, the wait for a connection
+/// ([`PG_ACQUIRE_TIMEOUT`]) included (see [`SqlStore::bounded`]).
+pub const PG_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The most one PostgreSQL write may take once it has its connection: shorter than what is left
+/// of [`PG_CALL_DEADLINE`] after the longest wait for a connection, so that a write that runs
+/// out of time is ended here, where its connection is closed (its outcome unknown:
+/// `Unavailable`), and not by the call's deadline, which would leave that connection to the
+/// pool.
+const PG_TX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
+
+async fn within_tx_deadline<T>(
+    f: impl std::future::Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(PG_TX_DEADLINE, f).await {
+        Ok(r) => r,
+        Err(_) => {
+            failover::note_error(failover::ErrorClass::Connection);
+            Err(failover::unavailable(format!(
+                "the database did not finish the write within {} s; its outcome is unknown",
+                PG_TX_DEADLINE.as_secs()
+            )))
+        }
     }
 }
 
@@ -223,7 +275,7 @@ impl Store for SqlStore {
     }
 
     async fn get_secret(&self, name: &str) -> StoreResult<Option<(Vec<u8>, String)>> {
-        self.get_secret_impl(name).await
+        self.bounded(self.get_secret_impl(name)).await
     }
 
     async fn put_secret_if_absent(
@@ -233,9 +285,9 @@ impl Store for SqlStore {
         master_key_id: &str,
         now: i64,
     ) -> StoreResult<bool> {
-        retry_write("put_secret_if_absent", || {
+        self.bounded(retry_write("put_secret_if_absent", || {
             self.put_secret_if_absent_impl(name, sealed, master_key_id, now)
-        })
+        }))
         .await
     }
 
@@ -246,9 +298,9 @@ impl Store for SqlStore {
         master_key_id: &str,
         now: i64,
     ) -> StoreResult<()> {
-        retry_write("put_secret", || {
+        self.bounded(retry_write("put_secret", || {
             self.put_secret_impl(name, sealed, master_key_id, now)
-        })
+        }))
         .await
     }
 
@@ -270,11 +322,14 @@ impl Store for SqlStore {
     }
 
     async fn create_instance(&self, row: &InstanceRow) -> StoreResult<()> {
-        retry_write("create_instance", || self.create_instance_impl(row)).await
+        self.bounded(retry_write("create_instance", || {
+            self.create_instance_impl(row)
+        }))
+        .await
     }
 
     async fn get_instance(&self, id: InstanceId) -> StoreResult<Option<InstanceRow>> {
-        self.get_instance_impl(id).await
+        self.bounded(self.get_instance_impl(id)).await
     }
 
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>> {
@@ -282,7 +337,10 @@ impl Store for SqlStore {
     }
 
     async fn delete_instance(&self, id: InstanceId) -> StoreResult<()> {
-        retry_write("delete_instance", || self.delete_instance_impl(id)).await
+        self.bounded(retry_write("delete_instance", || {
+            self.delete_instance_impl(id)
+        }))
+        .await
     }
 
     async fn create_api_key(
@@ -291,14 +349,14 @@ impl Store for SqlStore {
         key: &ApiKeyRow,
         key_hash: &[u8],
     ) -> StoreResult<()> {
-        retry_write("create_api_key", || {
+        self.bounded(retry_write("create_api_key", || {
             self.create_api_key_impl(principal, key, key_hash)
-        })
+        }))
         .await
     }
 
     async fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<ApiKeyRow>> {
-        self.find_api_key_impl(key_hash).await
+        self.bounded(self.find_api_key_impl(key_hash)).await
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
@@ -306,27 +364,34 @@ impl Store for SqlStore {
     }
 
     async fn delete_api_key(&self, id: &str) -> StoreResult<()> {
-        retry_write("delete_api_key", || self.delete_api_key_impl(id)).await
+        self.bounded(retry_write("delete_api_key", || {
+            self.delete_api_key_impl(id)
+        }))
+        .await
     }
 
     async fn api_key_exists(&self, id: &str) -> StoreResult<bool> {
-        self.api_key_exists_impl(id).await
+        self.bounded(self.api_key_exists_impl(id)).await
     }
 
     async fn principal_exists(&self, iam_id: &str) -> StoreResult<bool> {
-        self.principal_exists_impl(iam_id).await
+        self.bounded(self.principal_exists_impl(iam_id)).await
     }
 
     async fn grant(&self, g: &GrantRow) -> StoreResult<()> {
-        retry_write("grant", || self.grant_impl(g)).await
+        self.bounded(retry_write("grant", || self.grant_impl(g)))
+            .await
     }
 
     async fn revoke(&self, instance: InstanceId, iam_id: &str, role: Role) -> StoreResult<()> {
-        retry_write("revoke", || self.revoke_impl(instance, iam_id, role)).await
+        self.bounded(retry_write("revoke", || {
+            self.revoke_impl(instance, iam_id, role)
+        }))
+        .await
     }
 
     async fn roles_of(&self, instance: InstanceId, iam_id: &str) -> StoreResult<Vec<Role>> {
-        self.roles_of_impl(instance, iam_id).await
+        self.bounded(self.roles_of_impl(instance, iam_id)).await
     }
 
     async fn list_grants(&self) -> StoreResult<Vec<GrantRow>> {
@@ -339,23 +404,27 @@ impl Store for SqlStore {
         version: &VersionRow,
         guard: Option<TokenGuard>,
     ) -> StoreResult<()> {
-        retry_write("insert_key", || self.insert_key_impl(key, version, guard)).await
+        self.bounded(retry_write("insert_key", || {
+            self.insert_key_impl(key, version, guard)
+        }))
+        .await
     }
 
     async fn get_key(&self, instance: InstanceId, id: KeyId) -> StoreResult<Option<KeyRow>> {
-        self.get_key_impl(instance, id).await
+        self.bounded(self.get_key_impl(instance, id)).await
     }
 
     async fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>> {
-        self.list_keys_impl(instance, q).await
+        self.bounded(self.list_keys_impl(instance, q)).await
     }
 
     async fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64> {
-        self.count_keys_impl(instance, q).await
+        self.bounded(self.count_keys_impl(instance, q)).await
     }
 
     async fn update_key(&self, key: &KeyRow) -> StoreResult<()> {
-        retry_write("update_key", || self.update_key_impl(key)).await
+        self.bounded(retry_write("update_key", || self.update_key_impl(key)))
+            .await
     }
 
     async fn rotate_key(
@@ -364,15 +433,19 @@ impl Store for SqlStore {
         version: &VersionRow,
         guard: Option<TokenGuard>,
     ) -> StoreResult<()> {
-        retry_write("rotate_key", || self.rotate_key_impl(key, version, guard)).await
+        self.bounded(retry_write("rotate_key", || {
+            self.rotate_key_impl(key, version, guard)
+        }))
+        .await
     }
 
     async fn versions(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<VersionRow>> {
-        self.versions_impl(instance, key).await
+        self.bounded(self.versions_impl(instance, key)).await
     }
 
     async fn purge_key(&self, key: &KeyRow) -> StoreResult<()> {
-        retry_write("purge_key", || self.purge_key_impl(key)).await
+        self.bounded(retry_write("purge_key", || self.purge_key_impl(key)))
+            .await
     }
 
     async fn due_rotations(&self, now: i64, limit: i64) -> StoreResult<Vec<KeyRow>> {
@@ -390,18 +463,19 @@ impl Store for SqlStore {
     }
 
     async fn create_alias(&self, row: &AliasRow) -> StoreResult<()> {
-        retry_write("create_alias", || self.create_alias_impl(row)).await
+        self.bounded(retry_write("create_alias", || self.create_alias_impl(row)))
+            .await
     }
 
     async fn delete_alias(&self, instance: InstanceId, alias: &str, key: KeyId) -> StoreResult<()> {
-        retry_write("delete_alias", || {
+        self.bounded(retry_write("delete_alias", || {
             self.delete_alias_impl(instance, alias, key)
-        })
+        }))
         .await
     }
 
     async fn aliases_of(&self, instance: InstanceId, key: KeyId) -> StoreResult<Vec<AliasRow>> {
-        self.aliases_of_impl(instance, key).await
+        self.bounded(self.aliases_of_impl(instance, key)).await
     }
 
     async fn aliases_of_keys(
@@ -409,19 +483,23 @@ impl Store for SqlStore {
         instance: InstanceId,
         keys: &[KeyId],
     ) -> StoreResult<Vec<AliasRow>> {
-        self.aliases_of_keys_impl(instance, keys).await
+        self.bounded(self.aliases_of_keys_impl(instance, keys))
+            .await
     }
 
     async fn resolve_alias(&self, instance: InstanceId, alias: &str) -> StoreResult<Option<KeyId>> {
-        self.resolve_alias_impl(instance, alias).await
+        self.bounded(self.resolve_alias_impl(instance, alias)).await
     }
 
     async fn create_key_ring(&self, row: &KeyRingRow) -> StoreResult<()> {
-        retry_write("create_key_ring", || self.create_key_ring_impl(row)).await
+        self.bounded(retry_write("create_key_ring", || {
+            self.create_key_ring_impl(row)
+        }))
+        .await
     }
 
     async fn list_key_rings(&self, instance: InstanceId) -> StoreResult<Vec<KeyRingRow>> {
-        self.list_key_rings_impl(instance).await
+        self.bounded(self.list_key_rings_impl(instance)).await
     }
 
     async fn delete_key_ring(
@@ -430,22 +508,28 @@ impl Store for SqlStore {
         id: &str,
         force: bool,
     ) -> StoreResult<()> {
-        retry_write("delete_key_ring", || {
+        self.bounded(retry_write("delete_key_ring", || {
             self.delete_key_ring_impl(instance, id, force)
-        })
+        }))
         .await
     }
 
     async fn put_instance_policy(&self, row: &PolicyRow) -> StoreResult<()> {
-        retry_write("put_instance_policy", || self.put_instance_policy_impl(row)).await
+        self.bounded(retry_write("put_instance_policy", || {
+            self.put_instance_policy_impl(row)
+        }))
+        .await
     }
 
     async fn instance_policies(&self, instance: InstanceId) -> StoreResult<Vec<PolicyRow>> {
-        self.instance_policies_impl(instance).await
+        self.bounded(self.instance_policies_impl(instance)).await
     }
 
     async fn add_registration(&self, row: &RegistrationRow) -> StoreResult<()> {
-        retry_write("add_registration", || self.add_registration_impl(row)).await
+        self.bounded(retry_write("add_registration", || {
+            self.add_registration_impl(row)
+        }))
+        .await
     }
 
     async fn registrations(
@@ -453,15 +537,16 @@ impl Store for SqlStore {
         instance: InstanceId,
         key: Option<KeyId>,
     ) -> StoreResult<Vec<RegistrationRow>> {
-        self.registrations_impl(instance, key).await
+        self.bounded(self.registrations_impl(instance, key)).await
     }
 
     async fn put_token(&self, t: &TokenRow) -> StoreResult<()> {
-        retry_write("put_token", || self.put_token_impl(t)).await
+        self.bounded(retry_write("put_token", || self.put_token_impl(t)))
+            .await
     }
 
     async fn get_token(&self, instance: InstanceId) -> StoreResult<Option<TokenRow>> {
-        self.get_token_impl(instance).await
+        self.bounded(self.get_token_impl(instance)).await
     }
 
     async fn take_token_retrieval(
@@ -469,14 +554,15 @@ impl Store for SqlStore {
         instance: InstanceId,
         now: i64,
     ) -> StoreResult<Option<TokenRow>> {
-        retry_write("take_token_retrieval", || {
+        self.bounded(retry_write("take_token_retrieval", || {
             self.take_token_retrieval_impl(instance, now)
-        })
+        }))
         .await
     }
 
     async fn import_failures(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64> {
-        self.import_failures_impl(instance, token).await
+        self.bounded(self.import_failures_impl(instance, token))
+            .await
     }
 
     async fn record_import_failure(
@@ -484,14 +570,15 @@ impl Store for SqlStore {
         instance: InstanceId,
         token: TokenId,
     ) -> StoreResult<i64> {
-        retry_write("record_import_failure", || {
+        self.bounded(retry_write("record_import_failure", || {
             self.record_import_failure_impl(instance, token)
-        })
+        }))
         .await
     }
 
     async fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()> {
-        retry_write("append_audit", || self.append_audit_impl(rows)).await
+        self.bounded(retry_write("append_audit", || self.append_audit_impl(rows)))
+            .await
     }
 
     async fn audit_records(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {

@@ -10,11 +10,13 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => {
-            // The connection broke (reset, EOF, refused), or no connection could be had in
-            // time: the database is not serving us.
+            // The connection broke (reset, EOF, refused, or a message stream cut off so the
+            // driver lost its place in the protocol), or no connection could be had in time:
+            // the database is not serving us.
             note_error(ErrorClass::Connection);
             StoreError::Unavailable(e)
         }

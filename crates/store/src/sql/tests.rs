@@ -894,11 +894,35 @@ async fn a_multi_host_url_skips_a_dead_host() {
     drop_postgres(&url).await;
 }
 
-/// A TCP forwarder standing in for a primary that can die: every connection through it is
-/// cut when it is killed, and it no longer accepts any.
+/// A TCP forwarder standing in for a primary that can die (every connection through it cut,
+/// new ones refused) or stop answering without closing anything (a partition, a paused
+/// server: bytes are held, not forwarded).
 struct Forwarder {
     port: u16,
     tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Copies one direction, holding the bytes while `stalled`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Forwarder {
@@ -906,19 +930,26 @@ impl Forwarder {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let t = tasks.clone();
+        let stalled: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let (t, st) = (tasks.clone(), stalled.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = l.accept().await {
-                let target = target.clone();
-                t.lock().push(tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                }));
+            while let Ok((inbound, _)) = l.accept().await {
+                let Ok(out) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (ir, iw) = inbound.into_split();
+                let (or, ow) = out.into_split();
+                let mut t = t.lock();
+                t.push(tokio::spawn(pump(ir, ow, st.clone())));
+                t.push(tokio::spawn(pump(or, iw, st.clone())));
             }
         });
         tasks.lock().push(accept);
-        Forwarder { port, tasks }
+        Forwarder {
+            port,
+            tasks,
+            stalled,
+        }
     }
 
     fn kill(&self) {
@@ -926,6 +957,88 @@ impl Forwarder {
             t.abort();
         }
     }
+
+    fn stall(&self, on: bool) {
+        self.stalled.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A database that stops answering without closing its connections (a partition, a paused
+/// server): reads and writes are `Unavailable` within [`PG_CALL_DEADLINE`], never a hang; when
+/// it answers again, so does the store.
+#[tokio::test]
+async fn a_silent_database_is_unavailable_within_the_call_deadline() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let fwd = Forwarder::start(host_of(&url)).await;
+    let via = with_hosts(&url, &[format!("127.0.0.1:{}", fwd.port)], "");
+    let store = SqlStore::connect(&DatabaseUrl::new(via)).await.unwrap();
+    store.put_secret("a", b"x", "mk", 1).await.unwrap();
+    // Statements already sent when the server falls silent: a write and a read.
+    let s = store.clone();
+    let write = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = s
+            .write_tx(|c| {
+                Box::pin(async move {
+                    sqlx::query("SELECT pg_sleep(1)")
+                        .execute(&mut *c)
+                        .await
+                        .map_err(classify)?;
+                    Ok(())
+                })
+            })
+            .await;
+        (r, started.elapsed())
+    });
+    let s = store.clone();
+    let read = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = s
+            .bounded(async {
+                sqlx::query("SELECT pg_sleep(1)")
+                    .execute(&s.read)
+                    .await
+                    .map_err(classify)
+            })
+            .await;
+        (r.map(drop), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fwd.stall(true);
+    for task in [write, read] {
+        let (r, took) = task.await.unwrap();
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(took < PG_CALL_DEADLINE + Duration::from_secs(1), "{took:?}");
+    }
+    // New calls while it stays silent.
+    for write in [true, false] {
+        let started = std::time::Instant::now();
+        let r = if write {
+            store.put_secret("b", b"x", "mk", 1).await.map(drop)
+        } else {
+            store.get_secret("a").await.map(drop)
+        };
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(
+            started.elapsed() < PG_CALL_DEADLINE + Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    fwd.stall(false);
+    let started = std::time::Instant::now();
+    loop {
+        if store.put_secret("c", b"x", "mk", 1).await.is_ok() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    assert!(store.get_secret("a").await.unwrap().is_some());
+    fwd.kill();
+    store.close().await;
+    drop_postgres(&url).await;
 }
 
 /// The primary of a multi-host URL dies: requests fail `Unavailable` for a moment, then the
