@@ -396,7 +396,7 @@ async fn load_and_disrupt(
     };
     progress(&format!(
         "{how}: {old} replaced after {:.1?}",
-        promoted - disrupted
+        promoted.saturating_sub(disrupted)
     ));
     // Until every node has served again, then as long again as before the disruption.
     let recovered = loop {
@@ -421,7 +421,7 @@ async fn load_and_disrupt(
             .iter()
             .filter(|e| e.kind == 0 && e.start >= from && e.end <= to)
             .count();
-        n as f64 / (to - from).as_secs_f64().max(1e-9)
+        n as f64 / to.saturating_sub(from).as_secs_f64().max(1e-9)
     };
     let g = gaps(&ev, addrs.len(), disrupted);
     let secs = |d: Duration| (d.as_secs_f64() * 100.0).round() / 100.0;
@@ -445,11 +445,11 @@ async fn load_and_disrupt(
         "mode": how,
         "nodes": addrs.len(),
         "connections": conns,
-        "promotion_s": secs(promoted - disrupted),
+        "promotion_s": secs(promoted.saturating_sub(disrupted)),
         "before_rps": rate(warmup, disrupted).round(),
         "after_rps": rate(recovered, end).round(),
-        "before_s": secs(disrupted - warmup),
-        "after_s": secs(end - recovered),
+        "before_s": secs(disrupted.saturating_sub(warmup)),
+        "after_s": secs(end.saturating_sub(recovered)),
         "per_node": per_node,
         "first_errors": *lock(&errors),
         "flagged": other_errors > 0 || g.iter().any(|g| g.back.is_none()),

@@ -25,7 +25,7 @@ pub enum Outcome {
     Ok(Resp),
     /// A 4xx the load expects at times (an exhausted or missing import token, a rotation refused
     /// after an earlier attempt whose answer was lost).
-    Expected(u16),
+    Expected,
     /// 503: the node could not reach a writable primary and said so.
     Refused,
     /// Anything else: a 500, another 5xx, an unexpected 4xx, a timeout, a dropped connection.
@@ -94,7 +94,7 @@ pub async fn send(
                 .unwrap_or_default()
                 .to_string();
             if expected.iter().any(|(s, c)| *s == r.status && *c == code) {
-                Outcome::Expected(r.status)
+                Outcome::Expected
             } else {
                 Outcome::Failed(format!("{method} {path}: {} {}", r.status, r.text))
             }
@@ -150,7 +150,7 @@ impl Load {
 
 fn record(ledger: &Mutex<Ledger>, node: usize, start: Instant, o: &Outcome) {
     let kind = match o {
-        Outcome::Ok(_) | Outcome::Expected(_) => 0,
+        Outcome::Ok(_) | Outcome::Expected => 0,
         Outcome::Refused => 1,
         Outcome::Failed(_) => 2,
     };
@@ -280,7 +280,7 @@ async fn token_worker(
                 let e = l.retrievals.entry(payload).or_insert((0, max));
                 e.0 += 1;
             }
-            Outcome::Expected(_) => {
+            Outcome::Expected => {
                 // Exhausted or none yet: the creator makes the next one, a while later (each
                 // creation takes a fresh RSA key pair).
                 need_token = creator;
