@@ -74,6 +74,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone, Copy)]
 struct Ev {
     node: usize,
+    /// A key creation (a database write); otherwise a wrap.
+    write: bool,
     start: Duration,
     end: Duration,
     kind: u8,
@@ -275,7 +277,8 @@ async fn load_and_disrupt(
         let hk: Vec<(&str, &str)> = hk.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let hj: Vec<(&str, &str)> = hj.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         // One connection in four creates keys (a write each), the others wrap.
-        let template = if c % 4 == 0 {
+        let write = c % 4 == 0;
+        let template = if write {
             ReqTemplate::new(
                 Method::POST,
                 "/api/v2/keys",
@@ -354,6 +357,7 @@ async fn load_and_disrupt(
                 };
                 local.push(Ev {
                     node,
+                    write,
                     start,
                     end: origin.elapsed(),
                     kind,
@@ -416,10 +420,11 @@ async fn load_and_disrupt(
     }
     let end = origin.elapsed();
     let ev = lock(&events).clone();
-    let rate = |from: Duration, to: Duration| -> f64 {
+    let rate = |from: Duration, to: Duration, write: Option<bool>| -> f64 {
         let n = ev
             .iter()
             .filter(|e| e.kind == 0 && e.start >= from && e.end <= to)
+            .filter(|e| write.is_none_or(|w| e.write == w))
             .count();
         n as f64 / to.saturating_sub(from).as_secs_f64().max(1e-9)
     };
@@ -446,8 +451,12 @@ async fn load_and_disrupt(
         "nodes": addrs.len(),
         "connections": conns,
         "promotion_s": secs(promoted.saturating_sub(disrupted)),
-        "before_rps": rate(warmup, disrupted).round(),
-        "after_rps": rate(recovered, end).round(),
+        "before_rps": rate(warmup, disrupted, None).round(),
+        "after_rps": rate(recovered, end, None).round(),
+        "before_creates_per_s": rate(warmup, disrupted, Some(true)).round(),
+        "after_creates_per_s": rate(recovered, end, Some(true)).round(),
+        "before_wraps_per_s": rate(warmup, disrupted, Some(false)).round(),
+        "after_wraps_per_s": rate(recovered, end, Some(false)).round(),
         "before_s": secs(disrupted.saturating_sub(warmup)),
         "after_s": secs(end.saturating_sub(recovered)),
         "per_node": per_node,
@@ -511,18 +520,28 @@ pub fn table(r: &Value) -> String {
         "\nfailover: {what}; {} nodes, {} connections (1 in 4 creating keys, the rest wrapping)\n",
         r["nodes"], r["connections"]
     );
-    let _ = writeln!(o, "| measure | value |\n|---|---|");
-    let _ = writeln!(o, "| new primary promoted after | {} s |", r["promotion_s"]);
     let _ = writeln!(
         o,
-        "| throughput before (2xx/s, {} s) | {} |",
-        r["before_s"], r["before_rps"]
+        "new primary promoted {} s after the disruption\n",
+        r["promotion_s"]
     );
     let _ = writeln!(
         o,
-        "| throughput after recovery (2xx/s, {} s) | {} |",
-        r["after_s"], r["after_rps"]
+        "| 2xx per second | before ({} s) | after recovery ({} s) |\n|---|---|---|",
+        r["before_s"], r["after_s"]
     );
+    for (label, k) in [
+        ("all", "rps"),
+        ("key creations", "creates_per_s"),
+        ("wraps", "wraps_per_s"),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {label} | {} | {} |",
+            r[format!("before_{k}")],
+            r[format!("after_{k}")]
+        );
+    }
     let _ = writeln!(
         o,
         "\n| node | database URL | gap (first 503 to first success) | back after the promotion | refused (503) | other errors |\n|---|---|---|---|---|---|"
