@@ -180,7 +180,8 @@ impl PgHosts {
             None => (String::new(), authority),
         };
         let hosts: Vec<String> = hostlist.split(',').map(|h| h.trim().to_string()).collect();
-        if hosts.iter().any(String::is_empty) {
+        // One empty host is libpq's default (a Unix socket, or `?host=` in the query).
+        if hosts.len() > 1 && hosts.iter().any(String::is_empty) {
             return Err("the host list of the database URL has an empty entry".into());
         }
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));

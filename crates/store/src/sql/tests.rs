@@ -681,6 +681,8 @@ fn multi_host_urls_are_split_as_libpq_writes_them() {
     assert_eq!(one.hosts, ["db"]);
     assert!(!one.read_write);
     assert_eq!(one.url_for(0), "postgresql://db/kw");
+    let socket = failover::PgHosts::parse("postgres:///kw?host=/var/run/postgresql").unwrap();
+    assert_eq!(socket.url_for(0), "postgres:///kw?host=/var/run/postgresql");
     let any = failover::PgHosts::parse("postgres://u@a,b/kw?target_session_attrs=any").unwrap();
     assert_eq!(any.url_for(1), "postgres://u@b/kw");
     assert!(!any.read_write);
@@ -1118,10 +1120,22 @@ struct Standby {
     dir: std::path::PathBuf,
     port: u16,
     bin: String,
+    /// More server settings (`-c ...`).
+    extra: String,
 }
 
 impl Standby {
+    /// In recovery.
     fn start(db: &str) -> Option<Standby> {
+        Self::start_as(db, true, "")
+    }
+
+    /// A primary (not in recovery) whose sessions are read-only.
+    fn start_read_only(db: &str) -> Option<Standby> {
+        Self::start_as(db, false, "-c default_transaction_read_only=on")
+    }
+
+    fn start_as(db: &str, recovery: bool, extra: &str) -> Option<Standby> {
         use std::process::Command;
         let bin = std::env::var("KEYWARD_TEST_PG_BIN")
             .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
@@ -1145,10 +1159,11 @@ impl Standby {
         let dir =
             std::env::temp_dir().join(format!("kw-standby-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir(&dir).unwrap();
-        let s = Standby {
+        let mut s = Standby {
             dir,
             port: closed_port(),
             bin,
+            extra: String::new(),
         };
         assert!(Command::new("chown")
             .arg("postgres")
@@ -1174,8 +1189,11 @@ impl Standby {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         s.pg(&["pg_ctl", "-D", &s.data(), "-w", "-m", "fast", "stop"]);
-        let signal = format!("{}/standby.signal", s.data());
-        s.pg(&["touch", &signal]);
+        if recovery {
+            let signal = format!("{}/standby.signal", s.data());
+            s.pg(&["touch", &signal]);
+        }
+        s.extra = extra.to_string();
         s.ctl("start");
         Some(s)
     }
@@ -1204,9 +1222,10 @@ impl Standby {
 
     fn ctl(&self, what: &str) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra
         );
         let log = format!("{}/log", self.dir.display());
         self.pg(&[
@@ -1260,5 +1279,79 @@ async fn a_standby_is_never_used() {
         store.close().await;
     }
     drop(standby);
+    drop_postgres(&url).await;
+}
+
+/// `target_session_attrs=read-write` skips a server whose sessions are read-only (though it is
+/// not in recovery); without it that server is used, and its writes are `Unavailable` (25006).
+#[tokio::test]
+async fn read_write_session_attrs_skip_a_read_only_server() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let Some(ro) = Standby::start_read_only(&db_name(&url)) else {
+        drop_postgres(&url).await;
+        return;
+    };
+    let hosts = [ro.host(), host_of(&url)];
+    let multi = with_hosts(&url, &hosts, "?target_session_attrs=read-write");
+    let store = SqlStore::connect(&DatabaseUrl::new(multi)).await.unwrap();
+    assert_eq!(store.current_host(), Some(1));
+    store.put_secret("a", b"x", "mk", 1).await.unwrap();
+    store.close().await;
+    // Without the attribute the first server that is not a standby is taken: there the
+    // migrations cannot even run, and the store says the database is unavailable.
+    let any = with_hosts(&url, &hosts, "");
+    let e = SqlStore::connect(&DatabaseUrl::new(any)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert_eq!(sqlstate(&e).as_deref(), Some("25006"), "{e:?}");
+    drop(ro);
+    drop_postgres(&url).await;
+}
+
+/// Which SQLSTATEs are `Unavailable` (503) and which stay errors (500), as the server raises
+/// them, and how each is counted.
+#[tokio::test]
+async fn sqlstates_are_classified_for_failover() {
+    let Some(url) = fresh_postgres(&[]).await else {
+        return;
+    };
+    let store = SqlStore::connect(&DatabaseUrl::new(url.clone()))
+        .await
+        .unwrap();
+    for (code, unavailable, class) in [
+        ("25006", true, crate::ErrorClass::ReadOnly),
+        ("57P01", true, crate::ErrorClass::Connection),
+        ("57P02", true, crate::ErrorClass::Connection),
+        ("57P03", true, crate::ErrorClass::Connection),
+        ("08006", true, crate::ErrorClass::Connection),
+        ("53300", true, crate::ErrorClass::Connection),
+        ("53100", true, crate::ErrorClass::Connection),
+        ("22012", false, crate::ErrorClass::Other),
+        ("XX000", false, crate::ErrorClass::Other),
+    ] {
+        let before = crate::database_health();
+        let e = sqlx::query(&format!(
+            "DO $$ BEGIN RAISE EXCEPTION 'synthetic' USING ERRCODE = '{code}'; END $$"
+        ))
+        .execute(&store.read)
+        .await
+        .map_err(classify)
+        .unwrap_err();
+        assert_eq!(
+            matches!(e, StoreError::Unavailable(_)),
+            unavailable,
+            "{code}: {e:?}"
+        );
+        assert_eq!(sqlstate(&e).as_deref(), Some(code));
+        let after = crate::database_health();
+        let counted = match class {
+            crate::ErrorClass::Connection => after.errors_connection > before.errors_connection,
+            crate::ErrorClass::ReadOnly => after.errors_read_only > before.errors_read_only,
+            crate::ErrorClass::Other => after.errors_other > before.errors_other,
+        };
+        assert!(counted, "{code}");
+    }
+    store.close().await;
     drop_postgres(&url).await;
 }
