@@ -89,9 +89,27 @@ where
         promoted - before
     );
     let give_up = promoted + bound + Duration::from_secs(10);
+    let mut next_note = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let g = gaps(&load.ledger.lock().events, d.nodes.len(), before);
+        if Instant::now() >= next_note {
+            // Progress, for a run that does not settle: answers per node in the last second.
+            let l = load.ledger.lock();
+            let recent = |n: usize| {
+                l.events
+                    .iter()
+                    .filter(|e| e.node == n && e.end.elapsed() < Duration::from_secs(1))
+                    .count()
+            };
+            eprintln!(
+                "{:.1?} after the disruption: answers in the last second: node 0 {}, node 1 {}",
+                before.elapsed(),
+                recent(0),
+                recent(1)
+            );
+            next_note += Duration::from_secs(3);
+        }
         let settled = g.iter().all(|g| {
             g.recovered
                 .is_some_and(|r| r.elapsed() >= Duration::from_secs(3))
@@ -169,8 +187,9 @@ async fn killing_the_primary_under_load_loses_nothing_acknowledged() {
     // Node 0 reaches the primary through HAProxy, node 1 through the multi-host URL.
     let mut d = deploy(&[stack.proxy_url(), stack.multihost_url()], &[]).await;
     survive(&stack, &mut d, RECOVERY_BOUND, || async {
+        let sent = Instant::now();
         let old = stack.run_async(&["kill-primary"]).await;
-        eprintln!("killed the postmaster of {old}");
+        eprintln!("killed the postmaster of {old} ({:.1?})", sent.elapsed());
         let (new, at) = stack.wait_new_primary(&old, Duration::from_secs(60)).await;
         eprintln!("{new} is the primary now");
         at

@@ -109,7 +109,11 @@ impl Stack {
         };
         // A port base below the ephemeral range, different per run so that two runs (or a
         // stack left by another worktree) do not meet.
-        let seed = std::process::id() as u16;
+        // Each stack of one test binary gets other ports than the one before it, whose
+        // processes may still be closing theirs.
+        static STACKS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let nth = STACKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let seed = (std::process::id() as u16).wrapping_add(nth.wrapping_mul(41));
         let started = Instant::now();
         for attempt in 0..20u16 {
             let base = 20000 + ((seed.wrapping_add(attempt * 37)) % 120) * 100;
