@@ -3,6 +3,7 @@
 
 mod audit;
 mod edge;
+mod failover;
 mod http;
 mod report;
 mod scale;
@@ -46,6 +47,7 @@ const EXTRA_SCENARIOS: &[&str] = &[
     "wrap-audit-file",
     "wrap-audit-db",
     "scale",
+    "failover",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -77,7 +79,8 @@ pub struct Args {
     /// baseline, wrap, unwrap, secure-import, import-token-warm, import-token-cold; also
     /// create-root-key (POST /keys generating a root key: the database write path of an
     /// import without the RSA work), only when named; likewise master-key-rotate, soak and
-    /// edge (wrap with and without stalled connections, and the cost of the largest URIs).
+    /// edge (wrap with and without stalled connections, and the cost of the largest URIs);
+    /// failover (a primary failover on the HA stack of scripts/ha-stack, alone).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// `--token-pool-size` of the main server (the cold scenario always uses 0).
@@ -173,6 +176,16 @@ pub struct Args {
     /// scale: a list query stops repeating after this many seconds once it has 5 samples.
     #[arg(long, default_value_t = 30)]
     scale_list_secs: u64,
+    /// failover (only when named, and alone; docs/high-availability.md): the HA stack script.
+    #[arg(long, default_value = "scripts/ha-stack")]
+    ha_stack: PathBuf,
+    /// failover: use the stack already running in this directory (`scripts/ha-stack start
+    /// DIR`) instead of starting one in the run's temporary directory.
+    #[arg(long)]
+    ha_dir: Option<PathBuf>,
+    /// failover: how the primary goes away: kill (SIGKILL of its postmaster) or switchover.
+    #[arg(long, default_value = "kill")]
+    failover_mode: String,
     /// scale: seconds of idle before the last RSS reading.
     #[arg(long, default_value_t = 30)]
     scale_pause: u64,
@@ -426,6 +439,13 @@ async fn run(args: Args) -> Result<bool> {
     let want = |name: &str| scenarios.iter().any(|s| s == name);
     let keyward = std::fs::canonicalize(&args.keyward)
         .with_context(|| format!("keyward binary {}", args.keyward.display()))?;
+
+    if want("failover") {
+        if scenarios.len() > 1 {
+            bail!("the failover scenario runs alone (it brings its own database and nodes)");
+        }
+        return failover::run(&args, &keyward).await;
+    }
 
     let machine = stats::machine_facts();
     // The run's directory: a fresh temporary one, or the kept one of an earlier scale fill.
