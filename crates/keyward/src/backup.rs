@@ -1115,15 +1115,24 @@ pub async fn backup(
     // The snapshot's last committed transaction may still sit in its write-ahead log: SQLite
     // moves it into the database file when the last connection closes. `close()` can leave an
     // idle connection behind (a connection returned to the pool while it closes), so drop the
-    // pools too, and wait for the log to be folded in; a payload read earlier would miss rows.
+    // pools too and wait a moment for the log to be folded in; failing that, fold it in from a
+    // connection of our own. A payload read with rows still in the log would miss them.
     drop(dst);
     let wal = scratch.path().join("snapshot.db-wal");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false) {
-        if std::time::Instant::now() > deadline {
-            bail!("the snapshot database was not checkpointed (its WAL is not empty); no backup written");
-        }
+    let wal_empty = || fs::metadata(&wal).map(|m| m.len() == 0).unwrap_or(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !wal_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    if !wal_empty() {
+        keyward_store::checkpoint_sqlite_file(&snap)
+            .await
+            .map_err(|e| anyhow!("{e}; no backup written"))?;
+    }
+    if !wal_empty() {
+        bail!(
+            "the snapshot database was not checkpointed (its WAL is not empty); no backup written"
+        );
     }
     let mut snap_file = File::open(&snap).with_context(|| format!("reading {}", snap.display()))?;
     let payload_bytes = snap_file.metadata()?.len();

@@ -27,6 +27,7 @@ pub use timed::{StoreTimings, TimedStore};
 
 pub use copy::{copy_database, CopyReport, COPY_TABLES};
 pub use rowtag::{row_integrity_failures, RowAuth, TAGGED_TABLES};
+pub use sql::{checkpoint_sqlite_file, set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
 pub use sql::{
     database_error_detail, database_health, is_store_unavailable, DatabaseHealth, ErrorClass,
     Replication,
@@ -36,7 +37,6 @@ pub use sql::{
     AUDIT_BATCH_ROWS, MAX_BATCH_COST, MAX_BATCH_JOBS, PG_ACQUIRE_TIMEOUT, PG_CALL_DEADLINE,
     PG_MAX_CONNECTIONS, WRITE_ATTEMPTS,
 };
-pub use sql::{set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
 
 /// Store failures. `Conflict` is a lost race or a violated uniqueness/condition; `Unavailable`
 /// means the database could not be reached (the API answers 503).

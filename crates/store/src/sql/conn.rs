@@ -206,3 +206,29 @@ impl SqlStore {
         self.read.close().await;
     }
 }
+
+/// Folds the write-ahead log of the SQLite database file at `path` into the file and empties
+/// the log (`PRAGMA wal_checkpoint(TRUNCATE)`), from a connection of its own. For a database
+/// whose pools were closed: SQLite does this when the last connection closes, but a pool can
+/// leave an idle connection open a while after `close()`. `Err` when a reader held the log.
+pub async fn checkpoint_sqlite_file(path: &std::path::Path) -> StoreResult<()> {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .connect()
+        .await
+        .map_err(classify)?;
+    let (busy, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(classify)?;
+    conn.close().await.map_err(classify)?;
+    if busy != 0 || log != done {
+        return Err(StoreError::Corrupt(format!(
+            "the write-ahead log of {} could not be checkpointed ({done} of {log} frames)",
+            path.display()
+        )));
+    }
+    Ok(())
+}

@@ -55,7 +55,7 @@ pub(crate) mod tests;
 pub use audit::AUDIT_BATCH_ROWS;
 pub(crate) use batch::{Batcher, BoxFuture};
 pub use batch::{MAX_BATCH_COST, MAX_BATCH_JOBS};
-pub use conn::{DatabaseUrl, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS};
+pub use conn::{checkpoint_sqlite_file, DatabaseUrl, PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS};
 pub(crate) use dialect::Dialect;
 pub use dialect::{set_sqlite_cache_kib, DEFAULT_SQLITE_CACHE_KIB};
 pub use failover::{
