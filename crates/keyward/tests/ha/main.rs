@@ -88,7 +88,7 @@ where
         "new primary promoted {:.1?} after the disruption",
         promoted - before
     );
-    let give_up = promoted + bound + Duration::from_secs(10);
+    let give_up = promoted + bound.max(load::CLIENT_TIMEOUT) + Duration::from_secs(10);
     let mut next_note = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -110,10 +110,15 @@ where
             );
             next_note += Duration::from_secs(3);
         }
-        let settled = g.iter().all(|g| {
-            g.recovered
-                .is_some_and(|r| r.elapsed() >= Duration::from_secs(3))
-        });
+        // Settled once every request sent before the promotion has come back (by the client
+        // deadline at the latest: until then a refusal may still arrive, and a node with no
+        // refusal recorded yet only looks recovered) and every node has served for 3 s since
+        // its last refusal.
+        let settled = promoted.elapsed() > load::CLIENT_TIMEOUT
+            && g.iter().all(|g| {
+                g.recovered
+                    .is_some_and(|r| r.elapsed() >= Duration::from_secs(3))
+            });
         if settled || Instant::now() > give_up {
             break;
         }
