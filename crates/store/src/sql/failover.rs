@@ -184,6 +184,19 @@ impl PgHosts {
         if hosts.len() > 1 && hosts.iter().any(String::is_empty) {
             return Err("the host list of the database URL has an empty entry".into());
         }
+        // A port, where one is written, is a number: a host left unreachable by a typo would
+        // only show up at the failover that needs it.
+        for h in &hosts {
+            let port = match h.rsplit_once(']') {
+                Some((_, after)) => after.strip_prefix(':'),
+                None => h.rsplit_once(':').map(|(_, p)| p),
+            };
+            if port.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err()) {
+                return Err(format!(
+                    "the database URL's host `{h}` has a port that is not a number from 0 to 65535"
+                ));
+            }
+        }
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut read_write = false;
         let mut kept = Vec::new();

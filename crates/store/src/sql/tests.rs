@@ -688,6 +688,8 @@ fn multi_host_urls_are_split_as_libpq_writes_them() {
     assert!(!any.read_write);
     for bad in [
         "postgres://u@a,,b/kw",
+        "postgres://u@a:5432,b:notaport/kw",
+        "postgres://u@a:5432,[::1]:99999/kw",
         "postgres://u@a/kw?target_session_attrs=read-only",
         "postgres://u@a/kw?target_session_attrs=standby",
     ] {
