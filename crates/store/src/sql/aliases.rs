@@ -58,24 +58,10 @@ impl SqlStore {
         alias: &str,
         key: KeyId,
     ) -> StoreResult<()> {
-        let alias = alias.to_string();
-        self.write_one(1, move |c| {
-            Box::pin(async move {
-                let r = sqlx::query(
-                    "DELETE FROM key_aliases WHERE instance_id = $1 AND alias = $2 AND key_id = $3",
-                )
-                .bind(instance.to_string())
-                .bind(alias.as_str())
-                .bind(key.to_string())
-                .execute(&mut *c)
-                .await
-                .map_err(classify)?;
-                if r.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
-            })
-        })
+        self.delete_exactly_one(
+            "DELETE FROM key_aliases WHERE instance_id = $1 AND alias = $2 AND key_id = $3",
+            vec![instance.to_string(), alias.to_string(), key.to_string()],
+        )
         .await
     }
 

@@ -131,6 +131,29 @@ impl SqlStore {
     /// Runs `f`, a single statement (or none), as one write. On SQLite a job of the group commit
     /// costing `cost` (see [`MAX_BATCH_COST`]); on PostgreSQL the statement commits on its
     /// own (no explicit transaction).
+    /// One `DELETE` (or other statement) of one row, its values bound as text in order, as a
+    /// single write: `NotFound` when it touched no row.
+    pub(crate) async fn delete_exactly_one(
+        &self,
+        sql: &'static str,
+        binds: Vec<String>,
+    ) -> StoreResult<()> {
+        self.write_one(1, move |c| {
+            Box::pin(async move {
+                let mut q = sqlx::query(sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                let r = q.execute(&mut *c).await.map_err(classify)?;
+                if r.rows_affected() == 0 {
+                    return Err(crate::StoreError::NotFound);
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     pub(crate) async fn write_one<T, F>(&self, cost: usize, f: F) -> StoreResult<T>
     where
         T: Send + 'static,

@@ -131,21 +131,8 @@ impl SqlStore {
     }
 
     pub(crate) async fn delete_api_key_impl(&self, id: &str) -> StoreResult<()> {
-        let id = id.to_string();
-        self.write_one(1, move |c| {
-            Box::pin(async move {
-                let r = sqlx::query("DELETE FROM api_keys WHERE id = $1")
-                    .bind(id.as_str())
-                    .execute(&mut *c)
-                    .await
-                    .map_err(classify)?;
-                if r.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
-            })
-        })
-        .await
+        self.delete_exactly_one("DELETE FROM api_keys WHERE id = $1", vec![id.to_string()])
+            .await
     }
 
     pub(crate) async fn api_key_exists_impl(&self, id: &str) -> StoreResult<bool> {
@@ -201,24 +188,14 @@ impl SqlStore {
         iam_id: &str,
         role: Role,
     ) -> StoreResult<()> {
-        let iam_id = iam_id.to_string();
-        self.write_one(1, move |c| {
-            Box::pin(async move {
-                let r = sqlx::query(
-                    "DELETE FROM role_grants WHERE instance_id = $1 AND iam_id = $2 AND role = $3",
-                )
-                .bind(instance.to_string())
-                .bind(iam_id.as_str())
-                .bind(role.as_str())
-                .execute(&mut *c)
-                .await
-                .map_err(classify)?;
-                if r.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
-            })
-        })
+        self.delete_exactly_one(
+            "DELETE FROM role_grants WHERE instance_id = $1 AND iam_id = $2 AND role = $3",
+            vec![
+                instance.to_string(),
+                iam_id.to_string(),
+                role.as_str().to_string(),
+            ],
+        )
         .await
     }
 
