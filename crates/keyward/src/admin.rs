@@ -9,7 +9,7 @@ use keyward_service::admin;
 use keyward_store::{DatabaseUrl, SqlStore, Store};
 use serde_json::{json, Value};
 
-use crate::progress::{self, Progress, Unit};
+use crate::progress::{self, Progress};
 
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
@@ -255,17 +255,7 @@ async fn migrate(args: &AdminArgs, m: &MigrateArgs, progress: &Progress) -> anyh
     let target = SqlStore::connect(&to)
         .await
         .with_context(|| format!("opening the target database {to}"))?;
-    let phase = progress.phase("copy", Unit::Rows, None);
-    let copied = source
-        .copy_into(&target, &|_, done, total| {
-            phase.set_total(total);
-            phase.set(done);
-            progress::interrupted().is_none()
-        })
-        .await;
-    if copied.is_ok() {
-        phase.finish();
-    }
+    let copied = progress.copy_rows("copy", &source, &target).await;
     source.close().await;
     target.close().await;
     let report = match copied {

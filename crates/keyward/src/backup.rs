@@ -1066,17 +1066,7 @@ pub async fn backup(
         }
     };
     let created_unix = SystemClock.now_unix();
-    let phase = progress.phase("snapshot", Unit::Rows, None);
-    let copied = src
-        .copy_into(&dst, &|_, done, total| {
-            phase.set_total(total);
-            phase.set(done);
-            progress::interrupted().is_none()
-        })
-        .await;
-    if copied.is_ok() {
-        phase.finish();
-    }
+    let copied = progress.copy_rows("snapshot", &src, &dst).await;
     src.close().await;
     let facts = match &copied {
         Ok(_) => Some((dst.sealed_rows().await, read_marker(&dst).await)),
@@ -1318,17 +1308,7 @@ pub async fn restore(
     let trial = async {
         let path = scratch.path().join("trial.db");
         let t = SqlStore::connect(&sqlite_url(&path)).await?;
-        let phase = progress.phase("trial", Unit::Rows, None);
-        let r = src
-            .copy_into(&t, &|_, done, total| {
-                phase.set_total(total);
-                phase.set(done);
-                progress::interrupted().is_none()
-            })
-            .await;
-        if r.is_ok() {
-            phase.finish();
-        }
+        let r = progress.copy_rows("trial", &src, &t).await;
         t.close().await;
         for suffix in ["", "-wal", "-shm"] {
             let _ = fs::remove_file(scratch.path().join(format!("trial.db{suffix}")));
@@ -1421,21 +1401,12 @@ pub async fn restore(
             );
         }
     };
-    let phase = progress.phase("restore", Unit::Rows, None);
-    let copied = src
-        .copy_into(&dst, &|_, done, total| {
-            phase.set_total(total);
-            phase.set(done);
-            progress::interrupted().is_none()
-        })
-        .await;
+    let copied = progress.copy_rows("restore", &src, &dst).await;
     src.close().await;
     dst.close().await;
     drop(dst);
     drop(scratch);
-    if copied.is_ok() {
-        phase.finish();
-    } else {
+    if copied.is_err() {
         created.remove();
     }
     let report = match copied {

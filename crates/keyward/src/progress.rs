@@ -149,6 +149,29 @@ impl Progress {
         }
     }
 
+    /// Copies every row of `from` into `to` (`SqlStore::copy_into`) as the phase `name`, in
+    /// rows: the report follows the copy, an interrupt (SIGINT, SIGTERM) stops it between
+    /// batches, and the phase is finished when the copy completes.
+    pub async fn copy_rows(
+        &self,
+        name: &'static str,
+        from: &keyward_store::SqlStore,
+        to: &keyward_store::SqlStore,
+    ) -> keyward_store::StoreResult<keyward_store::CopyReport> {
+        let phase = self.phase(name, Unit::Rows, None);
+        let copied = from
+            .copy_into(to, &|_, done, total| {
+                phase.set_total(total);
+                phase.set(done);
+                interrupted().is_none()
+            })
+            .await;
+        if copied.is_ok() {
+            phase.finish();
+        }
+        copied
+    }
+
     /// A new phase `name` counting `unit`, with its total when known. Reported at once.
     pub fn phase(&self, name: &'static str, unit: Unit, total: Option<u64>) -> Phase {
         let bar = (self.mode == Mode::Bar).then(|| {
