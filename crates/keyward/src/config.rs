@@ -766,6 +766,22 @@ mod tests {
     }
 
     #[test]
+    fn the_console_is_on_unless_turned_off() {
+        assert!(ServeArgs::default().resolve().unwrap().console);
+        let off = ServeArgs {
+            console: Some(false),
+            ..ServeArgs::default()
+        };
+        assert!(!off.resolve().unwrap().console);
+        let off = ServeArgs {
+            no_console: true,
+            console: Some(true),
+            ..ServeArgs::default()
+        };
+        assert!(!off.resolve().unwrap().console);
+    }
+
+    #[test]
     fn audit_sinks() {
         let resolve = |sink: Option<&str>, log: Option<&str>| {
             ServeArgs {
