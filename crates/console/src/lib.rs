@@ -114,14 +114,10 @@ fn security_headers(h: &mut HeaderMap) {
 }
 
 fn respond(path: &str, req: &HeaderMap) -> Response {
-    let Some(idx) = ASSETS.iter().position(|a| {
-        a.path
-            == if path.is_empty() {
-                "index.html"
-            } else {
-                path
-            }
-    }) else {
+    let Some(idx) = ASSETS
+        .iter()
+        .position(|a| a.path == if path.is_empty() { "index.html" } else { path })
+    else {
         let mut r = Response::new(Body::from("Not found\n"));
         *r.status_mut() = StatusCode::NOT_FOUND;
         r.headers_mut().insert(

@@ -96,7 +96,11 @@ pub async fn start_with_clock(
         Ok((svc, keyring)) => {
             if let Some(created) = bootstrap(&*store, clock.now_unix()).await? {
                 let console = settings.console.then(|| {
-                    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+                    let scheme = if settings.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
                     format!("{scheme}://{addr}/ui/")
                 });
                 print_banner(&created, addr, &settings.data_dir, console.as_deref())?;

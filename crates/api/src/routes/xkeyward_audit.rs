@@ -6,9 +6,9 @@
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use keyward_domain::rows::AuditQuery;
 use keyward_domain::KeyId;
 use keyward_service::ServiceError;
-use keyward_domain::rows::AuditQuery;
 use keyward_wire::resp::{AuditLogRecord, AuditRecordCollection};
 use keyward_wire::AUDIT_TYPE;
 
@@ -25,7 +25,9 @@ pub const DEFAULT_LIMIT: i64 = 50;
 /// Most records skipped (deeper pages: narrow the time range instead).
 pub const MAX_OFFSET: i64 = 100_000;
 /// The query parameters this route takes.
-const PARAMS: [&str; 7] = ["action", "keyId", "outcome", "since", "until", "limit", "offset"];
+const PARAMS: [&str; 7] = [
+    "action", "keyId", "outcome", "since", "until", "limit", "offset",
+];
 
 fn bad(name: &str, msg: &str) -> ApiError {
     ApiError::new(ServiceError::query(name, msg.to_string()), READ)
@@ -47,7 +49,9 @@ fn time(v: &str, name: &str) -> Result<i64, ApiError> {
     keyward_domain::parse_time(v).ok_or_else(|| {
         bad(
             name,
-            &format!("The query parameter `{name}` must be: an RFC 3339 time, e.g. 2026-11-01T00:00:00Z"),
+            &format!(
+                "The query parameter `{name}` must be: an RFC 3339 time, e.g. 2026-11-01T00:00:00Z"
+            ),
         )
     })
 }
@@ -85,8 +89,12 @@ pub fn parse(raw: Option<&str>) -> Result<AuditQuery, ApiError> {
         q.action = Some(v.to_string());
     }
     if let Some(v) = query::last(&pairs, "keyId") {
-        let id = KeyId::parse(v)
-            .map_err(|_| bad("keyId", "The query parameter `keyId` must be: a key id (a UUID)"))?;
+        let id = KeyId::parse(v).map_err(|_| {
+            bad(
+                "keyId",
+                "The query parameter `keyId` must be: a key id (a UUID)",
+            )
+        })?;
         q.key_id = Some(id.to_string());
     }
     if let Some(v) = query::last(&pairs, "outcome") {
@@ -164,7 +172,10 @@ mod tests {
     #[test]
     fn filters_are_checked_and_bounded() {
         let q = parse(None).unwrap();
-        assert_eq!((q.limit, q.offset, q.newest_first), (Some(50), Some(0), true));
+        assert_eq!(
+            (q.limit, q.offset, q.newest_first),
+            (Some(50), Some(0), true)
+        );
         let q = parse(Some(
             "action=kms.secrets.wrap&outcome=failure&since=2026-01-01T00:00:00Z&until=2026-01-02T00:00:00Z&limit=500&offset=10",
         ))
@@ -180,7 +191,10 @@ mod tests {
         assert_eq!(param_of("outcome=maybe"), "outcome");
         assert_eq!(param_of("keyId=nope"), "keyId");
         assert_eq!(param_of("since=yesterday"), "since");
-        assert_eq!(param_of("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z"), "until");
+        assert_eq!(
+            param_of("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z"),
+            "until"
+        );
         assert_eq!(param_of("action=a%20b"), "action");
         assert_eq!(param_of("instance=x"), "instance");
     }

@@ -35,7 +35,10 @@ fn assert_security_headers(r: &reqwest::Response, what: &str) {
         "frame-ancestors 'none'",
         "base-uri 'none'",
     ] {
-        assert!(csp.contains(directive), "{what}: CSP lacks {directive}: {csp}");
+        assert!(
+            csp.contains(directive),
+            "{what}: CSP lacks {directive}: {csp}"
+        );
     }
     assert!(!csp.contains("unsafe-"), "{what}: {csp}");
     assert!(!csp.contains("http"), "{what}: another origin in {csp}");
@@ -275,8 +278,5 @@ async fn the_audit_route_is_for_managers_of_the_instance_and_checks_its_filters(
     let c = shared().tenant().await;
     let r = c.get("/api/v2/x-keyward/audit").await;
     let body = assert_error(&r, 404, "NOT_FOUND_ERR");
-    assert!(
-        body.to_string().contains("--audit-sink database"),
-        "{body}"
-    );
+    assert!(body.to_string().contains("--audit-sink database"), "{body}");
 }
