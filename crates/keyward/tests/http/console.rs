@@ -280,3 +280,44 @@ async fn the_audit_route_is_for_managers_of_the_instance_and_checks_its_filters(
     let body = assert_error(&r, 404, "NOT_FOUND_ERR");
     assert!(body.to_string().contains("--audit-sink database"), "{body}");
 }
+
+/// The real binary: the first-start banner prints the console's URL, and
+/// `KEYWARD_CONSOLE=false` turns the console off (the banner says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_prints_the_console_url() {
+    use keyward_testsupport::{Node, NodeOpts};
+    let dir = tempfile::tempdir().unwrap();
+    let on_dir = dir.path().join("on");
+    let mut on = Node::spawn("on", &NodeOpts::sqlite(&on_dir));
+    on.wait_health(200).await;
+    let url = format!("{}/ui/", on.base);
+    assert!(
+        on.stdout()
+            .lines()
+            .any(|l| l.trim().starts_with("web console") && l.contains(&url)),
+        "{}",
+        on.stdout()
+    );
+    let r = plain().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let off_dir = dir.path().join("off");
+    let mut off = Node::spawn_env(
+        "off",
+        &NodeOpts::sqlite(&off_dir),
+        &[],
+        &[("KEYWARD_CONSOLE", std::ffi::OsStr::new("false"))],
+    );
+    off.wait_health(200).await;
+    assert!(
+        off.stdout().contains("web console : off"),
+        "{}",
+        off.stdout()
+    );
+    let r = plain()
+        .get(format!("{}/ui/", off.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
