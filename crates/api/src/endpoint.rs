@@ -36,11 +36,13 @@ pub enum Route {
     KeyRing,
     KeyActionPath,
     ImportToken,
+    /// Keyward's extension: the audit log table (`routes/xkeyward_audit.rs`).
+    XKeywardAudit,
 }
 
 impl Route {
     /// Every route, for tests and for the router's table.
-    pub const ALL: [Route; 20] = [
+    pub const ALL: [Route; 21] = [
         Route::IdentityToken,
         Route::Keys,
         Route::KeyMetadata,
@@ -61,6 +63,7 @@ impl Route {
         Route::KeyRing,
         Route::KeyActionPath,
         Route::ImportToken,
+        Route::XKeywardAudit,
     ];
 
     /// The path template, as given to the router and shown as the `route` metrics label.
@@ -86,6 +89,7 @@ impl Route {
             Route::KeyRing => "/api/v2/key_rings/{id}",
             Route::KeyActionPath => "/api/v2/keys/{id}/actions/{action}",
             Route::ImportToken => "/api/v2/import_token",
+            Route::XKeywardAudit => "/api/v2/x-keyward/audit",
         }
     }
 
@@ -178,6 +182,7 @@ pub enum Op {
     DeleteKeyRing,
     CreateImportToken,
     GetImportToken,
+    ReadAudit,
     /// A method the route has no handler for.
     Other,
 }
@@ -236,6 +241,7 @@ impl Endpoint {
             (Route::KeyRing, "DELETE") => Op::DeleteKeyRing,
             (Route::ImportToken, "POST") => Op::CreateImportToken,
             (Route::ImportToken, _) if get => Op::GetImportToken,
+            (Route::XKeywardAudit, _) if get => Op::ReadAudit,
             _ => Op::Other,
         };
         Endpoint { route, op }
@@ -409,6 +415,7 @@ mod tests {
             ("GET", "/api/v2/import_token", "/api/v2/import_token", None, GetImportToken, Some(Action::GetImportToken), ImportToken, None),
             ("HEAD", "/api/v2/import_token", "/api/v2/import_token", None, GetImportToken, Some(Action::GetImportToken), ImportToken, None),
             ("POST", "/api/v2/import_token", "/api/v2/import_token", None, CreateImportToken, Some(Action::CreateImportToken), ImportToken, Some(ImportTokenCreate)),
+            ("GET", "/api/v2/x-keyward/audit", "/api/v2/x-keyward/audit", None, ReadAudit, None, Management, None),
             // methods without a handler
             ("PUT", "/api/v2/keys", "/api/v2/keys", None, Other, None, Management, None),
             ("GET", "/api/v2/keys/{id}/actions/{action}", "{id}/actions/wrap", None, Other, None, Management, None),
@@ -482,6 +489,7 @@ mod tests {
             ("/api/v2/key_rings/r", Route::KeyRing),
             ("/api/v2/keys/k/actions/wrap", Route::KeyActionPath),
             ("/api/v2/import_token", Route::ImportToken),
+            ("/api/v2/x-keyward/audit", Route::XKeywardAudit),
         ];
         assert_eq!(paths.len(), Route::ALL.len());
         for (path, route) in paths {

@@ -221,6 +221,7 @@ fn api_routes(state: AppState) -> Router {
             "/api/v2/import_token",
             get(routes::tokens::get).post(routes::tokens::create),
         )
+        .route("/api/v2/x-keyward/audit", get(routes::xkeyward_audit::list))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record_outcomes,

@@ -255,6 +255,8 @@ pub struct AuditQuery {
     pub after_id: Option<i64>,
     /// At most this many records (`None`: all).
     pub limit: Option<i64>,
+    /// Records to skip before the first returned (only with `limit`).
+    pub offset: Option<i64>,
     /// Newest first (the last records, for `tail`) instead of oldest first.
     pub newest_first: bool,
 }

@@ -250,6 +250,7 @@ pub async fn run(
                     until: time_arg("until", &filter.until)?,
                     after_id: None,
                     limit: filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                    offset: None,
                     newest_first: false,
                 };
                 Ok(read_table(&url, &q).await?.iter().map(entry_json).collect())

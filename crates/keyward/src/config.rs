@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)
     #[arg(long, env = "KEYWARD_INSECURE_HTTP")]
     pub insecure_http: bool,
+    /// Do not serve the web console at /ui/ (same as KEYWARD_CONSOLE=false or `console = false`)
+    #[arg(long)]
+    pub no_console: bool,
+    /// Serve the web console at /ui/ of the main listener [default: true]
+    #[arg(long, env = "KEYWARD_CONSOLE", value_name = "BOOL")]
+    pub console: Option<bool>,
     /// Pre-generated RSA-4096 import-token keypairs to keep ready (0 disables) [default: 4]
     #[arg(long, env = "KEYWARD_TOKEN_POOL_SIZE")]
     pub token_pool_size: Option<usize>,
@@ -165,6 +171,7 @@ struct FileConfig {
     pkcs11_pin_file: Option<PathBuf>,
     pkcs11_key_label: Option<String>,
     insecure_http: Option<bool>,
+    console: Option<bool>,
     token_pool_size: Option<usize>,
     log_format: Option<String>,
     scheduler_interval: Option<u64>,
@@ -227,6 +234,8 @@ pub struct Settings {
     /// Grace period of a row-authentication upgrade (see `--row-auth-upgrade-grace`).
     pub row_auth_upgrade_grace_secs: u64,
     pub insecure_http: bool,
+    /// Serve the web console at `/ui/` (docs/console.md).
+    pub console: bool,
     pub token_pool_size: usize,
     pub log_json: bool,
     pub scheduler_interval_secs: u64,
@@ -572,6 +581,7 @@ impl ServeArgs {
             data_dir,
             database_url,
             insecure_http,
+            console: !self.no_console && self.console.or(file.console).unwrap_or(true),
             token_pool_size: self.token_pool_size.or(file.token_pool_size).unwrap_or(4),
             log_json: log_format == "json",
             scheduler_interval_secs: self
@@ -753,6 +763,22 @@ mod tests {
             ..args
         };
         assert!(args.resolve().is_ok());
+    }
+
+    #[test]
+    fn the_console_is_on_unless_turned_off() {
+        assert!(ServeArgs::default().resolve().unwrap().console);
+        let off = ServeArgs {
+            console: Some(false),
+            ..ServeArgs::default()
+        };
+        assert!(!off.resolve().unwrap().console);
+        let off = ServeArgs {
+            no_console: true,
+            console: Some(true),
+            ..ServeArgs::default()
+        };
+        assert!(!off.resolve().unwrap().console);
     }
 
     #[test]

@@ -95,7 +95,15 @@ pub async fn start_with_clock(
     let (router, sealed, svc) = match open_service(settings, store.clone(), clock.clone()).await {
         Ok((svc, keyring)) => {
             if let Some(created) = bootstrap(&*store, clock.now_unix()).await? {
-                print_banner(&created, addr, &settings.data_dir)?;
+                let console = settings.console.then(|| {
+                    let scheme = if settings.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    format!("{scheme}://{addr}/ui/")
+                });
+                print_banner(&created, addr, &settings.data_dir, console.as_deref())?;
             }
             let svc = Arc::new(svc);
             keyring_watch = Some(keyring);
@@ -110,6 +118,13 @@ pub async fn start_with_clock(
             tracing::error!(%reason, "keyward is SEALED: key operations answer 503");
             (sealed_app(), Some(reason), None)
         }
+    };
+    // The web console (static files; docs/console.md), also when sealed: its health panel
+    // shows the sealed state.
+    let router = if settings.console {
+        router.merge(keyward_console::router())
+    } else {
+        router
     };
     let (svc, ops) = match svc {
         Some((svc, ops)) => (Some(svc), ops),
@@ -277,7 +292,12 @@ pub const INITIAL_API_KEY_FILE: &str = "initial-api-key";
 /// else (systemd, containers, CI: stdout ends up in a log) the key goes to a new file of mode
 /// 0600 in the data directory instead, the banner names that file, and the log names only the
 /// file.
-fn print_banner(k: &CreatedApiKey, addr: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
+fn print_banner(
+    k: &CreatedApiKey,
+    addr: SocketAddr,
+    data_dir: &Path,
+    console: Option<&str>,
+) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let (inst, key, iam) = (k.instance, &k.apikey, &k.iam_id);
     let (shown, key_line, apikey_arg) = if std::io::stdout().is_terminal() {
@@ -300,6 +320,10 @@ fn print_banner(k: &CreatedApiKey, addr: SocketAddr, data_dir: &Path) -> anyhow:
             format!("$(cat {})", path.display()),
         )
     };
+    let console_line = match console {
+        Some(url) => format!("   web console : {url}  (sign in with the API key and instance id)"),
+        None => "   web console : off (--no-console)".to_string(),
+    };
     let lines = [
         "=====================================================================".to_string(),
         " Keyward first start: created instance `default` and a Manager API key.".into(),
@@ -308,6 +332,7 @@ fn print_banner(k: &CreatedApiKey, addr: SocketAddr, data_dir: &Path) -> anyhow:
         format!("   instance id : {inst}"),
         key_line,
         format!("   iam id      : {iam}"),
+        console_line,
         String::new(),
         " Try it:".into(),
         format!("   TOKEN=$(curl -s -X POST http://{addr}/identity/token \\"),

@@ -97,6 +97,12 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     async fn append_outcome(&self, rec: AuditRecord) -> Result<(), AuditError> {
         self.append(rec).await
     }
+
+    /// Whether the records go to the store's `audit_log` table (so they can be read back
+    /// through [`KeyService::read_audit`]).
+    fn writes_table(&self) -> bool {
+        false
+    }
 }
 
 /// JSON lines in a file, fsync'd with group commit, rotated at `max_bytes` keeping `keep` old
@@ -431,6 +437,10 @@ impl AuditSink for DbSink {
             Err(_) => Err(AuditError("audit table writer stopped".into())),
         }
     }
+
+    fn writes_table(&self) -> bool {
+        true
+    }
 }
 
 /// Two sinks written at once (e.g. the file and the table). A record counts as written only
@@ -455,6 +465,10 @@ impl AuditSink for TeeSink {
             self.second.append_outcome(rec)
         );
         a.and(b)
+    }
+
+    fn writes_table(&self) -> bool {
+        self.first.writes_table() || self.second.writes_table()
     }
 }
 
@@ -543,6 +557,31 @@ impl KeyService {
     /// Whether an audit sink is configured.
     pub fn auditing(&self) -> bool {
         self.audit.is_some()
+    }
+
+    /// The audit records of the caller's instance in the `audit_log` table matching `q`
+    /// (its `instance` is replaced by the caller's): Manager only; 404 `NOT_FOUND_ERR` when
+    /// the server does not write the table (`--audit-sink database`, docs/audit.md).
+    pub async fn read_audit(
+        &self,
+        caller: &Caller,
+        mut q: keyward_store::AuditQuery,
+    ) -> ServiceResult<Vec<keyward_store::AuditEntry>> {
+        if !caller
+            .roles
+            .iter()
+            .any(|r| r.covers(keyward_domain::Role::Manager))
+        {
+            return Err(ServiceError::forbidden());
+        }
+        if !self.audit.as_ref().is_some_and(|s| s.writes_table()) {
+            return Err(ServiceError::new(
+                ErrorCode::NotFound,
+                "The audit log table is not enabled on this server: start it with --audit-sink database (docs/audit.md)",
+            ));
+        }
+        q.instance = Some(caller.instance.to_string());
+        Ok(self.store.audit_records(&q).await?)
     }
 }
 

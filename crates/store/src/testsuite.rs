@@ -757,6 +757,18 @@ async fn audit_log_appends_and_searches(store: Arc<dyn Store>) {
         .unwrap();
     let tail_ids: Vec<String> = tail.iter().map(|e| e.row.request_id.clone()).collect();
     assert_eq!(tail_ids, ["req-600", "req-599", "req-598"]);
+    // Offset paging of the newest first (the console's audit view).
+    let skipped = store
+        .audit_records(&AuditQuery {
+            limit: Some(2),
+            offset: Some(3),
+            newest_first: true,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let skipped_ids: Vec<String> = skipped.iter().map(|e| e.row.request_id.clone()).collect();
+    assert_eq!(skipped_ids, ["req-597", "req-596"]);
     let page = store
         .audit_records(&AuditQuery {
             after_id: Some(got[10].id),

@@ -28,6 +28,8 @@ pub const KEY_RING_TYPE: &str = "application/vnd.ibm.kms.key_ring+json";
 pub const REGISTRATION_TYPE: &str = "application/vnd.ibm.kms.registration+json";
 /// `collectionType` of `GET /instance/allowed_ip_port`.
 pub const ALLOWED_IP_TYPE: &str = "application/vnd.ibm.kms.allowed_ip_metadata+json";
+/// `collectionType` of Keyward's audit records (`GET /api/v2/x-keyward/audit`).
+pub const AUDIT_TYPE: &str = "application/vnd.keyward.audit+json";
 /// `collectionType` of the error envelope.
 pub const ERROR_TYPE: &str = "application/vnd.ibm.kms.error+json";
 /// `moreInfo` of every error reason.

@@ -85,6 +85,11 @@ collection!(
     KeyRing
 );
 collection!(
+    /// Audit records of the instance, newest first (`GET /api/v2/x-keyward/audit`).
+    AuditRecordCollection,
+    AuditLogRecord
+);
+collection!(
     /// A collection of registrations.
     RegistrationCollection,
     Registration
@@ -613,4 +618,31 @@ mod tests {
             }],
         ));
     }
+}
+
+/// One record of the audit log table: ids, names, outcomes and addresses, never a secret
+/// (docs/audit.md).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditLogRecord {
+    /// e.g. `kms.secrets.wrap`.
+    pub action: String,
+    #[serde(rename = "correlationId", skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The table's id (grows in insertion order).
+    pub id: i64,
+    #[serde(rename = "keyId", skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// `attempt`, `success` or `failure`.
+    pub outcome: String,
+    pub principal: String,
+    /// The reason code of a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(rename = "requestId")]
+    pub request_id: String,
+    /// The client's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// RFC 3339, UTC.
+    pub time: String,
 }

@@ -6,3 +6,4 @@ pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
 pub mod tokens;
+pub mod xkeyward_audit;

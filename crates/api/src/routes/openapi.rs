@@ -46,6 +46,7 @@ fn reason_codes(status: u16) -> Vec<&'static str> {
     resp::KeyRingCollection,
     resp::RegistrationCollection,
     resp::AllowedIpPortCollection,
+    resp::AuditRecordCollection,
     resp::ErrorCollection,
     resp::WrapResponse,
     resp::UnwrapResponse,
@@ -754,6 +755,25 @@ fn ops() -> Vec<Op> {
             vec![(200, "The token.", Some("ImportToken"))],
             PLAIN_ERRORS,
         ),
+        keyward_op(api(
+            "/api/v2/x-keyward/audit",
+            Get,
+            "listAuditRecords",
+            "Audit records of the instance, newest first (Manager; needs `--audit-sink database`, else 404)",
+            "x-keyward",
+            vec![
+                query_matching("action", "^[A-Za-z0-9._-]{1,64}$", "Only records of this action, e.g. `kms.secrets.wrap`."),
+                query_matching("keyId", "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", "Only records of this key (its UUID)."),
+                query_matching("outcome", "^(attempt|success|failure)$", "Only records with this outcome."),
+                query("since", Type::String, "Records at or after this RFC 3339 time."),
+                query("until", Type::String, "Records at or before this RFC 3339 time (not before `since`)."),
+                int_query("limit", 1, Some(crate::routes::xkeyward_audit::MAX_LIMIT), "At most this many records (1 to 500; default 50)."),
+                int_query("offset", 0, Some(crate::routes::xkeyward_audit::MAX_OFFSET), "Records to skip (0 to 100000; default 0)."),
+            ],
+            None,
+            vec![(200, "The records.", Some("AuditRecordCollection"))],
+            PLAIN_ERRORS,
+        )),
     ];
     // Registration writes and event acknowledgements: integrated cloud services only.
     for (m, id) in [

@@ -13,6 +13,7 @@ mod common;
 mod auth_edges;
 mod bad_inputs;
 mod bounds;
+mod console;
 mod crash;
 mod durability;
 mod envelope;

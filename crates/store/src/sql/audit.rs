@@ -151,6 +151,10 @@ impl SqlStore {
         if let Some(n) = q.limit {
             params.push(Param::Int(n.max(0)));
             sql.push_str(&format!(" LIMIT ${}", params.len()));
+            if let Some(o) = q.offset {
+                params.push(Param::Int(o.max(0)));
+                sql.push_str(&format!(" OFFSET ${}", params.len()));
+            }
         }
         let mut query = sqlx::query(&sql);
         for p in params {
