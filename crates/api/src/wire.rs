@@ -115,5 +115,7 @@ pub fn token(t: &TokenInfo) -> resp::ImportToken {
         nonce: secret.as_ref().map(|(_, n)| n.clone()),
         payload: secret.map(|(p, _)| p),
         remaining_retrievals: t.remaining,
+        algorithm: t.algorithm.map(str::to_string),
+        id: t.id.clone(),
     }
 }

@@ -75,11 +75,16 @@ impl KeyType for Okm {
 }
 
 /// HKDF-SHA-256 (empty salt) of the X-Wing shared secret into an AES-256 key and an IV.
-fn derive(shared: &[u8], binding: &Binding<'_>) -> Result<(SecretBytes, [u8; IV_LEN]), CryptoError> {
+fn derive(
+    shared: &[u8],
+    binding: &Binding<'_>,
+) -> Result<(SecretBytes, [u8; IV_LEN]), CryptoError> {
     let prk = Salt::new(HKDF_SHA256, &[]).extract(shared);
     let info = binding.info();
     let parts = [info.as_slice()];
-    let okm = prk.expand(&parts, Okm).map_err(|_| CryptoError::Primitive)?;
+    let okm = prk
+        .expand(&parts, Okm)
+        .map_err(|_| CryptoError::Primitive)?;
     let mut out = SecretBytes::zeroed(32 + IV_LEN);
     okm.fill(out.expose_mut())
         .map_err(|_| CryptoError::Primitive)?;
@@ -363,7 +368,13 @@ mod tests {
         let pk = public_key_from_pem(kp.public_pem()).unwrap();
         assert!(encrypt_material(&pk, &binding(), &[0u8; 20]).is_err());
         assert!(encrypt_material(&pk[..100], &binding(), &[0u8; 32]).is_err());
-        assert!(public_key_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_none());
-        assert!(format!("{kp:?}").len() < 40, "Debug shows nothing of the key");
+        assert!(public_key_from_pem(
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+        )
+        .is_none());
+        assert!(
+            format!("{kp:?}").len() < 40,
+            "Debug shows nothing of the key"
+        );
     }
 }

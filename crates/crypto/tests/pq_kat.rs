@@ -96,8 +96,14 @@ fn x25519_rfc7748() {
     let alice_pub = arr32("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
     let bob_pub = arr32("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
     let shared = arr32("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
-    assert_eq!(x25519_dalek::x25519(alice, x25519_dalek::X25519_BASEPOINT_BYTES), alice_pub);
-    assert_eq!(x25519_dalek::x25519(bob, x25519_dalek::X25519_BASEPOINT_BYTES), bob_pub);
+    assert_eq!(
+        x25519_dalek::x25519(alice, x25519_dalek::X25519_BASEPOINT_BYTES),
+        alice_pub
+    );
+    assert_eq!(
+        x25519_dalek::x25519(bob, x25519_dalek::X25519_BASEPOINT_BYTES),
+        bob_pub
+    );
     assert_eq!(x25519_dalek::x25519(alice, bob_pub), shared);
     assert_eq!(x25519_dalek::x25519(bob, alice_pub), shared);
 }
@@ -107,7 +113,11 @@ fn x_wing_draft_06_vectors() {
     let v = vectors();
     for tc in cases(&v, "xwing") {
         let sk: [u8; 32] = hex(&tc["sk"]).try_into().unwrap();
-        assert_eq!(hex(&tc["seed"]), sk.to_vec(), "the draft's secret key is its seed");
+        assert_eq!(
+            hex(&tc["seed"]),
+            sk.to_vec(),
+            "the draft's secret key is its seed"
+        );
         let dk = x_wing::DecapsulationKey::from(sk);
         let ek = dk.encapsulation_key();
         assert_eq!(ek.to_bytes().as_slice(), hex(&tc["pk"]).as_slice());
@@ -134,7 +144,10 @@ fn keyward_payload_fixed_vector() {
     let payload =
         pq::encrypt_material_with(&hex(&tc["pk"]), &binding, &material, &hex(&tc["eseed"]))
             .unwrap();
-    assert_eq!(&payload[..pq::KEM_CIPHERTEXT_LEN], hex(&tc["ct"]).as_slice());
+    assert_eq!(
+        &payload[..pq::KEM_CIPHERTEXT_LEN],
+        hex(&tc["ct"]).as_slice()
+    );
     let expected = hex(&v["keyward_payload_tail"]);
     assert_eq!(&payload[pq::KEM_CIPHERTEXT_LEN..], expected.as_slice());
 }

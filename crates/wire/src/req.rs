@@ -371,6 +371,11 @@ pub struct ImportTokenRequest {
     #[serde(default, deserialize_with = "de::opt_int")]
     #[schema(rename = "maxAllowedRetrievals", value_type = i64, minimum = 1, maximum = 500)]
     pub maxallowedretrievals: Option<i64>,
+    /// Keyward extension: the token's keypair, `RSA_4096` (the default, Key Protect's token)
+    /// or `XWING_MLKEM768_X25519` (hybrid post-quantum; docs/import-tokens.md).
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub algorithm: Option<String>,
 }
 
 /// `POST /identity/token` (`application/x-www-form-urlencoded`).

@@ -350,11 +350,17 @@ pub struct ImportToken {
     /// Base64 of the encrypted nonce's nonce (GET only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
-    /// Base64 of the PEM RSA-4096 public key (GET only).
+    /// Base64 of the PEM RSA-4096 public key, or of the raw X-Wing encapsulation key (GET only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
     #[serde(rename = "remainingRetrievals")]
     pub remaining_retrievals: i64,
+    /// Keyward extension, X-Wing tokens only: `XWING_MLKEM768_X25519`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// Keyward extension, X-Wing tokens only: the token id the encryption is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// `target` of an error reason: the field, header, query or path parameter at fault.

@@ -1094,6 +1094,24 @@ fn add_links(doc: &mut serde_json::Value) {
     }
 }
 
+/// Fields that Keyward adds to Key Protect's bodies (schema, property): each gets
+/// `x-keyward: true`. A client that does not send them sees Key Protect's behaviour.
+const EXTENSION_FIELDS: &[(&str, &str)] = &[
+    ("ImportTokenRequest", "algorithm"),
+    ("ImportToken", "algorithm"),
+    ("ImportToken", "id"),
+];
+
+fn mark_extension_fields(doc: &mut serde_json::Value) {
+    for (schema, field) in EXTENSION_FIELDS {
+        if let Some(p) =
+            doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
+        {
+            p["x-keyward"] = serde_json::Value::Bool(true);
+        }
+    }
+}
+
 /// The shared error responses, `Error{status}` (the Key Protect envelope, with the status's
 /// reason codes) and `IamError{status}` (`/identity/token`).
 fn error_responses() -> Vec<(String, RefOr<utoipa::openapi::Response>)> {
@@ -1159,6 +1177,7 @@ pub fn document_json() -> String {
     let doc = document();
     let mut sorted = serde_json::to_value(&doc).unwrap_or_default();
     add_links(&mut sorted);
+    mark_extension_fields(&mut sorted);
     let mut s = serde_json::to_string_pretty(&sorted).unwrap_or_default();
     s.push('\n');
     s

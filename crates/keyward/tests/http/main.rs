@@ -20,5 +20,6 @@ mod failover;
 mod import_tokens;
 mod isolation;
 mod keys;
+mod pq_import;
 mod secure_import;
 mod untrusted;
