@@ -305,7 +305,8 @@ fn secure_fields(
     hash: OaepHash,
 ) -> anyhow::Result<Map<String, Value>> {
     check_root_length(material)?;
-    let failed = |_| anyhow!("encrypting the key material with the import token's public key failed");
+    let failed =
+        |_| anyhow!("encrypting the key material with the import token's public key failed");
     let (ct, algorithm) = match &token.key {
         TokenKey::Rsa { pem } => (
             encrypt_material(pem, hash, material.expose()).map_err(failed)?,
@@ -468,7 +469,12 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             if *secure {
                 check_root_length(&material)?;
                 let token = secure_token(c, *reuse_token, *pq).await?;
-                r.extend(secure_fields(c.instance(), &token, &material, (*hash).into())?);
+                r.extend(secure_fields(
+                    c.instance(),
+                    &token,
+                    &material,
+                    (*hash).into(),
+                )?);
             } else {
                 r.insert("payload".into(), json!(B64.encode(material.expose())));
             }

@@ -364,7 +364,9 @@ fn pq_secure_import_and_rotation() {
     let shown = s.kp(&["import-token", "show"]);
     assert_eq!(shown["algorithm"], "XWING_MLKEM768_X25519", "{shown}");
     assert_eq!(
-        B64.decode(shown["payload"].as_str().unwrap()).unwrap().len(),
+        B64.decode(shown["payload"].as_str().unwrap())
+            .unwrap()
+            .len(),
         1216
     );
     // --reuse-token uses that token's last retrieval.
