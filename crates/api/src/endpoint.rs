@@ -36,11 +36,12 @@ pub enum Route {
     KeyRing,
     KeyActionPath,
     ImportToken,
+    Batch,
 }
 
 impl Route {
     /// Every route, for tests and for the router's table.
-    pub const ALL: [Route; 20] = [
+    pub const ALL: [Route; 21] = [
         Route::IdentityToken,
         Route::Keys,
         Route::KeyMetadata,
@@ -61,6 +62,7 @@ impl Route {
         Route::KeyRing,
         Route::KeyActionPath,
         Route::ImportToken,
+        Route::Batch,
     ];
 
     /// The path template, as given to the router and shown as the `route` metrics label.
@@ -86,6 +88,7 @@ impl Route {
             Route::KeyRing => "/api/v2/key_rings/{id}",
             Route::KeyActionPath => "/api/v2/keys/{id}/actions/{action}",
             Route::ImportToken => "/api/v2/import_token",
+            Route::Batch => "/api/v2/x-keyward/batch",
         }
     }
 
@@ -109,6 +112,8 @@ pub enum KeyAction {
     UnsetKeyForDeletion,
     Restore,
     Sync,
+    /// `rewrapTo`, a Keyward extension: cross-key rewrap.
+    RewrapTo,
 }
 
 impl KeyAction {
@@ -125,6 +130,7 @@ impl KeyAction {
             "unsetKeyForDeletion" => KeyAction::UnsetKeyForDeletion,
             "restore" => KeyAction::Restore,
             "sync" => KeyAction::Sync,
+            "rewrapTo" => KeyAction::RewrapTo,
             _ => return None,
         })
     }
@@ -141,6 +147,7 @@ impl KeyAction {
             KeyAction::UnsetKeyForDeletion => Action::UnsetKeyForDeletion,
             KeyAction::Restore => Action::RestoreKey,
             KeyAction::Sync => Action::Sync,
+            KeyAction::RewrapTo => Action::Rewrap,
         }
     }
 }
@@ -178,6 +185,8 @@ pub enum Op {
     DeleteKeyRing,
     CreateImportToken,
     GetImportToken,
+    /// `POST /api/v2/x-keyward/batch`.
+    Batch,
     /// A method the route has no handler for.
     Other,
 }
@@ -236,6 +245,7 @@ impl Endpoint {
             (Route::KeyRing, "DELETE") => Op::DeleteKeyRing,
             (Route::ImportToken, "POST") => Op::CreateImportToken,
             (Route::ImportToken, _) if get => Op::GetImportToken,
+            (Route::Batch, "POST") => Op::Batch,
             _ => Op::Other,
         };
         Endpoint { route, op }
@@ -285,9 +295,13 @@ impl Endpoint {
     pub fn class(&self) -> Class {
         match (self.route, self.op) {
             (Route::ImportToken, _) => Class::ImportToken,
-            (_, Op::KeyAction(Some(KeyAction::Wrap | KeyAction::Unwrap | KeyAction::Rewrap))) => {
-                Class::Crypto
-            }
+            (
+                _,
+                Op::KeyAction(Some(
+                    KeyAction::Wrap | KeyAction::Unwrap | KeyAction::Rewrap | KeyAction::RewrapTo,
+                ))
+                | Op::Batch,
+            ) => Class::Crypto,
             _ => Class::Management,
         }
     }
@@ -409,6 +423,8 @@ mod tests {
             ("GET", "/api/v2/import_token", "/api/v2/import_token", None, GetImportToken, Some(Action::GetImportToken), ImportToken, None),
             ("HEAD", "/api/v2/import_token", "/api/v2/import_token", None, GetImportToken, Some(Action::GetImportToken), ImportToken, None),
             ("POST", "/api/v2/import_token", "/api/v2/import_token", None, CreateImportToken, Some(Action::CreateImportToken), ImportToken, Some(ImportTokenCreate)),
+            ("POST", "/api/v2/keys/{id}/actions/{action}", "{id}/actions/rewrapTo", None, KeyAction(Some(A::RewrapTo)), Some(Action::Rewrap), Crypto, None),
+            ("POST", "/api/v2/x-keyward/batch", "/api/v2/x-keyward/batch", None, Batch, None, Crypto, None),
             // methods without a handler
             ("PUT", "/api/v2/keys", "/api/v2/keys", None, Other, None, Management, None),
             ("GET", "/api/v2/keys/{id}/actions/{action}", "{id}/actions/wrap", None, Other, None, Management, None),
@@ -482,6 +498,7 @@ mod tests {
             ("/api/v2/key_rings/r", Route::KeyRing),
             ("/api/v2/keys/k/actions/wrap", Route::KeyActionPath),
             ("/api/v2/import_token", Route::ImportToken),
+            ("/api/v2/x-keyward/batch", Route::Batch),
         ];
         assert_eq!(paths.len(), Route::ALL.len());
         for (path, route) in paths {

@@ -217,6 +217,7 @@ fn api_routes(state: AppState) -> Router {
             "/api/v2/keys/{id}/actions/{action}",
             post(routes::actions::action),
         )
+        .route("/api/v2/x-keyward/batch", post(routes::batch::batch))
         .route(
             "/api/v2/import_token",
             get(routes::tokens::get).post(routes::tokens::create),

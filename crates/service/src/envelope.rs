@@ -287,6 +287,43 @@ impl KeyService {
     }
 }
 
+impl KeyService {
+    /// Cross-key rewrap (a Keyward extension, `POST /keys/{id}/actions/rewrapTo`): opens
+    /// `ciphertext` under root key `source` and wraps the same DEK under root key `target`'s
+    /// current version, with the same `aad`, in one call. The DEK never leaves the service.
+    /// The caller needs the unwrap role on the source and the wrap role on the target, and
+    /// each key must be in a state that allows it (the source Active or Deactivated, as for
+    /// unwrap; the target Active, as for wrap). Both are audited, the source as a rewrap and the
+    /// target as a wrap.
+    pub async fn rewrap_to(
+        &self,
+        caller: &Caller,
+        source: KeyId,
+        ciphertext: &str,
+        aad: &[String],
+        target: KeyId,
+    ) -> ServiceResult<RewrapResult> {
+        let wrap_permit = caller.require(Action::Wrap)?;
+        // The target is checked first: a refused target costs no unwrap.
+        let to = self
+            .root_key_for(&wrap_permit, target, &[KeyState::Active], "wrap")
+            .await?;
+        let (_, plaintext, version) = self
+            .open_wrapped(caller, source, Action::Unwrap, "unwrap", ciphertext, aad)
+            .await?;
+        let current = current_version(&to)?;
+        CryptoCounters::bump(&self.counters.wrap);
+        let ciphertext = seal_blob(target, current, aad, plaintext.expose())?;
+        self.audit(caller, Action::Rewrap, Some(source)).await?;
+        self.audit(caller, Action::Wrap, Some(target)).await?;
+        Ok(RewrapResult {
+            ciphertext,
+            key_version: version,
+            rewrapped_key_version: current.id,
+        })
+    }
+}
+
 /// The key's newest version (always present: a key is stored with its first version).
 fn current_version(key: &CachedKey) -> ServiceResult<&OpenedVersion> {
     key.current()

@@ -253,6 +253,22 @@ pub struct RewrapResponse {
     pub rewrapped_key_version: KeyVersionRef,
 }
 
+/// One answer of `POST /api/v2/x-keyward/batch`: the status the single request would have
+/// had, and its body (the single response's body, or its error envelope).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchResult {
+    pub status: u16,
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+}
+
+/// `POST /api/v2/x-keyward/batch`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub metadata: CollectionMetadata,
+    pub results: Vec<BatchResult>,
+}
+
 /// One key policy (rotation or dual authorization delete) of a key.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyPolicy {

@@ -50,6 +50,8 @@ fn reason_codes(status: u16) -> Vec<&'static str> {
     resp::WrapResponse,
     resp::UnwrapResponse,
     resp::RewrapResponse,
+    resp::BatchResponse,
+    resp::BatchResult,
     resp::ImportToken,
     resp::IdentityToken,
     resp::IamError,
@@ -58,6 +60,9 @@ fn reason_codes(status: u16) -> Vec<&'static str> {
     req::KeyCreateWithOverridesRequest,
     req::WrapRequest,
     req::UnwrapRequest,
+    req::RewrapToRequest,
+    req::BatchRequest,
+    req::BatchItem,
     req::RotateRequest,
     req::EmptyRequest,
     req::RestoreRequest,
@@ -236,6 +241,9 @@ fn body_example(schema: &str) -> Option<serde_json::Value> {
         "WrapRequest" => {
             json!({"plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "aad": ["example"]})
         }
+        "BatchRequest" => json!({"requests": [
+            {"action": "wrap", "keyId": "00000000-0000-4000-8000-000000000000", "aad": ["example"]}
+        ]}),
         "RotateRequest" | "EmptyRequest" => json!({}),
         "PatchKeyRequest" => json!({"keyRingID": "default"}),
         "ImportTokenRequest" => json!({"expiration": 600, "maxAllowedRetrievals": 1}),
@@ -900,6 +908,32 @@ fn ops() -> Vec<Op> {
             BODY_KEY_ERRORS,
         ));
     }
+    v.push(keyward_op(api(
+        "/api/v2/keys/{id}/actions/rewrapTo",
+        Post,
+        "rewrapToKey",
+        "Cross-key rewrap (Keyward): unwrap under this key and wrap the same DEK under `targetKeyId`, with the same AAD, in one call; the DEK never leaves the server",
+        actions,
+        vec![key_id()],
+        Some(("RewrapToRequest", true)),
+        vec![(
+            200,
+            "Done: `keyVersion` is the source key's version, `rewrappedKeyVersion` the target key's current version.",
+            Some("RewrapResponse"),
+        )],
+        BODY_KEY_ERRORS,
+    )));
+    v.push(keyward_op(api(
+        "/api/v2/x-keyward/batch",
+        Post,
+        "batchKeyActions",
+        "Batch (Keyward): up to 100 wrap, unwrap, rewrap and rewrapTo operations, each answered with the status and body its single request would get",
+        actions,
+        vec![],
+        Some(("BatchRequest", true)),
+        vec![(200, "One result per operation, in order.", Some("BatchResponse"))],
+        BODY_ERRORS,
+    )));
     let mut legacy = api(
         "/api/v2/keys/{id}",
         Post,
@@ -912,11 +946,11 @@ fn ops() -> Vec<Op> {
                 .name("action")
                 .parameter_in(ParameterIn::Query)
                 .required(Required::True)
-                .description(Some("wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync or restore."))
+                .description(Some("wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync, restore, or Keyward's rewrapTo."))
                 .schema(Some(RefOr::T(Schema::Object(
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .pattern(Some("^(wrap|unwrap|rewrap|rotate|disable|enable|setKeyForDeletion|unsetKeyForDeletion|sync|restore)$"))
+                        .pattern(Some("^(wrap|unwrap|rewrap|rotate|disable|enable|setKeyForDeletion|unsetKeyForDeletion|sync|restore|rewrapTo)$"))
                         .build(),
                 ))))
                 .build(),

@@ -21,5 +21,6 @@ mod import_tokens;
 mod isolation;
 mod keys;
 mod pq_import;
+mod rewrap_batch;
 mod secure_import;
 mod untrusted;
