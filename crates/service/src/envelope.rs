@@ -15,6 +15,7 @@ use crate::permit::Permit;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::{dek, random_secret, SecretBytes};
+use keyward_domain::rows::UsageOp;
 use keyward_domain::{Action, KeyId, KeyState, VersionId};
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +205,7 @@ impl KeyService {
         let ciphertext = seal_blob(id, current, aad, dek.expose())?;
         CryptoCounters::bump(&self.counters.wrap);
         self.audit(caller, Action::Wrap, Some(id)).await?;
+        self.record_use(caller, id, UsageOp::Wrap);
         Ok(WrapResult {
             ciphertext,
             key_version: current.id,
@@ -257,6 +259,7 @@ impl KeyService {
             None
         };
         self.audit(caller, Action::Unwrap, Some(id)).await?;
+        self.record_use(caller, id, UsageOp::Unwrap);
         Ok(UnwrapResult {
             plaintext,
             key_version: version,
@@ -279,6 +282,7 @@ impl KeyService {
         CryptoCounters::bump(&self.counters.wrap);
         let ciphertext = seal_blob(id, current, aad, plaintext.expose())?;
         self.audit(caller, Action::Rewrap, Some(id)).await?;
+        self.record_use(caller, id, UsageOp::Rewrap);
         Ok(RewrapResult {
             ciphertext,
             key_version: version,
@@ -316,6 +320,8 @@ impl KeyService {
         let ciphertext = seal_blob(target, current, aad, plaintext.expose())?;
         self.audit(caller, Action::Rewrap, Some(source)).await?;
         self.audit(caller, Action::Wrap, Some(target)).await?;
+        self.record_use(caller, source, UsageOp::Rewrap);
+        self.record_use(caller, target, UsageOp::Wrap);
         Ok(RewrapResult {
             ciphertext,
             key_version: version,

@@ -214,6 +214,35 @@ pub struct Key {
     pub tags: Option<Vec<String>>,
     #[serde(rename = "type")]
     pub kind: String,
+    /// Keyward extension, with `?usage=true` on `GET /keys/{id}/metadata`: when the key was
+    /// last used for wrap, unwrap and rewrap, and by whom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<KeyUsage>,
+}
+
+/// The last use of one operation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LastUse {
+    #[serde(rename = "lastUsedDate")]
+    pub last_used_date: String,
+    /// The IAM id of the principal.
+    #[serde(rename = "lastUsedBy")]
+    pub last_used_by: String,
+}
+
+/// A key's usage (a Keyward extension; docs/design.md, "Key usage"). Uses reach the database
+/// in batches: another node's use shows within the flush interval.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyUsage {
+    /// The latest use of any of the three; absent if never used.
+    #[serde(rename = "lastUsedDate", skip_serializing_if = "Option::is_none")]
+    pub last_used_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrap: Option<LastUse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwrap: Option<LastUse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrap: Option<LastUse>,
 }
 
 /// `POST /keys/{id}/actions/wrap`.

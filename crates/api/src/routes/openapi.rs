@@ -51,6 +51,8 @@ fn reason_codes(status: u16) -> Vec<&'static str> {
     resp::UnwrapResponse,
     resp::RewrapResponse,
     resp::BatchResponse,
+    resp::KeyUsage,
+    resp::LastUse,
     resp::BatchResult,
     resp::ImportToken,
     resp::IdentityToken,
@@ -464,7 +466,7 @@ fn ops() -> Vec<Op> {
                 query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
                 query("sort", Type::String, "Comma-separated fields, each optionally prefixed by `-` (descending): id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate."),
                 query("search", Type::String, "Search by name, alias or id (`fuzzy:`, `exact:`, `not:`, `escape:`, `alias:`, `name:` prefixes)."),
-                query("filter", Type::String, "Space-separated `property=operator:value` terms."),
+                query("filter", Type::String, "Space-separated `property=operator:value` terms. Keyward also accepts `lastUsed` (x-keyward): a key never used counts as used before every date."),
                 key_ring_filter_header("Only keys of this key ring."),
             ],
             None,
@@ -481,7 +483,7 @@ fn ops() -> Vec<Op> {
                 query_matching("state", STATE_PATTERN, "Comma-separated states: 0, 1, 2, 3, 5."),
                 query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
                 query("search", Type::String, "Search by name, alias or id."),
-                query("filter", Type::String, "Space-separated `property=operator:value` terms."),
+                query("filter", Type::String, "Space-separated `property=operator:value` terms. Keyward also accepts `lastUsed` (x-keyward): a key never used counts as used before every date."),
                 key_ring_filter_header("Only keys of this key ring."),
             ],
             None,
@@ -533,7 +535,14 @@ fn ops() -> Vec<Op> {
             "getKeyMetadata",
             "Retrieve a key's metadata",
             keys,
-            vec![key_id()],
+            vec![
+                key_id(),
+                query(
+                    "usage",
+                    Type::Boolean,
+                    "Keyward extension (x-keyward): `true` adds `usage`, the key's last wrap, unwrap and rewrap with the principal.",
+                ),
+            ],
             None,
             vec![(200, "The key, without material.", Some("KeyCollection"))],
             KEY_ERRORS,
@@ -1131,6 +1140,7 @@ fn add_links(doc: &mut serde_json::Value) {
 /// Fields that Keyward adds to Key Protect's bodies (schema, property): each gets
 /// `x-keyward: true`. A client that does not send them sees Key Protect's behaviour.
 const EXTENSION_FIELDS: &[(&str, &str)] = &[
+    ("Key", "usage"),
     ("ImportTokenRequest", "algorithm"),
     ("ImportToken", "algorithm"),
     ("ImportToken", "id"),

@@ -24,3 +24,4 @@ mod pq_import;
 mod rewrap_batch;
 mod secure_import;
 mod untrusted;
+mod usage;
