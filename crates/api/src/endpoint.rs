@@ -38,11 +38,12 @@ pub enum Route {
     ImportToken,
     /// Keyward's extension: the audit log table (`routes/xkeyward_audit.rs`).
     XKeywardAudit,
+    Batch,
 }
 
 impl Route {
     /// Every route, for tests and for the router's table.
-    pub const ALL: [Route; 21] = [
+    pub const ALL: [Route; 22] = [
         Route::IdentityToken,
         Route::Keys,
         Route::KeyMetadata,
@@ -64,6 +65,7 @@ impl Route {
         Route::KeyActionPath,
         Route::ImportToken,
         Route::XKeywardAudit,
+        Route::Batch,
     ];
 
     /// The path template, as given to the router and shown as the `route` metrics label.
@@ -90,6 +92,7 @@ impl Route {
             Route::KeyActionPath => "/api/v2/keys/{id}/actions/{action}",
             Route::ImportToken => "/api/v2/import_token",
             Route::XKeywardAudit => "/api/v2/x-keyward/audit",
+            Route::Batch => "/api/v2/x-keyward/batch",
         }
     }
 
@@ -113,6 +116,8 @@ pub enum KeyAction {
     UnsetKeyForDeletion,
     Restore,
     Sync,
+    /// `rewrapTo`, a Keyward extension: cross-key rewrap.
+    RewrapTo,
 }
 
 impl KeyAction {
@@ -129,6 +134,7 @@ impl KeyAction {
             "unsetKeyForDeletion" => KeyAction::UnsetKeyForDeletion,
             "restore" => KeyAction::Restore,
             "sync" => KeyAction::Sync,
+            "rewrapTo" => KeyAction::RewrapTo,
             _ => return None,
         })
     }
@@ -145,6 +151,7 @@ impl KeyAction {
             KeyAction::UnsetKeyForDeletion => Action::UnsetKeyForDeletion,
             KeyAction::Restore => Action::RestoreKey,
             KeyAction::Sync => Action::Sync,
+            KeyAction::RewrapTo => Action::Rewrap,
         }
     }
 }
@@ -183,6 +190,8 @@ pub enum Op {
     CreateImportToken,
     GetImportToken,
     ReadAudit,
+    /// `POST /api/v2/x-keyward/batch`.
+    Batch,
     /// A method the route has no handler for.
     Other,
 }
@@ -242,6 +251,7 @@ impl Endpoint {
             (Route::ImportToken, "POST") => Op::CreateImportToken,
             (Route::ImportToken, _) if get => Op::GetImportToken,
             (Route::XKeywardAudit, _) if get => Op::ReadAudit,
+            (Route::Batch, "POST") => Op::Batch,
             _ => Op::Other,
         };
         Endpoint { route, op }
@@ -291,9 +301,13 @@ impl Endpoint {
     pub fn class(&self) -> Class {
         match (self.route, self.op) {
             (Route::ImportToken, _) => Class::ImportToken,
-            (_, Op::KeyAction(Some(KeyAction::Wrap | KeyAction::Unwrap | KeyAction::Rewrap))) => {
-                Class::Crypto
-            }
+            (
+                _,
+                Op::KeyAction(Some(
+                    KeyAction::Wrap | KeyAction::Unwrap | KeyAction::Rewrap | KeyAction::RewrapTo,
+                ))
+                | Op::Batch,
+            ) => Class::Crypto,
             _ => Class::Management,
         }
     }
@@ -416,6 +430,8 @@ mod tests {
             ("HEAD", "/api/v2/import_token", "/api/v2/import_token", None, GetImportToken, Some(Action::GetImportToken), ImportToken, None),
             ("POST", "/api/v2/import_token", "/api/v2/import_token", None, CreateImportToken, Some(Action::CreateImportToken), ImportToken, Some(ImportTokenCreate)),
             ("GET", "/api/v2/x-keyward/audit", "/api/v2/x-keyward/audit", None, ReadAudit, None, Management, None),
+            ("POST", "/api/v2/keys/{id}/actions/{action}", "{id}/actions/rewrapTo", None, KeyAction(Some(A::RewrapTo)), Some(Action::Rewrap), Crypto, None),
+            ("POST", "/api/v2/x-keyward/batch", "/api/v2/x-keyward/batch", None, Batch, None, Crypto, None),
             // methods without a handler
             ("PUT", "/api/v2/keys", "/api/v2/keys", None, Other, None, Management, None),
             ("GET", "/api/v2/keys/{id}/actions/{action}", "{id}/actions/wrap", None, Other, None, Management, None),
@@ -490,6 +506,7 @@ mod tests {
             ("/api/v2/keys/k/actions/wrap", Route::KeyActionPath),
             ("/api/v2/import_token", Route::ImportToken),
             ("/api/v2/x-keyward/audit", Route::XKeywardAudit),
+            ("/api/v2/x-keyward/batch", Route::Batch),
         ];
         assert_eq!(paths.len(), Route::ALL.len());
         for (path, route) in paths {

@@ -22,7 +22,7 @@ const DRAIN_LIMIT: usize = 1024 * 1024;
 /// The authenticated caller of an `/api/v2` route.
 pub struct Auth(pub Caller);
 
-fn too_many(retry_after: u64) -> ApiError {
+pub(crate) fn too_many(retry_after: u64) -> ApiError {
     let mut e = ApiError::new(
         ServiceError::new(
             ErrorCode::RateLimited,

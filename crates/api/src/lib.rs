@@ -107,6 +107,17 @@ async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) 
         metrics::const_gauge(i64::try_from(st.svc.pool_depth()).unwrap_or(i64::MAX)),
     );
     registry.register("keyward_sealed", SEALED_HELP, metrics::const_gauge(0));
+    let (pending, dropped) = st.svc.usage_stats();
+    registry.register(
+        "keyward_key_usage_pending_keys",
+        "Keys with uses recorded in memory and not yet written (docs/design.md, \"Key usage\")",
+        metrics::const_gauge(i64::try_from(pending).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        "keyward_key_usage_dropped",
+        "Key uses not recorded because the in-memory bound was reached (since start)",
+        metrics::const_gauge(i64::try_from(dropped).unwrap_or(i64::MAX)),
+    );
     if let Some(t) = st.svc.store().timings() {
         t.register(&mut registry);
     }
@@ -217,6 +228,7 @@ fn api_routes(state: AppState) -> Router {
             "/api/v2/keys/{id}/actions/{action}",
             post(routes::actions::action),
         )
+        .route("/api/v2/x-keyward/batch", post(routes::batch::batch))
         .route(
             "/api/v2/import_token",
             get(routes::tokens::get).post(routes::tokens::create),

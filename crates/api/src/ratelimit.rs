@@ -224,6 +224,32 @@ impl RateLimiter {
             .map_err(|n| retry_after(&n, &self.clock))
     }
 
+    /// `n` more requests of `class` by a caller at once (a batch's operations beyond the one
+    /// its request already counted); `Err(retry_after_secs)` when over the limit, or when `n`
+    /// exceeds the bucket's burst.
+    pub fn check_n(
+        &self,
+        instance: InstanceId,
+        iam_id: &str,
+        class: Class,
+        n: u32,
+    ) -> Result<(), u64> {
+        let (Some(q), Some(n)) = (quota(self.rate(class)), std::num::NonZeroU32::new(n)) else {
+            return Ok(());
+        };
+        match self
+            .callers
+            .get_or_insert_with(&(instance, iam_id.to_string(), class), || {
+                Arc::new(Bucket::direct_with_clock(q, self.clock.clone()))
+            })
+            .check_n(n)
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(retry_after(&not_until, &self.clock)),
+            Err(_) => Err(1),
+        }
+    }
+
     /// Whether `ip` may still try a bearer token (checked before verification).
     pub fn auth_allowed(&self, ip: Option<IpAddr>) -> Result<(), u64> {
         let (Some(ip), Some(_)) = (ip, quota(self.limits.auth_failures)) else {

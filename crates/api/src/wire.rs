@@ -94,6 +94,23 @@ pub fn key(info: &KeyInfo) -> resp::Key {
         state: info.state.code(),
         tags: (!r.tags.is_empty()).then(|| r.tags.clone()),
         kind: KEY_TYPE.into(),
+        usage: None,
+    }
+}
+
+/// A key's usage on the wire.
+pub fn usage(u: &keyward_service::usage::KeyUsage) -> resp::KeyUsage {
+    let one = |l: &Option<keyward_service::usage::LastUse>| {
+        l.as_ref().map(|l| resp::LastUse {
+            last_used_date: format_time(l.at),
+            last_used_by: l.by.to_string(),
+        })
+    };
+    resp::KeyUsage {
+        last_used_date: u.last().map(|l| format_time(l.at)),
+        wrap: one(&u.wrap),
+        unwrap: one(&u.unwrap),
+        rewrap: one(&u.rewrap),
     }
 }
 
@@ -115,5 +132,7 @@ pub fn token(t: &TokenInfo) -> resp::ImportToken {
         nonce: secret.as_ref().map(|(_, n)| n.clone()),
         payload: secret.map(|(p, _)| p),
         remaining_retrievals: t.remaining,
+        algorithm: t.algorithm.map(str::to_string),
+        id: t.id.clone(),
     }
 }

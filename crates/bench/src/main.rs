@@ -34,8 +34,10 @@ const ALL_SCENARIOS: &[&str] = &[
     "wrap",
     "unwrap",
     "secure-import",
+    "secure-import-pq",
     "import-token-warm",
     "import-token-cold",
+    "import-token-pq",
 ];
 
 /// Diagnostic scenarios, run only when named in --scenarios.
@@ -793,7 +795,18 @@ async fn run_scenarios(
                 "RSA-4096 OAEP decrypt: {one:.0}/s on 1 thread, {all:.0}/s on {threads}"
             ));
         }
-        let bodies = secure_import_bodies(&ctx, args.secure_import_bodies).await?;
+    }
+    for pq in [false, true] {
+        let name = if pq {
+            "secure-import-pq"
+        } else {
+            "secure-import"
+        };
+        if !want(name) || args.secure_import_connections.is_empty() {
+            continue;
+        }
+        settle(ctx.addr, args.token_pool_size, args.wait_idle).await;
+        let bodies = secure_import_bodies(&ctx, args.secure_import_bodies, pq).await?;
         for &conns in &args.secure_import_connections {
             let t = ReqTemplate::new(
                 Method::POST,
@@ -803,7 +816,7 @@ async fn run_scenarios(
                 bodies.clone(),
             )?;
             let before = bodies.used().map(|(n, _)| n).unwrap_or(0);
-            let mut s = closed(&format!("secure-import-{conns}"), t, conns).await?;
+            let mut s = closed(&format!("{name}-{conns}"), t, conns).await?;
             if let Some((n, reused)) = bodies.used() {
                 s.note = Some(format!(
                     "{} pre-computed bodies used{}",
@@ -939,6 +952,39 @@ async fn run_scenarios(
             "seconds": (secs * 1000.0).round() / 1000.0,
             "rows_per_s": if secs > 0.0 { (rows / secs).round() } else { 0.0 },
         }));
+    }
+
+    if want("import-token-pq") {
+        // X-Wing keypairs are generated inline in microseconds: no pool, no pause.
+        let body = serde_json::to_vec(&json!({
+            "expiration": 600, "maxAllowedRetrievals": 1,
+            "algorithm": keyward_crypto::pq::TOKEN_ALGORITHM,
+        }))?;
+        let t = ReqTemplate::new(
+            Method::POST,
+            "/api/v2/import_token",
+            &ctx.host,
+            &ctx.headers(JSON_CT),
+            Bodies::Fixed(Bytes::from(body)),
+        )?;
+        progress(&format!(
+            "import-token-pq: {} sequential X-Wing token creations",
+            args.import_token_samples
+        ));
+        settle(ctx.addr, args.token_pool_size, args.wait_idle).await;
+        let res = http::sequential(
+            ctx.addr,
+            Arc::new(t),
+            args.import_token_samples,
+            Duration::ZERO,
+            Some(Duration::from_secs(30)),
+            ctx.pid,
+            "import-token-pq",
+        )
+        .await?;
+        let mut s = Scenario::new("import-token-pq", "sequential", 1, res);
+        s.note = Some("X-Wing (ML-KEM-768 + X25519) tokens, generated inline".into());
+        out.push(s);
     }
 
     if want("import-token-warm") {
@@ -1151,18 +1197,25 @@ async fn settle(addr: SocketAddr, pool_target: usize, wait_idle: u64) {
 /// and nonce, and pre-computes `n` create-key bodies, each with fresh 32-byte material
 /// encrypted client-side (RSA-OAEP-SHA-256 + AES-GCM nonce), so no client crypto is timed.
 /// The first body is sent once as a check.
-async fn secure_import_bodies(ctx: &Ctx, n: usize) -> Result<Bodies> {
-    ctx.json(
-        Method::POST,
-        "/api/v2/import_token",
-        JSON_CT,
-        json!({"expiration": 86400, "maxAllowedRetrievals": 500}),
-    )
-    .await?;
+async fn secure_import_bodies(ctx: &Ctx, n: usize, pq: bool) -> Result<Bodies> {
+    let mut create = json!({"expiration": 86400, "maxAllowedRetrievals": 500});
+    if pq {
+        create["algorithm"] = json!(keyward_crypto::pq::TOKEN_ALGORITHM);
+    }
+    ctx.json(Method::POST, "/api/v2/import_token", JSON_CT, create)
+        .await?;
     let tok = ctx
         .json(Method::GET, "/api/v2/import_token", JSON_CT, Value::Null)
         .await?;
-    let pem = String::from_utf8(B64.decode(str_field(&tok, "payload")?)?)?;
+    let key = if pq {
+        TokenKey::XWing {
+            public_key: B64.decode(str_field(&tok, "payload")?)?,
+            id: str_field(&tok, "id")?.to_string(),
+            instance: ctx.instance.clone(),
+        }
+    } else {
+        TokenKey::Rsa(String::from_utf8(B64.decode(str_field(&tok, "payload")?)?)?)
+    };
     let nonce = B64.decode(str_field(&tok, "nonce")?)?;
     progress(&format!("secure-import: pre-computing {n} request bodies"));
     let t0 = Instant::now();
@@ -1171,15 +1224,15 @@ async fn secure_import_bodies(ctx: &Ctx, n: usize) -> Result<Bodies> {
         .unwrap_or(1)
         .max(1);
     let per = n.div_ceil(threads);
-    let pem = Arc::new(pem);
+    let key = Arc::new(key);
     let nonce = Arc::new(nonce);
     let mut handles = Vec::new();
     for t in 0..threads {
-        let (pem, nonce) = (pem.clone(), nonce.clone());
+        let (key, nonce) = (key.clone(), nonce.clone());
         let range = (t * per)..((t + 1) * per).min(n);
         handles.push(tokio::task::spawn_blocking(
             move || -> Result<Vec<Bytes>> {
-                range.map(|i| secure_import_body(i, &pem, &nonce)).collect()
+                range.map(|i| secure_import_body(i, &key, &nonce)).collect()
             },
         ));
     }
@@ -1215,17 +1268,48 @@ async fn secure_import_bodies(ctx: &Ctx, n: usize) -> Result<Bodies> {
     })
 }
 
-fn secure_import_body(i: usize, pem: &str, nonce: &[u8]) -> Result<Bytes> {
+/// The public half of the benchmark's import token.
+enum TokenKey {
+    Rsa(String),
+    XWing {
+        public_key: Vec<u8>,
+        id: String,
+        instance: String,
+    },
+}
+
+fn secure_import_body(i: usize, key: &TokenKey, nonce: &[u8]) -> Result<Bytes> {
     use keyward_crypto::import::{encrypt_material, encrypt_nonce, OaepHash};
+    use keyward_crypto::pq;
     let material = keyward_crypto::random_secret(32)?;
-    let payload = encrypt_material(pem, OaepHash::Sha256, material.expose())?;
+    let (payload, algorithm) = match key {
+        TokenKey::Rsa(pem) => (
+            encrypt_material(pem, OaepHash::Sha256, material.expose())?,
+            "RSAES_OAEP_SHA_256",
+        ),
+        TokenKey::XWing {
+            public_key,
+            id,
+            instance,
+        } => {
+            let binding = pq::Binding {
+                token_id: id,
+                instance_id: instance,
+                nonce,
+            };
+            (
+                pq::encrypt_material(public_key, &binding, material.expose())?,
+                pq::ENCRYPTION_ALGORITHM,
+            )
+        }
+    };
     let (iv, enc_nonce) = encrypt_nonce(&material, nonce)?;
     let body = key_envelope(json!({
         "type": KEY_CT,
         "name": format!("bench-si-{i}"),
         "extractable": false,
         "payload": B64.encode(payload),
-        "encryptionAlgorithm": "RSAES_OAEP_SHA_256",
+        "encryptionAlgorithm": algorithm,
         "encryptedNonce": B64.encode(enc_nonce),
         "iv": B64.encode(iv),
     }));

@@ -190,7 +190,7 @@ pub fn build(
     for s in sc.iter().filter(|s| {
         s["name"]
             .as_str()
-            .is_some_and(|n| n.starts_with("secure-import"))
+            .is_some_and(|n| n.starts_with("secure-import") && !n.starts_with("secure-import-pq"))
     }) {
         let rps = num(Some(s), "rps");
         let name = s["name"].as_str().unwrap_or_default();
@@ -209,6 +209,24 @@ pub fn build(
                 None,
             );
         }
+    }
+    for s in sc.iter().filter(|s| {
+        s["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("secure-import-pq-"))
+    }) {
+        let name = s["name"].as_str().unwrap_or_default();
+        let rsa_name = name.replacen("secure-import-pq-", "secure-import-", 1);
+        let ratio = match (num(Some(s), "rps"), num(find(&sc, &rsa_name), "rps")) {
+            (Some(pq), Some(rsa)) if rsa > 0.0 => Some(pq / rsa),
+            _ => None,
+        };
+        target(
+            format!("{name} req/s / {rsa_name} req/s"),
+            ">= 3 (several times RSA)".into(),
+            ratio,
+            ratio.map(|r| r >= 3.0),
+        );
     }
     json!({
         "machine": machine,

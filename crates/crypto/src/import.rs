@@ -176,6 +176,99 @@ pub fn verify_secure_import(
     expected_nonce: &[u8],
 ) -> Result<SecretBytes, ImportError> {
     let material = keypair.decrypt_material(hash, payload)?;
+    check_nonce(material, encrypted_nonce, iv, expected_nonce)
+}
+
+/// How the key material of a secure import is encrypted (`encryptionAlgorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaterialEncryption {
+    /// RSA-OAEP to an RSA-4096 token (Key Protect's only form).
+    Oaep(OaepHash),
+    /// X-Wing, HKDF-SHA-256 and AES-256-GCM to an X-Wing token ([`crate::pq`]).
+    XWing,
+}
+
+impl MaterialEncryption {
+    /// Parses the wire name exactly (case-sensitive).
+    pub fn from_wire(s: &str) -> Option<Self> {
+        if s == crate::pq::ENCRYPTION_ALGORITHM {
+            return Some(Self::XWing);
+        }
+        OaepHash::from_wire(s).map(Self::Oaep)
+    }
+}
+
+/// An import token's keypair: RSA-4096, or X-Wing.
+#[derive(Debug)]
+pub enum TokenKeyPair {
+    Rsa(ImportKeyPair),
+    XWing(crate::pq::XWingKeyPair),
+}
+
+impl TokenKeyPair {
+    /// Loads a keypair from its opened sealed form (PKCS#8 DER for RSA, the tagged seed for
+    /// X-Wing).
+    pub fn from_sealed_form(opened: &SecretBytes) -> Result<Self, CryptoError> {
+        if crate::pq::XWingKeyPair::is_sealed_form(opened.expose()) {
+            crate::pq::XWingKeyPair::from_sealed_form(opened).map(Self::XWing)
+        } else {
+            ImportKeyPair::from_pkcs8(opened).map(Self::Rsa)
+        }
+    }
+
+    /// The private key to seal under the master key.
+    pub fn sealed_form(&self) -> Result<SecretBytes, CryptoError> {
+        match self {
+            Self::Rsa(k) => k.pkcs8(),
+            Self::XWing(k) => Ok(k.sealed_form()),
+        }
+    }
+
+    /// The public key as the token's row keeps it (PEM).
+    pub fn public_pem(&self) -> &str {
+        match self {
+            Self::Rsa(k) => k.public_pem(),
+            Self::XWing(k) => k.public_pem(),
+        }
+    }
+
+    /// Decrypts the material. A request whose `encryptionAlgorithm` does not fit the token
+    /// fails like any other undecryptable payload ([`ImportError::Oaep`]).
+    pub fn decrypt_material(
+        &self,
+        enc: MaterialEncryption,
+        binding: &crate::pq::Binding<'_>,
+        payload: &[u8],
+    ) -> Result<SecretBytes, ImportError> {
+        match (self, enc) {
+            (Self::Rsa(k), MaterialEncryption::Oaep(h)) => k.decrypt_material(h, payload),
+            (Self::XWing(k), MaterialEncryption::XWing) => k.decrypt_material(binding, payload),
+            _ => Err(ImportError::Oaep),
+        }
+    }
+}
+
+/// The server-side check of a secure import with either kind of token, in Key Protect's order
+/// (material, then the nonce under it, then the constant-time nonce compare). The binding's
+/// nonce is the token's nonce.
+pub fn verify_token_import(
+    keypair: &TokenKeyPair,
+    enc: MaterialEncryption,
+    binding: &crate::pq::Binding<'_>,
+    payload: &[u8],
+    encrypted_nonce: &[u8],
+    iv: &[u8],
+) -> Result<SecretBytes, ImportError> {
+    let material = keypair.decrypt_material(enc, binding, payload)?;
+    check_nonce(material, encrypted_nonce, iv, binding.nonce)
+}
+
+fn check_nonce(
+    material: SecretBytes,
+    encrypted_nonce: &[u8],
+    iv: &[u8],
+    expected_nonce: &[u8],
+) -> Result<SecretBytes, ImportError> {
     let nonce = dek::open(&material, iv, &[], encrypted_nonce).map_err(|_| ImportError::NonceIv)?;
     if ct_eq(nonce.expose(), expected_nonce) {
         Ok(material)

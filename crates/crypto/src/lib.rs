@@ -19,6 +19,7 @@ pub mod dek;
 pub mod import;
 pub mod master;
 pub mod pkcs11;
+pub mod pq;
 pub mod rowauth;
 mod secret;
 pub mod stream;

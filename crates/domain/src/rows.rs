@@ -139,6 +139,48 @@ impl fmt::Debug for SealedRow {
     }
 }
 
+/// What a key was used for, as [`KeyUsageRow`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageOp {
+    Wrap,
+    Unwrap,
+    Rewrap,
+    /// The latest of the three (what the listing filter `lastUsed` reads).
+    Any,
+}
+
+impl UsageOp {
+    pub const ALL: [UsageOp; 4] = [
+        UsageOp::Wrap,
+        UsageOp::Unwrap,
+        UsageOp::Rewrap,
+        UsageOp::Any,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageOp::Wrap => "wrap",
+            UsageOp::Unwrap => "unwrap",
+            UsageOp::Rewrap => "rewrap",
+            UsageOp::Any => "any",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        UsageOp::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// When a key was last used for `op`, and by whom (an IAM id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUsageRow {
+    pub instance_id: InstanceId,
+    pub key_id: KeyId,
+    pub op: UsageOp,
+    pub at: i64,
+    pub by: String,
+}
+
 /// The one import token of an instance.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -311,6 +353,10 @@ pub enum FilterProp {
     /// The effective state (expiry counts, as in [`KeyQuery::states`]).
     State,
     Extractable,
+    /// When the key was last used for wrap, unwrap or rewrap (a Keyward extension). A key
+    /// never used counts as used before every date: `lt`/`lte` match it, `none` matches only
+    /// such keys.
+    LastUsed,
 }
 
 /// The comparison of a `filter` term.

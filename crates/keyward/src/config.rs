@@ -132,6 +132,11 @@ pub struct ServeArgs {
     /// accepted and tagged; 0 refuses them at once (docs/threat-model.md) [default: 0]
     #[arg(long, env = "KEYWARD_ROW_AUTH_UPGRADE_GRACE")]
     pub row_auth_upgrade_grace: Option<u64>,
+    /// Seconds between writes of recorded key usage (last wrap/unwrap/rewrap and by whom): the
+    /// staleness bound of last-used dates across nodes; 0 turns usage tracking off
+    /// (docs/design.md, "Key usage") [default: 10]
+    #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL")]
+    pub usage_flush_interval: Option<u64>,
     // --- The network edge (crates/keyward/src/edge.rs; docs/design.md "The network edge") ---
     /// Seconds a new connection has to complete its TLS handshake and send its first request
     /// head, and any connection to finish a request head once its first byte arrived [default: 10]
@@ -177,6 +182,7 @@ struct FileConfig {
     scheduler_interval: Option<u64>,
     master_key_watch: Option<u64>,
     row_auth_upgrade_grace: Option<u64>,
+    usage_flush_interval: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
@@ -233,6 +239,8 @@ pub struct Settings {
     pub master_key_watch_secs: u64,
     /// Grace period of a row-authentication upgrade (see `--row-auth-upgrade-grace`).
     pub row_auth_upgrade_grace_secs: u64,
+    /// See `--usage-flush-interval`.
+    pub usage_flush_interval_secs: u64,
     pub insecure_http: bool,
     /// Serve the web console at `/ui/` (docs/console.md).
     pub console: bool,
@@ -578,6 +586,10 @@ impl ServeArgs {
                 .row_auth_upgrade_grace
                 .or(file.row_auth_upgrade_grace)
                 .unwrap_or(0),
+            usage_flush_interval_secs: self
+                .usage_flush_interval
+                .or(file.usage_flush_interval)
+                .unwrap_or(10),
             data_dir,
             database_url,
             insecure_http,

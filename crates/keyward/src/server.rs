@@ -222,6 +222,9 @@ async fn open_service(
             row_auth_upgrade_grace: std::time::Duration::from_secs(
                 settings.row_auth_upgrade_grace_secs,
             ),
+            usage_flush_interval: std::time::Duration::from_secs(
+                settings.usage_flush_interval_secs,
+            ),
             ..ServiceConfig::default()
         },
     )
@@ -507,6 +510,12 @@ impl Server {
         }
         if let Some(ops) = ops {
             let _ = ops.await;
+        }
+        if let Some(svc) = &self.svc {
+            // The uses recorded since the last flush (docs/design.md, "Key usage").
+            if let Err(e) = svc.flush_usage().await {
+                tracing::warn!(code = e.code.as_str(), "key usage flush at shutdown failed");
+            }
         }
         tracing::info!("keyward stopped");
         Ok(())

@@ -4,6 +4,7 @@ use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::import::{encrypt_material, encrypt_nonce, OaepHash};
+use keyward_crypto::pq;
 use keyward_crypto::SecretBytes;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -121,9 +122,10 @@ pub async fn run(args: KpArgs) -> anyhow::Result<()> {
             ImportTokenCmd::Create {
                 expiration,
                 max_retrievals,
+                pq,
             } => {
                 let mut c = client(&args)?;
-                let v = create_token(&mut c, *expiration, *max_retrievals).await?;
+                let v = create_token(&mut c, *expiration, *max_retrievals, *pq).await?;
                 print_token(output, &v, false)
             }
             ImportTokenCmd::Show { pubkey_out } => {
@@ -163,8 +165,12 @@ async fn create_token(
     c: &mut Client,
     expiration: Option<u64>,
     max_retrievals: Option<u64>,
+    pq: bool,
 ) -> anyhow::Result<Value> {
     let mut body = Map::new();
+    if pq {
+        body.insert("algorithm".into(), json!(pq::TOKEN_ALGORITHM));
+    }
     if let Some(e) = expiration {
         body.insert("expiration".into(), json!(e));
     }
@@ -215,12 +221,34 @@ fn token_pem(v: &Value) -> anyhow::Result<String> {
 
 /// The public key and nonce of an import token.
 struct Token {
-    pem: String,
+    key: TokenKey,
     nonce: Vec<u8>,
 }
 
+enum TokenKey {
+    Rsa { pem: String },
+    XWing { public_key: Vec<u8>, id: String },
+}
+
 fn parse_token(v: &Value) -> anyhow::Result<Token> {
-    let pem = token_pem(v)?;
+    let key = if v.get("algorithm").and_then(Value::as_str) == Some(pq::TOKEN_ALGORITHM) {
+        let public_key = v
+            .get("payload")
+            .and_then(Value::as_str)
+            .and_then(|p| B64.decode(p.trim()).ok())
+            .filter(|k| k.len() == pq::PUBLIC_KEY_LEN)
+            .ok_or_else(|| anyhow!("the import token payload is not an X-Wing public key"))?;
+        let id = v
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("the X-Wing import token response has no id"))?;
+        TokenKey::XWing {
+            public_key,
+            id: id.to_string(),
+        }
+    } else {
+        TokenKey::Rsa { pem: token_pem(v)? }
+    };
     let nonce = v
         .get("nonce")
         .and_then(Value::as_str)
@@ -228,14 +256,23 @@ fn parse_token(v: &Value) -> anyhow::Result<Token> {
     let nonce = B64
         .decode(nonce.trim())
         .map_err(|_| anyhow!("the import token nonce is not base64"))?;
-    Ok(Token { pem, nonce })
+    Ok(Token { key, nonce })
 }
 
 /// Gets a token for a secure import: see `SECURE_HELP` in lib.rs for the policy.
-async fn secure_token(c: &mut Client, reuse: bool) -> anyhow::Result<Token> {
+async fn secure_token(c: &mut Client, reuse: bool, pq: bool) -> anyhow::Result<Token> {
     if reuse {
         match get_token_raw(c).await {
-            Ok(v) => return parse_token(&v),
+            Ok(v) => {
+                let t = parse_token(&v)?;
+                if matches!(t.key, TokenKey::XWing { .. }) != pq {
+                    bail!(
+                        "the current import token is {}: drop --reuse-token to create one of the kind asked for",
+                        if pq { "RSA-4096, not X-Wing (--pq)" } else { "X-Wing: add --pq" }
+                    );
+                }
+                return Ok(t);
+            }
             Err(e) => {
                 let replaceable = e.downcast_ref::<ApiError>().is_some_and(|a| {
                     a.status == StatusCode::NOT_FOUND || a.status == StatusCode::CONFLICT
@@ -250,6 +287,7 @@ async fn secure_token(c: &mut Client, reuse: bool) -> anyhow::Result<Token> {
         c,
         Some(SECURE_TOKEN_EXPIRATION),
         Some(SECURE_TOKEN_RETRIEVALS),
+        pq,
     )
     .await
     .context("creating an import token")?;
@@ -261,21 +299,38 @@ async fn secure_token(c: &mut Client, reuse: bool) -> anyhow::Result<Token> {
 
 /// The flat fields of a secure import / rotate: payload, encryptedNonce, iv, encryptionAlgorithm.
 fn secure_fields(
+    instance: &str,
     token: &Token,
     material: &SecretBytes,
     hash: OaepHash,
 ) -> anyhow::Result<Map<String, Value>> {
     check_root_length(material)?;
-    let ct = encrypt_material(&token.pem, hash, material.expose()).map_err(|_| {
-        anyhow!("encrypting the key material with the import token's public key failed")
-    })?;
+    let failed =
+        |_| anyhow!("encrypting the key material with the import token's public key failed");
+    let (ct, algorithm) = match &token.key {
+        TokenKey::Rsa { pem } => (
+            encrypt_material(pem, hash, material.expose()).map_err(failed)?,
+            hash.wire_name(),
+        ),
+        TokenKey::XWing { public_key, id } => {
+            let binding = pq::Binding {
+                token_id: id,
+                instance_id: instance,
+                nonce: &token.nonce,
+            };
+            (
+                pq::encrypt_material(public_key, &binding, material.expose()).map_err(failed)?,
+                pq::ENCRYPTION_ALGORITHM,
+            )
+        }
+    };
     let (iv, enc_nonce) = encrypt_nonce(material, &token.nonce)
         .map_err(|_| anyhow!("encrypting the import token nonce failed"))?;
     let mut m = Map::new();
     m.insert("payload".into(), json!(B64.encode(ct)));
     m.insert("encryptedNonce".into(), json!(B64.encode(enc_nonce)));
     m.insert("iv".into(), json!(B64.encode(iv)));
-    m.insert("encryptionAlgorithm".into(), json!(hash.wire_name()));
+    m.insert("encryptionAlgorithm".into(), json!(algorithm));
     Ok(m)
 }
 
@@ -400,6 +455,7 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             secure,
             standard,
             reuse_token,
+            pq,
             hash,
             description,
             expiration_date,
@@ -412,8 +468,13 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             let mut r = base_resource(name, *standard, description, expiration_date);
             if *secure {
                 check_root_length(&material)?;
-                let token = secure_token(c, *reuse_token).await?;
-                r.extend(secure_fields(&token, &material, (*hash).into())?);
+                let token = secure_token(c, *reuse_token, *pq).await?;
+                r.extend(secure_fields(
+                    c.instance(),
+                    &token,
+                    &material,
+                    (*hash).into(),
+                )?);
             } else {
                 r.insert("payload".into(), json!(B64.encode(material.expose())));
             }
@@ -534,6 +595,7 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             material_file,
             secure,
             reuse_token,
+            pq,
             hash,
             material_format,
         } => {
@@ -543,8 +605,9 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
                     let material = read_material_file(path, *material_format)?;
                     if *secure {
                         check_root_length(&material)?;
-                        let token = secure_token(c, *reuse_token).await?;
+                        let token = secure_token(c, *reuse_token, *pq).await?;
                         Some(Value::Object(secure_fields(
+                            c.instance(),
                             &token,
                             &material,
                             (*hash).into(),
@@ -602,7 +665,7 @@ mod tests {
         let token = parse_token(&token_json).unwrap();
         for n in [16usize, 24, 32] {
             let material = keyward_crypto::random_secret(n).unwrap();
-            let f = secure_fields(&token, &material, OaepHash::Sha256).unwrap();
+            let f = secure_fields("inst", &token, &material, OaepHash::Sha256).unwrap();
             assert_eq!(f["encryptionAlgorithm"], "RSAES_OAEP_SHA_256");
             let ct = B64.decode(f["payload"].as_str().unwrap()).unwrap();
             let got = kp.decrypt_material(OaepHash::Sha256, &ct).unwrap();
@@ -614,7 +677,7 @@ mod tests {
             assert_eq!(opened.expose(), &nonce[..]);
         }
         let bad = SecretBytes::copy_from(&[1u8; 20]);
-        assert!(secure_fields(&token, &bad, OaepHash::Sha256).is_err());
+        assert!(secure_fields("inst", &token, &bad, OaepHash::Sha256).is_err());
     }
 
     #[test]

@@ -247,6 +247,11 @@ pub struct Response {
 }
 
 impl Client {
+    /// The instance id this client sends in `Bluemix-Instance`.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// `roots`: when given, the only CA certificates trusted for HTTPS.
     pub fn new(
         base: Url,

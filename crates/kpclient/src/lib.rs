@@ -154,6 +154,10 @@ pub enum ImportTokenCmd {
         /// Number of allowed retrievals (Key Protect: 1..=500, default 1)
         #[arg(long, value_name = "N")]
         max_retrievals: Option<u64>,
+        /// A hybrid post-quantum token (X-Wing: ML-KEM-768 + X25519; a Keyward extension, see
+        /// docs/import-tokens.md) instead of RSA-4096
+        #[arg(long)]
+        pq: bool,
     },
     /// Retrieve the import token: GET /api/v2/import_token. Each call uses up one retrieval.
     /// Human output shows the metadata; --output json adds payload (public key) and nonce.
@@ -234,6 +238,10 @@ pub enum KeyCmd {
         /// With --secure: reuse the current import token if it can still be retrieved
         #[arg(long, requires = "secure")]
         reuse_token: bool,
+        /// With --secure: a hybrid post-quantum (X-Wing) import token instead of RSA-4096
+        /// (a Keyward extension, docs/import-tokens.md)
+        #[arg(long, requires = "secure")]
+        pq: bool,
         /// With --secure: RSA-OAEP hash
         #[arg(long, value_enum, default_value_t = HashArg::Sha256, ignore_case = true, requires = "secure")]
         hash: HashArg,
@@ -390,6 +398,10 @@ pub enum KeyCmd {
         /// With --secure: reuse the current import token if it can still be retrieved
         #[arg(long, requires = "secure")]
         reuse_token: bool,
+        /// With --secure: a hybrid post-quantum (X-Wing) import token instead of RSA-4096
+        /// (a Keyward extension, docs/import-tokens.md)
+        #[arg(long, requires = "secure")]
+        pq: bool,
         /// With --secure: RSA-OAEP hash
         #[arg(long, value_enum, default_value_t = HashArg::Sha256, ignore_case = true, requires = "secure")]
         hash: HashArg,

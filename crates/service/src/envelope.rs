@@ -15,6 +15,7 @@ use crate::permit::Permit;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_crypto::{dek, random_secret, SecretBytes};
+use keyward_domain::rows::UsageOp;
 use keyward_domain::{Action, KeyId, KeyState, VersionId};
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +205,7 @@ impl KeyService {
         let ciphertext = seal_blob(id, current, aad, dek.expose())?;
         CryptoCounters::bump(&self.counters.wrap);
         self.audit(caller, Action::Wrap, Some(id)).await?;
+        self.record_use(caller, id, UsageOp::Wrap);
         Ok(WrapResult {
             ciphertext,
             key_version: current.id,
@@ -257,6 +259,7 @@ impl KeyService {
             None
         };
         self.audit(caller, Action::Unwrap, Some(id)).await?;
+        self.record_use(caller, id, UsageOp::Unwrap);
         Ok(UnwrapResult {
             plaintext,
             key_version: version,
@@ -279,6 +282,46 @@ impl KeyService {
         CryptoCounters::bump(&self.counters.wrap);
         let ciphertext = seal_blob(id, current, aad, plaintext.expose())?;
         self.audit(caller, Action::Rewrap, Some(id)).await?;
+        self.record_use(caller, id, UsageOp::Rewrap);
+        Ok(RewrapResult {
+            ciphertext,
+            key_version: version,
+            rewrapped_key_version: current.id,
+        })
+    }
+}
+
+impl KeyService {
+    /// Cross-key rewrap (a Keyward extension, `POST /keys/{id}/actions/rewrapTo`): opens
+    /// `ciphertext` under root key `source` and wraps the same DEK under root key `target`'s
+    /// current version, with the same `aad`, in one call. The DEK never leaves the service.
+    /// The caller needs the unwrap role on the source and the wrap role on the target, and
+    /// each key must be in a state that allows it (the source Active or Deactivated, as for
+    /// unwrap; the target Active, as for wrap). Both are audited, the source as a rewrap and the
+    /// target as a wrap.
+    pub async fn rewrap_to(
+        &self,
+        caller: &Caller,
+        source: KeyId,
+        ciphertext: &str,
+        aad: &[String],
+        target: KeyId,
+    ) -> ServiceResult<RewrapResult> {
+        let wrap_permit = caller.require(Action::Wrap)?;
+        // The target is checked first: a refused target costs no unwrap.
+        let to = self
+            .root_key_for(&wrap_permit, target, &[KeyState::Active], "wrap")
+            .await?;
+        let (_, plaintext, version) = self
+            .open_wrapped(caller, source, Action::Unwrap, "unwrap", ciphertext, aad)
+            .await?;
+        let current = current_version(&to)?;
+        CryptoCounters::bump(&self.counters.wrap);
+        let ciphertext = seal_blob(target, current, aad, plaintext.expose())?;
+        self.audit(caller, Action::Rewrap, Some(source)).await?;
+        self.audit(caller, Action::Wrap, Some(target)).await?;
+        self.record_use(caller, source, UsageOp::Rewrap);
+        self.record_use(caller, target, UsageOp::Wrap);
         Ok(RewrapResult {
             ciphertext,
             key_version: version,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use keyward_crypto::import::OaepHash;
+use keyward_crypto::import::{MaterialEncryption, OaepHash};
 use keyward_crypto::master::SealContext;
 use keyward_crypto::{random_secret, SecretBytes};
 use keyward_domain::rows::KeyAttrs;
@@ -107,12 +107,12 @@ fn secure_fields(
         }
         (Some(en), Some(iv)) => (en, iv),
     };
-    let hash = match algorithm {
-        None => OaepHash::Sha256,
-        Some(a) => OaepHash::from_wire(a).ok_or_else(|| {
+    let encryption = match algorithm {
+        None => MaterialEncryption::Oaep(OaepHash::Sha256),
+        Some(a) => MaterialEncryption::from_wire(a).ok_or_else(|| {
             ServiceError::field(
                 "encryptionAlgorithm",
-                "The field `encryptionAlgorithm` must be: one of RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1",
+                "The field `encryptionAlgorithm` must be: one of RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1, XWING_HKDF_SHA256_AES_256_GCM",
             )
         })?,
     };
@@ -134,7 +134,7 @@ fn secure_fields(
         payload_b64: payload.to_string(),
         encrypted_nonce,
         iv,
-        hash,
+        encryption,
     }))
 }
 

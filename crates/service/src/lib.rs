@@ -39,6 +39,7 @@ pub mod reseal;
 pub mod rings;
 pub mod rowauth;
 pub mod tokens;
+pub mod usage;
 
 pub use error::{ErrorCode, ServiceError, ServiceResult, Target};
 /// Stored rows refused per table because their integrity tag did not verify (for metrics).
@@ -75,6 +76,9 @@ pub struct ServiceConfig {
     /// After upgrading a database written before row authentication, how long untagged rows
     /// (written by older nodes still running) are accepted and tagged ([`rowauth`]).
     pub row_auth_upgrade_grace: Duration,
+    /// How often recorded key usage is written to the store: the staleness bound of
+    /// last-used dates across nodes (zero: usage is not tracked).
+    pub usage_flush_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -91,6 +95,7 @@ impl Default for ServiceConfig {
             account: "keyward".into(),
             audit: None,
             row_auth_upgrade_grace: Duration::ZERO,
+            usage_flush_interval: usage::DEFAULT_FLUSH,
         }
     }
 }
@@ -134,6 +139,7 @@ pub struct KeyService {
     pub(crate) audit: Option<Arc<dyn audit::AuditSink>>,
     pub(crate) cfg: ServiceConfig,
     pub(crate) counters: Arc<counters::CryptoCounters>,
+    pub(crate) usage: Arc<usage::UsageTracker>,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -174,6 +180,10 @@ impl KeyService {
         let token_keys = Arc::new(tokens::TokenKeyCache::new(n));
         let policies = Arc::new(policies::PolicyCache::new(cfg.role_cache_ttl, n));
         let tokens = Arc::new(TokenAuthority::with_capacity(signing, n));
+        let usage = Arc::new(usage::UsageTracker::new(
+            !cfg.usage_flush_interval.is_zero(),
+        ));
+        usage.start(store.clone(), cfg.usage_flush_interval);
         Sweeper {
             keys: Arc::downgrade(&keys),
             roles: Arc::downgrade(&roles),
@@ -198,6 +208,7 @@ impl KeyService {
             clock,
             cfg,
             counters,
+            usage,
         })
     }
 

@@ -123,12 +123,14 @@ fn filter_err(msg: &str) -> ServiceError {
     )
 }
 
-const DATE_PROPS: [&str; 5] = [
+const DATE_PROPS: [&str; 6] = [
     "creationDate",
     "deletionDate",
     "expirationDate",
     "lastRotateDate",
     "lastUpdateDate",
+    // A Keyward extension (docs/design.md, "Key usage").
+    "lastUsed",
 ];
 
 /// Parses `prop=value prop=op:value ...` (dates in double quotes, `none` = absent) into at
@@ -245,6 +247,7 @@ impl FilterTerm {
             "lastRotateDate" => FilterProp::LastRotateDate,
             "lastUpdateDate" => FilterProp::LastUpdateDate,
             "state" => FilterProp::State,
+            "lastUsed" => FilterProp::LastUsed,
             // The parser admits no other property.
             _ => FilterProp::Extractable,
         };

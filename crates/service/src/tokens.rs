@@ -24,8 +24,11 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use keyward_crypto::import::{verify_secure_import, ImportError, ImportKeyPair, OaepHash};
+use keyward_crypto::import::{
+    verify_token_import, ImportError, ImportKeyPair, MaterialEncryption, TokenKeyPair,
+};
 use keyward_crypto::master::SealContext;
+use keyward_crypto::pq;
 use keyward_crypto::{random_bytes, CryptoError, SecretBytes};
 use keyward_domain::bounded::{BoundedCache, CacheStats};
 use keyward_domain::{Action, InstanceId, TokenId};
@@ -212,7 +215,7 @@ pub const TOKEN_KEY_MAX_AGE: Duration = Duration::from_secs(600);
 
 struct CachedTokenKey {
     token_id: TokenId,
-    keypair: Arc<ImportKeyPair>,
+    keypair: Arc<TokenKeyPair>,
     /// The token's expiry (service clock, Unix seconds).
     expires_at: i64,
     opened: Instant,
@@ -237,13 +240,13 @@ impl TokenKeyCache {
         }
     }
 
-    fn get(&self, instance: InstanceId, token: TokenId, now: i64) -> Option<Arc<ImportKeyPair>> {
+    fn get(&self, instance: InstanceId, token: TokenId, now: i64) -> Option<Arc<TokenKeyPair>> {
         self.map
             .get_valid(&instance, |e| e.token_id == token && e.live(now))
             .map(|e| e.keypair.clone())
     }
 
-    fn put(&self, row: &TokenRow, keypair: Arc<ImportKeyPair>) {
+    fn put(&self, row: &TokenRow, keypair: Arc<TokenKeyPair>) {
         self.map.insert(
             row.instance_id,
             Arc::new(CachedTokenKey {
@@ -273,21 +276,33 @@ pub struct TokenInfo {
     pub expiration_secs: i64,
     pub max_retrievals: i64,
     pub remaining: i64,
-    /// Only on GET: base64 of the PEM public key, and base64 of the nonce.
+    /// Only on GET: base64 of the public key (of its PEM for RSA, of the raw 1216-byte
+    /// encapsulation key for X-Wing), and base64 of the nonce.
     pub payload: Option<String>,
     pub nonce: Option<String>,
+    /// X-Wing tokens only (a Keyward extension, absent for RSA tokens): the algorithm's wire
+    /// name and the token id the client binds its encryption to.
+    pub algorithm: Option<&'static str>,
+    pub id: Option<String>,
 }
 
 impl TokenInfo {
     fn from_row(row: &TokenRow, with_secret_parts: bool) -> Self {
+        let xwing = pq::public_key_from_pem(&row.public_pem);
+        let pq_token = xwing.is_some();
         Self {
             created_at: row.created_at,
             expires_at: row.expires_at,
             expiration_secs: row.expiration_secs,
             max_retrievals: row.max_retrievals,
             remaining: row.remaining,
-            payload: with_secret_parts.then(|| B64.encode(row.public_pem.as_bytes())),
+            payload: with_secret_parts.then(|| match &xwing {
+                Some(raw) => B64.encode(raw),
+                None => B64.encode(row.public_pem.as_bytes()),
+            }),
             nonce: with_secret_parts.then(|| B64.encode(&row.nonce)),
+            algorithm: pq_token.then_some(pq::TOKEN_ALGORITHM),
+            id: pq_token.then(|| row.token_id.to_string()),
         }
     }
 }
@@ -300,7 +315,38 @@ pub struct SecureImport {
     pub payload_b64: String,
     pub encrypted_nonce: Vec<u8>,
     pub iv: Vec<u8>,
-    pub hash: OaepHash,
+    pub encryption: MaterialEncryption,
+}
+
+/// The keypair kind of an import token (`algorithm` of `POST /import_token`, a Keyward
+/// extension; `docs/import-tokens.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenAlgorithm {
+    /// RSA-4096 (Key Protect's token; the default).
+    #[default]
+    Rsa4096,
+    /// X-Wing: ML-KEM-768 + X25519 ([`pq`]).
+    XWing,
+}
+
+/// The wire name of the default algorithm.
+pub const RSA_TOKEN_ALGORITHM: &str = "RSA_4096";
+
+impl TokenAlgorithm {
+    /// Parses `algorithm`, exactly; absent is RSA-4096.
+    pub fn from_wire(s: Option<&str>) -> ServiceResult<Self> {
+        match s {
+            None | Some(RSA_TOKEN_ALGORITHM) => Ok(Self::Rsa4096),
+            Some(pq::TOKEN_ALGORITHM) => Ok(Self::XWing),
+            Some(_) => Err(ServiceError::field(
+                "algorithm",
+                format!(
+                    "The field `algorithm` must be: one of {RSA_TOKEN_ALGORITHM}, {}",
+                    pq::TOKEN_ALGORITHM
+                ),
+            )),
+        }
+    }
 }
 
 fn token_ctx(instance: &str, token: &str) -> (String, String) {
@@ -314,6 +360,7 @@ impl KeyService {
         caller: &Caller,
         expiration: Option<i64>,
         max_retrievals: Option<i64>,
+        algorithm: TokenAlgorithm,
     ) -> ServiceResult<TokenInfo> {
         caller.require(Action::CreateImportToken)?;
         let expiration = expiration.unwrap_or(DEFAULT_EXPIRATION);
@@ -330,7 +377,11 @@ impl KeyService {
                 format!("The field `maxAllowedRetrievals` must be: an integer between {MIN_RETRIEVALS} and {MAX_RETRIEVALS} (inclusive)"),
             ));
         }
-        let keypair = self.pool.take().await?;
+        let keypair = match algorithm {
+            TokenAlgorithm::Rsa4096 => TokenKeyPair::Rsa(self.pool.take().await?),
+            // Microseconds: no pool, no blocking thread.
+            TokenAlgorithm::XWing => TokenKeyPair::XWing(pq::XWingKeyPair::generate()?),
+        };
         let token_id = TokenId::new();
         let (inst, tok) = token_ctx(&caller.instance.to_string(), &token_id.to_string());
         let master = self.master();
@@ -342,7 +393,7 @@ impl KeyService {
                 object: &tok,
                 version: "",
             },
-            keypair.pkcs8()?.expose(),
+            keypair.sealed_form()?.expose(),
         )?;
         let now = self.now();
         let row = TokenRow {
@@ -417,17 +468,23 @@ impl KeyService {
         }
         let keypair = self.token_keypair(&token)?;
         let nonce = token.nonce.clone();
+        let (inst, tok) = token_ctx(&instance.to_string(), &token.token_id.to_string());
         CryptoCounters::bump(&self.counters.rsa_oaep_decrypt);
         let result = tokio::task::spawn_blocking(move || {
             // A payload that is not base64 fails like any other OAEP failure.
             let ct = B64.decode(req.payload_b64.as_bytes()).unwrap_or_default();
-            verify_secure_import(
+            let binding = pq::Binding {
+                token_id: &tok,
+                instance_id: &inst,
+                nonce: &nonce,
+            };
+            verify_token_import(
                 &keypair,
-                req.hash,
+                req.encryption,
+                &binding,
                 &ct,
                 &req.encrypted_nonce,
                 &req.iv,
-                &nonce,
             )
         })
         .await
@@ -466,7 +523,7 @@ impl KeyService {
         }
     }
 
-    fn token_keypair(&self, token: &TokenRow) -> ServiceResult<Arc<ImportKeyPair>> {
+    fn token_keypair(&self, token: &TokenRow) -> ServiceResult<Arc<TokenKeyPair>> {
         if let Some(kp) = self
             .token_keys
             .get(token.instance_id, token.token_id, self.now())
@@ -485,7 +542,7 @@ impl KeyService {
             },
             &token.sealed_private,
         )?;
-        let kp = Arc::new(ImportKeyPair::from_pkcs8(&der)?);
+        let kp = Arc::new(TokenKeyPair::from_sealed_form(&der)?);
         self.token_keys.put(token, kp.clone());
         Ok(kp)
     }

@@ -44,6 +44,7 @@ pub const COPY_TABLES: &[&str] = &[
     "key_rings",
     "instance_policies",
     "registrations",
+    "key_usage",
     "audit_log",
 ];
 

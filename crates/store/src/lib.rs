@@ -291,6 +291,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn record_import_failure(&self, instance: InstanceId, token: TokenId)
         -> StoreResult<i64>;
 
+    /// Records key usage, in one transaction: each row replaces the stored one for its key and
+    /// operation unless that one is newer. Rows of keys that no longer exist are dropped.
+    async fn record_key_usage(&self, rows: &[KeyUsageRow]) -> StoreResult<()>;
+    /// The usage rows of `keys` in `instance` (any order).
+    async fn key_usage(
+        &self,
+        instance: InstanceId,
+        keys: &[KeyId],
+    ) -> StoreResult<Vec<KeyUsageRow>>;
+
     /// Appends audit records in one committed transaction of its own (all or none, in order):
     /// when this returns `Ok`, they are durable.
     async fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()>;

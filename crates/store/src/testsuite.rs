@@ -12,6 +12,7 @@ use crate::{
     KeyRingRow, KeyRow, PolicyRow, PrincipalRow, RegistrationRow, SealedPlace, Store, StoreError,
     TokenGuard, TokenRow, VersionRow,
 };
+use crate::{KeyUsageRow, UsageOp};
 
 /// Runs every check against `store`, which must start empty.
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -24,6 +25,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     lifecycle_tables(&*store).await;
     reseal_moves_rows_between_master_keys(&*store).await;
     audit_log_appends_and_searches(store.clone()).await;
+    key_usage_keeps_the_newest_and_follows_the_key(&*store).await;
 }
 
 /// An audit row as the service would write it (`n` varies the time and ids).
@@ -805,4 +807,64 @@ async fn audit_log_appends_and_searches(store: Arc<dyn Store>) {
     reqs.sort_unstable();
     reqs.dedup();
     assert_eq!(reqs.len(), 681);
+}
+
+async fn key_usage_keeps_the_newest_and_follows_the_key(store: &dyn Store) {
+    let a = instance("usage-a");
+    let b = instance("usage-b");
+    store.create_instance(&a).await.unwrap();
+    store.create_instance(&b).await.unwrap();
+    let (k1, v1) = key_row(a.id, "u1");
+    let (k2, v2) = key_row(a.id, "u2");
+    store.insert_key(&k1, &v1, None).await.unwrap();
+    store.insert_key(&k2, &v2, None).await.unwrap();
+    let row = |key: KeyId, op: UsageOp, at: i64, by: &str| KeyUsageRow {
+        instance_id: a.id,
+        key_id: key,
+        op,
+        at,
+        by: by.into(),
+    };
+    store
+        .record_key_usage(&[
+            row(k1.id, UsageOp::Wrap, 100, "alice"),
+            row(k1.id, UsageOp::Any, 100, "alice"),
+            row(k2.id, UsageOp::Unwrap, 50, "bob"),
+        ])
+        .await
+        .unwrap();
+    // An older record does not replace a newer one; a newer one does.
+    store
+        .record_key_usage(&[
+            row(k1.id, UsageOp::Wrap, 90, "old"),
+            row(k2.id, UsageOp::Unwrap, 60, "carol"),
+        ])
+        .await
+        .unwrap();
+    let mut got = store.key_usage(a.id, &[k1.id, k2.id]).await.unwrap();
+    got.sort_by_key(|r| (r.key_id.to_string(), r.op.as_str()));
+    let mut want = vec![
+        row(k1.id, UsageOp::Wrap, 100, "alice"),
+        row(k1.id, UsageOp::Any, 100, "alice"),
+        row(k2.id, UsageOp::Unwrap, 60, "carol"),
+    ];
+    want.sort_by_key(|r| (r.key_id.to_string(), r.op.as_str()));
+    assert_eq!(got, want);
+    // Scoped to the instance.
+    assert!(store.key_usage(b.id, &[k1.id]).await.unwrap().is_empty());
+    // A key that does not exist gets no row; a purged key loses its rows.
+    let ghost = KeyId::new();
+    store
+        .record_key_usage(&[row(ghost, UsageOp::Wrap, 1, "x")])
+        .await
+        .unwrap();
+    assert!(store.key_usage(a.id, &[ghost]).await.unwrap().is_empty());
+    let mut del = store.get_key(a.id, k2.id).await.unwrap().unwrap();
+    del.state = KeyState::Destroyed;
+    del.deletion_date = Some(1);
+    store.update_key(&del).await.unwrap();
+    let del = store.get_key(a.id, k2.id).await.unwrap().unwrap();
+    store.purge_key(&del).await.unwrap();
+    assert!(store.key_usage(a.id, &[k2.id]).await.unwrap().is_empty());
+    assert!(store.key_usage(a.id, &[]).await.unwrap().is_empty());
 }

@@ -133,6 +133,8 @@ timed! {
     fn put_secret(&self, name: &str, sealed: &[u8], master_key_id: &str, now: i64) -> StoreResult<()>;
     fn sealed_counts(&self) -> StoreResult<Vec<(String, i64)>>;
     fn sealed_key_ids(&self) -> StoreResult<Vec<String>>;
+    fn record_key_usage(&self, rows: &[crate::KeyUsageRow]) -> StoreResult<()>;
+    fn key_usage(&self, instance: InstanceId, keys: &[KeyId]) -> StoreResult<Vec<crate::KeyUsageRow>>;
     fn sealed_batch(&self, keep: &str, limit: i64) -> StoreResult<Vec<SealedRow>>;
     fn reseal(&self, row: &SealedRow, sealed: &[u8], master_key_id: &str) -> StoreResult<bool>;
     fn create_instance(&self, row: &InstanceRow) -> StoreResult<()>;

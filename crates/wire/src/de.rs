@@ -34,6 +34,8 @@ pub fn wire_name(lower: &str) -> &str {
         "encryptionalgorithm" => "encryptionAlgorithm",
         "expirationdate" => "expirationDate",
         "maxallowedretrievals" => "maxAllowedRetrievals",
+        "targetkeyid" => "targetKeyId",
+        "keyid" => "keyId",
         "keyringid" => "keyRingID",
         "dualauthdelete" => "dualAuthDelete",
         "collectiontype" => "collectionType",

@@ -222,6 +222,59 @@ pub struct WrapRequest {
     pub aad: Option<Vec<String>>,
 }
 
+/// `POST /keys/{id}/actions/rewrapTo` (a Keyward extension): unwrap under this key, wrap the
+/// same DEK under `targetKeyId` with the same `aad`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct RewrapToRequest {
+    /// The ciphertext a wrap under this key returned (required).
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = String, required = true, min_length = 1)]
+    pub ciphertext: Option<String>,
+    /// The AAD of that wrap; the new ciphertext carries the same AAD.
+    #[serde(default, deserialize_with = "de::opt_str_list")]
+    pub aad: Option<Vec<String>>,
+    /// The root key (id or alias) to wrap under (required).
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(rename = "targetKeyId", value_type = String, required = true, min_length = 1)]
+    pub targetkeyid: Option<String>,
+}
+
+/// One operation of `POST /api/v2/x-keyward/batch`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct BatchItem {
+    /// `wrap`, `unwrap`, `rewrap` or `rewrapTo`.
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = String, required = true)]
+    pub action: Option<String>,
+    /// The root key (id or alias).
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(rename = "keyId", value_type = String, required = true)]
+    pub keyid: Option<String>,
+    /// `wrap`: base64 of the DEK (absent: one is generated).
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = Option<String>)]
+    pub plaintext: Option<String>,
+    /// `unwrap`, `rewrap`, `rewrapTo`: the ciphertext.
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = Option<String>)]
+    pub ciphertext: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_str_list")]
+    pub aad: Option<Vec<String>>,
+    /// `rewrapTo`: the root key to wrap under.
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(rename = "targetKeyId", value_type = Option<String>)]
+    pub targetkeyid: Option<String>,
+}
+
+/// `POST /api/v2/x-keyward/batch` (a Keyward extension).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    /// 1 to 100 operations, answered in order.
+    #[serde(default)]
+    #[schema(required = true, min_items = 1, max_items = 100)]
+    pub requests: Option<Vec<BatchItem>>,
+}
+
 /// `POST /keys/{id}/actions/unwrap` and `.../rewrap`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct UnwrapRequest {
@@ -371,6 +424,11 @@ pub struct ImportTokenRequest {
     #[serde(default, deserialize_with = "de::opt_int")]
     #[schema(rename = "maxAllowedRetrievals", value_type = i64, minimum = 1, maximum = 500)]
     pub maxallowedretrievals: Option<i64>,
+    /// Keyward extension: the token's keypair, `RSA_4096` (the default, Key Protect's token)
+    /// or `XWING_MLKEM768_X25519` (hybrid post-quantum; docs/import-tokens.md).
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub algorithm: Option<String>,
 }
 
 /// `POST /identity/token` (`application/x-www-form-urlencoded`).

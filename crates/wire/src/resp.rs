@@ -219,6 +219,35 @@ pub struct Key {
     pub tags: Option<Vec<String>>,
     #[serde(rename = "type")]
     pub kind: String,
+    /// Keyward extension, with `?usage=true` on `GET /keys/{id}/metadata`: when the key was
+    /// last used for wrap, unwrap and rewrap, and by whom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<KeyUsage>,
+}
+
+/// The last use of one operation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LastUse {
+    #[serde(rename = "lastUsedDate")]
+    pub last_used_date: String,
+    /// The IAM id of the principal.
+    #[serde(rename = "lastUsedBy")]
+    pub last_used_by: String,
+}
+
+/// A key's usage (a Keyward extension; docs/design.md, "Key usage"). Uses reach the database
+/// in batches: another node's use shows within the flush interval.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyUsage {
+    /// The latest use of any of the three; absent if never used.
+    #[serde(rename = "lastUsedDate", skip_serializing_if = "Option::is_none")]
+    pub last_used_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrap: Option<LastUse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwrap: Option<LastUse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrap: Option<LastUse>,
 }
 
 /// `POST /keys/{id}/actions/wrap`.
@@ -256,6 +285,22 @@ pub struct RewrapResponse {
     pub key_version: KeyVersionRef,
     #[serde(rename = "rewrappedKeyVersion")]
     pub rewrapped_key_version: KeyVersionRef,
+}
+
+/// One answer of `POST /api/v2/x-keyward/batch`: the status the single request would have
+/// had, and its body (the single response's body, or its error envelope).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchResult {
+    pub status: u16,
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+}
+
+/// `POST /api/v2/x-keyward/batch`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub metadata: CollectionMetadata,
+    pub results: Vec<BatchResult>,
 }
 
 /// One key policy (rotation or dual authorization delete) of a key.
@@ -355,11 +400,17 @@ pub struct ImportToken {
     /// Base64 of the encrypted nonce's nonce (GET only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
-    /// Base64 of the PEM RSA-4096 public key (GET only).
+    /// Base64 of the PEM RSA-4096 public key, or of the raw X-Wing encapsulation key (GET only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
     #[serde(rename = "remainingRetrievals")]
     pub remaining_retrievals: i64,
+    /// Keyward extension, X-Wing tokens only: `XWING_MLKEM768_X25519`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// Keyward extension, X-Wing tokens only: the token id the encryption is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// `target` of an error reason: the field, header, query or path parameter at fault.

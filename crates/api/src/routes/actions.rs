@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyward_service::keys::RotateRequest;
 use keyward_service::{Caller, ErrorCode, ServiceError};
-use keyward_wire::req::{EmptyRequest, UnwrapRequest, WrapRequest};
+use keyward_wire::req::{EmptyRequest, RewrapToRequest, UnwrapRequest, WrapRequest};
 use keyward_wire::resp::{KeyVersionRef, RewrapResponse, UnwrapResponse, WrapResponse};
 use serde::de::DeserializeOwned;
 
@@ -19,6 +19,7 @@ use crate::{json_response, AppState};
 const WRAP: &str = "Wrap with key could not be performed";
 const UNWRAP: &str = "Unwrap with key could not be performed";
 const REWRAP: &str = "Rewrap with key could not be performed";
+const REWRAP_TO: &str = "Rewrap to another key could not be performed";
 const ROTATE: &str = "Key could not be rotated";
 const ACTION: &str = "Action could not be performed";
 
@@ -81,65 +82,16 @@ async fn dispatch(
     match action {
         "wrap" => {
             let req: WrapRequest = body_object(headers, body, WRAP).await?;
-            let id = st.svc.resolve_key(caller, id).await.map_err(op(WRAP))?;
-            let r = st
-                .svc
-                .wrap(
-                    caller,
-                    id,
-                    req.plaintext.as_deref(),
-                    &req.aad.unwrap_or_default(),
-                )
-                .await
-                .map_err(op(WRAP))?;
-            let out = WrapResponse {
-                ciphertext: r.ciphertext,
-                key_version: version(r.key_version),
-                plaintext: r.plaintext.map(|p| B64.encode(p.expose())),
-            };
-            Ok(json_response(StatusCode::OK, &out))
+            wrap_op(st, caller, id, req).await
         }
         "unwrap" | "rewrap" => {
             let what = if action == "unwrap" { UNWRAP } else { REWRAP };
             let req: UnwrapRequest = body_object(headers, body, what).await?;
-            let id = st.svc.resolve_key(caller, id).await.map_err(op(what))?;
-            let ciphertext = req.ciphertext.ok_or_else(|| {
-                ApiError::new(
-                    ServiceError::field("ciphertext", "The field `ciphertext` is required"),
-                    what,
-                )
-            })?;
-            let aad = req.aad.unwrap_or_default();
-            if action == "unwrap" {
-                let r = st
-                    .svc
-                    .unwrap(caller, id, &ciphertext, &aad)
-                    .await
-                    .map_err(op(what))?;
-                let (ciphertext, rewrapped) = match r.rewrapped {
-                    Some((ct, v)) => (Some(ct), Some(version(v))),
-                    None => (None, None),
-                };
-                let out = UnwrapResponse {
-                    ciphertext,
-                    key_version: version(r.key_version),
-                    plaintext: B64.encode(r.plaintext.expose()),
-                    rewrapped_key_version: rewrapped,
-                };
-                Ok(json_response(StatusCode::OK, &out))
-            } else {
-                let r = st
-                    .svc
-                    .rewrap(caller, id, &ciphertext, &aad)
-                    .await
-                    .map_err(op(what))?;
-                let out = RewrapResponse {
-                    ciphertext: r.ciphertext,
-                    key_version: version(r.key_version),
-                    rewrapped_key_version: version(r.rewrapped_key_version),
-                };
-                Ok(json_response(StatusCode::OK, &out))
-            }
+            unwrap_op(st, caller, id, action == "unwrap", req).await
+        }
+        "rewrapTo" => {
+            let req: RewrapToRequest = body_object(headers, body, REWRAP_TO).await?;
+            rewrap_to_op(st, caller, id, req).await
         }
         "rotate" => {
             let body: keyward_wire::req::RotateRequest =
@@ -185,10 +137,133 @@ async fn dispatch(
         _ => Err(ApiError::new(
             ServiceError::new(
                 ErrorCode::InvalidQueryParam,
-                "The action must be one of: wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync, restore",
+                "The action must be one of: wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync, restore, rewrapTo",
             )
             .with_target("path_param", "action"),
             ACTION,
         )),
     }
+}
+
+/// `wrap`, after its body is read (also one operation of a batch).
+pub(crate) async fn wrap_op(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    req: WrapRequest,
+) -> Result<Response, ApiError> {
+    let id = st.svc.resolve_key(caller, id).await.map_err(op(WRAP))?;
+    let r = st
+        .svc
+        .wrap(
+            caller,
+            id,
+            req.plaintext.as_deref(),
+            &req.aad.unwrap_or_default(),
+        )
+        .await
+        .map_err(op(WRAP))?;
+    let out = WrapResponse {
+        ciphertext: r.ciphertext,
+        key_version: version(r.key_version),
+        plaintext: r.plaintext.map(|p| B64.encode(p.expose())),
+    };
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+fn ciphertext_required(ciphertext: Option<String>, what: &'static str) -> Result<String, ApiError> {
+    ciphertext.ok_or_else(|| {
+        ApiError::new(
+            ServiceError::field("ciphertext", "The field `ciphertext` is required"),
+            what,
+        )
+    })
+}
+
+/// `unwrap` (`unwrap == true`) or `rewrap`, after the body is read (also a batch operation).
+pub(crate) async fn unwrap_op(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    unwrap: bool,
+    req: UnwrapRequest,
+) -> Result<Response, ApiError> {
+    let what = if unwrap { UNWRAP } else { REWRAP };
+    let id = st.svc.resolve_key(caller, id).await.map_err(op(what))?;
+    let ciphertext = ciphertext_required(req.ciphertext, what)?;
+    let aad = req.aad.unwrap_or_default();
+    if unwrap {
+        let r = st
+            .svc
+            .unwrap(caller, id, &ciphertext, &aad)
+            .await
+            .map_err(op(what))?;
+        let (ciphertext, rewrapped) = match r.rewrapped {
+            Some((ct, v)) => (Some(ct), Some(version(v))),
+            None => (None, None),
+        };
+        let out = UnwrapResponse {
+            ciphertext,
+            key_version: version(r.key_version),
+            plaintext: B64.encode(r.plaintext.expose()),
+            rewrapped_key_version: rewrapped,
+        };
+        Ok(json_response(StatusCode::OK, &out))
+    } else {
+        let r = st
+            .svc
+            .rewrap(caller, id, &ciphertext, &aad)
+            .await
+            .map_err(op(what))?;
+        let out = RewrapResponse {
+            ciphertext: r.ciphertext,
+            key_version: version(r.key_version),
+            rewrapped_key_version: version(r.rewrapped_key_version),
+        };
+        Ok(json_response(StatusCode::OK, &out))
+    }
+}
+
+/// `rewrapTo` (a Keyward extension): the answer has `rewrap`'s shape, with
+/// `rewrappedKeyVersion` a version of the target key.
+pub(crate) async fn rewrap_to_op(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    req: RewrapToRequest,
+) -> Result<Response, ApiError> {
+    let source = st
+        .svc
+        .resolve_key(caller, id)
+        .await
+        .map_err(op(REWRAP_TO))?;
+    let ciphertext = ciphertext_required(req.ciphertext, REWRAP_TO)?;
+    let target = req.targetkeyid.ok_or_else(|| {
+        ApiError::new(
+            ServiceError::field("targetKeyId", "The field `targetKeyId` is required"),
+            REWRAP_TO,
+        )
+    })?;
+    let target = st
+        .svc
+        .resolve_key(caller, &target)
+        .await
+        .map_err(op(REWRAP_TO))?;
+    let r = st
+        .svc
+        .rewrap_to(
+            caller,
+            source,
+            &ciphertext,
+            &req.aad.unwrap_or_default(),
+            target,
+        )
+        .await
+        .map_err(op(REWRAP_TO))?;
+    let out = RewrapResponse {
+        ciphertext: r.ciphertext,
+        key_version: version(r.key_version),
+        rewrapped_key_version: version(r.rewrapped_key_version),
+    };
+    Ok(json_response(StatusCode::OK, &out))
 }

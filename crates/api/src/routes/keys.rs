@@ -414,7 +414,10 @@ pub async fn metadata(
     State(st): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    // `usage=true`: a Keyward extension (docs/design.md, "Key usage").
+    let with_usage = query::flag(&query::pairs(raw.as_deref(), GET)?, "usage", GET)?;
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(GET))?;
     let mut info = st
         .svc
@@ -422,7 +425,14 @@ pub async fn metadata(
         .await
         .map_err(op(GET))?;
     info.aliases = st.svc.aliases(&caller, id).await.map_err(op(GET))?;
-    Ok(json_response(StatusCode::OK, &wire::keys([&info])))
+    let mut out = wire::keys([&info]);
+    if with_usage {
+        let u = st.svc.key_usage(&caller, id).await.map_err(op(GET))?;
+        for k in &mut out.resources {
+            k.usage = Some(wire::usage(&u));
+        }
+    }
+    Ok(json_response(StatusCode::OK, &out))
 }
 
 /// Whether `Prefer: return=representation` was sent.

@@ -1,6 +1,7 @@
 //! Handlers, one module per resource.
 
 pub mod actions;
+pub mod batch;
 pub mod identity;
 pub mod keys;
 pub mod lifecycle;

@@ -51,6 +51,10 @@ fn reason_codes(status: u16) -> Vec<&'static str> {
     resp::WrapResponse,
     resp::UnwrapResponse,
     resp::RewrapResponse,
+    resp::BatchResponse,
+    resp::KeyUsage,
+    resp::LastUse,
+    resp::BatchResult,
     resp::ImportToken,
     resp::IdentityToken,
     resp::IamError,
@@ -59,6 +63,9 @@ fn reason_codes(status: u16) -> Vec<&'static str> {
     req::KeyCreateWithOverridesRequest,
     req::WrapRequest,
     req::UnwrapRequest,
+    req::RewrapToRequest,
+    req::BatchRequest,
+    req::BatchItem,
     req::RotateRequest,
     req::EmptyRequest,
     req::RestoreRequest,
@@ -237,6 +244,9 @@ fn body_example(schema: &str) -> Option<serde_json::Value> {
         "WrapRequest" => {
             json!({"plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "aad": ["example"]})
         }
+        "BatchRequest" => json!({"requests": [
+            {"action": "wrap", "keyId": "00000000-0000-4000-8000-000000000000", "aad": ["example"]}
+        ]}),
         "RotateRequest" | "EmptyRequest" => json!({}),
         "PatchKeyRequest" => json!({"keyRingID": "default"}),
         "ImportTokenRequest" => json!({"expiration": 600, "maxAllowedRetrievals": 1}),
@@ -457,7 +467,7 @@ fn ops() -> Vec<Op> {
                 query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
                 query("sort", Type::String, "Comma-separated fields, each optionally prefixed by `-` (descending): id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate, deletionDate, expirationDate."),
                 query("search", Type::String, "Search by name, alias or id (`fuzzy:`, `exact:`, `not:`, `escape:`, `alias:`, `name:` prefixes)."),
-                query("filter", Type::String, "Space-separated `property=operator:value` terms."),
+                query("filter", Type::String, "Space-separated `property=operator:value` terms. Keyward also accepts `lastUsed` (x-keyward): a key never used counts as used before every date."),
                 key_ring_filter_header("Only keys of this key ring."),
             ],
             None,
@@ -474,7 +484,7 @@ fn ops() -> Vec<Op> {
                 query_matching("state", STATE_PATTERN, "Comma-separated states: 0, 1, 2, 3, 5."),
                 query("extractable", Type::Boolean, "`true`: standard keys; `false`: root keys."),
                 query("search", Type::String, "Search by name, alias or id."),
-                query("filter", Type::String, "Space-separated `property=operator:value` terms."),
+                query("filter", Type::String, "Space-separated `property=operator:value` terms. Keyward also accepts `lastUsed` (x-keyward): a key never used counts as used before every date."),
                 key_ring_filter_header("Only keys of this key ring."),
             ],
             None,
@@ -526,7 +536,14 @@ fn ops() -> Vec<Op> {
             "getKeyMetadata",
             "Retrieve a key's metadata",
             keys,
-            vec![key_id()],
+            vec![
+                key_id(),
+                query(
+                    "usage",
+                    Type::Boolean,
+                    "Keyward extension (x-keyward): `true` adds `usage`, the key's last wrap, unwrap and rewrap with the principal.",
+                ),
+            ],
             None,
             vec![(200, "The key, without material.", Some("KeyCollection"))],
             KEY_ERRORS,
@@ -920,6 +937,32 @@ fn ops() -> Vec<Op> {
             BODY_KEY_ERRORS,
         ));
     }
+    v.push(keyward_op(api(
+        "/api/v2/keys/{id}/actions/rewrapTo",
+        Post,
+        "rewrapToKey",
+        "Cross-key rewrap (Keyward): unwrap under this key and wrap the same DEK under `targetKeyId`, with the same AAD, in one call; the DEK never leaves the server",
+        actions,
+        vec![key_id()],
+        Some(("RewrapToRequest", true)),
+        vec![(
+            200,
+            "Done: `keyVersion` is the source key's version, `rewrappedKeyVersion` the target key's current version.",
+            Some("RewrapResponse"),
+        )],
+        BODY_KEY_ERRORS,
+    )));
+    v.push(keyward_op(api(
+        "/api/v2/x-keyward/batch",
+        Post,
+        "batchKeyActions",
+        "Batch (Keyward): up to 100 wrap, unwrap, rewrap and rewrapTo operations, each answered with the status and body its single request would get",
+        actions,
+        vec![],
+        Some(("BatchRequest", true)),
+        vec![(200, "One result per operation, in order.", Some("BatchResponse"))],
+        BODY_ERRORS,
+    )));
     let mut legacy = api(
         "/api/v2/keys/{id}",
         Post,
@@ -932,11 +975,11 @@ fn ops() -> Vec<Op> {
                 .name("action")
                 .parameter_in(ParameterIn::Query)
                 .required(Required::True)
-                .description(Some("wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync or restore."))
+                .description(Some("wrap, unwrap, rewrap, rotate, disable, enable, setKeyForDeletion, unsetKeyForDeletion, sync, restore, or Keyward's rewrapTo."))
                 .schema(Some(RefOr::T(Schema::Object(
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .pattern(Some("^(wrap|unwrap|rewrap|rotate|disable|enable|setKeyForDeletion|unsetKeyForDeletion|sync|restore)$"))
+                        .pattern(Some("^(wrap|unwrap|rewrap|rotate|disable|enable|setKeyForDeletion|unsetKeyForDeletion|sync|restore|rewrapTo)$"))
                         .build(),
                 ))))
                 .build(),
@@ -1114,6 +1157,25 @@ fn add_links(doc: &mut serde_json::Value) {
     }
 }
 
+/// Fields that Keyward adds to Key Protect's bodies (schema, property): each gets
+/// `x-keyward: true`. A client that does not send them sees Key Protect's behaviour.
+const EXTENSION_FIELDS: &[(&str, &str)] = &[
+    ("Key", "usage"),
+    ("ImportTokenRequest", "algorithm"),
+    ("ImportToken", "algorithm"),
+    ("ImportToken", "id"),
+];
+
+fn mark_extension_fields(doc: &mut serde_json::Value) {
+    for (schema, field) in EXTENSION_FIELDS {
+        if let Some(p) =
+            doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
+        {
+            p["x-keyward"] = serde_json::Value::Bool(true);
+        }
+    }
+}
+
 /// The shared error responses, `Error{status}` (the Key Protect envelope, with the status's
 /// reason codes) and `IamError{status}` (`/identity/token`).
 fn error_responses() -> Vec<(String, RefOr<utoipa::openapi::Response>)> {
@@ -1179,6 +1241,7 @@ pub fn document_json() -> String {
     let doc = document();
     let mut sorted = serde_json::to_value(&doc).unwrap_or_default();
     add_links(&mut sorted);
+    mark_extension_fields(&mut sorted);
     let mut s = serde_json::to_string_pretty(&sorted).unwrap_or_default();
     s.push('\n');
     s

@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use keyward_service::tokens::TokenAlgorithm;
 use keyward_wire::req::ImportTokenRequest;
 
 use crate::error::{op, ApiError};
@@ -22,9 +23,15 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let bytes = extract::read_body(&headers, body, CREATE).await?;
     let body: ImportTokenRequest = extract::object_body(&bytes, CREATE)?;
+    let algorithm = TokenAlgorithm::from_wire(body.algorithm.as_deref()).map_err(op(CREATE))?;
     let info = st
         .svc
-        .create_import_token(&caller, body.expiration, body.maxallowedretrievals)
+        .create_import_token(
+            &caller,
+            body.expiration,
+            body.maxallowedretrievals,
+            algorithm,
+        )
         .await
         .map_err(op(CREATE))?;
     Ok(json_response(StatusCode::OK, &token(&info)))

@@ -21,5 +21,8 @@ mod failover;
 mod import_tokens;
 mod isolation;
 mod keys;
+mod pq_import;
+mod rewrap_batch;
 mod secure_import;
 mod untrusted;
+mod usage;

@@ -353,3 +353,77 @@ fn offline_tools_and_token_auth() {
         "{err}"
     );
 }
+
+/// The hybrid post-quantum path (docs/import-tokens.md): `import-token create --pq`, and
+/// `key import` / `key rotate` with `--secure --pq`.
+#[test]
+fn pq_secure_import_and_rotation() {
+    let s = Server::start(0);
+    let t = s.kp(&["import-token", "create", "--pq", "--max-retrievals", "2"]);
+    assert_eq!(t["algorithm"], "XWING_MLKEM768_X25519", "{t}");
+    let shown = s.kp(&["import-token", "show"]);
+    assert_eq!(shown["algorithm"], "XWING_MLKEM768_X25519", "{shown}");
+    assert_eq!(
+        B64.decode(shown["payload"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        1216
+    );
+    // --reuse-token uses that token's last retrieval.
+    let material = keyward_crypto::random_bytes(32).unwrap();
+    let file = s.write("pq.bin", &material);
+    let key = s.kp(&[
+        "key",
+        "import",
+        "--name",
+        "pq-1",
+        "--material-file",
+        &file,
+        "--secure",
+        "--pq",
+        "--reuse-token",
+    ]);
+    assert_eq!(key["imported"], true, "{key}");
+    let id = key["id"].as_str().unwrap().to_owned();
+    s.wrap_unwrap(&id, &["pq"]);
+    // Without --reuse-token: a fresh X-Wing token per command.
+    let material = keyward_crypto::random_bytes(16).unwrap();
+    let file = s.write("pq16.bin", &material);
+    let after = s.kp(&[
+        "key",
+        "rotate",
+        &id,
+        "--material-file",
+        &file,
+        "--secure",
+        "--pq",
+    ]);
+    assert_eq!(after["algorithmBitSize"], 128, "{after}");
+    s.wrap_unwrap(&id, &[]);
+    // An RSA token with retrievals left is not silently used for --pq, nor the other way round.
+    s.kp(&["import-token", "create", "--max-retrievals", "5"]);
+    let (_, err) = s.kp_fail(&[
+        "key",
+        "import",
+        "--name",
+        "pq-2",
+        "--material-file",
+        &file,
+        "--secure",
+        "--pq",
+        "--reuse-token",
+    ]);
+    assert!(err.contains("RSA-4096"), "{err}");
+    s.kp(&["import-token", "create", "--pq", "--max-retrievals", "5"]);
+    let (_, err) = s.kp_fail(&[
+        "key",
+        "import",
+        "--name",
+        "rsa-2",
+        "--material-file",
+        &file,
+        "--secure",
+        "--reuse-token",
+    ]);
+    assert!(err.contains("X-Wing"), "{err}");
+}

@@ -68,6 +68,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (6, include_str!("../../migrations/sqlite/0006_row_auth.sql")),
     (7, include_str!("../../migrations/sqlite/0007_listing.sql")),
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_key_usage.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -91,6 +95,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         7,
         include_str!("../../migrations/postgres/0007_listing.sql"),
+    ),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_key_usage.sql"),
     ),
 ];
 

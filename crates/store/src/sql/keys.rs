@@ -398,6 +398,7 @@ async fn purge_key_in(c: &mut AnyConnection, key: &KeyRow) -> StoreResult<()> {
         "DELETE FROM key_versions WHERE instance_id = $1 AND key_id = $2",
         "DELETE FROM key_aliases WHERE instance_id = $1 AND key_id = $2",
         "DELETE FROM registrations WHERE instance_id = $1 AND key_id = $2",
+        "DELETE FROM key_usage WHERE instance_id = $1 AND key_id = $2",
     ] {
         sqlx::query(stmt)
             .bind(inst.as_str())

@@ -72,6 +72,32 @@ impl Clause {
         }
     }
 
+    /// ` AND <term>` for a `lastUsed` term: a key never used counts as used before every
+    /// date (`key_usage`'s `any` row, by primary key).
+    fn last_used(&mut self, t: &crate::KeyFilter) {
+        const USED: &str =
+            "EXISTS (SELECT 1 FROM key_usage u WHERE u.key_id = keys.id AND u.op = 'any'";
+        let [v] = t.values.as_slice() else {
+            if t.values.is_empty() {
+                let _ = write!(self.sql, " AND NOT {USED})");
+            } else {
+                self.sql.push_str(" AND 1 = 0");
+            }
+            return;
+        };
+        let (not, op) = match t.op {
+            FilterOp::Eq => ("", " = "),
+            // Not used at or after v (never used included).
+            FilterOp::Lt => ("NOT ", " >= "),
+            FilterOp::Lte => ("NOT ", " > "),
+            FilterOp::Gt => ("", " > "),
+            FilterOp::Gte => ("", " >= "),
+        };
+        let _ = write!(self.sql, " AND {not}{USED} AND u.last_at{op}");
+        self.value(Bind::Int(*v));
+        self.sql.push(')');
+    }
+
     /// ` AND <term>` for each `filter` term.
     pub(crate) fn filter(&mut self, q: &KeyQuery) {
         for t in &q.filter {
@@ -82,6 +108,10 @@ impl Clause {
                 FilterProp::LastRotateDate => "last_rotate_date",
                 FilterProp::LastUpdateDate => "updated_at",
                 FilterProp::Extractable => "extractable",
+                FilterProp::LastUsed => {
+                    self.last_used(t);
+                    continue;
+                }
                 FilterProp::State => {
                     if t.op == FilterOp::Eq {
                         // `state=none`: every key has a state.

@@ -123,6 +123,9 @@ fn reference(
                     FilterProp::LastUpdateDate => Some(k.updated_at),
                     FilterProp::State => Some(effective(k, q.now)),
                     FilterProp::Extractable => Some(i64::from(k.extractable)),
+                    // Not generated here (it reads key_usage, not the key row): the HTTP
+                    // tests of key usage cover it (crates/keyward/tests/http/usage.rs).
+                    FilterProp::LastUsed => None,
                 })
             })
         })

@@ -45,6 +45,7 @@ mod rows;
 mod sealed;
 mod tenants;
 mod tokens;
+mod usage;
 mod versions;
 
 #[cfg(test)]
@@ -609,6 +610,21 @@ impl Store for SqlStore {
             self.record_import_failure_impl(instance, token)
         }))
         .await
+    }
+
+    async fn record_key_usage(&self, rows: &[crate::KeyUsageRow]) -> StoreResult<()> {
+        self.bounded(retry_write("record_key_usage", || {
+            self.record_key_usage_impl(rows)
+        }))
+        .await
+    }
+
+    async fn key_usage(
+        &self,
+        instance: InstanceId,
+        keys: &[KeyId],
+    ) -> StoreResult<Vec<crate::KeyUsageRow>> {
+        self.bounded(self.key_usage_impl(instance, keys)).await
     }
 
     async fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()> {
