@@ -6,6 +6,7 @@
 
 use keyward_crypto::pq::{self, Binding};
 use ml_kem::array::ArrayN;
+#[allow(deprecated)]
 use ml_kem::{ExpandedKeyEncoding, FromSeed, KeyExport, MlKem768, TryKeyInit};
 use serde_json::Value;
 use x_wing::{Decapsulate, Decapsulator};

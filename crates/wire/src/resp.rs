@@ -228,11 +228,11 @@ pub struct Key {
 /// The last use of one operation.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LastUse {
-    #[serde(rename = "lastUsedDate")]
-    pub last_used_date: String,
     /// The IAM id of the principal.
     #[serde(rename = "lastUsedBy")]
     pub last_used_by: String,
+    #[serde(rename = "lastUsedDate")]
+    pub last_used_date: String,
 }
 
 /// A key's usage (a Keyward extension; docs/design.md, "Key usage"). Uses reach the database
@@ -243,11 +243,11 @@ pub struct KeyUsage {
     #[serde(rename = "lastUsedDate", skip_serializing_if = "Option::is_none")]
     pub last_used_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub wrap: Option<LastUse>,
+    pub rewrap: Option<LastUse>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unwrap: Option<LastUse>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rewrap: Option<LastUse>,
+    pub wrap: Option<LastUse>,
 }
 
 /// `POST /keys/{id}/actions/wrap`.
@@ -389,12 +389,18 @@ pub struct AllowedIpPort {
 /// An import token (`POST` and `GET /import_token`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ImportToken {
+    /// Keyward extension, X-Wing tokens only: `XWING_MLKEM768_X25519`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
     #[serde(rename = "creationDate")]
     pub creation_date: String,
     /// Lifetime in seconds.
     pub expiration: i64,
     #[serde(rename = "expirationDate")]
     pub expiration_date: String,
+    /// Keyward extension, X-Wing tokens only: the token id the encryption is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     #[serde(rename = "maxAllowedRetrievals")]
     pub max_allowed_retrievals: i64,
     /// Base64 of the encrypted nonce's nonce (GET only).
@@ -405,12 +411,6 @@ pub struct ImportToken {
     pub payload: Option<String>,
     #[serde(rename = "remainingRetrievals")]
     pub remaining_retrievals: i64,
-    /// Keyward extension, X-Wing tokens only: `XWING_MLKEM768_X25519`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub algorithm: Option<String>,
-    /// Keyward extension, X-Wing tokens only: the token id the encryption is bound to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
 }
 
 /// `target` of an error reason: the field, header, query or path parameter at fault.
@@ -554,6 +554,15 @@ mod tests {
             state: 5,
             tags: Some(vec!["t".into()]),
             kind: crate::KEY_TYPE.into(),
+            usage: Some(KeyUsage {
+                last_used_date: s(),
+                rewrap: None,
+                unwrap: None,
+                wrap: Some(LastUse {
+                    last_used_by: "p".into(),
+                    last_used_date: "d".into(),
+                }),
+            }),
         };
         assert_sorted(&KeyCollection::new(crate::KEY_TYPE, vec![key]).with_total_count(Some(1)));
         assert_sorted(&WrapResponse {
@@ -619,6 +628,8 @@ mod tests {
             resource_crn: "c".into(),
         });
         assert_sorted(&ImportToken {
+            algorithm: s(),
+            id: s(),
             creation_date: "d".into(),
             expiration: 600,
             expiration_date: "d".into(),
