@@ -426,8 +426,8 @@ pub struct ImportTokenRequest {
     pub maxallowedretrievals: Option<i64>,
     /// Keyward extension: the token's keypair, `RSA_4096` (the default, Key Protect's token)
     /// or `XWING_MLKEM768_X25519` (hybrid post-quantum; docs/import-tokens.md).
-    #[serde(default)]
-    #[schema(value_type = String)]
+    #[serde(default, deserialize_with = "de::opt_str")]
+    #[schema(value_type = Option<String>, pattern = "^(RSA_4096|XWING_MLKEM768_X25519)$")]
     pub algorithm: Option<String>,
 }
 
