@@ -36,11 +36,13 @@ pub enum Route {
     KeyRing,
     KeyActionPath,
     ImportToken,
+    OidcToken,
+    ResourceInstance,
 }
 
 impl Route {
     /// Every route, for tests and for the router's table.
-    pub const ALL: [Route; 20] = [
+    pub const ALL: [Route; 22] = [
         Route::IdentityToken,
         Route::Keys,
         Route::KeyMetadata,
@@ -61,6 +63,8 @@ impl Route {
         Route::KeyRing,
         Route::KeyActionPath,
         Route::ImportToken,
+        Route::OidcToken,
+        Route::ResourceInstance,
     ];
 
     /// The path template, as given to the router and shown as the `route` metrics label.
@@ -86,6 +90,8 @@ impl Route {
             Route::KeyRing => "/api/v2/key_rings/{id}",
             Route::KeyActionPath => "/api/v2/keys/{id}/actions/{action}",
             Route::ImportToken => "/api/v2/import_token",
+            Route::OidcToken => "/oidc/token",
+            Route::ResourceInstance => "/v2/resource_instances/{id}",
         }
     }
 
@@ -178,6 +184,8 @@ pub enum Op {
     DeleteKeyRing,
     CreateImportToken,
     GetImportToken,
+    /// `GET /v2/resource_instances/{id}` (the Resource Controller subset).
+    GetResourceInstance,
     /// A method the route has no handler for.
     Other,
 }
@@ -205,7 +213,8 @@ impl Endpoint {
         let m = method.as_str();
         let get = m == "GET" || m == "HEAD";
         let op = match (route, m) {
-            (Route::IdentityToken, "POST") => Op::IssueToken,
+            (Route::IdentityToken | Route::OidcToken, "POST") => Op::IssueToken,
+            (Route::ResourceInstance, _) if get => Op::GetResourceInstance,
             (Route::Keys, "GET") => Op::ListKeys,
             (Route::Keys, "HEAD") => Op::HeadKeys,
             (Route::Keys, "POST") | (Route::KeysWithPolicyOverrides, "POST") => Op::CreateKey,
@@ -361,6 +370,8 @@ mod tests {
         use super::KeyAction as A;
         &[
             ("POST", "/identity/token", "/identity/token", None, IssueToken, None, Management, None),
+            ("POST", "/oidc/token", "/oidc/token", None, IssueToken, None, Management, None),
+            ("GET", "/v2/resource_instances/{id}", "/v2/resource_instances/x", None, GetResourceInstance, None, Management, None),
             ("GET", "/api/v2/keys", "/api/v2/keys", None, ListKeys, None, Management, None),
             ("HEAD", "/api/v2/keys", "/api/v2/keys", None, HeadKeys, None, Management, None),
             ("POST", "/api/v2/keys", "/api/v2/keys", None, CreateKey, Some(Action::CreateKey), Management, Some(KeyCreate)),
@@ -482,6 +493,8 @@ mod tests {
             ("/api/v2/key_rings/r", Route::KeyRing),
             ("/api/v2/keys/k/actions/wrap", Route::KeyActionPath),
             ("/api/v2/import_token", Route::ImportToken),
+            ("/oidc/token", Route::OidcToken),
+            ("/v2/resource_instances/x", Route::ResourceInstance),
         ];
         assert_eq!(paths.len(), Route::ALL.len());
         for (path, route) in paths {

@@ -42,6 +42,24 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let instance = if bearer(&parts.headers).is_some() {
+            Some(instance_header(&parts.headers)?)
+        } else {
+            None
+        };
+        Ok(Auth(authenticate(parts, state, instance).await?))
+    }
+}
+
+/// Authenticates the bearer token of a request for `instance` (the instance is read only when
+/// a token was sent, `None` then only when none was), counting failures and rate-limiting as
+/// every authenticated route does.
+pub async fn authenticate(
+    parts: &mut Parts,
+    state: &AppState,
+    instance: Option<InstanceId>,
+) -> Result<Caller, ApiError> {
+    {
         // The peer, or the client a trusted proxy names (`--trusted-proxy`).
         let ip = state.client_ip(parts);
         // A valid token always passes; failures are counted per source address and, past
@@ -58,10 +76,9 @@ impl FromRequestParts<AppState> for Auth {
                 Err(retry) => too_many(retry),
             }
         };
-        let Some(token) = bearer(&parts.headers) else {
+        let (Some(token), Some(instance)) = (bearer(&parts.headers), instance) else {
             return Err(refuse(ServiceError::unauthorized()));
         };
-        let instance = instance_header(&parts.headers)?;
         let meta = keyward_service::audit::RequestMeta {
             // Only the audit log uses request ids; skip the random draw when it is off.
             request_id: if state.svc.auditing() {
@@ -103,7 +120,7 @@ impl FromRequestParts<AppState> for Auth {
                     .map_err(too_many)?;
             }
         }
-        Ok(Auth(caller))
+        Ok(caller)
     }
 }
 

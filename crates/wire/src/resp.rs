@@ -59,6 +59,19 @@ collection!(
     KeyCollection,
     Key
 );
+/// A key as `Prefer: return=minimal` returns it: its identifier only.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyId {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+collection!(
+    /// The key identifiers of a `return=minimal` create.
+    KeyIdCollection,
+    KeyId
+);
 collection!(
     /// A collection of key versions.
     VersionCollection,

@@ -5,4 +5,5 @@ pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
+pub mod resource_controller;
 pub mod tokens;
