@@ -247,7 +247,30 @@ fn api_routes(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(endpoint::classify))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(echo_correlation_id))
         .with_state(state)
+}
+
+/// Key Protect answers with the request's `Correlation-Id` (the Go and Node clients send one
+/// on every call and show it in their errors). Echoed only when it is 1 to 128 visible ASCII
+/// characters, like the audit record keeps it.
+async fn echo_correlation_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = req
+        .headers()
+        .get("correlation-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned();
+    let mut resp = next.run(req).await;
+    if let Some(id) = id {
+        resp.headers_mut().insert("correlation-id", id);
+    }
+    resp
 }
 
 /// The router of a sealed service on the main (public) listener: every route answers 503, and

@@ -18,4 +18,5 @@ mod purge_restore;
 mod reason_codes;
 mod rings_aliases;
 mod rotation;
+mod registrations;
 mod service_only;
