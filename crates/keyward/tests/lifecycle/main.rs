@@ -18,5 +18,6 @@ mod purge_restore;
 mod reason_codes;
 mod rings_aliases;
 mod rotation;
+mod prefer;
 mod registrations;
 mod service_only;
