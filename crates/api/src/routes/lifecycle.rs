@@ -335,7 +335,7 @@ pub async fn get_instance_policies(
             created_by: p.created_by.clone(),
             creation_date: format_time(p.created_at),
             last_updated: format_time(p.updated_at),
-            policy_data: p.data.clone(),
+            policy_data: with_default_attributes(&p.policy_type, p.data.clone()),
             policy_type: p.policy_type.clone(),
             updated_by: p.updated_by.clone(),
         })
@@ -344,6 +344,29 @@ pub async fn get_instance_policies(
         StatusCode::OK,
         &InstancePolicyCollection::new(POLICY_TYPE, res),
     ))
+}
+
+/// A `keyCreateImportAccess` policy stored without `attributes` (set while disabled) is shown
+/// with the attributes in force, Key Protect's defaults: Terraform's provider reads each of
+/// them without a nil check (`FlattenInstancePolicy`), so an answer without them crashes it.
+fn with_default_attributes(policy_type: &str, mut data: serde_json::Value) -> serde_json::Value {
+    if policy_type == "keyCreateImportAccess" {
+        if let Some(obj) = data.as_object_mut() {
+            if !obj.get("attributes").is_some_and(serde_json::Value::is_object) {
+                obj.insert(
+                    "attributes".into(),
+                    serde_json::json!({
+                        "create_root_key": true,
+                        "create_standard_key": true,
+                        "import_root_key": true,
+                        "import_standard_key": true,
+                        "enforce_token": false,
+                    }),
+                );
+            }
+        }
+    }
+    data
 }
 
 pub async fn put_instance_policies(

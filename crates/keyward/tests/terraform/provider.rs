@@ -55,8 +55,6 @@ pub struct Metadata {
     pub collection_type: String,
     #[serde(rename = "collectionTotal")]
     pub collection_total: i64,
-    #[serde(rename = "totalCount", default)]
-    pub total_count: Option<u32>,
 }
 
 /// keyprotect-go-client's `Key` (`keys.go`).
@@ -240,6 +238,8 @@ pub struct UserConfig {
 #[derive(Debug)]
 pub struct KpError {
     pub status: u16,
+    /// Shown in failure messages.
+    #[allow(dead_code)]
     pub body: String,
 }
 
@@ -249,7 +249,6 @@ pub struct Provider {
     /// `IBMCLOUD_IAM_API_ENDPOINT`, `IBMCLOUD_RESOURCE_CONTROLLER_API_ENDPOINT`,
     /// `IBMCLOUD_KP_API_ENDPOINT`: all this server.
     pub endpoint: String,
-    pub apikey: String,
     /// The session's `IAMAccessToken` (`Bearer ...`) and `IAMRefreshToken`.
     pub access: String,
     pub refresh: String,
@@ -278,7 +277,6 @@ impl Provider {
         let mut p = Provider {
             http: keyward_testsupport::http(),
             endpoint: endpoint.to_string(),
-            apikey: apikey.to_string(),
             access: String::new(),
             refresh: String::new(),
             user: None,
@@ -409,17 +407,17 @@ impl Provider {
         body: Option<Value>,
         prefer: Option<&str>,
     ) -> Result<Option<T>, KpError> {
-        let url = format!("{}/api/v2/{path}", self.endpoint);
+        let mut url = reqwest::Url::parse(&format!("{}/api/v2/{path}", self.endpoint)).unwrap();
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let mut req = self
             .http
-            .request(method.clone(), &url)
+            .request(method.clone(), url)
             .header("accept", "application/json")
             .header("bluemix-instance", &self.instance)
             .header("authorization", &self.access)
             .header("correlation-id", correlation_id());
-        if !query.is_empty() {
-            req = req.query(query);
-        }
         if let Some(ring) = &self.key_ring {
             req = req.header("x-kms-key-ring", ring);
         }
@@ -464,6 +462,7 @@ impl Provider {
             .kp(Method::POST, path, &[], Some(body), None)
             .await?
             .expect("a created key's body");
+        assert_eq!(c.metadata.collection_type, KEY_TYPE);
         Ok(c.resources.into_iter().next().expect("resources[0]"))
     }
 

@@ -218,8 +218,7 @@ async fn ibm_kms_key_imported_with_token() {
     let s = Server::start().await;
     let inst = s.tenant.instance.clone();
     let api = s.tenant.login(s.base()).await;
-    api.import_token(600, 1).await;
-    let token = api.get("/api/v2/import_token").await.expect(200).clone();
+    let token = api.import_token(600, 1).await;
     let fixture =
         keyward_testsupport::fixtures::secure_import_resource(&token, &[9u8; 32], "tf-secure");
 
