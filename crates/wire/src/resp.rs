@@ -429,6 +429,44 @@ pub struct IamError {
     pub error_message: String,
 }
 
+/// `GET /v2/resource_instances/{id}`: an instance as IBM Cloud's Resource Controller
+/// describes it (the fields Keyward fills).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResourceInstance {
+    /// The instance CRN (the Resource Controller's `id` is the CRN).
+    pub id: String,
+    pub guid: String,
+    pub url: String,
+    pub crn: String,
+    pub name: String,
+    /// Always `active`.
+    pub state: String,
+    /// Always `service_instance`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Always `kms`.
+    pub resource_id: String,
+    pub region_id: String,
+    pub account_id: String,
+    pub resource_group_id: String,
+    pub created_at: String,
+    pub locked: bool,
+    pub extensions: ResourceInstanceExtensions,
+}
+
+/// `extensions` of a resource instance.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResourceInstanceExtensions {
+    pub endpoints: ResourceInstanceEndpoints,
+}
+
+/// The Key Protect endpoints of an instance (both are this server).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResourceInstanceEndpoints {
+    pub public: String,
+    pub private: String,
+}
+
 /// `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Health {

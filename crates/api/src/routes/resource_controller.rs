@@ -14,44 +14,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use keyward_domain::{format_time, InstanceId};
 use keyward_service::{ErrorCode, ServiceError};
-use serde::Serialize;
+use keyward_wire::resp::{ResourceInstance, ResourceInstanceEndpoints, ResourceInstanceExtensions};
 
 use crate::error::ApiError;
 use crate::extract;
 use crate::{json_response, AppState};
 
 const GET: &str = "Resource instance could not be retrieved";
-
-/// `resource_instances` entry (the fields Keyward fills of the Resource Controller's model).
-#[derive(Debug, Serialize)]
-pub struct ResourceInstance {
-    pub id: String,
-    pub guid: String,
-    pub url: String,
-    pub crn: String,
-    pub name: String,
-    pub state: &'static str,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub resource_id: &'static str,
-    pub region_id: String,
-    pub account_id: String,
-    pub resource_group_id: &'static str,
-    pub created_at: String,
-    pub locked: bool,
-    pub extensions: Extensions,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Extensions {
-    pub endpoints: Endpoints,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Endpoints {
-    pub public: String,
-    pub private: String,
-}
 
 fn not_found() -> ApiError {
     ApiError::new(
@@ -132,16 +101,16 @@ pub async fn get(
             url: format!("/v2/resource_instances/{}", row.id),
             crn,
             name: row.name,
-            state: "active",
-            kind: "service_instance",
-            resource_id: "kms",
+            state: "active".into(),
+            kind: "service_instance".into(),
+            resource_id: "kms".into(),
             region_id: region.to_string(),
             account_id: account.to_string(),
-            resource_group_id: "default",
+            resource_group_id: "default".into(),
             created_at: format_time(row.created_at),
             locked: false,
-            extensions: Extensions {
-                endpoints: Endpoints {
+            extensions: ResourceInstanceExtensions {
+                endpoints: ResourceInstanceEndpoints {
                     public: base.clone(),
                     private: base,
                 },
