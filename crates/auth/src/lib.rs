@@ -164,9 +164,8 @@ impl TokenAuthority {
 
     /// As [`TokenAuthority::new`], caching at most `capacity` verified tokens.
     pub fn with_capacity(signing_key: SecretBytes, capacity: usize) -> Self {
-        let refresh_key = SecretBytes::from_vec(
-            hmac_sha256(&signing_key, REFRESH_KEY_LABEL.as_bytes()).to_vec(),
-        );
+        let refresh_key =
+            SecretBytes::from_vec(hmac_sha256(&signing_key, REFRESH_KEY_LABEL.as_bytes()).to_vec());
         Self {
             key: signing_key,
             refresh_key,
@@ -391,9 +390,15 @@ mod tests {
     fn claims_as_ibm_tools_read_them() -> Result<(), AuthError> {
         let a = authority();
         let t = a.issue("iam-1", "ak-1", "acct-9", 1000)?;
-        let payload = t.access_token.split('.').nth(1).ok_or(AuthError::InvalidToken)?;
+        let payload = t
+            .access_token
+            .split('.')
+            .nth(1)
+            .ok_or(AuthError::InvalidToken)?;
         let v: serde_json::Value = serde_json::from_slice(
-            &B64URL.decode(payload).map_err(|_| AuthError::InvalidToken)?,
+            &B64URL
+                .decode(payload)
+                .map_err(|_| AuthError::InvalidToken)?,
         )
         .map_err(|_| AuthError::InvalidToken)?;
         assert_eq!(v["id"], "iam-1");
@@ -411,7 +416,10 @@ mod tests {
         let a = authority();
         let t = a.issue("iam-1", "ak-1", "acct", 1000)?;
         let r = a.verify_refresh(&t.refresh_token, 1001)?;
-        assert_eq!((r.iam_id.as_str(), r.api_key_id.as_str()), ("iam-1", "ak-1"));
+        assert_eq!(
+            (r.iam_id.as_str(), r.api_key_id.as_str()),
+            ("iam-1", "ak-1")
+        );
         assert_eq!(r.exp, 1000 + REFRESH_TOKEN_TTL);
         // expiry
         assert_eq!(
@@ -419,7 +427,10 @@ mod tests {
             Err(AuthError::InvalidToken)
         );
         // neither kind passes for the other
-        assert_eq!(a.verify(&t.refresh_token, 1001), Err(AuthError::InvalidToken));
+        assert_eq!(
+            a.verify(&t.refresh_token, 1001),
+            Err(AuthError::InvalidToken)
+        );
         assert_eq!(
             a.verify_refresh(&t.access_token, 1001),
             Err(AuthError::InvalidToken)

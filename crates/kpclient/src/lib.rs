@@ -1002,14 +1002,20 @@ mod tests {
         let a = parse(&["keys", "-i", "inst", "--output", "json", "--limit", "5"]).unwrap();
         assert_eq!(a.instance.as_deref(), Some("inst"));
         assert_eq!(a.output, OutputFormat::Json);
-        assert!(matches!(a.command, KpCommand::Keys(KeyListArgs { limit: Some(5), .. })));
+        assert!(matches!(
+            a.command,
+            KpCommand::Keys(KeyListArgs { limit: Some(5), .. })
+        ));
         // `--instance-ID`, `-o`
         let a = parse(&["key-rings", "--instance-ID", "inst", "-o", "json"]).unwrap();
         assert_eq!(a.instance.as_deref(), Some("inst"));
         assert_eq!(a.output, OutputFormat::Json);
         assert!(matches!(a.command, KpCommand::KeyRings { .. }));
         // `ibmcloud kp key create NAME -s -D DESC`, or --name
-        match parse(&["key", "create", "my-key", "-s", "-D", "d"]).unwrap().command {
+        match parse(&["key", "create", "my-key", "-s", "-D", "d"])
+            .unwrap()
+            .command
+        {
             KpCommand::Key(KeyCmd::Create {
                 name,
                 name_flag,
@@ -1024,9 +1030,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match parse(&["key", "create", "--name", "n2", "--standard-key"]).unwrap().command {
+        match parse(&["key", "create", "--name", "n2", "--standard-key"])
+            .unwrap()
+            .command
+        {
             KpCommand::Key(KeyCmd::Create {
-                name_flag, standard, ..
+                name_flag,
+                standard,
+                ..
             }) => {
                 assert_eq!(name_flag.as_deref(), Some("n2"));
                 assert!(standard);

@@ -256,7 +256,12 @@ impl KeyService {
             ServiceError::new(ErrorCode::BadBody, "Provided API key could not be found")
         })?;
         self.tokens
-            .issue(&row.iam_id, &row.id, &self.cfg.account, self.clock.now_unix())
+            .issue(
+                &row.iam_id,
+                &row.id,
+                &self.cfg.account,
+                self.clock.now_unix(),
+            )
             .map_err(ServiceError::internal)
     }
 

@@ -352,7 +352,10 @@ pub async fn get_instance_policies(
 fn with_default_attributes(policy_type: &str, mut data: serde_json::Value) -> serde_json::Value {
     if policy_type == "keyCreateImportAccess" {
         if let Some(obj) = data.as_object_mut() {
-            if !obj.get("attributes").is_some_and(serde_json::Value::is_object) {
+            if !obj
+                .get("attributes")
+                .is_some_and(serde_json::Value::is_object)
+            {
                 obj.insert(
                     "attributes".into(),
                     serde_json::json!({
@@ -529,9 +532,7 @@ pub async fn delete_key_ring(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn registrations_body(
-    rows: &[&keyward_domain::rows::RegistrationRow],
-) -> RegistrationCollection {
+fn registrations_body(rows: &[&keyward_domain::rows::RegistrationRow]) -> RegistrationCollection {
     let res = rows
         .iter()
         .map(|r| resp::Registration {
@@ -559,10 +560,7 @@ struct RegistrationQuery {
     crn: Option<Vec<String>>,
 }
 
-fn registration_query(
-    raw: Option<&str>,
-    all_keys: bool,
-) -> Result<RegistrationQuery, ApiError> {
+fn registration_query(raw: Option<&str>, all_keys: bool) -> Result<RegistrationQuery, ApiError> {
     let pairs = query::pairs(raw, REG_LIST)?;
     let (limit, offset, total) = paging(&pairs, 200, REG_LIST)?;
     let prevent = match query::last(&pairs, "preventKeyDeletion") {
@@ -604,10 +602,13 @@ fn registration_query(
 fn crn_matches(pattern: &[String], crn: &str) -> bool {
     let segs: Vec<&str> = crn.split(':').collect();
     segs.len() == pattern.len()
-        && pattern.iter().zip(segs).all(|(p, s)| match p.strip_suffix('*') {
-            Some(prefix) => s.starts_with(prefix),
-            None => p == s,
-        })
+        && pattern
+            .iter()
+            .zip(segs)
+            .all(|(p, s)| match p.strip_suffix('*') {
+                Some(prefix) => s.starts_with(prefix),
+                None => p == s,
+            })
 }
 
 fn registrations_page(
@@ -617,7 +618,11 @@ fn registrations_page(
     let kept: Vec<&keyward_domain::rows::RegistrationRow> = rows
         .iter()
         .filter(|r| q.prevent.is_none_or(|p| r.prevent_key_deletion == p))
-        .filter(|r| q.crn.as_ref().is_none_or(|p| crn_matches(p, &r.resource_crn)))
+        .filter(|r| {
+            q.crn
+                .as_ref()
+                .is_none_or(|p| crn_matches(p, &r.resource_crn))
+        })
         .collect();
     let total = kept.len() as u64;
     let page: Vec<_> = kept.into_iter().skip(q.offset).take(q.limit).collect();
@@ -641,7 +646,10 @@ pub async fn key_registrations(
         .registrations(&caller, Some(id))
         .await
         .map_err(op(REG_LIST))?;
-    Ok(json_response(StatusCode::OK, &registrations_page(&rows, &q)))
+    Ok(json_response(
+        StatusCode::OK,
+        &registrations_page(&rows, &q),
+    ))
 }
 
 pub async fn all_registrations(
@@ -655,7 +663,10 @@ pub async fn all_registrations(
         .registrations(&caller, None)
         .await
         .map_err(op(REG_LIST))?;
-    Ok(json_response(StatusCode::OK, &registrations_page(&rows, &q)))
+    Ok(json_response(
+        StatusCode::OK,
+        &registrations_page(&rows, &q),
+    ))
 }
 
 /// Registration writes and event acknowledgements are service-to-service calls of IBM Cloud's

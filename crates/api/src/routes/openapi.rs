@@ -926,7 +926,11 @@ fn ops() -> Vec<Op> {
         match action {
             "rotate" => {
                 params.push(prefer());
-                ok.push((200, "The rotated key (`Prefer: return=representation`).", Some("KeyCollection")));
+                ok.push((
+                    200,
+                    "The rotated key (`Prefer: return=representation`).",
+                    Some("KeyCollection"),
+                ));
             }
             "restore" => {
                 params.push(prefer());

@@ -78,7 +78,7 @@ pub async fn get(
     let instance = instance_of(&id);
     // A token is checked (and a failure counted) even for an id that names no instance, so
     // that the answer does not depend on the id's syntax for a caller without a token.
-    let probe = instance.unwrap_or_else(InstanceId::new);
+    let probe = instance.unwrap_or_default();
     let caller = extract::authenticate(&mut parts, &st, Some(probe)).await?;
     if instance.is_none() || caller.roles.is_empty() {
         return Err(not_found());

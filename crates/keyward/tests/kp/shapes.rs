@@ -23,20 +23,38 @@ fn ibmcloud_kp_shapes() {
         String::from_utf8(out.stdout).unwrap()
     };
     let inst = s.instance.clone();
-    let json = |args: &[&str]| -> serde_json::Value {
-        serde_json::from_str(&run(args)).unwrap()
-    };
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&run(args)).unwrap() };
 
     // kp key create NAME -i ID --output json
     let k = json(&["key", "create", "tf-style", "-i", &inst, "--output", "json"]);
     assert_eq!(k["name"], "tf-style");
     assert_eq!(k["extractable"], false);
     // -s / --standard-key, -D, --instance-ID, -o
-    let k2 = json(&["key", "create", "std-style", "-s", "-D", "a description", "--instance-ID", &inst, "-o", "json"]);
+    let k2 = json(&[
+        "key",
+        "create",
+        "std-style",
+        "-s",
+        "-D",
+        "a description",
+        "--instance-ID",
+        &inst,
+        "-o",
+        "json",
+    ]);
     assert_eq!(k2["extractable"], true);
     assert_eq!(k2["description"], "a description");
     // the --name form still works
-    let k3 = json(&["key", "create", "--name", "flag-style", "-i", &inst, "-o", "json"]);
+    let k3 = json(&[
+        "key",
+        "create",
+        "--name",
+        "flag-style",
+        "-i",
+        &inst,
+        "-o",
+        "json",
+    ]);
     assert_eq!(k3["name"], "flag-style");
 
     // kp keys: the key list, as JSON and as a table
@@ -46,7 +64,10 @@ fn ibmcloud_kp_shapes() {
     for name in ["tf-style", "std-style", "flag-style"] {
         assert!(table.contains(name), "{table}");
     }
-    assert!(serde_json::from_str::<serde_json::Value>(&table).is_err(), "a table, not JSON");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&table).is_err(),
+        "a table, not JSON"
+    );
     // the same as `key list`
     assert_eq!(json(&["key", "list", "-i", &inst, "-o", "json"]), list);
 
@@ -59,13 +80,19 @@ fn ibmcloud_kp_shapes() {
         .iter()
         .map(|r| r["id"].as_str().unwrap())
         .collect();
-    assert!(ids.contains(&"shape-ring") && ids.contains(&"default"), "{rings}");
+    assert!(
+        ids.contains(&"shape-ring") && ids.contains(&"default"),
+        "{rings}"
+    );
 
     // without -i the wrong instance from the environment is used, and refused
     let out = s.run_as(&s.apikey, &["keys"], &[("KP_INSTANCE_ID", &wrong)]);
     assert!(!out.status.success());
     // a name given twice, or not at all, is a usage error
-    for args in [&["key", "create", "a", "--name", "b"][..], &["key", "create"]] {
+    for args in [
+        &["key", "create", "a", "--name", "b"][..],
+        &["key", "create"],
+    ] {
         let out = s.run_as(&s.apikey, args, &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
@@ -79,9 +106,21 @@ fn shell_completions() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let script = String::from_utf8(out.stdout).unwrap();
-        for word in ["keyward", "kp", "keys", "key-rings", "instance-ID", "completions", "admin"] {
+        for word in [
+            "keyward",
+            "kp",
+            "keys",
+            "key-rings",
+            "instance-ID",
+            "completions",
+            "admin",
+        ] {
             assert!(script.contains(word), "{shell} completions lack {word}");
         }
         // the script is valid for its shell, when that shell is installed

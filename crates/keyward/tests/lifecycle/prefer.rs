@@ -35,41 +35,73 @@ async fn prefer_on_create_import_and_overrides() {
 
     // no header and representation: the whole key
     for h in [&[][..], REPR] {
-        let k = c.send_json(Method::POST, "/api/v2/keys", &env, h).await.resource(201);
+        let k = c
+            .send_json(Method::POST, "/api/v2/keys", &env, h)
+            .await
+            .resource(201);
         assert_eq!(k["name"], "p-root");
         assert!(k["crn"].is_string() && k.get("payload").is_none(), "{k}");
     }
     // minimal: the identifier only, and the key exists
-    let id = assert_minimal_create(&c.send_json(Method::POST, "/api/v2/keys", &env, MINIMAL).await);
+    let id = assert_minimal_create(
+        &c.send_json(Method::POST, "/api/v2/keys", &env, MINIMAL)
+            .await,
+    );
     assert_eq!(c.meta(&id).await["name"], "p-root");
 
     // a plain import (root key material is never echoed in any form)
     let material = B64.encode([3u8; 32]);
-    let imp = key_envelope(json!({"type": KEY_TYPE, "name": "p-imp", "extractable": false,
-                                  "payload": material}));
-    let id = assert_minimal_create(&c.send_json(Method::POST, "/api/v2/keys", &imp, MINIMAL).await);
+    let imp = key_envelope(
+        json!({"type": KEY_TYPE, "name": "p-imp", "extractable": false,
+                                  "payload": material}),
+    );
+    let id = assert_minimal_create(
+        &c.send_json(Method::POST, "/api/v2/keys", &imp, MINIMAL)
+            .await,
+    );
     assert_eq!(c.meta(&id).await["imported"], true);
     let r = c.send_json(Method::POST, "/api/v2/keys", &imp, REPR).await;
     assert!(!r.text().contains(&material));
     r.resource(201);
 
     // a standard key with representation carries its payload; minimal does not
-    let std = key_envelope(json!({"type": KEY_TYPE, "name": "p-std", "extractable": true,
-                                  "payload": material}));
-    let k = c.send_json(Method::POST, "/api/v2/keys", &std, REPR).await.resource(201);
+    let std = key_envelope(
+        json!({"type": KEY_TYPE, "name": "p-std", "extractable": true,
+                                  "payload": material}),
+    );
+    let k = c
+        .send_json(Method::POST, "/api/v2/keys", &std, REPR)
+        .await
+        .resource(201);
     assert_eq!(k["name"], "p-std");
-    let r = c.send_json(Method::POST, "/api/v2/keys", &std, MINIMAL).await;
+    let r = c
+        .send_json(Method::POST, "/api/v2/keys", &std, MINIMAL)
+        .await;
     assert!(!r.text().contains(&material));
     assert_minimal_create(&r);
 
     // with policy overrides
-    let ov = key_envelope(json!({"type": KEY_TYPE, "name": "p-ov", "extractable": false,
-                                 "rotation": {"enabled": true, "interval_month": 2}}));
-    let id = assert_minimal_create(
-        &c.send_json(Method::POST, "/api/v2/keys_with_policy_overrides", &ov, MINIMAL).await,
+    let ov = key_envelope(
+        json!({"type": KEY_TYPE, "name": "p-ov", "extractable": false,
+                                 "rotation": {"enabled": true, "interval_month": 2}}),
     );
-    let pol = c.get(&format!("/api/v2/keys/{id}/policies")).await.expect(200);
-    assert_eq!(pol["resources"][0]["rotation"]["interval_month"], 2, "{pol}");
+    let id = assert_minimal_create(
+        &c.send_json(
+            Method::POST,
+            "/api/v2/keys_with_policy_overrides",
+            &ov,
+            MINIMAL,
+        )
+        .await,
+    );
+    let pol = c
+        .get(&format!("/api/v2/keys/{id}/policies"))
+        .await
+        .expect(200);
+    assert_eq!(
+        pol["resources"][0]["rotation"]["interval_month"], 2,
+        "{pol}"
+    );
     for h in [&[][..], REPR] {
         let k = c
             .send_json(Method::POST, "/api/v2/keys_with_policy_overrides", &ov, h)
@@ -79,7 +111,12 @@ async fn prefer_on_create_import_and_overrides() {
     }
     // preferences are read case- and space-insensitively, from a list
     let r = c
-        .send_json(Method::POST, "/api/v2/keys", &env, &[("prefer", "respond-async, RETURN = minimal")])
+        .send_json(
+            Method::POST,
+            "/api/v2/keys",
+            &env,
+            &[("prefer", "respond-async, RETURN = minimal")],
+        )
         .await;
     assert_minimal_create(&r);
 }
@@ -130,17 +167,30 @@ async fn prefer_on_rotate_delete_restore_purge() {
     // restore: 204 minimal, 201 + key unset and with representation
     s.advance(MIN);
     let r = c
-        .send_json(Method::POST, &format!("/api/v2/keys/{id}/restore"), &Value::Null, MINIMAL)
+        .send_json(
+            Method::POST,
+            &format!("/api/v2/keys/{id}/restore"),
+            &Value::Null,
+            MINIMAL,
+        )
         .await;
     assert_eq!((r.status, r.body.len()), (204, 0), "{}", r.text());
     assert_eq!(c.meta(&id).await["state"], 1);
     s.advance(MIN);
     let r = del(REPR).await;
     let k = r.resource(200);
-    assert_eq!((k["state"].clone(), k["deleted"].clone()), (json!(5), json!(true)));
+    assert_eq!(
+        (k["state"].clone(), k["deleted"].clone()),
+        (json!(5), json!(true))
+    );
     s.advance(MIN);
     let k = c
-        .send_json(Method::POST, &format!("/api/v2/keys/{id}/restore"), &Value::Null, REPR)
+        .send_json(
+            Method::POST,
+            &format!("/api/v2/keys/{id}/restore"),
+            &Value::Null,
+            REPR,
+        )
         .await
         .resource(201);
     assert_eq!(k["state"], 1);
@@ -154,7 +204,12 @@ async fn prefer_on_rotate_delete_restore_purge() {
     del(&[]).await.expect(204);
     s.advance(MIN);
     let r = c
-        .send_json(Method::POST, &format!("/api/v2/keys/{id}?action=restore"), &Value::Null, MINIMAL)
+        .send_json(
+            Method::POST,
+            &format!("/api/v2/keys/{id}?action=restore"),
+            &Value::Null,
+            MINIMAL,
+        )
         .await;
     assert_eq!((r.status, r.body.len()), (204, 0), "{}", r.text());
 

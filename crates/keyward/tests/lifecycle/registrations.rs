@@ -34,10 +34,13 @@ async fn registration_queries() {
     let c = s.tenant().await;
     let k1 = id_of(&c.create_root("reg-1").await);
     let k2 = id_of(&c.create_root("reg-2").await);
-    let bucket = |i: u32| format!("crn:v1:bluemix:public:cloud-object-storage:global:a/acc:inst-1:bucket:b{i}");
+    let bucket = |i: u32| {
+        format!("crn:v1:bluemix:public:cloud-object-storage:global:a/acc:inst-1:bucket:b{i}")
+    };
     let other = "crn:v1:bluemix:public:databases-for-postgresql:us-south:a/acc:pg-1::";
     for i in 0..5 {
-        s.add_registration(c.instance_id, &k1, &bucket(i), i == 3).await;
+        s.add_registration(c.instance_id, &k1, &bucket(i), i == 3)
+            .await;
     }
     s.add_registration(c.instance_id, &k2, other, false).await;
 
@@ -55,12 +58,18 @@ async fn registration_queries() {
     assert_eq!(page["metadata"]["collectionTotal"], 2, "{page}");
     assert_eq!(page["metadata"]["totalCount"], 5, "{page}");
     assert_eq!(crns(&page), crns(&all)[1..3].to_vec());
-    let past = c.get(&format!("{base1}?offset=9&totalCount=true")).await.expect(200);
+    let past = c
+        .get(&format!("{base1}?offset=9&totalCount=true"))
+        .await
+        .expect(200);
     assert_eq!(past["metadata"]["collectionTotal"], 0, "{past}");
     assert_eq!(past["metadata"]["totalCount"], 5, "{past}");
 
     // preventKeyDeletion
-    let held = c.get(&format!("{base1}?preventKeyDeletion=true")).await.expect(200);
+    let held = c
+        .get(&format!("{base1}?preventKeyDeletion=true"))
+        .await
+        .expect(200);
     assert_eq!(crns(&held), vec![bucket(3)]);
     assert_eq!(held["resources"][0]["preventKeyDeletion"], true);
     let free = c
@@ -71,7 +80,10 @@ async fn registration_queries() {
 
     // urlEncodedResourceCRNQuery: exact, once or twice encoded, wildcard in the last segment
     let exact = c
-        .get(&format!("{base1}?urlEncodedResourceCRNQuery={}", enc(&bucket(2))))
+        .get(&format!(
+            "{base1}?urlEncodedResourceCRNQuery={}",
+            enc(&bucket(2))
+        ))
         .await
         .expect(200);
     assert_eq!(crns(&exact), vec![bucket(2)]);
@@ -126,8 +138,14 @@ async fn registration_queries() {
         ("offset=-1", "offset"),
         ("totalCount=yes", "totalCount"),
         ("preventKeyDeletion=1", "preventKeyDeletion"),
-        ("urlEncodedResourceCRNQuery=not-a-crn", "urlEncodedResourceCRNQuery"),
-        ("urlEncodedResourceCRNQuery=crn%3Av1%3Ax", "urlEncodedResourceCRNQuery"),
+        (
+            "urlEncodedResourceCRNQuery=not-a-crn",
+            "urlEncodedResourceCRNQuery",
+        ),
+        (
+            "urlEncodedResourceCRNQuery=crn%3Av1%3Ax",
+            "urlEncodedResourceCRNQuery",
+        ),
     ] {
         let r = c.get(&format!("{base1}?{q}")).await;
         assert_field_error(&r, 400, "INVALID_QUERY_PARAM_ERR", name);
@@ -140,5 +158,10 @@ async fn registration_queries() {
             enc(early)
         ))
         .await;
-    assert_field_error(&r, 400, "INVALID_QUERY_PARAM_ERR", "urlEncodedResourceCRNQuery");
+    assert_field_error(
+        &r,
+        400,
+        "INVALID_QUERY_PARAM_ERR",
+        "urlEncodedResourceCRNQuery",
+    );
 }

@@ -43,7 +43,10 @@ async fn claims_refresh_grant_and_revocation() {
     assert_eq!(c["sub"], c["iam_id"]);
     assert_eq!(c["account"]["bss"], "keyward", "the account of the CRNs");
     assert_eq!(c["iss"], "keyward");
-    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 3600);
+    assert_eq!(
+        c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
+        3600
+    );
     let user = p.user.as_ref().unwrap();
     assert_eq!(user.user_id, c["id"].as_str().unwrap());
     assert_eq!(user.account, "keyward");
@@ -91,13 +94,29 @@ async fn claims_refresh_grant_and_revocation() {
         "BXNIM0407E",
     );
     // missing
-    let v = iam_error(p.bluemix_token(&[("grant_type", "refresh_token")]).await, 400, "BXNIM0109E");
-    assert!(v["errorMessage"].as_str().unwrap().contains("refresh_token"));
+    let v = iam_error(
+        p.bluemix_token(&[("grant_type", "refresh_token")]).await,
+        400,
+        "BXNIM0109E",
+    );
+    assert!(v["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("refresh_token"));
 
     // bound to the API key: deleting the key stops its refresh tokens at once
     let k = admin_json(
         &s.data,
-        &["apikey", "create", "--instance", &s.tenant.instance, "--role", "Reader", "--name", "short-lived"],
+        &[
+            "apikey",
+            "create",
+            "--instance",
+            &s.tenant.instance,
+            "--role",
+            "Reader",
+            "--name",
+            "short-lived",
+        ],
     );
     let q = Provider::configure(s.base(), k["apikey"].as_str().unwrap()).await;
     let refresh = q.refresh.clone();
@@ -114,7 +133,13 @@ async fn claims_refresh_grant_and_revocation() {
 
     // no token of any kind in the server's log
     let log = s.node.log();
-    for secret in [&p.refresh, &access, &first_refresh, &refresh, &s.tenant.apikey] {
+    for secret in [
+        &p.refresh,
+        &access,
+        &first_refresh,
+        &refresh,
+        &s.tenant.apikey,
+    ] {
         assert!(!log.contains(secret.as_str()), "a token is in the log");
     }
 }
@@ -168,7 +193,10 @@ async fn oidc_token_login_and_iam_errors() {
         "/identity/token",
         vec![
             ("grant_type", "refresh_token".into()),
-            ("refresh_token", v2["refresh_token"].as_str().unwrap().into()),
+            (
+                "refresh_token",
+                v2["refresh_token"].as_str().unwrap().into(),
+            ),
         ],
     )
     .await;
@@ -177,13 +205,32 @@ async fn oidc_token_login_and_iam_errors() {
     // IAM's error shape on both paths
     for path in ["/oidc/token", "/identity/token"] {
         for (form, status, code) in [
-            (vec![("grant_type", APIKEY_GRANT.to_string()), ("apikey", "kw_nope".into())], 400, "BXNIM0415E"),
-            (vec![("grant_type", "password".to_string())], 400, "BXNIM0104E"),
-            (vec![("grant_type", APIKEY_GRANT.to_string())], 400, "BXNIM0109E"),
+            (
+                vec![
+                    ("grant_type", APIKEY_GRANT.to_string()),
+                    ("apikey", "kw_nope".into()),
+                ],
+                400,
+                "BXNIM0415E",
+            ),
+            (
+                vec![("grant_type", "password".to_string())],
+                400,
+                "BXNIM0104E",
+            ),
+            (
+                vec![("grant_type", APIKEY_GRANT.to_string())],
+                400,
+                "BXNIM0109E",
+            ),
             (vec![], 400, "BXNIM0104E"),
         ] {
             let (st, v) = post(path, form).await;
-            assert_eq!((st, v["errorCode"].as_str()), (status, Some(code)), "{path}: {v}");
+            assert_eq!(
+                (st, v["errorCode"].as_str()),
+                (status, Some(code)),
+                "{path}: {v}"
+            );
             assert!(v["errorMessage"].is_string(), "{v}");
             assert!(v["context"]["requestType"].is_string(), "{v}");
         }

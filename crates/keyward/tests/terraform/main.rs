@@ -44,7 +44,8 @@ impl Server {
     pub async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let mut node = Node::spawn_with("terraform", &NodeOpts::sqlite(&data), &["--insecure-http"]);
+        let mut node =
+            Node::spawn_with("terraform", &NodeOpts::sqlite(&data), &["--insecure-http"]);
         node.wait_health(200).await;
         let tenant = Tenant::in_data_dir(&data, "terraform");
         Server {

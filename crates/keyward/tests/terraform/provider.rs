@@ -353,7 +353,10 @@ impl Provider {
     /// when a claim is missing or not a string; here they are assertions.
     pub fn fetch_user_details(&self) -> UserConfig {
         let claims = jwt_claims(&self.access);
-        let user_id = claims["id"].as_str().expect("claim id (string)").to_string();
+        let user_id = claims["id"]
+            .as_str()
+            .expect("claim id (string)")
+            .to_string();
         let account = claims["account"]["bss"]
             .as_str()
             .expect("claim account.bss (string)")
@@ -428,7 +431,11 @@ impl Provider {
             req = req.body(serde_json::to_vec(&b).unwrap());
         }
         let req = req.build().unwrap();
-        let q = req.url().query().map(|q| format!("?{q}")).unwrap_or_default();
+        let q = req
+            .url()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         self.record(format!("{method} {}{q}", req.url().path()));
         let r = self.http.execute(req).await.unwrap();
         let status = r.status().as_u16();
@@ -480,7 +487,13 @@ impl Provider {
         let limit = if limit == 0 { 2000 } else { limit };
         let (l, o) = (limit.to_string(), offset.to_string());
         Ok(self
-            .kp(Method::GET, "keys", &[("limit", &l), ("offset", &o)], None, None)
+            .kp(
+                Method::GET,
+                "keys",
+                &[("limit", &l), ("offset", &o)],
+                None,
+                None,
+            )
             .await?
             .unwrap())
     }
@@ -502,9 +515,18 @@ impl Provider {
 
     // ---- registrations.go ----
 
-    pub async fn list_registrations(&self, key_id: &str) -> Result<Collection<Registration>, KpError> {
+    pub async fn list_registrations(
+        &self,
+        key_id: &str,
+    ) -> Result<Collection<Registration>, KpError> {
         Ok(self
-            .kp(Method::GET, &format!("keys/{key_id}/registrations"), &[], None, None)
+            .kp(
+                Method::GET,
+                &format!("keys/{key_id}/registrations"),
+                &[],
+                None,
+                None,
+            )
             .await?
             .unwrap())
     }

@@ -35,7 +35,10 @@ async fn resource_instances() {
     let crn = v["crn"].as_str().unwrap().to_string();
     let segs: Vec<&str> = crn.split(':').collect();
     assert_eq!(segs.len(), 10, "{crn}");
-    assert_eq!((segs[0], segs[4], segs[7], segs[8], segs[9]), ("crn", "kms", inst.as_str(), "", ""));
+    assert_eq!(
+        (segs[0], segs[4], segs[7], segs[8], segs[9]),
+        ("crn", "kms", inst.as_str(), "", "")
+    );
     assert!(v["created_at"].is_string());
 
     // every key CRN is the instance CRN with ":key:<id>" in place of "::"
@@ -43,7 +46,11 @@ async fn resource_instances() {
     let key = &key["resources"][0];
     assert_eq!(
         key["crn"].as_str().unwrap(),
-        format!("{}:key:{}", crn.trim_end_matches("::"), key["id"].as_str().unwrap())
+        format!(
+            "{}:key:{}",
+            crn.trim_end_matches("::"),
+            key["id"].as_str().unwrap()
+        )
     );
 
     // by CRN, as `instance_id` may be given (path-escaped by the SDK: `/` is `%2F`)
@@ -65,12 +72,24 @@ async fn resource_instances() {
     assert_eq!(st, 404);
     assert_eq!(a, b);
     assert_eq!(b, c);
-    assert_eq!(a["resources"][0]["reasons"][0]["code"], "NOT_FOUND_ERR", "{a}");
+    assert_eq!(
+        a["resources"][0]["reasons"][0]["code"], "NOT_FOUND_ERR",
+        "{a}"
+    );
 
     // a Reader sees it too
     let reader = admin_json(
         &s.data,
-        &["apikey", "create", "--instance", inst, "--role", "Reader", "--name", "r"],
+        &[
+            "apikey",
+            "create",
+            "--instance",
+            inst,
+            "--role",
+            "Reader",
+            "--name",
+            "r",
+        ],
     );
     let r = Tenant {
         instance: inst.clone(),
@@ -78,5 +97,8 @@ async fn resource_instances() {
     }
     .login(s.base())
     .await;
-    assert_eq!(get(&s, inst, Some(&format!("Bearer {}", r.token))).await.0, 200);
+    assert_eq!(
+        get(&s, inst, Some(&format!("Bearer {}", r.token))).await.0,
+        200
+    );
 }

@@ -191,7 +191,10 @@ async fn ibm_kms_key_imported_plain() {
     check_key_details(&read, &id, &inst, "tf-std", "default");
     assert!(read.extractable);
     assert!(read.imported);
-    assert_eq!(read.payload, material, "GET returns a standard key's payload");
+    assert_eq!(
+        read.payload, material,
+        "GET returns a standard key's payload"
+    );
 
     let root = create_key(
         &mut p,
@@ -296,7 +299,10 @@ async fn ibm_kms_key_rings() {
     p.delete_key_ring("tf-ring-1").await.unwrap();
     assert_eq!(
         p.take_log(),
-        vec![rc(&inst), "DELETE /api/v2/key_rings/tf-ring-1?force=true".into()]
+        vec![
+            rc(&inst),
+            "DELETE /api/v2/key_rings/tf-ring-1?force=true".into()
+        ]
     );
     let again = p.delete_key_ring("tf-ring-1").await.unwrap_err();
     assert_eq!(again.status, 404, "{again:?}");
@@ -594,7 +600,10 @@ async fn ibm_kms_keys_data_source() {
     // alias: GetKey(alias) then GetPolicies(key.ID)
     let by_alias = p.get_key("ds-alias").await.unwrap();
     assert_eq!(by_alias.id, ids[1]);
-    assert_eq!(by_alias.aliases.as_deref(), Some(&["ds-alias".to_string()][..]));
+    assert_eq!(
+        by_alias.aliases.as_deref(),
+        Some(&["ds-alias".to_string()][..])
+    );
     let pol = p.get_policies(&by_alias.id).await.unwrap();
     flatten_key_policies(&pol);
 
