@@ -1,10 +1,14 @@
 //! What Terraform's IBM provider sends and how it reads the answers, call by call.
 //!
 //! Sources (IBM-Cloud/terraform-provider-ibm, IBM/keyprotect-go-client, IBM-Cloud/bluemix-go):
-//! - session login: `ibm/conns/config.go` (`fetchUserDetails` reads the claims `id`,
-//!   `account.bss`, `iss`); bluemix-go `authentication/iam.go` (`AuthenticateAPIKey`:
-//!   `POST /identity/token`, `Authorization: Basic bx:bx`, form `grant_type`, `apikey`,
-//!   `response_type=cloud_iam`; `RefreshToken`: the same with `grant_type=refresh_token`);
+//! - session login: `ibm/conns/config.go` (the session's authenticator, an IBM SDK core
+//!   `IamAuthenticator` with the API key, or with a refresh token and client `bx`/`bx`;
+//!   `fetchUserDetails` then reads the claims `id`, `account.bss`, `iss`); bluemix-go
+//!   `authentication/iam.go` (`AuthenticateAPIKey`: `POST /identity/token`,
+//!   `Authorization: Basic bx:bx`, form `grant_type`, `apikey`, `response_type=cloud_iam`;
+//!   `RefreshToken`: the same with `grant_type=refresh_token`). The harness logs in the
+//!   bluemix-go way, which sends everything the SDK core's form does plus the client
+//!   authentication;
 //! - the Key Protect client's token source: keyprotect-go-client `iam/iam.go` (form
 //!   `grant_type`, `apikey`);
 //! - Resource Controller: `populateKPClient` in `ibm/service/kms/resource_ibm_kms_key.go`
