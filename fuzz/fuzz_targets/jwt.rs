@@ -32,7 +32,7 @@ fn authority() -> &'static (TokenAuthority, String) {
     A.get_or_init(|| {
         let a = TokenAuthority::new(key());
         let t = a
-            .issue("iam-fuzz", "ak-fuzz", NOW - 10)
+            .issue("iam-fuzz", "ak-fuzz", "acct-fuzz", NOW - 10)
             .unwrap_or_else(|e| panic!("issue: {e}"))
             .access_token;
         (a, t)

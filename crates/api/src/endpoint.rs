@@ -39,11 +39,13 @@ pub enum Route {
     /// Keyward's extension: the audit log table (`routes/xkeyward_audit.rs`).
     XKeywardAudit,
     Batch,
+    OidcToken,
+    ResourceInstance,
 }
 
 impl Route {
     /// Every route, for tests and for the router's table.
-    pub const ALL: [Route; 22] = [
+    pub const ALL: [Route; 24] = [
         Route::IdentityToken,
         Route::Keys,
         Route::KeyMetadata,
@@ -66,6 +68,8 @@ impl Route {
         Route::ImportToken,
         Route::XKeywardAudit,
         Route::Batch,
+        Route::OidcToken,
+        Route::ResourceInstance,
     ];
 
     /// The path template, as given to the router and shown as the `route` metrics label.
@@ -93,6 +97,8 @@ impl Route {
             Route::ImportToken => "/api/v2/import_token",
             Route::XKeywardAudit => "/api/v2/x-keyward/audit",
             Route::Batch => "/api/v2/x-keyward/batch",
+            Route::OidcToken => "/oidc/token",
+            Route::ResourceInstance => "/v2/resource_instances/{id}",
         }
     }
 
@@ -192,6 +198,8 @@ pub enum Op {
     ReadAudit,
     /// `POST /api/v2/x-keyward/batch`.
     Batch,
+    /// `GET /v2/resource_instances/{id}` (the Resource Controller subset).
+    GetResourceInstance,
     /// A method the route has no handler for.
     Other,
 }
@@ -219,7 +227,8 @@ impl Endpoint {
         let m = method.as_str();
         let get = m == "GET" || m == "HEAD";
         let op = match (route, m) {
-            (Route::IdentityToken, "POST") => Op::IssueToken,
+            (Route::IdentityToken | Route::OidcToken, "POST") => Op::IssueToken,
+            (Route::ResourceInstance, _) if get => Op::GetResourceInstance,
             (Route::Keys, "GET") => Op::ListKeys,
             (Route::Keys, "HEAD") => Op::HeadKeys,
             (Route::Keys, "POST") | (Route::KeysWithPolicyOverrides, "POST") => Op::CreateKey,
@@ -381,6 +390,8 @@ mod tests {
         use super::KeyAction as A;
         &[
             ("POST", "/identity/token", "/identity/token", None, IssueToken, None, Management, None),
+            ("POST", "/oidc/token", "/oidc/token", None, IssueToken, None, Management, None),
+            ("GET", "/v2/resource_instances/{id}", "/v2/resource_instances/x", None, GetResourceInstance, None, Management, None),
             ("GET", "/api/v2/keys", "/api/v2/keys", None, ListKeys, None, Management, None),
             ("HEAD", "/api/v2/keys", "/api/v2/keys", None, HeadKeys, None, Management, None),
             ("POST", "/api/v2/keys", "/api/v2/keys", None, CreateKey, Some(Action::CreateKey), Management, Some(KeyCreate)),
@@ -507,6 +518,8 @@ mod tests {
             ("/api/v2/import_token", Route::ImportToken),
             ("/api/v2/x-keyward/audit", Route::XKeywardAudit),
             ("/api/v2/x-keyward/batch", Route::Batch),
+            ("/oidc/token", Route::OidcToken),
+            ("/v2/resource_instances/x", Route::ResourceInstance),
         ];
         assert_eq!(paths.len(), Route::ALL.len());
         for (path, route) in paths {

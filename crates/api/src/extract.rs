@@ -42,69 +42,84 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // The peer, or the client a trusted proxy names (`--trusted-proxy`).
-        let ip = state.client_ip(parts);
-        // A valid token always passes; failures are counted per source address and, past
-        // the limit, answered 429 (so a proxy's shared address is never locked out).
-        let refuse = |e: ServiceError| -> ApiError {
-            if e.code != ErrorCode::Unauthorized {
-                return auth_err(e);
-            }
-            match state.limiter.auth_allowed(ip) {
-                Ok(()) => {
-                    state.limiter.auth_failed(ip);
-                    auth_err(e)
-                }
-                Err(retry) => too_many(retry),
-            }
+        let instance = if bearer(&parts.headers).is_some() {
+            Some(instance_header(&parts.headers)?)
+        } else {
+            None
         };
-        let Some(token) = bearer(&parts.headers) else {
-            return Err(refuse(ServiceError::unauthorized()));
-        };
-        let instance = instance_header(&parts.headers)?;
-        let meta = keyward_service::audit::RequestMeta {
-            // Only the audit log uses request ids; skip the random draw when it is off.
-            request_id: if state.svc.auditing() {
-                keyward_domain::new_uuid().to_string()
-            } else {
-                String::new()
-            },
-            correlation_id: parts
-                .headers
-                .get("correlation-id")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-                .map(str::to_string),
-            source: ip,
-            audited: Default::default(),
-        };
-        let caller = state
-            .svc
-            .authenticate(token, instance, meta)
-            .await
-            .map_err(refuse)?;
-        if let Some(slot) = parts.extensions.get::<crate::audit::AuditSlot>() {
-            slot.set(caller.clone());
+        Ok(Auth(authenticate(parts, state, instance).await?))
+    }
+}
+
+/// Authenticates the bearer token of a request for `instance` (the instance is read only when
+/// a token was sent, `None` then only when none was), counting failures and rate-limiting as
+/// every authenticated route does.
+pub async fn authenticate(
+    parts: &mut Parts,
+    state: &AppState,
+    instance: Option<InstanceId>,
+) -> Result<Caller, ApiError> {
+    // The peer, or the client a trusted proxy names (`--trusted-proxy`).
+    let ip = state.client_ip(parts);
+    // A valid token always passes; failures are counted per source address and, past
+    // the limit, answered 429 (so a proxy's shared address is never locked out).
+    let refuse = |e: ServiceError| -> ApiError {
+        if e.code != ErrorCode::Unauthorized {
+            return auth_err(e);
         }
-        // A caller without a role here gets its 403 from the service without touching the
-        // limiter: strangers create no bucket. Every routed request has its endpoint
-        // (`endpoint::classify`); one without counts as management.
-        if !caller.roles.is_empty() {
-            let endpoint = parts.extensions.get::<crate::endpoint::Endpoint>();
-            let class = endpoint.map_or(crate::ratelimit::Class::Management, |e| e.class());
+        match state.limiter.auth_allowed(ip) {
+            Ok(()) => {
+                state.limiter.auth_failed(ip);
+                auth_err(e)
+            }
+            Err(retry) => too_many(retry),
+        }
+    };
+    let (Some(token), Some(instance)) = (bearer(&parts.headers), instance) else {
+        return Err(refuse(ServiceError::unauthorized()));
+    };
+    let meta = keyward_service::audit::RequestMeta {
+        // Only the audit log uses request ids; skip the random draw when it is off.
+        request_id: if state.svc.auditing() {
+            keyward_domain::new_uuid().to_string()
+        } else {
+            String::new()
+        },
+        correlation_id: parts
+            .headers
+            .get("correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string),
+        source: ip,
+        audited: Default::default(),
+    };
+    let caller = state
+        .svc
+        .authenticate(token, instance, meta)
+        .await
+        .map_err(refuse)?;
+    if let Some(slot) = parts.extensions.get::<crate::audit::AuditSlot>() {
+        slot.set(caller.clone());
+    }
+    // A caller without a role here gets its 403 from the service without touching the
+    // limiter: strangers create no bucket. Every routed request has its endpoint
+    // (`endpoint::classify`); one without counts as management.
+    if !caller.roles.is_empty() {
+        let endpoint = parts.extensions.get::<crate::endpoint::Endpoint>();
+        let class = endpoint.map_or(crate::ratelimit::Class::Management, |e| e.class());
+        state
+            .limiter
+            .check(caller.instance, &caller.iam_id, class)
+            .map_err(too_many)?;
+        if let Some(sub) = endpoint.and_then(|e| e.creation()) {
             state
                 .limiter
-                .check(caller.instance, &caller.iam_id, class)
+                .check(caller.instance, &caller.iam_id, sub)
                 .map_err(too_many)?;
-            if let Some(sub) = endpoint.and_then(|e| e.creation()) {
-                state
-                    .limiter
-                    .check(caller.instance, &caller.iam_id, sub)
-                    .map_err(too_many)?;
-            }
         }
-        Ok(Auth(caller))
     }
+    Ok(caller)
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).

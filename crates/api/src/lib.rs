@@ -1,5 +1,6 @@
 //! The HTTP face of Keyward: the Key Protect REST API (`/api/v2/...`), the IAM token endpoint
-//! the SDKs call (`/identity/token`), and health.
+//! the SDKs call (`/identity/token`, `/oidc/token`), the Resource Controller subset Terraform
+//! calls (`/v2/resource_instances/{id}`), and health.
 //!
 //! What must hold:
 //! - Every response body is JSON with `Content-Type: application/json` (IBM's Python SDK
@@ -38,6 +39,8 @@ pub struct AppState {
     pub limiter: Arc<ratelimit::RateLimiter>,
     /// Peers whose `X-Forwarded-For` names the client (none by default).
     pub proxies: Arc<proxy::TrustedProxies>,
+    /// `http` or `https`: how this server is reached (the Resource Controller's endpoints).
+    pub scheme: &'static str,
 }
 
 impl AppState {
@@ -47,7 +50,14 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             limiter: Arc::new(ratelimit::RateLimiter::new(limits)),
             proxies: Arc::default(),
+            scheme: "http",
         }
+    }
+
+    /// The server listens with TLS (`https` endpoints in Resource Controller answers).
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.scheme = if tls { "https" } else { "http" };
+        self
     }
 
     /// Believes `X-Forwarded-For` from peers inside these networks.
@@ -159,6 +169,11 @@ pub fn app(state: AppState, with_ops: bool) -> Router {
 fn api_routes(state: AppState) -> Router {
     Router::new()
         .route("/identity/token", post(routes::identity::token))
+        .route("/oidc/token", post(routes::identity::oidc_token))
+        .route(
+            "/v2/resource_instances/{id}",
+            get(routes::resource_controller::get),
+        )
         .route(
             "/api/v2/keys",
             get(routes::keys::list)
@@ -245,7 +260,30 @@ fn api_routes(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(endpoint::classify))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(echo_correlation_id))
         .with_state(state)
+}
+
+/// Key Protect answers with the request's `Correlation-Id` (the Go and Node clients send one
+/// on every call and show it in their errors). Echoed only when it is 1 to 128 visible ASCII
+/// characters, like the audit record keeps it.
+async fn echo_correlation_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = req
+        .headers()
+        .get("correlation-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned();
+    let mut resp = next.run(req).await;
+    if let Some(id) = id {
+        resp.headers_mut().insert("correlation-id", id);
+    }
+    resp
 }
 
 /// The router of a sealed service on the main (public) listener: every route answers 503, and

@@ -119,6 +119,19 @@ pub fn keys<'a>(infos: impl IntoIterator<Item = &'a KeyInfo>) -> resp::KeyCollec
     resp::KeyCollection::new(KEY_TYPE, infos.into_iter().map(key).collect())
 }
 
+/// The identifiers of keys (`Prefer: return=minimal` on create).
+pub fn key_ids<'a>(ids: impl IntoIterator<Item = &'a String>) -> resp::KeyIdCollection {
+    resp::KeyIdCollection::new(
+        KEY_TYPE,
+        ids.into_iter()
+            .map(|id| resp::KeyId {
+                kind: KEY_TYPE.to_string(),
+                id: id.clone(),
+            })
+            .collect(),
+    )
+}
+
 pub fn token(t: &TokenInfo) -> resp::ImportToken {
     let secret = match (&t.payload, &t.nonce) {
         (Some(p), Some(n)) => Some((p.clone(), n.clone())),

@@ -1,6 +1,6 @@
 //! `keyward`: a self-hosted key management service speaking the IBM Key Protect API.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use keyward::{admin, config, server};
 
 #[derive(Parser, Debug)]
@@ -18,6 +18,11 @@ enum Cmd {
     Admin(admin::AdminArgs),
     /// A Key Protect client: talk to Keyward or any Key Protect endpoint
     Kp(keyward_kpclient::KpArgs),
+    /// Print a shell completion script (e.g. `keyward completions bash > /etc/bash_completion.d/keyward`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_tracing(json: bool) {
@@ -40,7 +45,7 @@ async fn main() -> std::process::ExitCode {
     // (The `kp` client handles only what its user gives it.)
     let hardening_failed = match &cli.cmd {
         Cmd::Serve(_) | Cmd::Admin(_) => keyward::harden::harden_process(),
-        Cmd::Kp(_) => Vec::new(),
+        Cmd::Kp(_) | Cmd::Completions { .. } => Vec::new(),
     };
     for f in &hardening_failed {
         eprintln!("warning: process hardening failed: {f}");
@@ -49,6 +54,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Serve(args) => serve(*args).await,
         Cmd::Admin(args) => admin::run(args).await,
         Cmd::Kp(args) => keyward_kpclient::run(args).await,
+        Cmd::Completions { shell } => completions(shell),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -57,6 +63,17 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the completion script for `shell` to stdout (a closed pipe is an error, not a panic).
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)?;
+    out.flush()?;
+    Ok(())
 }
 
 async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {

@@ -108,7 +108,8 @@ pub async fn start_with_clock(
             let svc = Arc::new(svc);
             keyring_watch = Some(keyring);
             let state = AppState::new(svc.clone(), settings.limits)
-                .with_trusted_proxies(settings.trusted_proxies.clone());
+                .with_trusted_proxies(settings.trusted_proxies.clone())
+                .with_tls(settings.tls.is_some());
             let ops = settings
                 .metrics_listen
                 .map(|_| keyward_api::ops_router(state.clone()));

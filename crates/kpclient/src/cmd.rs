@@ -143,6 +143,18 @@ pub async fn run(args: KpArgs) -> anyhow::Result<()> {
             let mut c = client(&args)?;
             key_cmd(&mut c, output, k).await
         }
+        KpCommand::Keys(list) => {
+            let mut c = client(&args)?;
+            key_cmd(&mut c, output, &KeyCmd::List(list.clone())).await
+        }
+        KpCommand::KeyRings { limit, offset } => {
+            let mut c = client(&args)?;
+            let list = crate::KeyRingCmd::List {
+                limit: *limit,
+                offset: *offset,
+            };
+            lifecycle::key_ring_cmd(&mut c, output, &list).await
+        }
         KpCommand::KeyRing(k) => {
             let mut c = client(&args)?;
             lifecycle::key_ring_cmd(&mut c, output, k).await
@@ -442,10 +454,16 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
     match cmd {
         KeyCmd::Create {
             name,
+            name_flag,
             standard,
             description,
             expiration_date,
         } => {
+            // clap's group makes exactly one of them present
+            let name = name
+                .as_ref()
+                .or(name_flag.as_ref())
+                .context("a key name is required")?;
             let r = base_resource(name, *standard, description, expiration_date);
             create_key(c, output, r).await
         }
@@ -480,7 +498,7 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             }
             create_key(c, output, r).await
         }
-        KeyCmd::List {
+        KeyCmd::List(crate::KeyListArgs {
             limit,
             offset,
             state,
@@ -488,7 +506,7 @@ async fn key_cmd(c: &mut Client, output: OutputFormat, cmd: &KeyCmd) -> anyhow::
             filter,
             sort,
             key_ring,
-        } => {
+        }) => {
             let q = lifecycle::list_query(
                 *limit,
                 *offset,

@@ -43,8 +43,16 @@ pub struct KpArgs {
     #[arg(long, env = "KP_URL", global = true, value_name = "URL")]
     pub url: Option<String>,
 
-    /// Key Protect instance id (UUID), sent as bluemix-instance
-    #[arg(long, env = "KP_INSTANCE_ID", global = true, value_name = "UUID")]
+    /// Key Protect instance id (UUID), sent as bluemix-instance (`-i` and `--instance-ID` as
+    /// in `ibmcloud kp`)
+    #[arg(
+        long,
+        short = 'i',
+        visible_alias = "instance-ID",
+        env = "KP_INSTANCE_ID",
+        global = true,
+        value_name = "UUID"
+    )]
     pub instance: Option<String>,
 
     /// API key, exchanged for an IAM token (IBMCLOUD_API_KEY is read when KP_APIKEY is unset)
@@ -75,9 +83,10 @@ pub struct KpArgs {
     #[arg(long, env = "KP_CACERT", global = true, value_name = "PEMFILE")]
     pub cacert: Option<PathBuf>,
 
-    /// Output format
+    /// Output format (`human`: a table or aligned fields; `json`)
     #[arg(
         long,
+        short = 'o',
         value_enum,
         env = "KP_OUTPUT",
         default_value_t = OutputFormat::Human,
@@ -97,6 +106,15 @@ pub enum KpCommand {
     /// Keys
     #[command(subcommand)]
     Key(KeyCmd),
+    /// List keys (the same as `key list`; `ibmcloud kp keys`)
+    Keys(KeyListArgs),
+    /// List key rings (the same as `key-ring list`; `ibmcloud kp key-rings`)
+    KeyRings {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        offset: Option<u32>,
+    },
     /// Key rings (GET/POST/DELETE /api/v2/key_rings)
     #[command(subcommand)]
     KeyRing(KeyRingCmd),
@@ -208,16 +226,49 @@ then retrieved. With --reuse-token the current token is retrieved first (using u
 retrievals) and a new one is created only if there is none, or it has expired or has no \
 retrievals left. Root keys only.";
 
+/// The query of `key list` (and `keys`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeyListArgs {
+    #[arg(long)]
+    pub limit: Option<u32>,
+    #[arg(long)]
+    pub offset: Option<u32>,
+    /// Comma-separated states, e.g. 1,2,3,5 (deleted keys, state 5, are listed only when asked for)
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Case-insensitive substring of the name or an alias; prefixes `not:`, `exact:`,
+    /// `escape:` and scopes `name:` / `alias:` as in Key Protect (e.g. `exact:alias:db-key`)
+    #[arg(long, allow_hyphen_values = true, value_name = "QUERY")]
+    pub search: Option<String>,
+    /// Space-separated `property=value` or `property=op:value` terms (ops lt, lte, gt, gte;
+    /// dates in double quotes; `none` = property absent), e.g.
+    /// 'state=1 creationDate=gte:"2024-01-01T00:00:00Z"'
+    #[arg(long, allow_hyphen_values = true, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Comma-separated fields, `-` prefix for descending, e.g. -creationDate,id
+    #[arg(long, allow_hyphen_values = true, value_name = "FIELDS")]
+    pub sort: Option<String>,
+    /// Only keys in this key ring (sent as the x-kms-key-ring header)
+    #[arg(long, value_name = "RING")]
+    pub key_ring: Option<String>,
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum KeyCmd {
-    /// Create a key with generated material (root unless --standard)
+    /// Create a key with generated material (root unless --standard); the name is a
+    /// positional argument (`ibmcloud kp key create NAME`) or --name
+    #[command(group(clap::ArgGroup::new("key_name").required(true).args(["name", "name_flag"])))]
     Create {
-        #[arg(long)]
-        name: String,
+        /// The key's name
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// The key's name (instead of the positional NAME)
+        #[arg(long = "name", value_name = "NAME")]
+        name_flag: Option<String>,
         /// Create a standard (extractable) key instead of a root key
-        #[arg(long)]
+        #[arg(long, short = 's', visible_alias = "standard-key")]
         standard: bool,
-        #[arg(long)]
+        #[arg(long, short = 'D')]
         description: Option<String>,
         /// RFC 3339 expiration date, e.g. 2030-01-01T00:00:00Z
         #[arg(long, value_name = "RFC3339")]
@@ -255,30 +306,7 @@ pub enum KeyCmd {
         material_format: MaterialFormat,
     },
     /// List keys (GET /api/v2/keys)
-    List {
-        #[arg(long)]
-        limit: Option<u32>,
-        #[arg(long)]
-        offset: Option<u32>,
-        /// Comma-separated states, e.g. 1,2,3,5 (deleted keys, state 5, are listed only when asked for)
-        #[arg(long)]
-        state: Option<String>,
-        /// Case-insensitive substring of the name or an alias; prefixes `not:`, `exact:`,
-        /// `escape:` and scopes `name:` / `alias:` as in Key Protect (e.g. `exact:alias:db-key`)
-        #[arg(long, allow_hyphen_values = true, value_name = "QUERY")]
-        search: Option<String>,
-        /// Space-separated `property=value` or `property=op:value` terms (ops lt, lte, gt, gte;
-        /// dates in double quotes; `none` = property absent), e.g.
-        /// 'state=1 creationDate=gte:"2024-01-01T00:00:00Z"'
-        #[arg(long, allow_hyphen_values = true, value_name = "EXPR")]
-        filter: Option<String>,
-        /// Comma-separated fields, `-` prefix for descending, e.g. -creationDate,id
-        #[arg(long, allow_hyphen_values = true, value_name = "FIELDS")]
-        sort: Option<String>,
-        /// Only keys in this key ring (sent as the x-kms-key-ring header)
-        #[arg(long, value_name = "RING")]
-        key_ring: Option<String>,
-    },
+    List(KeyListArgs),
     /// Show a key's metadata (GET /api/v2/keys/{id}/metadata)
     Show {
         /// Key id or alias
@@ -759,7 +787,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.output, OutputFormat::Json);
         assert_eq!(a.url.as_deref(), Some("http://x"));
-        assert!(matches!(a.command, KpCommand::Key(KeyCmd::List { .. })));
+        assert!(matches!(a.command, KpCommand::Key(KeyCmd::List(_))));
     }
 
     #[test]
@@ -964,13 +992,13 @@ mod tests {
         .unwrap()
         .command
         {
-            KpCommand::Key(KeyCmd::List {
+            KpCommand::Key(KeyCmd::List(KeyListArgs {
                 search,
                 filter,
                 sort,
                 key_ring,
                 ..
-            }) => {
+            })) => {
                 assert_eq!(search.as_deref(), Some("exact:alias:a1"));
                 assert_eq!(filter.as_deref(), Some("state=1 extractable=false"));
                 assert_eq!(sort.as_deref(), Some("-creationDate"));
@@ -978,6 +1006,59 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn ibmcloud_kp_command_shapes_parse() {
+        // `ibmcloud kp keys -i ID --output json`
+        let a = parse(&["keys", "-i", "inst", "--output", "json", "--limit", "5"]).unwrap();
+        assert_eq!(a.instance.as_deref(), Some("inst"));
+        assert_eq!(a.output, OutputFormat::Json);
+        assert!(matches!(
+            a.command,
+            KpCommand::Keys(KeyListArgs { limit: Some(5), .. })
+        ));
+        // `--instance-ID`, `-o`
+        let a = parse(&["key-rings", "--instance-ID", "inst", "-o", "json"]).unwrap();
+        assert_eq!(a.instance.as_deref(), Some("inst"));
+        assert_eq!(a.output, OutputFormat::Json);
+        assert!(matches!(a.command, KpCommand::KeyRings { .. }));
+        // `ibmcloud kp key create NAME -s -D DESC`, or --name
+        match parse(&["key", "create", "my-key", "-s", "-D", "d"])
+            .unwrap()
+            .command
+        {
+            KpCommand::Key(KeyCmd::Create {
+                name,
+                name_flag,
+                standard,
+                description,
+                ..
+            }) => {
+                assert_eq!(name.as_deref(), Some("my-key"));
+                assert_eq!(name_flag, None);
+                assert!(standard);
+                assert_eq!(description.as_deref(), Some("d"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["key", "create", "--name", "n2", "--standard-key"])
+            .unwrap()
+            .command
+        {
+            KpCommand::Key(KeyCmd::Create {
+                name_flag,
+                standard,
+                ..
+            }) => {
+                assert_eq!(name_flag.as_deref(), Some("n2"));
+                assert!(standard);
+            }
+            other => panic!("{other:?}"),
+        }
+        // exactly one name
+        assert!(parse(&["key", "create"]).is_err());
+        assert!(parse(&["key", "create", "a", "--name", "b"]).is_err());
     }
 
     #[test]

@@ -168,11 +168,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         .join("\n")
 }
 
-/// `enabled` / `disabled`, then `; name=value` per attribute (lists comma-joined).
+/// `enabled`, then `; name=value` per attribute (lists comma-joined); or `disabled`.
 pub fn policy_summary(data: &Value) -> String {
     let mut s = match data.get("enabled").and_then(Value::as_bool) {
         Some(true) => "enabled".to_owned(),
-        Some(false) => "disabled".to_owned(),
+        // the attributes of a disabled policy are not in force (Keyward shows
+        // keyCreateImportAccess's defaults then)
+        Some(false) => return "disabled".to_owned(),
         None => "unknown".to_owned(),
     };
     let attrs = data.get("attributes").and_then(Value::as_object);

@@ -267,8 +267,62 @@ impl KeyService {
             ServiceError::new(ErrorCode::BadBody, "Provided API key could not be found")
         })?;
         self.tokens
-            .issue(&row.iam_id, &row.id, self.clock.now_unix())
+            .issue(
+                &row.iam_id,
+                &row.id,
+                &self.cfg.account,
+                self.clock.now_unix(),
+            )
             .map_err(ServiceError::internal)
+    }
+
+    /// The IAM `refresh_token` grant: a refresh token for a new access token (and refresh
+    /// token), while the API key it is bound to still exists. The API key is looked up in the
+    /// store, not the cache, so a deleted key's refresh tokens stop at once.
+    pub async fn refresh_token(&self, refresh: &str) -> ServiceResult<IssuedToken> {
+        let bad = || ServiceError::new(ErrorCode::BadBody, "Provided refresh token is invalid");
+        let claims = self
+            .tokens
+            .verify_refresh(refresh, self.clock.now_unix())
+            .map_err(|_| bad())?;
+        if !self.store.api_key_exists(&claims.api_key_id).await? {
+            return Err(bad());
+        }
+        self.tokens
+            .issue(
+                &claims.iam_id,
+                &claims.api_key_id,
+                &self.cfg.account,
+                self.clock.now_unix(),
+            )
+            .map_err(ServiceError::internal)
+    }
+
+    /// Region and account shown in CRNs.
+    pub fn crn_scope(&self) -> (&str, &str) {
+        (&self.cfg.region, &self.cfg.account)
+    }
+
+    /// The CRN of an instance: a key's CRN up to its instance, then `::` (as Key Protect's
+    /// instance CRNs end).
+    pub fn instance_crn(&self, instance: InstanceId) -> String {
+        format!(
+            "crn:v1:keyward:private:kms:{}:a/{}:{}::",
+            self.cfg.region, self.cfg.account, instance
+        )
+    }
+
+    /// The caller's instance (the Resource Controller's view of it), for a caller with any
+    /// role there; 403 otherwise.
+    pub async fn instance_info(
+        &self,
+        caller: &Caller,
+    ) -> ServiceResult<keyward_domain::rows::InstanceRow> {
+        caller.require(keyward_domain::Action::ListKeys)?;
+        self.store
+            .get_instance(caller.instance)
+            .await?
+            .ok_or_else(ServiceError::forbidden)
     }
 
     /// Verifies a bearer token and that the API key it was minted from still exists (cached

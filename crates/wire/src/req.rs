@@ -432,12 +432,23 @@ pub struct ImportTokenRequest {
 }
 
 /// `POST /identity/token` (`application/x-www-form-urlencoded`).
-#[derive(Debug, Clone, Default, ToSchema)]
+#[derive(Clone, Default, ToSchema)]
 pub struct IdentityTokenForm {
     /// `urn:ibm:params:oauth:grant-type:apikey`.
     pub grant_type: Option<String>,
     /// A Keyward API key.
     pub apikey: Option<String>,
+    /// The refresh token of the `refresh_token` grant.
+    pub refresh_token: Option<String>,
+}
+
+/// The secrets of the form are never formatted.
+impl std::fmt::Debug for IdentityTokenForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityTokenForm")
+            .field("grant_type", &self.grant_type)
+            .finish_non_exhaustive()
+    }
 }
 
 impl IdentityTokenForm {
@@ -448,6 +459,7 @@ impl IdentityTokenForm {
             let slot = match k.as_ref() {
                 "grant_type" => &mut form.grant_type,
                 "apikey" => &mut form.apikey,
+                "refresh_token" => &mut form.refresh_token,
                 _ => continue,
             };
             if slot.is_none() {

@@ -59,6 +59,19 @@ collection!(
     KeyCollection,
     Key
 );
+/// A key as `Prefer: return=minimal` returns it: its identifier only.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyId {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+collection!(
+    /// The key identifiers of a `return=minimal` create.
+    KeyIdCollection,
+    KeyId
+);
 collection!(
     /// A collection of key versions.
     VersionCollection,
@@ -470,6 +483,44 @@ pub struct IamError {
     pub error_code: String,
     #[serde(rename = "errorMessage")]
     pub error_message: String,
+}
+
+/// `GET /v2/resource_instances/{id}`: an instance as IBM Cloud's Resource Controller
+/// describes it (the fields Keyward fills).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResourceInstance {
+    /// The instance CRN (the Resource Controller's `id` is the CRN).
+    pub id: String,
+    pub guid: String,
+    pub url: String,
+    pub crn: String,
+    pub name: String,
+    /// Always `active`.
+    pub state: String,
+    /// Always `service_instance`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Always `kms`.
+    pub resource_id: String,
+    pub region_id: String,
+    pub account_id: String,
+    pub resource_group_id: String,
+    pub created_at: String,
+    pub locked: bool,
+    pub extensions: ResourceInstanceExtensions,
+}
+
+/// `extensions` of a resource instance.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResourceInstanceExtensions {
+    pub endpoints: ResourceInstanceEndpoints,
+}
+
+/// The Key Protect endpoints of an instance (both are this server).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResourceInstanceEndpoints {
+    pub public: String,
+    pub private: String,
 }
 
 /// `/healthz` and `/readyz`.

@@ -107,6 +107,15 @@ async fn dispatch(
                 .rotate_key(caller, id, req)
                 .await
                 .map_err(op(ROTATE))?;
+            if super::keys::wants_representation(headers) {
+                let mut info = st
+                    .svc
+                    .get_key_metadata(caller, id)
+                    .await
+                    .map_err(op(ROTATE))?;
+                info.payload = None;
+                return Ok(json_response(StatusCode::OK, &crate::wire::keys([&info])));
+            }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "disable" | "enable" | "setKeyForDeletion" | "unsetKeyForDeletion" | "sync" => {
@@ -132,7 +141,7 @@ async fn dispatch(
         }
         "restore" => {
             let _: EmptyRequest = body_object(headers, body, super::keys::RESTORE).await?;
-            super::keys::restore_inner(st, caller, id).await
+            super::keys::restore_inner(st, caller, id, headers).await
         }
         _ => Err(ApiError::new(
             ServiceError::new(

@@ -1,4 +1,9 @@
-//! `POST /identity/token`: the IAM API-key exchange the IBM SDKs perform.
+//! The IAM token endpoints the IBM SDKs, CLIs and Terraform provider call:
+//! `POST /identity/token` (the API-key grant and the `refresh_token` grant) and IAM's older
+//! login path `POST /oidc/token` (the same grants; the `response_type=cloud_iam` field and the
+//! `Basic bx:bx` client authentication that IBM's `redstone` library sends are accepted and
+//! change nothing). Errors have IAM's shape (`errorCode`, `errorMessage`, `context`), not Key
+//! Protect's envelope. No token or API key is ever logged.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,13 +14,14 @@ use keyward_wire::resp::{IamError, IamErrorContext, IdentityToken};
 use crate::{extract, json_response, AppState};
 
 const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
+const REFRESH_GRANT: &str = "refresh_token";
 
-fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
+fn iam_error(request_type: &str, status: StatusCode, code: &str, message: &str) -> Response {
     json_response(
         status,
         &IamError {
             context: IamErrorContext {
-                request_type: "incoming.Identity_Token".into(),
+                request_type: request_type.into(),
             },
             error_code: code.into(),
             error_message: message.into(),
@@ -23,33 +29,53 @@ fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
     )
 }
 
-pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+/// `POST /identity/token`.
+pub async fn token(st: State<AppState>, req: axum::extract::Request) -> Response {
+    exchange(st, req, "incoming.Identity_Token").await
+}
+
+/// `POST /oidc/token`.
+pub async fn oidc_token(st: State<AppState>, req: axum::extract::Request) -> Response {
+    exchange(st, req, "incoming.OIDC_Token").await
+}
+
+async fn exchange(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    request_type: &'static str,
+) -> Response {
+    let err = |status, code, message| iam_error(request_type, status, code, message);
     let (parts, body) = req.into_parts();
     let ip = st.client_ip(&parts);
     let Ok(bytes) = axum::body::to_bytes(body, extract::BODY_LIMIT).await else {
-        return iam_error(
+        return err(
             StatusCode::PAYLOAD_TOO_LARGE,
             "BXNIM0109E",
             "Request body too large",
         );
     };
     let form = IdentityTokenForm::parse(&bytes);
-    if form.grant_type.as_deref() != Some(APIKEY_GRANT) {
-        return iam_error(
-            StatusCode::BAD_REQUEST,
-            "BXNIM0104E",
-            "Unsupported grant_type: only urn:ibm:params:oauth:grant-type:apikey is supported",
-        );
-    }
-    let Some(apikey) = form.apikey.as_deref().filter(|k| !k.is_empty()) else {
-        return iam_error(
-            StatusCode::BAD_REQUEST,
-            "BXNIM0109E",
-            "Property missing or empty: apikey",
-        );
+    let (secret, refresh) = match form.grant_type.as_deref() {
+        Some(APIKEY_GRANT) => (form.apikey.as_deref(), false),
+        Some(REFRESH_GRANT) => (form.refresh_token.as_deref(), true),
+        _ => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "BXNIM0104E",
+                "Unsupported grant_type: only urn:ibm:params:oauth:grant-type:apikey and refresh_token are supported",
+            )
+        }
+    };
+    let Some(secret) = secret.filter(|k| !k.is_empty()) else {
+        let message = if refresh {
+            "Property missing or empty: refresh_token"
+        } else {
+            "Property missing or empty: apikey"
+        };
+        return err(StatusCode::BAD_REQUEST, "BXNIM0109E", message);
     };
     if let Err(retry) = st.limiter.auth_allowed(ip) {
-        let mut r = iam_error(
+        let mut r = err(
             StatusCode::TOO_MANY_REQUESTS,
             "BXNIM0429E",
             "Too many failed API key attempts from this address; retry later",
@@ -59,7 +85,12 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
         }
         return r;
     }
-    match st.svc.exchange_api_key(apikey).await {
+    let issued = if refresh {
+        st.svc.refresh_token(secret).await
+    } else {
+        st.svc.exchange_api_key(secret).await
+    };
+    match issued {
         Ok(t) => json_response(
             StatusCode::OK,
             &IdentityToken {
@@ -73,7 +104,7 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
         ),
         Err(e) if e.code == keyward_service::ErrorCode::Unavailable => {
             crate::error::log_server_error(&e, "API key could not be exchanged");
-            let mut r = iam_error(
+            let mut r = err(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "BXNIM0500E",
                 "The identity service is temporarily unavailable",
@@ -86,11 +117,19 @@ pub async fn token(State(st): State<AppState>, req: axum::extract::Request) -> R
         }
         Err(_) => {
             st.limiter.auth_failed(ip);
-            iam_error(
-                StatusCode::BAD_REQUEST,
-                "BXNIM0415E",
-                "Provided API key could not be found",
-            )
+            if refresh {
+                err(
+                    StatusCode::BAD_REQUEST,
+                    "BXNIM0407E",
+                    "Provided refresh token is invalid",
+                )
+            } else {
+                err(
+                    StatusCode::BAD_REQUEST,
+                    "BXNIM0415E",
+                    "Provided API key could not be found",
+                )
+            }
         }
     }
 }

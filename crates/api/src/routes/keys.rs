@@ -396,6 +396,12 @@ async fn create_inner(
             .map(str::to_string),
     };
     let info = st.svc.create_key(&caller, req).await.map_err(op(CREATE))?;
+    if prefer(&headers) == Prefer::Minimal {
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &wire::key_ids([&info.row.id.to_string()]),
+        ));
+    }
     Ok(json_response(StatusCode::CREATED, &wire::keys([&info])))
 }
 
@@ -435,16 +441,44 @@ pub async fn metadata(
     Ok(json_response(StatusCode::OK, &out))
 }
 
-/// Whether `Prefer: return=representation` was sent.
-pub fn wants_representation(headers: &HeaderMap) -> bool {
+/// The `Prefer` header's `return=` preference. Where Key Protect honours it:
+///
+/// | operation | unset | `return=minimal` | `return=representation` |
+/// |---|---|---|---|
+/// | create, create with policy overrides, import | 201 + key | 201 + `{type, id}` only | 201 + key |
+/// | delete | 204 | 204 | 200 + key |
+/// | purge | 200 + key | 204 | 200 + key |
+/// | restore | 201 + key | 204 | 201 + key |
+/// | rotate | 204 | 204 | 200 + key |
+///
+/// Root key material is never returned in any form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefer {
+    Unset,
+    Minimal,
+    Representation,
+}
+
+/// The preference of the `Prefer` headers (comma-separated preferences, any case and spacing;
+/// the first `return=` counts; another value is as if unset).
+pub fn prefer(headers: &HeaderMap) -> Prefer {
     headers
         .get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.replace(' ', "")
-                .eq_ignore_ascii_case("return=representation")
+        .flat_map(|v| v.split(','))
+        .map(|p| p.replace([' ', '\t'], "").to_ascii_lowercase())
+        .find_map(|p| match p.as_str() {
+            "return=minimal" => Some(Prefer::Minimal),
+            "return=representation" => Some(Prefer::Representation),
+            _ => None,
         })
+        .unwrap_or(Prefer::Unset)
+}
+
+/// Whether `Prefer: return=representation` was sent.
+pub fn wants_representation(headers: &HeaderMap) -> bool {
+    prefer(headers) == Prefer::Representation
 }
 
 /// `force=true|false` (absent: false; another value: 400).
@@ -479,9 +513,13 @@ pub async fn restore_inner(
     st: &AppState,
     caller: &keyward_service::Caller,
     id: &str,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = st.svc.resolve_key(caller, id).await.map_err(op(RESTORE))?;
     let mut info = st.svc.restore_key(caller, id).await.map_err(op(RESTORE))?;
+    if prefer(headers) == Prefer::Minimal {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     info.payload = None;
     Ok(json_response(StatusCode::CREATED, &wire::keys([&info])))
 }

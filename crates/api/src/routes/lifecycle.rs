@@ -116,16 +116,20 @@ pub async fn restore(
     // Legacy clients send the original payload; it is accepted and not needed.
     let bytes = extract::read_body(&headers, body, RESTORE).await?;
     let _ = extract::lowercased_json(&bytes, RESTORE)?;
-    restore_inner(&st, &caller, &id).await
+    restore_inner(&st, &caller, &id, &headers).await
 }
 
 pub async fn purge(
     State(st): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = st.svc.resolve_key(&caller, &id).await.map_err(op(PURGE))?;
     let info = st.svc.purge_key(&caller, id).await.map_err(op(PURGE))?;
+    if crate::routes::keys::prefer(&headers) == crate::routes::keys::Prefer::Minimal {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     Ok(json_response(StatusCode::OK, &wire::keys([&info])))
 }
 
@@ -331,7 +335,7 @@ pub async fn get_instance_policies(
             created_by: p.created_by.clone(),
             creation_date: format_time(p.created_at),
             last_updated: format_time(p.updated_at),
-            policy_data: p.data.clone(),
+            policy_data: with_default_attributes(&p.policy_type, p.data.clone()),
             policy_type: p.policy_type.clone(),
             updated_by: p.updated_by.clone(),
         })
@@ -340,6 +344,32 @@ pub async fn get_instance_policies(
         StatusCode::OK,
         &InstancePolicyCollection::new(POLICY_TYPE, res),
     ))
+}
+
+/// A `keyCreateImportAccess` policy stored without `attributes` (set while disabled) is shown
+/// with the attributes in force, Key Protect's defaults: Terraform's provider reads each of
+/// them without a nil check (`FlattenInstancePolicy`), so an answer without them crashes it.
+fn with_default_attributes(policy_type: &str, mut data: serde_json::Value) -> serde_json::Value {
+    if policy_type == "keyCreateImportAccess" {
+        if let Some(obj) = data.as_object_mut() {
+            if !obj
+                .get("attributes")
+                .is_some_and(serde_json::Value::is_object)
+            {
+                obj.insert(
+                    "attributes".into(),
+                    serde_json::json!({
+                        "create_root_key": true,
+                        "create_standard_key": true,
+                        "import_root_key": true,
+                        "import_standard_key": true,
+                        "enforce_token": false,
+                    }),
+                );
+            }
+        }
+    }
+    data
 }
 
 pub async fn put_instance_policies(
@@ -502,7 +532,7 @@ pub async fn delete_key_ring(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn registrations_body(rows: &[keyward_domain::rows::RegistrationRow]) -> RegistrationCollection {
+fn registrations_body(rows: &[&keyward_domain::rows::RegistrationRow]) -> RegistrationCollection {
     let res = rows
         .iter()
         .map(|r| resp::Registration {
@@ -517,11 +547,95 @@ fn registrations_body(rows: &[keyward_domain::rows::RegistrationRow]) -> Registr
     RegistrationCollection::new(REGISTRATION_TYPE, res)
 }
 
+/// The query of both registration listings: `limit` (1 to 5000, default 200), `offset`,
+/// `totalCount`, `preventKeyDeletion` (`true`/`false`: only registrations with that value)
+/// and `urlEncodedResourceCRNQuery` (a resource CRN, sent URL-encoded once or twice; a segment
+/// `*`, or ending in `*`, matches any value of that segment, or any with that prefix; in the
+/// all-keys listing the first eight segments may hold no `*`).
+struct RegistrationQuery {
+    limit: usize,
+    offset: usize,
+    total: bool,
+    prevent: Option<bool>,
+    crn: Option<Vec<String>>,
+}
+
+fn registration_query(raw: Option<&str>, all_keys: bool) -> Result<RegistrationQuery, ApiError> {
+    let pairs = query::pairs(raw, REG_LIST)?;
+    let (limit, offset, total) = paging(&pairs, 200, REG_LIST)?;
+    let prevent = match query::last(&pairs, "preventKeyDeletion") {
+        None => None,
+        Some(_) => Some(query::flag(&pairs, "preventKeyDeletion", REG_LIST)?),
+    };
+    const CRN_MSG: &str = "The query parameter `urlEncodedResourceCRNQuery` must be: a URL-encoded CRN of 10 segments (crn:v1:...), with `*` only in the last two segments of the all-keys listing";
+    let crn = match query::last(&pairs, "urlEncodedResourceCRNQuery") {
+        None | Some("") => None,
+        Some(v) => {
+            let once = if v.contains('%') {
+                form_urlencoded::parse(format!("x={v}").as_bytes())
+                    .next()
+                    .map(|(_, d)| d.into_owned())
+                    .unwrap_or_default()
+            } else {
+                v.to_string()
+            };
+            let segs: Vec<String> = once.split(':').map(str::to_string).collect();
+            let ok = segs.len() == 10
+                && segs[0] == "crn"
+                && once.len() <= 512
+                && !(all_keys && segs[..8].iter().any(|s| s.contains('*')));
+            if !ok {
+                return Err(bad_query("urlEncodedResourceCRNQuery", CRN_MSG, REG_LIST));
+            }
+            Some(segs)
+        }
+    };
+    Ok(RegistrationQuery {
+        limit,
+        offset,
+        total,
+        prevent,
+        crn,
+    })
+}
+
+fn crn_matches(pattern: &[String], crn: &str) -> bool {
+    let segs: Vec<&str> = crn.split(':').collect();
+    segs.len() == pattern.len()
+        && pattern
+            .iter()
+            .zip(segs)
+            .all(|(p, s)| match p.strip_suffix('*') {
+                Some(prefix) => s.starts_with(prefix),
+                None => p == s,
+            })
+}
+
+fn registrations_page(
+    rows: &[keyward_domain::rows::RegistrationRow],
+    q: &RegistrationQuery,
+) -> RegistrationCollection {
+    let kept: Vec<&keyward_domain::rows::RegistrationRow> = rows
+        .iter()
+        .filter(|r| q.prevent.is_none_or(|p| r.prevent_key_deletion == p))
+        .filter(|r| {
+            q.crn
+                .as_ref()
+                .is_none_or(|p| crn_matches(p, &r.resource_crn))
+        })
+        .collect();
+    let total = kept.len() as u64;
+    let page: Vec<_> = kept.into_iter().skip(q.offset).take(q.limit).collect();
+    registrations_body(&page).with_total_count(q.total.then_some(total))
+}
+
 pub async fn key_registrations(
     State(st): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let q = registration_query(raw.as_deref(), false)?;
     let id = st
         .svc
         .resolve_key(&caller, &id)
@@ -532,19 +646,27 @@ pub async fn key_registrations(
         .registrations(&caller, Some(id))
         .await
         .map_err(op(REG_LIST))?;
-    Ok(json_response(StatusCode::OK, &registrations_body(&rows)))
+    Ok(json_response(
+        StatusCode::OK,
+        &registrations_page(&rows, &q),
+    ))
 }
 
 pub async fn all_registrations(
     State(st): State<AppState>,
     Auth(caller): Auth,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let q = registration_query(raw.as_deref(), true)?;
     let rows = st
         .svc
         .registrations(&caller, None)
         .await
         .map_err(op(REG_LIST))?;
-    Ok(json_response(StatusCode::OK, &registrations_body(&rows)))
+    Ok(json_response(
+        StatusCode::OK,
+        &registrations_page(&rows, &q),
+    ))
 }
 
 /// Registration writes and event acknowledgements are service-to-service calls of IBM Cloud's

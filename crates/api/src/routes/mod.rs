@@ -6,5 +6,6 @@ pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
+pub mod resource_controller;
 pub mod tokens;
 pub mod xkeyward_audit;

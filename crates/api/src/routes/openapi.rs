@@ -59,6 +59,8 @@ fn reason_codes(status: u16) -> Vec<&'static str> {
     resp::IdentityToken,
     resp::IamError,
     resp::Health,
+    resp::ResourceInstance,
+    resp::KeyIdCollection,
     req::KeyCreateRequest,
     req::KeyCreateWithOverridesRequest,
     req::WrapRequest,
@@ -191,6 +193,8 @@ struct Op {
     keyward: bool,
     /// Key Protect API: bearer token, `Bluemix-Instance`, `Correlation-Id`.
     api: bool,
+    /// A bearer token only (no `Bluemix-Instance`): the Resource Controller subset.
+    bearer: bool,
     params: Vec<Parameter>,
     /// (schema name, required)
     body: Option<(&'static str, bool)>,
@@ -278,6 +282,9 @@ fn operation(op: Op) -> (String, PathItem) {
     if op.deprecated {
         b = b.deprecated(Some(utoipa::openapi::Deprecated::True));
     }
+    if op.bearer {
+        b = b.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+    }
     if op.api {
         b = b
             .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
@@ -340,7 +347,7 @@ fn operation(op: Op) -> (String, PathItem) {
         }
         b = b.response(status.to_string(), r.build());
     }
-    let iam = op.path == "/identity/token";
+    let iam = op.path == "/identity/token" || op.path == "/oidc/token";
     for &status in op.errors {
         let name = if iam {
             format!("IamError{status}")
@@ -390,8 +397,23 @@ fn prefer() -> Parameter {
     header_param(
         "Prefer",
         false,
-        "`return=representation` to receive the resource (`return=minimal`: no body).",
+        "`return=representation` or `return=minimal` (the forms of each operation: `crates/api/src/routes/keys.rs`, `Prefer`). Create: minimal answers the new key's `type` and `id` only (`KeyIdCollection`). Delete, rotate: no body unless representation. Restore, purge: no body (204) with minimal.",
     )
+}
+
+fn registration_query() -> Vec<Parameter> {
+    let mut p = paging("200");
+    p.push(query(
+        "urlEncodedResourceCRNQuery",
+        Type::String,
+        "Only registrations of this resource CRN (URL-encoded; a segment `*`, or ending in `*`, matches any value or prefix; the all-keys listing allows `*` only in the last two segments).",
+    ));
+    p.push(query(
+        "preventKeyDeletion",
+        Type::Boolean,
+        "Only registrations with this `preventKeyDeletion`.",
+    ));
+    p
 }
 
 fn paging(default_limit: &str) -> Vec<Parameter> {
@@ -436,6 +458,7 @@ fn api(
         tag,
         keyward: false,
         api: true,
+        bearer: false,
         params,
         body,
         ok,
@@ -599,9 +622,12 @@ fn ops() -> Vec<Op> {
             "restoreKey",
             "Restore a deleted key",
             keys,
-            vec![key_id()],
+            vec![key_id(), prefer()],
             Some(("RestoreRequest", false)),
-            vec![(201, "The restored key.", Some("KeyCollection"))],
+            vec![
+                (201, "The restored key.", Some("KeyCollection")),
+                (204, "Restored (`Prefer: return=minimal`).", None),
+            ],
             BODY_KEY_ERRORS,
         ),
         api(
@@ -610,9 +636,12 @@ fn ops() -> Vec<Op> {
             "purgeKey",
             "Purge a deleted key (4 hours after deletion)",
             keys,
-            vec![key_id()],
+            vec![key_id(), prefer()],
             None,
-            vec![(200, "The purged key.", Some("KeyCollection"))],
+            vec![
+                (200, "The purged key.", Some("KeyCollection")),
+                (204, "Purged (`Prefer: return=minimal`).", None),
+            ],
             KEY_ERRORS,
         ),
         api(
@@ -734,7 +763,11 @@ fn ops() -> Vec<Op> {
             "listKeyRegistrations",
             "List a key's registrations",
             "Registrations",
-            vec![key_id()],
+            {
+                let mut p = vec![key_id()];
+                p.extend(registration_query());
+                p
+            },
             None,
             vec![(200, "The registrations.", Some("RegistrationCollection"))],
             KEY_ERRORS,
@@ -745,7 +778,7 @@ fn ops() -> Vec<Op> {
             "listRegistrations",
             "List the instance's registrations",
             "Registrations",
-            vec![],
+            registration_query(),
             None,
             vec![(200, "The registrations.", Some("RegistrationCollection"))],
             PLAIN_ERRORS,
@@ -917,23 +950,40 @@ fn ops() -> Vec<Op> {
         ),
     ];
     for (action, id, summary, body, status, schema) in body_actions {
+        let mut ok = vec![(
+            status,
+            if status == 204 {
+                "Done; no body."
+            } else {
+                "Done."
+            },
+            schema,
+        )];
+        let mut params = vec![key_id()];
+        match action {
+            "rotate" => {
+                params.push(prefer());
+                ok.push((
+                    200,
+                    "The rotated key (`Prefer: return=representation`).",
+                    Some("KeyCollection"),
+                ));
+            }
+            "restore" => {
+                params.push(prefer());
+                ok.push((204, "Restored (`Prefer: return=minimal`).", None));
+            }
+            _ => {}
+        }
         v.push(api(
             &format!("/api/v2/keys/{{id}}/actions/{action}"),
             Post,
             id,
             summary,
             actions,
-            vec![key_id()],
+            params,
             body,
-            vec![(
-                status,
-                if status == 204 {
-                    "Done; no body."
-                } else {
-                    "Done."
-                },
-                schema,
-            )],
+            ok,
             BODY_KEY_ERRORS,
         ));
     }
@@ -1003,6 +1053,7 @@ fn ops() -> Vec<Op> {
         tag,
         keyward: true,
         api: false,
+        bearer: false,
         params: vec![],
         body,
         ok,
@@ -1019,6 +1070,33 @@ fn ops() -> Vec<Op> {
         vec![(200, "The access token.", Some("IdentityToken"))],
         &[400, 413, 429, 503],
     ));
+    v.push(own(
+        "/oidc/token",
+        Post,
+        "oidcToken",
+        "IAM's older login path: the same grants as `/identity/token` (IBM's `redstone` library)",
+        "Identity",
+        Some(("IdentityTokenForm", true)),
+        vec![(200, "The access token.", Some("IdentityToken"))],
+        &[400, 413, 429, 503],
+    ));
+    let mut rc = own(
+        "/v2/resource_instances/{id}",
+        Get,
+        "getResourceInstance",
+        "An instance as IBM Cloud's Resource Controller describes it (what Terraform's provider reads)",
+        "Resource Controller",
+        None,
+        vec![(200, "The instance.", Some("ResourceInstance"))],
+        &[400, 401, 404, 429, 503],
+    );
+    rc.params = vec![path_param_matching(
+        "id",
+        "The instance's GUID or CRN.",
+        None,
+    )];
+    rc.bearer = true;
+    v.push(rc);
     v.push(own(
         "/healthz",
         Get,

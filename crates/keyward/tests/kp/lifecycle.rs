@@ -394,18 +394,22 @@ fn instance_policies_from_the_command_line() {
         "--no-key-create-import-access",
         "--no-allowed-ip",
     ]);
-    for t in [
-        "dualAuthDelete",
-        "rotation",
-        "keyCreateImportAccess",
-        "allowedIP",
-    ] {
+    for t in ["dualAuthDelete", "rotation", "allowedIP"] {
         assert_eq!(
             policy(&off, t),
             serde_json::json!({"enabled": false}),
             "{t}: {off}"
         );
     }
+    // keyCreateImportAccess is always shown with the attributes in force (Key Protect's
+    // defaults when it is off: Terraform's provider reads them without a nil check)
+    assert_eq!(
+        policy(&off, "keyCreateImportAccess"),
+        serde_json::json!({"enabled": false, "attributes": {
+            "create_root_key": true, "create_standard_key": true, "import_root_key": true,
+            "import_standard_key": true, "enforce_token": false}}),
+        "{off}"
+    );
     let text = s.human(&[
         "instance-policy",
         "show",

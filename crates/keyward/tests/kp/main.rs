@@ -14,6 +14,7 @@
 
 mod cli;
 mod lifecycle;
+mod shapes;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
