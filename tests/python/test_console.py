@@ -358,6 +358,13 @@ def test_secure_import_wizard_sends_only_ciphertext(console, browser):
             assert f not in body, f"the key material was sent in the clear to {r['url']}"
     console["imported_key"] = key_id
 
+    # the key detail shows Keyward's key usage: the API's wrap and unwrap just now
+    go(browser, console, f"#/keys/{key_id}")
+    wait(browser, lambda d: d.find_elements("id", "key-usage") and "unwrap" in d.find_element("id", "key-usage").text,
+         "the last unwrap shown")
+    usage = text_of(browser, "#key-usage")
+    assert "wrap" in usage and " by " in usage, usage
+
 
 def test_audit_view_filters_records(console, browser):
     sign_in(browser, console, "alice")

@@ -87,6 +87,14 @@ function createCard(ctx) {
   return h('div', { class: 'card' }, h('h2', {}, 'Create a key'), form);
 }
 
+/** Keyward's key usage (`?usage=true`): the last wrap, unwrap and rewrap, and by whom. */
+function usageText(u) {
+  if (!u || !u.lastUsedDate) return 'never (or not yet recorded)';
+  const ops = ['wrap', 'unwrap', 'rewrap'].filter((op) => u[op])
+    .map((op) => `${op} ${fmtTime(u[op].lastUsedDate)} by ${u[op].lastUsedBy}`);
+  return `${fmtTime(u.lastUsedDate)} (${ops.join('; ')})`;
+}
+
 async function optional(p) {
   try { return { ok: (await p).body }; } catch (e) { return { err: e }; }
 }
@@ -94,7 +102,7 @@ async function optional(p) {
 export async function keyView(root, ctx, id) {
   let meta;
   try {
-    meta = (await api('GET', `/api/v2/keys/${encodeURIComponent(id)}/metadata`)).body.resources[0];
+    meta = (await api('GET', `/api/v2/keys/${encodeURIComponent(id)}/metadata`, { query: { usage: 'true' } })).body.resources[0];
   } catch (e) {
     showError(e);
     root.append(h('p', {}, h('a', { href: '#/keys' }, 'Back to keys')));
@@ -120,6 +128,7 @@ export async function keyView(root, ctx, id) {
       ['Description', meta.description], ['Created', `${fmtTime(meta.creationDate)} by ${meta.createdBy}`],
       ['Last rotated', fmtTime(meta.lastRotateDate)], ['Current version', h('code', {}, meta.keyVersion && meta.keyVersion.id)],
       ['Dual authorisation', h('span', { id: 'dual-auth' }, dualText)],
+      ['Last used', h('span', { id: 'key-usage' }, usageText(meta.usage))],
       ['Deleted', meta.deleted ? `${fmtTime(meta.deletionDate)} by ${meta.deletedBy}` : 'no'],
       ['CRN', h('code', {}, meta.crn)],
     ]),
