@@ -261,6 +261,7 @@ pub fn encrypt_material_with(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -4,6 +4,13 @@
 //! and Keyward's HKDF-SHA-256 / AES-256-GCM layer (a fixed vector of this repository: any change
 //! to the payload format fails it). Vectors: `tests/vectors/pq-kat.json` (sources inside).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use keyward_crypto::pq::{self, Binding};
 use ml_kem::array::ArrayN;
 #[allow(deprecated)]

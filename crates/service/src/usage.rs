@@ -278,7 +278,40 @@ pub fn from_rows(rows: &[KeyUsageRow]) -> HashMap<KeyId, KeyUsage> {
     out
 }
 
+impl crate::KeyService {
+    /// Records a use of `key` by `caller` (memory only; see the module documentation).
+    pub(crate) fn record_use(&self, caller: &crate::Caller, key: KeyId, op: UsageOp) {
+        self.usage
+            .record(caller.instance, key, op, self.now(), &caller.iam_id);
+    }
+
+    /// The usage of a key the caller has just been allowed to read: the stored rows with this
+    /// node's unflushed uses merged in.
+    pub async fn key_usage(
+        &self,
+        caller: &crate::Caller,
+        id: KeyId,
+    ) -> crate::ServiceResult<KeyUsage> {
+        caller.require(keyward_domain::Action::GetKeyMetadata)?;
+        let rows = self.store.key_usage(caller.instance, &[id]).await?;
+        let mut u = from_rows(&rows).remove(&id).unwrap_or_default();
+        self.usage.overlay(&id, &mut u);
+        Ok(u)
+    }
+
+    /// Writes every unflushed use now (at shutdown, and for tests); returns the rows written.
+    pub async fn flush_usage(&self) -> crate::ServiceResult<usize> {
+        Ok(self.usage.flush(&*self.store).await?)
+    }
+
+    /// Keys with unflushed uses, and uses dropped at the memory bound (for `/metrics`).
+    pub fn usage_stats(&self) -> (usize, u64) {
+        (self.usage.pending(), self.usage.dropped())
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -325,37 +358,5 @@ mod tests {
         let t = UsageTracker::new(false);
         t.record(InstanceId::new(), KeyId::new(), UsageOp::Wrap, 1, "p");
         assert_eq!(t.pending(), 0);
-    }
-}
-
-impl crate::KeyService {
-    /// Records a use of `key` by `caller` (memory only; see the module documentation).
-    pub(crate) fn record_use(&self, caller: &crate::Caller, key: KeyId, op: UsageOp) {
-        self.usage
-            .record(caller.instance, key, op, self.now(), &caller.iam_id);
-    }
-
-    /// The usage of a key the caller has just been allowed to read: the stored rows with this
-    /// node's unflushed uses merged in.
-    pub async fn key_usage(
-        &self,
-        caller: &crate::Caller,
-        id: KeyId,
-    ) -> crate::ServiceResult<KeyUsage> {
-        caller.require(keyward_domain::Action::GetKeyMetadata)?;
-        let rows = self.store.key_usage(caller.instance, &[id]).await?;
-        let mut u = from_rows(&rows).remove(&id).unwrap_or_default();
-        self.usage.overlay(&id, &mut u);
-        Ok(u)
-    }
-
-    /// Writes every unflushed use now (at shutdown, and for tests); returns the rows written.
-    pub async fn flush_usage(&self) -> crate::ServiceResult<usize> {
-        Ok(self.usage.flush(&*self.store).await?)
-    }
-
-    /// Keys with unflushed uses, and uses dropped at the memory bound (for `/metrics`).
-    pub fn usage_stats(&self) -> (usize, u64) {
-        (self.usage.pending(), self.usage.dropped())
     }
 }
