@@ -37,6 +37,8 @@ pub struct CreateKeyRequest {
     pub encryption_algorithm: Option<String>,
     pub expiration_date: Option<String>,
     pub key_ring_id: Option<String>,
+    /// Aliases created with the key, atomically.
+    pub aliases: Option<Vec<String>>,
     /// `keys_with_policy_overrides`: rotation (enabled, interval months) and dual-auth.
     pub rotation_override: Option<(bool, Option<i64>)>,
     pub dual_auth_override: Option<bool>,
@@ -272,6 +274,24 @@ impl KeyService {
         if let Some(d) = &req.description {
             check_text("description", d, 2, 240)?;
         }
+        let mut aliases: Vec<String> = Vec::new();
+        for a in req.aliases.clone().unwrap_or_default() {
+            if !crate::rings::alias_allowed(&a) {
+                return Err(ServiceError::field("aliases", crate::rings::ALIAS_RULE));
+            }
+            if !aliases.contains(&a) {
+                aliases.push(a);
+            }
+        }
+        if aliases.len() > crate::rings::MAX_ALIASES_PER_KEY {
+            return Err(ServiceError::new(
+                ErrorCode::AliasLimit,
+                format!(
+                    "A key can have at most {} aliases",
+                    crate::rings::MAX_ALIASES_PER_KEY
+                ),
+            ));
+        }
         let tags = req.tags.clone().unwrap_or_default();
         if tags.len() > 30
             || tags.iter().any(|t| {
@@ -422,15 +442,36 @@ impl KeyService {
             &caller.iam_id,
             now,
         )?;
+        let aliases: Vec<keyward_store::AliasRow> = aliases
+            .into_iter()
+            .map(|alias| keyward_store::AliasRow {
+                instance_id: caller.instance,
+                alias,
+                key_id: id,
+                created_at: now,
+                created_by: caller.iam_id.clone(),
+            })
+            .collect();
         self.audit(caller, action, Some(id)).await?;
-        match self.store.insert_key(&row, &version, guard).await {
+        match self
+            .store
+            .insert_key_with_aliases(&row, &version, guard, &aliases)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict(ConflictKind::ImportToken)) => {
                 return Err(self.token_lost(caller.instance).await)
             }
+            Err(StoreError::Conflict(ConflictKind::AlreadyExists)) if !aliases.is_empty() => {
+                return Err(ServiceError::new(
+                    ErrorCode::AliasConflict,
+                    "The alias is already in use by another key of this instance",
+                ))
+            }
             Err(e) => return Err(e.into()),
         }
         let mut info = self.info_with(row, version.created_at, now);
+        info.aliases = aliases.into_iter().map(|a| a.alias).collect();
         if extractable {
             info.payload = Some(material);
         }

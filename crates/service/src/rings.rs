@@ -11,6 +11,16 @@ pub const MAX_KEY_RINGS: usize = 50;
 pub const MAX_ALIASES_PER_KEY: usize = 5;
 pub const DEFAULT_RING: &str = "default";
 
+/// The rule every alias follows (also those given when a key is created).
+pub(crate) const ALIAS_RULE: &str = "The alias must be: 2 to 90 characters of letters, digits, - and _, not a UUID and not a reserved word";
+
+/// Whether `alias` may name a key: [`ALIAS_RULE`].
+pub(crate) fn alias_allowed(alias: &str) -> bool {
+    alias_syntax_ok(alias)
+        && keyward_domain::KeyId::parse(alias).is_err()
+        && !RESERVED.contains(&alias)
+}
+
 const RESERVED: [&str; 16] = [
     "allowed_ip",
     "key",
@@ -160,15 +170,9 @@ impl KeyService {
         alias: &str,
     ) -> ServiceResult<AliasRow> {
         caller.require(Action::CreateAlias)?;
-        if !alias_syntax_ok(alias)
-            || keyward_domain::KeyId::parse(alias).is_ok()
-            || RESERVED.contains(&alias)
-        {
-            return Err(ServiceError::new(
-                ErrorCode::InvalidField,
-                "The alias must be: 2 to 90 characters of letters, digits, - and _, not a UUID and not a reserved word",
-            )
-            .with_target("path_param", "alias"));
+        if !alias_allowed(alias) {
+            return Err(ServiceError::new(ErrorCode::InvalidField, ALIAS_RULE)
+                .with_target("path_param", "alias"));
         }
         let row = self
             .store

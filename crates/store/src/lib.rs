@@ -212,6 +212,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         key: &KeyRow,
         version: &VersionRow,
         guard: Option<TokenGuard>,
+    ) -> StoreResult<()> {
+        self.insert_key_with_aliases(key, version, guard, &[]).await
+    }
+    /// [`Store::insert_key`] and the key's first aliases, in one transaction: all or nothing
+    /// (`Conflict(AlreadyExists)` when an alias is taken).
+    async fn insert_key_with_aliases(
+        &self,
+        key: &KeyRow,
+        version: &VersionRow,
+        guard: Option<TokenGuard>,
+        aliases: &[AliasRow],
     ) -> StoreResult<()>;
     async fn get_key(&self, instance: InstanceId, id: KeyId) -> StoreResult<Option<KeyRow>>;
     async fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>>;

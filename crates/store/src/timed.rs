@@ -151,7 +151,7 @@ timed! {
     fn revoke(&self, instance: InstanceId, iam_id: &str, role: Role) -> StoreResult<()>;
     fn roles_of(&self, instance: InstanceId, iam_id: &str) -> StoreResult<Vec<Role>>;
     fn list_grants(&self) -> StoreResult<Vec<GrantRow>>;
-    fn insert_key(&self, key: &KeyRow, version: &VersionRow, guard: Option<TokenGuard>) -> StoreResult<()>;
+    fn insert_key_with_aliases(&self, key: &KeyRow, version: &VersionRow, guard: Option<TokenGuard>, aliases: &[AliasRow]) -> StoreResult<()>;
     fn get_key(&self, instance: InstanceId, id: KeyId) -> StoreResult<Option<KeyRow>>;
     fn list_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<Vec<KeyRow>>;
     fn count_keys(&self, instance: InstanceId, q: &KeyQuery) -> StoreResult<i64>;

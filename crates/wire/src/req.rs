@@ -128,6 +128,11 @@ macro_rules! key_create_fields {
             #[serde(default, deserialize_with = "de::opt_str")]
             #[schema(rename = "expirationDate")]
             pub expirationdate: Option<String>,
+            /// Aliases to create with the key, in the same transaction (at most 5; the rules of
+            /// `POST /keys/{id}/aliases/{alias}`).
+            #[serde(default, deserialize_with = "de::opt_str_list")]
+            #[schema(max_items = 5)]
+            pub aliases: Option<Vec<String>>,
             $($extra)*
         }
     };
@@ -185,6 +190,7 @@ impl KeyCreateWithOverridesResource {
             iv: self.iv,
             encryptionalgorithm: self.encryptionalgorithm,
             expirationdate: self.expirationdate,
+            aliases: self.aliases,
         };
         (base, self.rotation, self.dualauthdelete)
     }

@@ -390,6 +390,7 @@ async fn create_inner(
         iv: r.iv,
         encryption_algorithm: r.encryptionalgorithm,
         expiration_date: r.expirationdate,
+        aliases: r.aliases,
         key_ring_id: headers
             .get("x-kms-key-ring")
             .and_then(|v| v.to_str().ok())

@@ -470,3 +470,71 @@ async fn aliases_stand_for_the_key_id_and_go_with_the_purged_key() {
     // An alias that names nothing.
     assert_error(&c.metadata("never-was").await, 404, "KEY_NOT_FOUND_ERR");
 }
+
+/// `aliases` in a create body (Key Protect's `CreateKeyWithAliases`): created with the key in
+/// one transaction, or nothing is created.
+#[tokio::test]
+async fn aliases_given_at_creation_come_with_the_key_or_nothing_does() {
+    let s = TestServer::start();
+    let c = s.tenant().await;
+    let count = || async {
+        c.get("/api/v2/keys?state=0,1,2,3,5").await.expect(200)["metadata"]["collectionTotal"]
+            .as_u64()
+            .unwrap()
+    };
+    let k = c
+        .create(
+            json!({"type": KEY_TYPE, "name": "with-aliases", "extractable": false,
+                       "aliases": ["first-alias", "second_alias", "first-alias"]}),
+        )
+        .await
+        .resource(201);
+    let mut got: Vec<String> = k["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["first-alias", "second_alias"]);
+    let id = id_of(&k);
+    for a in ["first-alias", "second_alias"] {
+        let m = c
+            .get(&format!("/api/v2/keys/{a}/metadata"))
+            .await
+            .resource(200);
+        assert_eq!(m["id"], id.as_str());
+    }
+    let n = count().await;
+    // A taken alias: 409, and the key is not created either.
+    let r = c
+        .create(json!({"type": KEY_TYPE, "name": "clash", "aliases": ["fresh-one", "first-alias"]}))
+        .await;
+    assert_error(&r, 409, "KEY_ALIAS_NOT_UNIQUE_ERR");
+    assert_eq!(count().await, n);
+    assert_error(
+        &c.get("/api/v2/keys/fresh-one/metadata").await,
+        404,
+        "KEY_NOT_FOUND_ERR",
+    );
+    // Too many, malformed, a UUID, a reserved word: refused before anything is written.
+    let six: Vec<String> = (0..6).map(|i| format!("al-{i}")).collect();
+    let r = c
+        .create(json!({"type": KEY_TYPE, "name": "six", "aliases": six}))
+        .await;
+    assert_error(&r, 400, "KEY_ALIAS_QUOTA_ERR");
+    for bad in [
+        json!(["a"]),
+        json!(["has space"]),
+        json!(["0f1e2d3c-4b5a-4968-8776-655443322110"]),
+        json!(["keys"]),
+        json!("one"),
+        json!([7]),
+    ] {
+        let r = c
+            .create(json!({"type": KEY_TYPE, "name": "bad", "aliases": bad}))
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    assert_eq!(count().await, n);
+}

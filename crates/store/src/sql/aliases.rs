@@ -32,9 +32,20 @@ impl SqlStore {
     }
 
     pub(crate) async fn create_alias_impl(&self, a: &AliasRow) -> StoreResult<()> {
+        let (me, a) = (self.clone(), a.clone());
+        self.write_one(1, move |c| {
+            Box::pin(async move { me.insert_alias_in(c, &a).await })
+        })
+        .await
+    }
+
+    /// One alias row (with its tag) on `c`: in its own write or in a key's creation.
+    pub(crate) async fn insert_alias_in(
+        &self,
+        c: &mut AnyConnection,
+        a: &AliasRow,
+    ) -> StoreResult<()> {
         let tag = self.tag_of(&rowtag::alias_input(a))?;
-        let a = a.clone();
-        self.write_one(1, move |c| Box::pin(async move {
         sqlx::query(
             "INSERT INTO key_aliases (instance_id, alias, key_id, created_at, created_by, auth_tag) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -48,8 +59,6 @@ impl SqlStore {
         .await
         .map_err(classify)?;
         Ok(())
-        }))
-        .await
     }
 
     pub(crate) async fn delete_alias_impl(

@@ -103,10 +103,18 @@ impl SqlStore {
         key: &KeyRow,
         version: &VersionRow,
         guard: Option<TokenGuard>,
+        aliases: &[AliasRow],
     ) -> StoreResult<()> {
         let (me, key, version) = (self.clone(), key.clone(), version.clone());
+        let aliases = aliases.to_vec();
         self.write_tx(move |c| {
-            Box::pin(async move { me.insert_key_in(c, &key, &version, guard).await })
+            Box::pin(async move {
+                me.insert_key_in(c, &key, &version, guard).await?;
+                for a in &aliases {
+                    me.insert_alias_in(c, a).await?;
+                }
+                Ok(())
+            })
         })
         .await
     }

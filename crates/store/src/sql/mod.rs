@@ -426,14 +426,15 @@ impl Store for SqlStore {
         self.list_grants_impl().await
     }
 
-    async fn insert_key(
+    async fn insert_key_with_aliases(
         &self,
         key: &KeyRow,
         version: &VersionRow,
         guard: Option<TokenGuard>,
+        aliases: &[AliasRow],
     ) -> StoreResult<()> {
         self.bounded(retry_write("insert_key", || {
-            self.insert_key_impl(key, version, guard)
+            self.insert_key_impl(key, version, guard, aliases)
         }))
         .await
     }
