@@ -45,6 +45,9 @@ pub const COPY_TABLES: &[&str] = &[
     "instance_policies",
     "registrations",
     "audit_log",
+    "kmip_adapters",
+    "kmip_client_certs",
+    "kmip_objects",
 ];
 
 /// Most bind parameters in one INSERT (SQLite allows 32766, PostgreSQL 65535).

@@ -68,6 +68,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (6, include_str!("../../migrations/sqlite/0006_row_auth.sql")),
     (7, include_str!("../../migrations/sqlite/0007_listing.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_kmip.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -92,6 +93,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_listing.sql"),
     ),
+    (8, include_str!("../../migrations/postgres/0008_kmip.sql")),
 ];
 
 impl Dialect {
