@@ -163,6 +163,20 @@ pub enum Action {
     CreateAlias,
     DeleteAlias,
     ListRegistrations,
+    /// KMIP adapters, their client certificates and objects (docs/kmip.md).
+    CreateKmipAdapter,
+    ListKmipAdapters,
+    GetKmipAdapter,
+    DeleteKmipAdapter,
+    CreateKmipCert,
+    ListKmipCerts,
+    GetKmipCert,
+    DeleteKmipCert,
+    ListKmipObjects,
+    GetKmipObject,
+    DeleteKmipObject,
+    /// An operation of a KMIP client (authenticated by its certificate, docs/kmip.md).
+    KmipOperation,
 }
 
 impl Action {
@@ -171,7 +185,8 @@ impl Action {
         use Action::*;
         match self {
             ListKeys | HeadKeys | GetKeyMetadata | GetRootKey | ListVersions | Wrap | Unwrap
-            | Rewrap | ListKeyRings | ListRegistrations => Role::Reader,
+            | Rewrap | ListKeyRings | ListRegistrations | ListKmipAdapters | GetKmipAdapter
+            | ListKmipCerts | GetKmipCert | ListKmipObjects | GetKmipObject => Role::Reader,
             GetStandardKeyPayload => Role::ReaderPlus,
             CreateKey | ImportKey | Rotate | SetKeyForDeletion | UnsetKeyForDeletion | Sync
             | CreateImportToken | GetImportToken | CreateKeyRing | CreateAlias | DeleteAlias => {
@@ -186,7 +201,14 @@ impl Action {
             | WriteKeyPolicies
             | ReadInstancePolicies
             | WriteInstancePolicies
-            | DeleteKeyRing => Role::Manager,
+            | DeleteKeyRing
+            | CreateKmipAdapter
+            | DeleteKmipAdapter
+            | CreateKmipCert
+            | DeleteKmipCert
+            | DeleteKmipObject => Role::Manager,
+            // Never checked against a role: a KMIP client is its registered certificate.
+            KmipOperation => Role::Manager,
             Purge => Role::KeyPurge,
         }
     }
@@ -226,6 +248,18 @@ impl Action {
             CreateAlias => "kms.secrets.createalias",
             DeleteAlias => "kms.secrets.deletealias",
             ListRegistrations => "kms.registrations.list",
+            CreateKmipAdapter => "kms.kmip-adapter.create",
+            ListKmipAdapters => "kms.kmip-adapter.list",
+            GetKmipAdapter => "kms.kmip-adapter.read",
+            DeleteKmipAdapter => "kms.kmip-adapter.delete",
+            CreateKmipCert => "kms.kmip-client-certificate.create",
+            ListKmipCerts => "kms.kmip-client-certificate.list",
+            GetKmipCert => "kms.kmip-client-certificate.read",
+            DeleteKmipCert => "kms.kmip-client-certificate.delete",
+            ListKmipObjects => "kms.kmip-object.list",
+            GetKmipObject => "kms.kmip-object.read",
+            DeleteKmipObject => "kms.kmip-object.delete",
+            KmipOperation => "kms.kmip-object.operation",
         }
     }
 }
