@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod identity;
 pub mod keys;
+pub mod kmip;
 pub mod lifecycle;
 pub mod openapi;
 pub mod tokens;
