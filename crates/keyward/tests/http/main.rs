@@ -20,5 +20,6 @@ mod failover;
 mod import_tokens;
 mod isolation;
 mod keys;
+mod kmip;
 mod secure_import;
 mod untrusted;
