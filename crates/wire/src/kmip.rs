@@ -106,37 +106,64 @@ kmip_collection!(
     KmipObject
 );
 
+/// `profile_data` of a new adapter.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct KmipProfileDataRequest {
+    /// The id of an active root key of the instance.
+    #[schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    pub crk_id: String,
+}
+
+/// `metadata` of a creation body (one resource).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct KmipCreateMetadata {
+    #[serde(rename = "collectionTotal")]
+    #[schema(minimum = 1, maximum = 1)]
+    pub collection_total: u64,
+    /// The media type of the resource.
+    #[serde(rename = "collectionType")]
+    pub collection_type: String,
+}
+
 /// The resource of `POST /kmip_adapters`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct KmipAdapterCreate {
+    /// 2 to 40 letters, digits, `-` and `_` (generated when absent).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{2,40}$")]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 240)]
     pub description: Option<String>,
-    /// `native_1.0`.
+    #[schema(pattern = "^native_1\\.0$")]
     pub profile: String,
-    pub profile_data: KmipProfileData,
+    pub profile_data: KmipProfileDataRequest,
 }
 
 /// The body of `POST /kmip_adapters`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct KmipAdapterCreateRequest {
-    pub metadata: CollectionMetadata,
+    pub metadata: KmipCreateMetadata,
+    #[schema(min_items = 1, max_items = 1)]
     pub resources: Vec<KmipAdapterCreate>,
 }
 
 /// The resource of `POST /kmip_adapters/{id}/certificates`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct KmipCertificateCreate {
+    /// 2 to 40 letters, digits, `-` and `_` (generated when absent).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{2,40}$")]
     pub name: Option<String>,
     /// One X.509 certificate, PEM.
+    #[schema(pattern = "^\\s*-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\\r\\n]+-----END CERTIFICATE-----\\s*$", max_length = 16384)]
     pub certificate: String,
 }
 
 /// The body of `POST /kmip_adapters/{id}/certificates`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct KmipCertificateCreateRequest {
-    pub metadata: CollectionMetadata,
+    pub metadata: KmipCreateMetadata,
+    #[schema(min_items = 1, max_items = 1)]
     pub resources: Vec<KmipCertificateCreate>,
 }
