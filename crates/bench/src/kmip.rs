@@ -64,7 +64,10 @@ fn create_aes256() -> Vec<u8> {
                         "Cryptographic Algorithm",
                         Ttlv::enumeration(tags::ATTRIBUTE_VALUE, tags::ALGORITHM_AES),
                     ),
-                    attr("Cryptographic Length", Ttlv::int(tags::ATTRIBUTE_VALUE, 256)),
+                    attr(
+                        "Cryptographic Length",
+                        Ttlv::int(tags::ATTRIBUTE_VALUE, 256),
+                    ),
                 ],
             ),
         ],
@@ -73,14 +76,13 @@ fn create_aes256() -> Vec<u8> {
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-async fn connect(
-    addr: std::net::SocketAddr,
-    cfg: Arc<rustls::ClientConfig>,
-) -> Result<Tls> {
+async fn connect(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Result<Tls> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
-    Ok(tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await?)
+    Ok(tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await?)
 }
 
 /// Sends one request; returns the response's payload (or the failure's reason).
@@ -171,7 +173,12 @@ async fn closed_loop(
     Ok(res)
 }
 
-pub async fn run(args: &Args, launch: &Launch, nodes: &mut Nodes, setup: &Setup) -> Result<Vec<Scenario>> {
+pub async fn run(
+    args: &Args,
+    launch: &Launch,
+    nodes: &mut Nodes,
+    setup: &Setup,
+) -> Result<Vec<Scenario>> {
     let dir = launch.root.join("kmip");
     std::fs::create_dir_all(&dir)?;
     let server = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
@@ -266,7 +273,15 @@ pub async fn run(args: &Args, launch: &Launch, nodes: &mut Nodes, setup: &Setup)
     let mut out = Vec::new();
     for (name, req) in [("kmip-get", get), ("kmip-create", create_aes256())] {
         progress(&format!("{name}: {conns} mTLS connections"));
-        let res = closed_loop(kmip_addr, cfg.clone(), Arc::new(req), conns, warmup, duration).await?;
+        let res = closed_loop(
+            kmip_addr,
+            cfg.clone(),
+            Arc::new(req),
+            conns,
+            warmup,
+            duration,
+        )
+        .await?;
         let mut sc = Scenario::new(name, "closed-loop", conns, res);
         sc.note = Some("KMIP 1.2 over mutual TLS, one batch item per message".into());
         out.push(sc);

@@ -108,13 +108,13 @@ pub fn parse_request(msg: &Ttlv) -> Result<Request<'_>, MessageError> {
             .child(tags::OPERATION)
             .and_then(Ttlv::as_enum)
             .ok_or_else(|| invalid("a batch item has no Operation", version))?;
-        let id = match b.child(tags::UNIQUE_BATCH_ITEM_ID) {
-            None => None,
-            Some(t) => Some(
-                t.as_bytes()
-                    .ok_or_else(|| invalid("a Unique Batch Item ID is not a byte string", version))?,
-            ),
-        };
+        let id =
+            match b.child(tags::UNIQUE_BATCH_ITEM_ID) {
+                None => None,
+                Some(t) => Some(t.as_bytes().ok_or_else(|| {
+                    invalid("a Unique Batch Item ID is not a byte string", version)
+                })?),
+            };
         let payload = b.child(tags::REQUEST_PAYLOAD);
         if payload.is_some_and(|p| !matches!(p.value, Value::Structure(_))) {
             return Err(invalid("a Request Payload is not a structure", version));
@@ -248,9 +248,15 @@ mod tests {
     #[test]
     fn refuses_bad_messages() {
         let m = request((1, 2), 3, vec![item(tags::op::QUERY)]);
-        assert_eq!(parse_request(&m).unwrap_err().reason, reason::INVALID_MESSAGE);
+        assert_eq!(
+            parse_request(&m).unwrap_err().reason,
+            reason::INVALID_MESSAGE
+        );
         let m = request((1, 2), 0, vec![]);
-        assert_eq!(parse_request(&m).unwrap_err().reason, reason::INVALID_MESSAGE);
+        assert_eq!(
+            parse_request(&m).unwrap_err().reason,
+            reason::INVALID_MESSAGE
+        );
         let m = request((3, 0), 1, vec![item(tags::op::QUERY)]);
         assert_eq!(
             parse_request(&m).unwrap_err().reason,
@@ -258,7 +264,10 @@ mod tests {
         );
         let many = (0..MAX_BATCH + 1).map(|_| item(tags::op::QUERY)).collect();
         let m = request((1, 2), MAX_BATCH as i32 + 1, many);
-        assert_eq!(parse_request(&m).unwrap_err().reason, reason::INVALID_MESSAGE);
+        assert_eq!(
+            parse_request(&m).unwrap_err().reason,
+            reason::INVALID_MESSAGE
+        );
         let not_req = Ttlv::structure(tags::RESPONSE_MESSAGE, vec![]);
         assert!(parse_request(&not_req).is_err());
         assert!(parse_request(&Ttlv::int(tags::REQUEST_MESSAGE, 1)).is_err());

@@ -29,7 +29,10 @@ impl OpError {
         }
     }
     pub fn not_found() -> Self {
-        Self::new(reason::ITEM_NOT_FOUND, "no object with this Unique Identifier")
+        Self::new(
+            reason::ITEM_NOT_FOUND,
+            "no object with this Unique Identifier",
+        )
     }
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(reason::INVALID_FIELD, message)
@@ -127,7 +130,12 @@ impl Object {
     /// The Name attribute values (text), for listings.
     pub fn names(&self) -> Vec<String> {
         self.values(NAME)
-            .filter_map(|a| a.value.child(tags::NAME_VALUE)?.as_text().map(str::to_owned))
+            .filter_map(|a| {
+                a.value
+                    .child(tags::NAME_VALUE)?
+                    .as_text()
+                    .map(str::to_owned)
+            })
             .collect()
     }
 
@@ -213,7 +221,11 @@ fn client_mutable(name: &str) -> bool {
 
 /// Attributes a client may set at Create or Register.
 fn client_settable(name: &str) -> bool {
-    client_mutable(name) || matches!(name, ALGORITHM | LENGTH | USAGE_MASK | OPERATION_POLICY_NAME)
+    client_mutable(name)
+        || matches!(
+            name,
+            ALGORITHM | LENGTH | USAGE_MASK | OPERATION_POLICY_NAME
+        )
 }
 
 fn multi_valued(name: &str) -> bool {
@@ -271,7 +283,10 @@ fn read_attr(t: &Ttlv) -> OpResult<(String, Option<i32>, Ttlv)> {
 fn attr_item(a: &Attr) -> Ttlv {
     Ttlv::structure(
         tags::ATTRIBUTE,
-        vec![Ttlv::text(tags::ATTRIBUTE_NAME, a.name.clone()), a.value.clone()],
+        vec![
+            Ttlv::text(tags::ATTRIBUTE_NAME, a.name.clone()),
+            a.value.clone(),
+        ],
     )
 }
 
@@ -503,7 +518,11 @@ impl Ctx<'_> {
                 .child(tags::KEY)
                 .and_then(Ttlv::as_bytes)
                 .ok_or_else(|| OpError::missing("the Key is missing"))?,
-            _ => return Err(OpError::invalid("the Key Material does not match its format")),
+            _ => {
+                return Err(OpError::invalid(
+                    "the Key Material does not match its format",
+                ))
+            }
         };
         if material.is_empty() || material.len() > MAX_MATERIAL {
             return Err(OpError::invalid(format!(
@@ -516,8 +535,12 @@ impl Ctx<'_> {
         }
         let mut secret_data_type = None;
         if ty == object_type::SYMMETRIC_KEY {
-            let block_alg = block.child(tags::CRYPTOGRAPHIC_ALGORITHM).and_then(Ttlv::as_enum);
-            let block_len = block.child(tags::CRYPTOGRAPHIC_LENGTH).and_then(Ttlv::as_int);
+            let block_alg = block
+                .child(tags::CRYPTOGRAPHIC_ALGORITHM)
+                .and_then(Ttlv::as_enum);
+            let block_len = block
+                .child(tags::CRYPTOGRAPHIC_LENGTH)
+                .and_then(Ttlv::as_int);
             let alg = enum_of(&attrs, ALGORITHM).or(block_alg);
             let bits = (material.len() * 8) as i32;
             for given in [int_of(&attrs, LENGTH), block_len].into_iter().flatten() {
@@ -530,7 +553,8 @@ impl Ctx<'_> {
             if block_alg.is_some() && enum_of(&attrs, ALGORITHM).is_some() && block_alg != alg {
                 return Err(OpError::invalid("two different Cryptographic Algorithms"));
             }
-            let alg = alg.ok_or_else(|| OpError::missing("the Cryptographic Algorithm is missing"))?;
+            let alg =
+                alg.ok_or_else(|| OpError::missing("the Cryptographic Algorithm is missing"))?;
             if alg == tags::ALGORITHM_AES && !matches!(bits, 128 | 192 | 256) {
                 return Err(OpError::invalid("an AES key is 128, 192 or 256 bits"));
             }
@@ -708,7 +732,11 @@ impl Ctx<'_> {
         let (name, _, value) = Self::attribute_arg(p)?;
         let mut after = before.clone();
         let index = add_attr(&mut after.attrs, name, value, false)?;
-        let added = after.attrs.last().cloned().ok_or_else(|| OpError::missing("?"))?;
+        let added = after
+            .attrs
+            .last()
+            .cloned()
+            .ok_or_else(|| OpError::missing("?"))?;
         self.touched(&mut after);
         self.backend.update(&before, &after).await?;
         Ok(vec![
@@ -788,17 +816,19 @@ impl Ctx<'_> {
     async fn locate(&mut self, p: &Ttlv) -> OpResult<Vec<Ttlv>> {
         let max = match p.child(tags::MAXIMUM_ITEMS) {
             None => usize::MAX,
-            Some(m) => m
-                .as_int()
-                .filter(|m| *m >= 0)
-                .ok_or_else(|| OpError::invalid("bad Maximum Items"))? as usize,
+            Some(m) => {
+                m.as_int()
+                    .filter(|m| *m >= 0)
+                    .ok_or_else(|| OpError::invalid("bad Maximum Items"))? as usize
+            }
         };
         let offset = match p.child(tags::OFFSET_ITEMS) {
             None => 0,
-            Some(m) => m
-                .as_int()
-                .filter(|m| *m >= 0)
-                .ok_or_else(|| OpError::invalid("bad Offset Items"))? as usize,
+            Some(m) => {
+                m.as_int()
+                    .filter(|m| *m >= 0)
+                    .ok_or_else(|| OpError::invalid("bad Offset Items"))? as usize
+            }
         };
         let mut wanted = Vec::new();
         for a in p.children_with(tags::ATTRIBUTE) {
@@ -817,7 +847,10 @@ impl Ctx<'_> {
         let total = found.len();
         let mut out = Vec::new();
         if p.child(tags::OFFSET_ITEMS).is_some() {
-            out.push(Ttlv::int(tags::LOCATED_ITEMS, total.min(i32::MAX as usize) as i32));
+            out.push(Ttlv::int(
+                tags::LOCATED_ITEMS,
+                total.min(i32::MAX as usize) as i32,
+            ));
         }
         out.extend(
             found
@@ -963,11 +996,21 @@ fn query(p: &Ttlv) -> Vec<Ttlv> {
         .filter_map(Ttlv::as_enum)
         .collect();
     if functions.contains(&tags::query::OPERATIONS) {
-        out.extend(OPERATIONS.iter().map(|o| Ttlv::enumeration(tags::OPERATION, *o)));
+        out.extend(
+            OPERATIONS
+                .iter()
+                .map(|o| Ttlv::enumeration(tags::OPERATION, *o)),
+        );
     }
     if functions.contains(&tags::query::OBJECTS) {
-        out.push(Ttlv::enumeration(tags::OBJECT_TYPE, object_type::SYMMETRIC_KEY));
-        out.push(Ttlv::enumeration(tags::OBJECT_TYPE, object_type::SECRET_DATA));
+        out.push(Ttlv::enumeration(
+            tags::OBJECT_TYPE,
+            object_type::SYMMETRIC_KEY,
+        ));
+        out.push(Ttlv::enumeration(
+            tags::OBJECT_TYPE,
+            object_type::SECRET_DATA,
+        ));
     }
     if functions.contains(&tags::query::SERVER_INFORMATION) {
         out.push(Ttlv::text(tags::VENDOR_IDENTIFICATION, "Keyward"));
@@ -1100,19 +1143,31 @@ mod tests {
         }
         async fn update(&self, before: &Object, after: &Object) -> OpResult<()> {
             let mut v = self.objects.lock().unwrap();
-            let slot = v.iter_mut().find(|(o, _)| o == before).ok_or_else(OpError::not_found)?;
+            let slot = v
+                .iter_mut()
+                .find(|(o, _)| o == before)
+                .ok_or_else(OpError::not_found)?;
             slot.0 = after.clone();
             Ok(())
         }
         async fn destroy(&self, before: &Object, after: &Object) -> OpResult<()> {
             let mut v = self.objects.lock().unwrap();
-            let slot = v.iter_mut().find(|(o, _)| o == before).ok_or_else(OpError::not_found)?;
+            let slot = v
+                .iter_mut()
+                .find(|(o, _)| o == before)
+                .ok_or_else(OpError::not_found)?;
             slot.0 = after.clone();
             slot.1.clear();
             Ok(())
         }
         async fn list(&self) -> OpResult<Vec<Object>> {
-            Ok(self.objects.lock().unwrap().iter().map(|(o, _)| o.clone()).collect())
+            Ok(self
+                .objects
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(o, _)| o.clone())
+                .collect())
         }
     }
 
@@ -1203,8 +1258,15 @@ mod tests {
     #[tokio::test]
     async fn key_lifecycle() {
         let b = Mem::default();
-        let r = one(&b, op::CREATE, create_payload(256, "k1")).await.unwrap();
-        let id = r.child(tags::UNIQUE_IDENTIFIER).unwrap().as_text().unwrap().to_owned();
+        let r = one(&b, op::CREATE, create_payload(256, "k1"))
+            .await
+            .unwrap();
+        let id = r
+            .child(tags::UNIQUE_IDENTIFIER)
+            .unwrap()
+            .as_text()
+            .unwrap()
+            .to_owned();
         let got = one(&b, op::GET, uid(&id)).await.unwrap();
         let km = got
             .child(tags::SYMMETRIC_KEY)
@@ -1216,8 +1278,14 @@ mod tests {
         assert_eq!(km.len(), 32);
         // destroying an active key is refused; activate, revoke, then destroy
         assert_eq!(one(&b, op::ACTIVATE, uid(&id)).await.map(|_| ()), Ok(()));
-        assert_eq!(one(&b, op::ACTIVATE, uid(&id)).await.unwrap_err(), reason::PERMISSION_DENIED);
-        assert_eq!(one(&b, op::DESTROY, uid(&id)).await.unwrap_err(), reason::PERMISSION_DENIED);
+        assert_eq!(
+            one(&b, op::ACTIVATE, uid(&id)).await.unwrap_err(),
+            reason::PERMISSION_DENIED
+        );
+        assert_eq!(
+            one(&b, op::DESTROY, uid(&id)).await.unwrap_err(),
+            reason::PERMISSION_DENIED
+        );
         let attrs = one(&b, op::GET_ATTRIBUTES, uid(&id)).await.unwrap();
         assert_eq!(state_of(&attrs), Some(state::ACTIVE));
         let mut revoke = uid(&id);
@@ -1227,10 +1295,16 @@ mod tests {
         ));
         assert!(one(&b, op::REVOKE, revoke).await.is_ok());
         assert!(one(&b, op::DESTROY, uid(&id)).await.is_ok());
-        assert_eq!(one(&b, op::GET, uid(&id)).await.unwrap_err(), reason::ITEM_NOT_FOUND);
+        assert_eq!(
+            one(&b, op::GET, uid(&id)).await.unwrap_err(),
+            reason::ITEM_NOT_FOUND
+        );
         let attrs = one(&b, op::GET_ATTRIBUTES, uid(&id)).await.unwrap();
         assert_eq!(state_of(&attrs), Some(state::DESTROYED));
-        assert_eq!(one(&b, op::GET, uid("nope")).await.unwrap_err(), reason::ITEM_NOT_FOUND);
+        assert_eq!(
+            one(&b, op::GET, uid("nope")).await.unwrap_err(),
+            reason::ITEM_NOT_FOUND
+        );
     }
 
     #[tokio::test]
@@ -1238,18 +1312,26 @@ mod tests {
         let b = Mem::default();
         for bits in [0, 64, 512, -1] {
             assert_eq!(
-                one(&b, op::CREATE, create_payload(bits, "x")).await.unwrap_err(),
+                one(&b, op::CREATE, create_payload(bits, "x"))
+                    .await
+                    .unwrap_err(),
                 reason::INVALID_FIELD
             );
         }
         let mut p = create_payload(128, "x");
         p[0] = Ttlv::enumeration(tags::OBJECT_TYPE, 4);
-        assert_eq!(one(&b, op::CREATE, p).await.unwrap_err(), reason::FEATURE_NOT_SUPPORTED);
+        assert_eq!(
+            one(&b, op::CREATE, p).await.unwrap_err(),
+            reason::FEATURE_NOT_SUPPORTED
+        );
         let mut p = create_payload(128, "x");
         if let Value::Structure(v) = &mut p[1].value {
             v.push(attr(STATE, Value::Enumeration(2)));
         }
-        assert_eq!(one(&b, op::CREATE, p).await.unwrap_err(), reason::PERMISSION_DENIED);
+        assert_eq!(
+            one(&b, op::CREATE, p).await.unwrap_err(),
+            reason::PERMISSION_DENIED
+        );
         assert!(b.objects.lock().unwrap().is_empty());
     }
 
@@ -1261,7 +1343,10 @@ mod tests {
             vec![
                 (op::CREATE, create_payload(128, "a")),
                 (op::ACTIVATE, vec![]),
-                (op::ADD_ATTRIBUTE, vec![attr("x-purpose", Value::TextString("t".into()))]),
+                (
+                    op::ADD_ATTRIBUTE,
+                    vec![attr("x-purpose", Value::TextString("t".into()))],
+                ),
                 (0x25, vec![]),
                 (op::GET_ATTRIBUTE_LIST, vec![]),
             ],
@@ -1285,7 +1370,15 @@ mod tests {
         let all = one(&b, op::LOCATE, vec![]).await.unwrap();
         assert_eq!(all.children_with(tags::UNIQUE_IDENTIFIER).count(), 2);
         // stop on error (the default): the items after a failure are not run
-        let r = run(&b, vec![(op::GET, uid("nope")), (op::CREATE, create_payload(128, "c"))], false).await;
+        let r = run(
+            &b,
+            vec![
+                (op::GET, uid("nope")),
+                (op::CREATE, create_payload(128, "c")),
+            ],
+            false,
+        )
+        .await;
         assert_eq!(r.len(), 1);
         assert_eq!(b.objects.lock().unwrap().len(), 2);
         // modify and delete a name; a read-only attribute cannot be modified
@@ -1294,7 +1387,10 @@ mod tests {
         assert!(one(&b, op::MODIFY_ATTRIBUTE, m).await.is_ok());
         let mut m = uid("obj-1");
         m.push(attr(LENGTH, Value::Integer(128)));
-        assert_eq!(one(&b, op::MODIFY_ATTRIBUTE, m).await.unwrap_err(), reason::PERMISSION_DENIED);
+        assert_eq!(
+            one(&b, op::MODIFY_ATTRIBUTE, m).await.unwrap_err(),
+            reason::PERMISSION_DENIED
+        );
         let found = one(&b, op::LOCATE, vec![name_attr("b2")]).await.unwrap();
         assert_eq!(found.children_with(tags::UNIQUE_IDENTIFIER).count(), 1);
     }
@@ -1311,17 +1407,27 @@ mod tests {
                 value: Ttlv::text(tags::ATTRIBUTE_VALUE, "v"),
             }],
         };
-        let back = Object::decode_meta("u".into(), o.object_type, o.state, &o.encode_meta()).unwrap();
+        let back =
+            Object::decode_meta("u".into(), o.object_type, o.state, &o.encode_meta()).unwrap();
         assert_eq!(back, o);
     }
 
     #[tokio::test]
     async fn query_and_discover() {
         let b = Mem::default();
-        let q = one(&b, op::QUERY, vec![Ttlv::enumeration(tags::QUERY_FUNCTION, 1)]).await.unwrap();
+        let q = one(
+            &b,
+            op::QUERY,
+            vec![Ttlv::enumeration(tags::QUERY_FUNCTION, 1)],
+        )
+        .await
+        .unwrap();
         assert_eq!(q.children_with(tags::OPERATION).count(), OPERATIONS.len());
         let d = one(&b, op::DISCOVER_VERSIONS, vec![]).await.unwrap();
-        assert_eq!(d.children_with(tags::PROTOCOL_VERSION).count(), VERSIONS.len());
+        assert_eq!(
+            d.children_with(tags::PROTOCOL_VERSION).count(),
+            VERSIONS.len()
+        );
         let garbage = handle_bytes(&b, &[1, 2, 3], &Limits::default()).await;
         assert!(garbage.is_err());
         let _ = parse_request;

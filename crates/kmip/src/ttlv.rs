@@ -314,8 +314,8 @@ fn decode_item(
             let mut children = Vec::new();
             let mut at = 0usize;
             while at < data.len() {
-                let (child, used) = decode_item(&data[at..], depth + 1, limits, items)
-                    .map_err(|e| match e {
+                let (child, used) =
+                    decode_item(&data[at..], depth + 1, limits, items).map_err(|e| match e {
                         DecodeError::Truncated => DecodeError::StructureLength,
                         e => e,
                     })?;
@@ -412,7 +412,10 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| !c.is_whitespace() && *c != '|').collect();
+        let s: String = s
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '|')
+            .collect();
         (0..s.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
@@ -525,7 +528,10 @@ mod tests {
             err(&hex("42 00 20 0C 00 00 00 00")),
             DecodeError::UnknownType(0x0C)
         );
-        assert_eq!(err(&hex("42 00 20 00 00 00 00 00")), DecodeError::UnknownType(0));
+        assert_eq!(
+            err(&hex("42 00 20 00 00 00 00 00")),
+            DecodeError::UnknownType(0)
+        );
         // trailing bytes after the one item
         assert_eq!(
             err(&hex("42 00 20 01 00 00 00 00 00 00 00 00 00 00 00 00")),

@@ -164,7 +164,11 @@ const OBJECT_FIELDS: &[&str] = &[
     "destroyed_by",
 ];
 
-pub(crate) async fn kmip_cmd(c: &mut Client, output: OutputFormat, cmd: &KmipCmd) -> anyhow::Result<()> {
+pub(crate) async fn kmip_cmd(
+    c: &mut Client,
+    output: OutputFormat,
+    cmd: &KmipCmd,
+) -> anyhow::Result<()> {
     match cmd {
         KmipCmd::Adapter(a) => match a {
             AdapterCmd::Create {
@@ -181,18 +185,35 @@ pub(crate) async fn kmip_cmd(c: &mut Client, output: OutputFormat, cmd: &KmipCmd
                 }
                 let body = json!({"metadata": {"collectionType": ADAPTER_TYPE, "collectionTotal": 1}, "resources": [r]});
                 let resp = c
-                    .call(Method::POST, &["kmip_adapters"], &[], &[], Some((CT_JSON, &body)))
+                    .call(
+                        Method::POST,
+                        &["kmip_adapters"],
+                        &[],
+                        &[],
+                        Some((CT_JSON, &body)),
+                    )
                     .await?;
                 print_one(output, &resp.body, ADAPTER_FIELDS)
             }
             AdapterCmd::List { limit, offset } => {
                 let resp = c
-                    .call(Method::GET, &["kmip_adapters"], &paging(*limit, *offset), &[], None)
+                    .call(
+                        Method::GET,
+                        &["kmip_adapters"],
+                        &paging(*limit, *offset),
+                        &[],
+                        None,
+                    )
                     .await?;
                 print_list(
                     output,
                     &resp.body,
-                    &[("ID", "id"), ("NAME", "name"), ("PROFILE", "profile"), ("CREATED", "created_at")],
+                    &[
+                        ("ID", "id"),
+                        ("NAME", "name"),
+                        ("PROFILE", "profile"),
+                        ("CREATED", "created_at"),
+                    ],
                 )
             }
             AdapterCmd::Show { adapter } => {
@@ -253,13 +274,25 @@ pub(crate) async fn kmip_cmd(c: &mut Client, output: OutputFormat, cmd: &KmipCmd
             }
             CertCmd::Show { adapter, cert } => {
                 let resp = c
-                    .call(Method::GET, &["kmip_adapters", adapter, "certificates", cert], &[], &[], None)
+                    .call(
+                        Method::GET,
+                        &["kmip_adapters", adapter, "certificates", cert],
+                        &[],
+                        &[],
+                        None,
+                    )
                     .await?;
                 print_one(output, &resp.body, CERT_FIELDS)
             }
             CertCmd::Delete { adapter, cert } => {
-                c.call(Method::DELETE, &["kmip_adapters", adapter, "certificates", cert], &[], &[], None)
-                    .await?;
+                c.call(
+                    Method::DELETE,
+                    &["kmip_adapters", adapter, "certificates", cert],
+                    &[],
+                    &[],
+                    None,
+                )
+                .await?;
                 print_done(output, "certificate", cert)
             }
         },
@@ -281,18 +314,35 @@ pub(crate) async fn kmip_cmd(c: &mut Client, output: OutputFormat, cmd: &KmipCmd
                 print_list(
                     output,
                     &resp.body,
-                    &[("ID", "id"), ("TYPE", "kmip_object_type"), ("STATE", "state"), ("CREATED", "created_at")],
+                    &[
+                        ("ID", "id"),
+                        ("TYPE", "kmip_object_type"),
+                        ("STATE", "state"),
+                        ("CREATED", "created_at"),
+                    ],
                 )
             }
             ObjectCmd::Show { adapter, object } => {
                 let resp = c
-                    .call(Method::GET, &["kmip_adapters", adapter, "kmip_objects", object], &[], &[], None)
+                    .call(
+                        Method::GET,
+                        &["kmip_adapters", adapter, "kmip_objects", object],
+                        &[],
+                        &[],
+                        None,
+                    )
                     .await?;
                 print_one(output, &resp.body, OBJECT_FIELDS)
             }
             ObjectCmd::Delete { adapter, object } => {
-                c.call(Method::DELETE, &["kmip_adapters", adapter, "kmip_objects", object], &[], &[], None)
-                    .await?;
+                c.call(
+                    Method::DELETE,
+                    &["kmip_adapters", adapter, "kmip_objects", object],
+                    &[],
+                    &[],
+                    None,
+                )
+                .await?;
                 print_done(output, "object", object)
             }
         },

@@ -48,7 +48,8 @@ fn conflict(message: impl Into<String>) -> ServiceError {
 /// Names of adapters and certificates: 2 to 40 letters, digits, `-` and `_`.
 fn name_ok(n: &str) -> bool {
     (2..=40).contains(&n.len())
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn check_name(field: &str, n: &str) -> ServiceResult<()> {
@@ -169,7 +170,8 @@ impl KeyService {
             updated_by: caller.iam_id.clone(),
             updated_at: now,
         };
-        self.audit(caller, Action::CreateKmipAdapter, Some(crk)).await?;
+        self.audit(caller, Action::CreateKmipAdapter, Some(crk))
+            .await?;
         match self.store.create_kmip_adapter(&row).await {
             Ok(()) => Ok(row),
             Err(StoreError::Conflict(_)) => Err(conflict(format!(
@@ -188,7 +190,10 @@ impl KeyService {
         offset: i64,
     ) -> ServiceResult<(Vec<KmipAdapterRow>, i64)> {
         caller.require(Action::ListKmipAdapters)?;
-        Ok(self.store.kmip_adapters(caller.instance, limit, offset).await?)
+        Ok(self
+            .store
+            .kmip_adapters(caller.instance, limit, offset)
+            .await?)
     }
 
     /// `GET /kmip_adapters/{id}` (id or name).
@@ -205,7 +210,8 @@ impl KeyService {
     pub async fn delete_kmip_adapter(&self, caller: &Caller, id: &str) -> ServiceResult<()> {
         caller.require(Action::DeleteKmipAdapter)?;
         let a = self.adapter_of(caller, id).await?;
-        self.audit(caller, Action::DeleteKmipAdapter, Some(a.crk_id)).await?;
+        self.audit(caller, Action::DeleteKmipAdapter, Some(a.crk_id))
+            .await?;
         match self.store.delete_kmip_adapter(caller.instance, &a.id).await {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound) => Err(not_found("KMIP adapter")),
@@ -248,7 +254,8 @@ impl KeyService {
             created_by: caller.iam_id.clone(),
             created_at: self.now(),
         };
-        self.audit(caller, Action::CreateKmipCert, Some(a.crk_id)).await?;
+        self.audit(caller, Action::CreateKmipCert, Some(a.crk_id))
+            .await?;
         match self.store.create_kmip_cert(&row).await {
             Ok(()) => Ok(row),
             Err(StoreError::Conflict(_)) => Err(conflict(
@@ -269,7 +276,10 @@ impl KeyService {
     ) -> ServiceResult<(Vec<KmipCertRow>, i64)> {
         caller.require(Action::ListKmipCerts)?;
         let a = self.adapter_of(caller, adapter).await?;
-        Ok(self.store.kmip_certs(caller.instance, &a.id, limit, offset).await?)
+        Ok(self
+            .store
+            .kmip_certs(caller.instance, &a.id, limit, offset)
+            .await?)
     }
 
     /// `GET /kmip_adapters/{id}/certificates/{cert_id}` (id or name).
@@ -301,8 +311,13 @@ impl KeyService {
             .get_kmip_cert(caller.instance, &a.id, cert)
             .await?
             .ok_or_else(|| not_found("KMIP client certificate"))?;
-        self.audit(caller, Action::DeleteKmipCert, Some(a.crk_id)).await?;
-        match self.store.delete_kmip_cert(caller.instance, &a.id, &c.id).await {
+        self.audit(caller, Action::DeleteKmipCert, Some(a.crk_id))
+            .await?;
+        match self
+            .store
+            .delete_kmip_cert(caller.instance, &a.id, &c.id)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound) => Err(not_found("KMIP client certificate")),
             Err(e) => Err(e.into()),
@@ -319,7 +334,10 @@ impl KeyService {
     ) -> ServiceResult<(Vec<KmipObjectRow>, i64)> {
         caller.require(Action::ListKmipObjects)?;
         let a = self.adapter_of(caller, adapter).await?;
-        Ok(self.store.kmip_objects(caller.instance, &a.id, limit, offset).await?)
+        Ok(self
+            .store
+            .kmip_objects(caller.instance, &a.id, limit, offset)
+            .await?)
     }
 
     /// `GET /kmip_adapters/{id}/kmip_objects/{object_id}`.
@@ -357,7 +375,8 @@ impl KeyService {
         }
         let obj = object_of(&row)?;
         let after = ops::destroyed(&obj, self.now());
-        self.audit(caller, Action::DeleteKmipObject, Some(a.crk_id)).await?;
+        self.audit(caller, Action::DeleteKmipObject, Some(a.crk_id))
+            .await?;
         let mut next = row_after(&row, &after, self.now());
         next.wrapped = None;
         next.updated_by = caller.iam_id.clone();
@@ -411,9 +430,7 @@ fn object_of(row: &KmipObjectRow) -> ServiceResult<Object> {
         row.state as u32,
         &row.meta,
     )
-    .map_err(|_| {
-        ServiceError::new(ErrorCode::Internal, "a stored KMIP object is unreadable")
-    })
+    .map_err(|_| ServiceError::new(ErrorCode::Internal, "a stored KMIP object is unreadable"))
 }
 
 /// The row of `row` changed to `after` (the next row version).
@@ -489,7 +506,12 @@ impl KmipSession {
             .require(Action::KmipOperation)
             .map_err(op_error)?;
         self.svc
-            .root_key_for(&permit, self.adapter.crk_id, allowed, "protect KMIP objects")
+            .root_key_for(
+                &permit,
+                self.adapter.crk_id,
+                allowed,
+                "protect KMIP objects",
+            )
             .await
             .map_err(op_error)
     }
@@ -513,13 +535,22 @@ impl KmipSession {
         F: std::future::Future<Output = Result<T, OpError>>,
     {
         self.svc
-            .audit(&self.caller, Action::KmipOperation, Some(self.adapter.crk_id))
+            .audit(
+                &self.caller,
+                Action::KmipOperation,
+                Some(self.adapter.crk_id),
+            )
             .await
             .map_err(op_error)?;
         let r = f.await;
         let reason = r.as_ref().err().map(|_| "KMIP_OPERATION_FAILED");
         self.svc
-            .audit_outcome(&self.caller, Action::KmipOperation, Some(self.adapter.crk_id), reason)
+            .audit_outcome(
+                &self.caller,
+                Action::KmipOperation,
+                Some(self.adapter.crk_id),
+                reason,
+            )
             .await;
         r
     }
@@ -600,9 +631,10 @@ impl Backend for KmipSession {
         self.audited(async {
             let key = self.root(USABLE).await?;
             let row = self.row(&obj.uid).await?;
-            let wrapped = row.wrapped.as_deref().ok_or_else(|| {
-                OpError::new(reason::ITEM_NOT_FOUND, "the object was destroyed")
-            })?;
+            let wrapped = row
+                .wrapped
+                .as_deref()
+                .ok_or_else(|| OpError::new(reason::ITEM_NOT_FOUND, "the object was destroyed"))?;
             let (pt, _) = open_blob(&key, wrapped, &self.aad(&obj.uid)).map_err(op_error)?;
             Ok(Zeroizing::new(pt.expose().to_vec()))
         })

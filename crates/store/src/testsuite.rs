@@ -813,14 +813,31 @@ async fn kmip_adapters_certs_and_objects(store: &dyn Store) {
         updated_by: "me".into(),
         updated_at: 1,
     };
-    store.create_kmip_adapter(&adapter(a, "ad-1", "one")).await.unwrap();
-    store.create_kmip_adapter(&adapter(b, "ad-2", "one")).await.unwrap();
+    store
+        .create_kmip_adapter(&adapter(a, "ad-1", "one"))
+        .await
+        .unwrap();
+    store
+        .create_kmip_adapter(&adapter(b, "ad-2", "one"))
+        .await
+        .unwrap();
     assert!(matches!(
         store.create_kmip_adapter(&adapter(a, "ad-3", "one")).await,
         Err(StoreError::Conflict(ConflictKind::AlreadyExists))
     ));
-    assert_eq!(store.get_kmip_adapter(a, "one").await.unwrap().unwrap().id, "ad-1");
-    assert_eq!(store.get_kmip_adapter(a, "ad-1").await.unwrap().unwrap().name, "one");
+    assert_eq!(
+        store.get_kmip_adapter(a, "one").await.unwrap().unwrap().id,
+        "ad-1"
+    );
+    assert_eq!(
+        store
+            .get_kmip_adapter(a, "ad-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "one"
+    );
     assert!(store.get_kmip_adapter(a, "ad-2").await.unwrap().is_none());
     let (list, total) = store.kmip_adapters(a, 10, 0).await.unwrap();
     assert_eq!((list.len(), total), (1, 1));
@@ -835,7 +852,10 @@ async fn kmip_adapters_certs_and_objects(store: &dyn Store) {
         created_by: "me".into(),
         created_at: 2,
     };
-    store.create_kmip_cert(&cert(a, "ad-1", "c-1", 1)).await.unwrap();
+    store
+        .create_kmip_cert(&cert(a, "ad-1", "c-1", 1))
+        .await
+        .unwrap();
     // one certificate names one adapter, over all instances
     assert!(matches!(
         store.create_kmip_cert(&cert(b, "ad-2", "c-2", 1)).await,
@@ -846,10 +866,22 @@ async fn kmip_adapters_certs_and_objects(store: &dyn Store) {
         store.create_kmip_cert(&cert(a, "ad-2", "c-3", 3)).await,
         Err(StoreError::NotFound)
     ));
-    assert_eq!(store.find_kmip_cert(&[1; 32]).await.unwrap().unwrap().adapter_id, "ad-1");
+    assert_eq!(
+        store
+            .find_kmip_cert(&[1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .adapter_id,
+        "ad-1"
+    );
     assert!(store.find_kmip_cert(&[9; 32]).await.unwrap().is_none());
     assert_eq!(store.kmip_certs(a, "ad-1", 10, 0).await.unwrap().1, 1);
-    assert!(store.get_kmip_cert(b, "ad-1", "c-1").await.unwrap().is_none());
+    assert!(store
+        .get_kmip_cert(b, "ad-1", "c-1")
+        .await
+        .unwrap()
+        .is_none());
 
     let mut obj = KmipObjectRow {
         id: "o-1".into(),
@@ -871,8 +903,19 @@ async fn kmip_adapters_certs_and_objects(store: &dyn Store) {
         destroyed_at: None,
     };
     store.insert_kmip_object(&obj).await.unwrap();
-    assert!(store.get_kmip_object(b, "ad-1", "o-1").await.unwrap().is_none());
-    assert_eq!(store.get_kmip_object(a, "ad-1", "o-1").await.unwrap().unwrap(), obj);
+    assert!(store
+        .get_kmip_object(b, "ad-1", "o-1")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .get_kmip_object(a, "ad-1", "o-1")
+            .await
+            .unwrap()
+            .unwrap(),
+        obj
+    );
     assert!(matches!(
         store.delete_kmip_adapter(a, "ad-1").await,
         Err(StoreError::Conflict(ConflictKind::AdapterHasObjects))
@@ -887,7 +930,10 @@ async fn kmip_adapters_certs_and_objects(store: &dyn Store) {
         store.update_kmip_object(&obj).await,
         Err(StoreError::Conflict(ConflictKind::KeyChanged))
     ));
-    assert_eq!(store.kmip_objects(a, "ad-1", 10, 0).await.unwrap().0, vec![obj]);
+    assert_eq!(
+        store.kmip_objects(a, "ad-1", 10, 0).await.unwrap().0,
+        vec![obj]
+    );
     store.delete_kmip_cert(a, "ad-1", "c-1").await.unwrap();
     assert!(matches!(
         store.delete_kmip_cert(a, "ad-1", "c-1").await,

@@ -110,7 +110,9 @@ kmip_collection!(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct KmipProfileDataRequest {
     /// The id of an active root key of the instance.
-    #[schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    #[schema(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub crk_id: String,
 }
 
@@ -156,7 +158,10 @@ pub struct KmipCertificateCreate {
     #[schema(pattern = "^[A-Za-z0-9_-]{2,40}$")]
     pub name: Option<String>,
     /// One X.509 certificate, PEM.
-    #[schema(pattern = "^\\s*-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\\r\\n]+-----END CERTIFICATE-----\\s*$", max_length = 16384)]
+    #[schema(
+        pattern = "^\\s*-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\\r\\n]+-----END CERTIFICATE-----\\s*$",
+        max_length = 16384
+    )]
     pub certificate: String,
 }
 

@@ -13,7 +13,8 @@ const CERT_TYPE: &str = "application/vnd.ibm.kms.kmip_client_certificate+json";
 const OBJECT_TYPE: &str = "application/vnd.ibm.kms.kmip_object+json";
 
 fn adapter_body(name: Option<&str>, crk: &str) -> Value {
-    let mut r = json!({"profile": "native_1.0", "profile_data": {"crk_id": crk}, "description": "d"});
+    let mut r =
+        json!({"profile": "native_1.0", "profile_data": {"crk_id": crk}, "description": "d"});
     if let Some(n) = name {
         r["name"] = json!(n);
     }
@@ -62,7 +63,10 @@ async fn adapters_certificates_and_objects_with_key_protect_bodies() {
     let id = id_of(ad);
     // by id and by name
     for p in [&id, "vsan"] {
-        let g = a.get(&format!("/api/v2/kmip_adapters/{p}")).await.expect(200);
+        let g = a
+            .get(&format!("/api/v2/kmip_adapters/{p}"))
+            .await
+            .expect(200);
         assert_eq!(g["resources"][0]["id"], id.as_str());
     }
     // a name is generated when none is given
@@ -70,9 +74,15 @@ async fn adapters_certificates_and_objects_with_key_protect_bodies() {
         .post("/api/v2/kmip_adapters", &adapter_body(None, &crk))
         .await
         .expect(201);
-    assert!(v["resources"][0]["name"].as_str().unwrap().starts_with("kmip_adapter_"));
+    assert!(v["resources"][0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("kmip_adapter_"));
     assert_eq!(total(&a, "/api/v2/kmip_adapters").await, 2);
-    let page = a.get("/api/v2/kmip_adapters?limit=1&offset=1").await.expect(200);
+    let page = a
+        .get("/api/v2/kmip_adapters?limit=1&offset=1")
+        .await
+        .expect(200);
     assert_eq!(page["resources"].as_array().unwrap().len(), 1);
 
     let pem = cert_pem();
@@ -86,10 +96,15 @@ async fn adapters_certificates_and_objects_with_key_protect_bodies() {
     assert_eq!(c["metadata"]["collectionType"], CERT_TYPE);
     let cert_id = id_of(&c["resources"][0]);
     let g = a
-        .get(&format!("/api/v2/kmip_adapters/{id}/certificates/{cert_id}"))
+        .get(&format!(
+            "/api/v2/kmip_adapters/{id}/certificates/{cert_id}"
+        ))
         .await
         .expect(200);
-    assert_eq!(g["resources"][0]["certificate"].as_str().unwrap(), pem.trim());
+    assert_eq!(
+        g["resources"][0]["certificate"].as_str().unwrap(),
+        pem.trim()
+    );
     let l = a
         .get(&format!("/api/v2/kmip_adapters/{id}/certificates"))
         .await
@@ -97,27 +112,37 @@ async fn adapters_certificates_and_objects_with_key_protect_bodies() {
     assert_eq!(l["resources"][0]["name"], "esxi-1");
     assert!(l["resources"][0].get("certificate").is_none());
     let o = a
-        .get(&format!("/api/v2/kmip_adapters/{id}/kmip_objects?totalCount=true"))
+        .get(&format!(
+            "/api/v2/kmip_adapters/{id}/kmip_objects?totalCount=true"
+        ))
         .await
         .expect(200);
     assert_eq!(o["metadata"]["collectionType"], OBJECT_TYPE);
     assert_eq!(o["metadata"]["totalCount"], 0);
     assert_error(
-        &a.get(&format!("/api/v2/kmip_adapters/{id}/kmip_objects/nope")).await,
+        &a.get(&format!("/api/v2/kmip_adapters/{id}/kmip_objects/nope"))
+            .await,
         404,
         "NOT_FOUND_ERR",
     );
 
     // delete the certificate, then the adapter (no objects): both gone
-    a.delete(&format!("/api/v2/kmip_adapters/{id}/certificates/{cert_id}"))
-        .await
-        .expect(204);
+    a.delete(&format!(
+        "/api/v2/kmip_adapters/{id}/certificates/{cert_id}"
+    ))
+    .await
+    .expect(204);
     assert_error(
-        &a.get(&format!("/api/v2/kmip_adapters/{id}/certificates/{cert_id}")).await,
+        &a.get(&format!(
+            "/api/v2/kmip_adapters/{id}/certificates/{cert_id}"
+        ))
+        .await,
         404,
         "NOT_FOUND_ERR",
     );
-    a.delete(&format!("/api/v2/kmip_adapters/{id}")).await.expect(204);
+    a.delete(&format!("/api/v2/kmip_adapters/{id}"))
+        .await
+        .expect(204);
     assert_error(
         &a.get(&format!("/api/v2/kmip_adapters/{id}")).await,
         404,
@@ -145,7 +170,9 @@ async fn readers_read_and_managers_manage() {
     for role in [Role::Reader, Role::ReaderPlus, Role::Writer] {
         let c = s.client(m.instance_id, role).await;
         c.get("/api/v2/kmip_adapters").await.expect(200);
-        c.get(&format!("/api/v2/kmip_adapters/{id}")).await.expect(200);
+        c.get(&format!("/api/v2/kmip_adapters/{id}"))
+            .await
+            .expect(200);
         c.get(&format!("/api/v2/kmip_adapters/{id}/certificates"))
             .await
             .expect(200);
@@ -175,9 +202,16 @@ async fn readers_read_and_managers_manage() {
     }
     // KeyPurge alone reads nothing
     let p = s.client(m.instance_id, Role::KeyPurge).await;
-    assert_error(&p.get("/api/v2/kmip_adapters").await, 403, "UNAUTHORIZED_ERR");
+    assert_error(
+        &p.get("/api/v2/kmip_adapters").await,
+        403,
+        "UNAUTHORIZED_ERR",
+    );
     assert_eq!(total(&m, "/api/v2/kmip_adapters").await, 1);
-    assert_eq!(total(&m, &format!("/api/v2/kmip_adapters/{id}/certificates")).await, 0);
+    assert_eq!(
+        total(&m, &format!("/api/v2/kmip_adapters/{id}/certificates")).await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -252,21 +286,41 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         (two, 400, "COLLECTION_TOTAL_MISMATCH_ERR"),
         (long_desc, 400, "INVALID_FIELD_ERR"),
         (adapter_body(Some("a b"), &crk), 400, "INVALID_FIELD_ERR"),
-        (adapter_body(Some("pp"), "not-a-uuid"), 400, "INVALID_FIELD_ERR"),
-        (adapter_body(Some("pp"), &random_uuid()), 404, "KEY_NOT_FOUND_ERR"),
+        (
+            adapter_body(Some("pp"), "not-a-uuid"),
+            400,
+            "INVALID_FIELD_ERR",
+        ),
+        (
+            adapter_body(Some("pp"), &random_uuid()),
+            404,
+            "KEY_NOT_FOUND_ERR",
+        ),
         (adapter_body(Some("pp"), &std), 400, "KEY_ROOT_REQ_ERR"),
         (good.clone(), 409, "CONFLICT_ERR"),
         (json!([]), 400, "BAD_BODY_ERR"),
         (json!({"metadata": 1}), 400, "BAD_BODY_ERR"),
-        (json!({"metadata": {"collectionType": ADAPTER_TYPE, "collectionTotal": 1}, "resources": [1]}), 400, "BAD_BODY_ERR"),
-        (json!({"metadata": {"collectionType": ADAPTER_TYPE, "collectionTotal": 1}, "resources": [{"profile": 5}]}), 400, "INVALID_FIELD_ERR"),
+        (
+            json!({"metadata": {"collectionType": ADAPTER_TYPE, "collectionTotal": 1}, "resources": [1]}),
+            400,
+            "BAD_BODY_ERR",
+        ),
+        (
+            json!({"metadata": {"collectionType": ADAPTER_TYPE, "collectionTotal": 1}, "resources": [{"profile": 5}]}),
+            400,
+            "INVALID_FIELD_ERR",
+        ),
     ];
     for (body, status, code) in cases {
         let r = a.post("/api/v2/kmip_adapters", &body).await;
         assert_error(&r, status, code);
     }
     let r = a
-        .post_raw("/api/v2/kmip_adapters", b"{not json".to_vec(), Some("application/json"))
+        .post_raw(
+            "/api/v2/kmip_adapters",
+            b"{not json".to_vec(),
+            Some("application/json"),
+        )
         .await;
     assert_error(&r, 400, "BAD_BODY_ERR");
     assert_eq!(total(&a, "/api/v2/kmip_adapters").await, 1);
@@ -281,12 +335,19 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         (cert_body("one", &cert_pem()), 409, "CONFLICT_ERR"),
         (cert_body("bad", "hello"), 400, "INVALID_FIELD_ERR"),
         (
-            cert_body("bad", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            cert_body(
+                "bad",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
             400,
             "INVALID_FIELD_ERR",
         ),
         (cert_body("bad", &two_certs), 400, "INVALID_FIELD_ERR"),
-        (cert_body("bad", &"A".repeat(20_000)), 400, "INVALID_FIELD_ERR"),
+        (
+            cert_body("bad", &"A".repeat(20_000)),
+            400,
+            "INVALID_FIELD_ERR",
+        ),
         (cert_body("a b", &cert_pem()), 400, "INVALID_FIELD_ERR"),
         (
             json!({"metadata": {"collectionType": CERT_TYPE, "collectionTotal": 1}, "resources": [{}]}),

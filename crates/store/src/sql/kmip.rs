@@ -115,7 +115,9 @@ impl SqlStore {
                 .await
                 .map_err(classify)?;
         Ok((
-            rows.iter().map(adapter_from_row).collect::<StoreResult<_>>()?,
+            rows.iter()
+                .map(adapter_from_row)
+                .collect::<StoreResult<_>>()?,
             total,
         ))
     }
@@ -361,7 +363,9 @@ impl SqlStore {
         .await
         .map_err(classify)?;
         Ok((
-            rows.iter().map(object_from_row).collect::<StoreResult<_>>()?,
+            rows.iter()
+                .map(object_from_row)
+                .collect::<StoreResult<_>>()?,
             total,
         ))
     }
