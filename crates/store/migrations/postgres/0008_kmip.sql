@@ -2,6 +2,7 @@
 -- client certificates are registered on it (matched by their SHA-256 fingerprint, unique over
 -- all adapters so that a certificate names one adapter), and the objects its clients create
 -- are stored with their material wrapped under the root key (wrapped is emptied when destroyed).
+-- Every row carries its row-authentication tag from the start (crates/store/src/rowtag.rs).
 CREATE TABLE IF NOT EXISTS kmip_adapters (
     id TEXT PRIMARY KEY,
     instance_id TEXT NOT NULL,
@@ -13,6 +14,7 @@ CREATE TABLE IF NOT EXISTS kmip_adapters (
     created_at BIGINT NOT NULL,
     updated_by TEXT NOT NULL,
     updated_at BIGINT NOT NULL,
+    auth_tag BYTEA NOT NULL,
     UNIQUE (instance_id, name)
 );
 CREATE TABLE IF NOT EXISTS kmip_client_certs (
@@ -24,6 +26,7 @@ CREATE TABLE IF NOT EXISTS kmip_client_certs (
     fingerprint BYTEA NOT NULL UNIQUE,
     created_by TEXT NOT NULL,
     created_at BIGINT NOT NULL,
+    auth_tag BYTEA NOT NULL,
     UNIQUE (adapter_id, name)
 );
 CREATE TABLE IF NOT EXISTS kmip_objects (
@@ -43,7 +46,8 @@ CREATE TABLE IF NOT EXISTS kmip_objects (
     updated_at BIGINT NOT NULL,
     destroyed_by_cert_id TEXT,
     destroyed_by TEXT,
-    destroyed_at BIGINT
+    destroyed_at BIGINT,
+    auth_tag BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS kmip_adapters_instance ON kmip_adapters (instance_id, created_at, id);
 CREATE INDEX IF NOT EXISTS kmip_client_certs_adapter ON kmip_client_certs (adapter_id, created_at, id);

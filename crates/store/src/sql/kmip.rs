@@ -7,13 +7,14 @@ use keyward_domain::{InstanceId, KeyId};
 use sqlx::any::AnyRow;
 
 use super::*;
+use crate::rowtag;
 use crate::{ConflictKind, KmipAdapterRow, KmipCertRow, KmipObjectRow, StoreError, StoreResult};
 
 const ADAPTER_COLS: &str =
-    "id, instance_id, name, description, profile, crk_id, created_by, created_at, updated_by, updated_at";
+    "id, instance_id, name, description, profile, crk_id, created_by, created_at, updated_by, updated_at, auth_tag";
 const CERT_COLS: &str =
-    "id, instance_id, adapter_id, name, certificate, fingerprint, created_by, created_at";
-const OBJECT_COLS: &str = "id, instance_id, adapter_id, object_type, state, meta, wrapped, row_version, created_by_cert_id, created_by, created_at, updated_by_cert_id, updated_by, updated_at, destroyed_by_cert_id, destroyed_by, destroyed_at";
+    "id, instance_id, adapter_id, name, certificate, fingerprint, created_by, created_at, auth_tag";
+const OBJECT_COLS: &str = "id, instance_id, adapter_id, object_type, state, meta, wrapped, row_version, created_by_cert_id, created_by, created_at, updated_by_cert_id, updated_by, updated_at, destroyed_by_cert_id, destroyed_by, destroyed_at, auth_tag";
 
 fn adapter_from_row(r: &AnyRow) -> StoreResult<KmipAdapterRow> {
     Ok(KmipAdapterRow {
@@ -66,12 +67,46 @@ fn object_from_row(r: &AnyRow) -> StoreResult<KmipObjectRow> {
 }
 
 impl SqlStore {
+    fn adapter_checked(&self, r: &AnyRow) -> StoreResult<KmipAdapterRow> {
+        let a = adapter_from_row(r)?;
+        self.check_tag(
+            "kmip_adapters",
+            &a.id,
+            &rowtag::kmip_adapter_input(&a),
+            tag_col(r)?.as_deref(),
+        )?;
+        Ok(a)
+    }
+
+    fn cert_checked(&self, r: &AnyRow) -> StoreResult<KmipCertRow> {
+        let c = cert_from_row(r)?;
+        self.check_tag(
+            "kmip_client_certs",
+            &c.id,
+            &rowtag::kmip_cert_input(&c),
+            tag_col(r)?.as_deref(),
+        )?;
+        Ok(c)
+    }
+
+    fn object_checked(&self, r: &AnyRow) -> StoreResult<KmipObjectRow> {
+        let o = object_from_row(r)?;
+        self.check_tag(
+            "kmip_objects",
+            &o.id,
+            &rowtag::kmip_object_input(&o),
+            tag_col(r)?.as_deref(),
+        )?;
+        Ok(o)
+    }
+
     pub(crate) async fn create_kmip_adapter_impl(&self, a: &KmipAdapterRow) -> StoreResult<()> {
+        let tag = self.tag_of(&rowtag::kmip_adapter_input(a))?;
         let a = a.clone();
         self.write_one(1, move |c| {
             Box::pin(async move {
                 sqlx::query(&format!(
-                    "INSERT INTO kmip_adapters ({ADAPTER_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                    "INSERT INTO kmip_adapters ({ADAPTER_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
                 ))
                 .bind(a.id.as_str())
                 .bind(a.instance_id.to_string())
@@ -83,6 +118,7 @@ impl SqlStore {
                 .bind(a.created_at)
                 .bind(a.updated_by.as_str())
                 .bind(a.updated_at)
+                .bind(tag)
                 .execute(&mut *c)
                 .await
                 .map_err(classify)?;
@@ -116,7 +152,7 @@ impl SqlStore {
                 .map_err(classify)?;
         Ok((
             rows.iter()
-                .map(adapter_from_row)
+                .map(|r| self.adapter_checked(r))
                 .collect::<StoreResult<_>>()?,
             total,
         ))
@@ -136,7 +172,7 @@ impl SqlStore {
         .fetch_optional(&self.read)
         .await
         .map_err(classify)?;
-        row.as_ref().map(adapter_from_row).transpose()
+        row.as_ref().map(|r| self.adapter_checked(r)).transpose()
     }
 
     pub(crate) async fn delete_kmip_adapter_impl(
@@ -185,13 +221,14 @@ impl SqlStore {
     }
 
     pub(crate) async fn create_kmip_cert_impl(&self, k: &KmipCertRow) -> StoreResult<()> {
+        let tag = self.tag_of(&rowtag::kmip_cert_input(k))?;
         let k = k.clone();
         self.write_tx(move |c| {
             Box::pin(async move {
                 // Only on an adapter that exists (it may be deleted meanwhile).
                 let r = sqlx::query(&format!(
                     "INSERT INTO kmip_client_certs ({CERT_COLS})
-                     SELECT $1,$2,$3,$4,$5,$6,$7,$8 WHERE EXISTS
+                     SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9 WHERE EXISTS
                        (SELECT 1 FROM kmip_adapters WHERE instance_id = $2 AND id = $3)"
                 ))
                 .bind(k.id.as_str())
@@ -202,6 +239,7 @@ impl SqlStore {
                 .bind(k.fingerprint.clone())
                 .bind(k.created_by.as_str())
                 .bind(k.created_at)
+                .bind(tag)
                 .execute(&mut *c)
                 .await
                 .map_err(classify)?;
@@ -241,7 +279,9 @@ impl SqlStore {
         .await
         .map_err(classify)?;
         Ok((
-            rows.iter().map(cert_from_row).collect::<StoreResult<_>>()?,
+            rows.iter()
+                .map(|r| self.cert_checked(r))
+                .collect::<StoreResult<_>>()?,
             total,
         ))
     }
@@ -263,7 +303,7 @@ impl SqlStore {
         .fetch_optional(&self.read)
         .await
         .map_err(classify)?;
-        row.as_ref().map(cert_from_row).transpose()
+        row.as_ref().map(|r| self.cert_checked(r)).transpose()
     }
 
     pub(crate) async fn find_kmip_cert_impl(
@@ -277,16 +317,17 @@ impl SqlStore {
         .fetch_optional(&self.read)
         .await
         .map_err(classify)?;
-        row.as_ref().map(cert_from_row).transpose()
+        row.as_ref().map(|r| self.cert_checked(r)).transpose()
     }
 
     pub(crate) async fn insert_kmip_object_impl(&self, o: &KmipObjectRow) -> StoreResult<()> {
+        let tag = self.tag_of(&rowtag::kmip_object_input(o))?;
         let o = o.clone();
         self.write_tx(move |c| {
             Box::pin(async move {
                 let r = sqlx::query(&format!(
                     "INSERT INTO kmip_objects ({OBJECT_COLS})
-                     SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17 WHERE EXISTS
+                     SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18 WHERE EXISTS
                        (SELECT 1 FROM kmip_adapters WHERE instance_id = $2 AND id = $3)"
                 ))
                 .bind(o.id.as_str())
@@ -306,6 +347,7 @@ impl SqlStore {
                 .bind(o.destroyed_by_cert_id.clone())
                 .bind(o.destroyed_by.clone())
                 .bind(o.destroyed_at)
+                .bind(tag)
                 .execute(&mut *c)
                 .await
                 .map_err(classify)?;
@@ -333,7 +375,7 @@ impl SqlStore {
         .fetch_optional(&self.read)
         .await
         .map_err(classify)?;
-        row.as_ref().map(object_from_row).transpose()
+        row.as_ref().map(|r| self.object_checked(r)).transpose()
     }
 
     pub(crate) async fn kmip_objects_impl(
@@ -364,7 +406,7 @@ impl SqlStore {
         .map_err(classify)?;
         Ok((
             rows.iter()
-                .map(object_from_row)
+                .map(|r| self.object_checked(r))
                 .collect::<StoreResult<_>>()?,
             total,
         ))
@@ -373,13 +415,14 @@ impl SqlStore {
     /// Writes `o` (whose `row_version` is one past the stored one) only if the stored row
     /// still has `o.row_version - 1`: `Conflict(KeyChanged)` otherwise.
     pub(crate) async fn update_kmip_object_impl(&self, o: &KmipObjectRow) -> StoreResult<()> {
+        let tag = self.tag_of(&rowtag::kmip_object_input(o))?;
         let o = o.clone();
         self.write_one(1, move |c| {
             Box::pin(async move {
                 let r = sqlx::query(
                     "UPDATE kmip_objects SET state = $4, meta = $5, wrapped = $6, row_version = $7,
                        updated_by_cert_id = $8, updated_by = $9, updated_at = $10,
-                       destroyed_by_cert_id = $11, destroyed_by = $12, destroyed_at = $13
+                       destroyed_by_cert_id = $11, destroyed_by = $12, destroyed_at = $13, auth_tag = $15
                      WHERE instance_id = $1 AND adapter_id = $2 AND id = $3 AND row_version = $14",
                 )
                 .bind(o.instance_id.to_string())
@@ -396,6 +439,7 @@ impl SqlStore {
                 .bind(o.destroyed_by.clone())
                 .bind(o.destroyed_at)
                 .bind(o.row_version - 1)
+                .bind(tag)
                 .execute(&mut *c)
                 .await
                 .map_err(classify)?;
@@ -406,5 +450,121 @@ impl SqlStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::sql::tests::install_test_auth;
+    use crate::{DatabaseUrl, Store};
+
+    async fn exec(store: &SqlStore, sql: &str) {
+        let r = sqlx::query(sql).execute(&store.write).await.unwrap();
+        assert!(r.rows_affected() >= 1, "{sql} changed nothing");
+    }
+
+    fn integrity<T: std::fmt::Debug>(r: StoreResult<T>, table: &str) {
+        match r {
+            Err(StoreError::Integrity { table: t, .. }) => assert_eq!(t, table),
+            other => panic!("expected an integrity failure of {table}, got {other:?}"),
+        }
+    }
+
+    /// A certificate moved to another adapter, an adapter pointed at another root key, an
+    /// object's state or wrapped material edited, or a certificate row inserted without the
+    /// row-authentication key: each is refused on read.
+    #[tokio::test]
+    async fn edited_kmip_rows_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::new(format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("k.db").display()
+        ));
+        let store = SqlStore::connect(&url).await.unwrap();
+        install_test_auth(&store);
+        let inst = InstanceId::new();
+        for (id, name) in [("ad-1", "one"), ("ad-2", "two")] {
+            store
+                .create_kmip_adapter(&KmipAdapterRow {
+                    id: id.into(),
+                    instance_id: inst,
+                    name: name.into(),
+                    description: String::new(),
+                    profile: "native_1.0".into(),
+                    crk_id: KeyId::new(),
+                    created_by: "me".into(),
+                    created_at: 1,
+                    updated_by: "me".into(),
+                    updated_at: 1,
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .create_kmip_cert(&KmipCertRow {
+                id: "c-1".into(),
+                instance_id: inst,
+                adapter_id: "ad-1".into(),
+                name: "c1".into(),
+                certificate: "pem".into(),
+                fingerprint: vec![1; 32],
+                created_by: "me".into(),
+                created_at: 2,
+            })
+            .await
+            .unwrap();
+        store
+            .insert_kmip_object(&KmipObjectRow {
+                id: "o-1".into(),
+                instance_id: inst,
+                adapter_id: "ad-1".into(),
+                object_type: 2,
+                state: 3,
+                meta: vec![1],
+                wrapped: Some("w".into()),
+                row_version: 1,
+                created_by_cert_id: Some("c-1".into()),
+                created_by: "k".into(),
+                created_at: 3,
+                updated_by_cert_id: None,
+                updated_by: "k".into(),
+                updated_at: 3,
+                destroyed_by_cert_id: None,
+                destroyed_by: None,
+                destroyed_at: None,
+            })
+            .await
+            .unwrap();
+        exec(&store, "UPDATE kmip_client_certs SET adapter_id = 'ad-2'").await;
+        integrity(store.find_kmip_cert(&[1; 32]).await, "kmip_client_certs");
+        exec(&store, "UPDATE kmip_client_certs SET adapter_id = 'ad-1'").await;
+        assert!(store.find_kmip_cert(&[1; 32]).await.unwrap().is_some());
+        // a certificate row copied with another fingerprint (its tag copied too)
+        exec(
+            &store,
+            "INSERT INTO kmip_client_certs SELECT 'c-2', instance_id, adapter_id, 'c2', certificate, X'0202020202020202020202020202020202020202020202020202020202020202', created_by, created_at, auth_tag FROM kmip_client_certs",
+        )
+        .await;
+        integrity(store.find_kmip_cert(&[2; 32]).await, "kmip_client_certs");
+        exec(
+            &store,
+            &format!(
+                "UPDATE kmip_adapters SET crk_id = '{}' WHERE id = 'ad-1'",
+                KeyId::new()
+            ),
+        )
+        .await;
+        integrity(store.get_kmip_adapter(inst, "ad-1").await, "kmip_adapters");
+        exec(&store, "UPDATE kmip_objects SET state = 2").await;
+        integrity(
+            store.get_kmip_object(inst, "ad-1", "o-1").await,
+            "kmip_objects",
+        );
+        integrity(
+            store.kmip_objects(inst, "ad-1", 10, 0).await,
+            "kmip_objects",
+        );
     }
 }
