@@ -157,7 +157,7 @@ def kmip_env(tmp_path_factory) -> Kmip:
                 san=[x509.DNSName("localhost"), x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))])
     srv_cert, srv_key_path = _write_pair(base, "server", srv, srv_key)
     clients = {}
-    for who in ("a", "b", "c"):
+    for who in ("a", "b", "c", "d"):
         k = ec.generate_private_key(ec.SECP256R1())
         clients[who] = _write_pair(base, f"client-{who}", _cert(f"client-{who}", k, ca.subject, ca_key), k)
 
@@ -279,6 +279,24 @@ def test_unregistered_certificate_is_refused(kmip_env: Kmip, adapter: Dict[str, 
     status, body = kmip_env.api("GET", f"/api/v2/kmip_adapters/{adapter['id']}/kmip_objects?totalCount=true")
     assert status == 200
     assert all(o["created_by_kmip_client_cert_id"] for o in body["resources"])
+
+
+def test_a_removed_certificate_is_refused_at_its_next_request(kmip_env: Kmip):
+    crk = _root_key(kmip_env, "kmip-root-3")
+    a = _adapter(kmip_env, crk, "third")
+    cert = _register_cert(kmip_env, a["id"], "d", "client-d")
+    with kmip_env.client("d") as c:
+        uid = c.create(enums.CryptographicAlgorithm.AES, 128)
+        status, _ = kmip_env.api("DELETE", f"/api/v2/kmip_adapters/{a['id']}/certificates/{cert['id']}")
+        assert status == 204
+        # the same open connection: refused from the next request on
+        with pytest.raises(KmipOperationFailure) as e:
+            c.get(uid)
+        assert e.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
+    with pytest.raises(KmipOperationFailure) as e:
+        with kmip_env.client("d") as c:
+            c.get(uid)
+    assert e.value.reason == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL
 
 
 def test_objects_are_listed_and_deleting_one_makes_it_unavailable(kmip_env: Kmip, adapter: Dict[str, Any]):
