@@ -932,7 +932,7 @@ async fn kmip_adapters_certs_and_objects(store: &dyn Store) {
     ));
     assert_eq!(
         store.kmip_objects(a, "ad-1", 10, 0).await.unwrap().0,
-        vec![obj]
+        vec![obj.clone()]
     );
     store.delete_kmip_cert(a, "ad-1", "c-1").await.unwrap();
     assert!(matches!(
@@ -945,4 +945,18 @@ async fn kmip_adapters_certs_and_objects(store: &dyn Store) {
         store.delete_kmip_adapter(a, "ad-1").await,
         Err(StoreError::NotFound)
     ));
+    // rows left behind, for the suites that run this one to fill a database (copies)
+    store
+        .create_kmip_adapter(&adapter(b, "ad-9", "kept"))
+        .await
+        .unwrap();
+    store
+        .create_kmip_cert(&cert(b, "ad-9", "c-9", 9))
+        .await
+        .unwrap();
+    obj.id = "o-9".into();
+    obj.instance_id = b;
+    obj.adapter_id = "ad-9".into();
+    obj.row_version = 1;
+    store.insert_kmip_object(&obj).await.unwrap();
 }
