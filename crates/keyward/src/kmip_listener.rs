@@ -241,7 +241,8 @@ async fn connection(
             if tag != tags::REQUEST_MESSAGE || ty != 0x01 || len > MAX_MESSAGE - HEADER_LEN {
                 return Ok::<_, std::io::Error>(None);
             }
-            let mut buf = vec![0u8; HEADER_LEN + len];
+            // A request may carry key material (Register): the buffer is wiped when dropped.
+            let mut buf = zeroize::Zeroizing::new(vec![0u8; HEADER_LEN + len]);
             buf[..HEADER_LEN].copy_from_slice(&header);
             tls.read_exact(&mut buf[HEADER_LEN..]).await?;
             Ok(Some(buf))
@@ -285,9 +286,10 @@ async fn connection(
                 break;
             }
         };
+        // A response may carry key material (Get): the buffer is wiped when dropped.
         let (resp, close) = match handle_bytes(&session, &msg, &limits).await {
-            Ok(r) => (r, false),
-            Err(r) => (r, true),
+            Ok(r) => (zeroize::Zeroizing::new(r), false),
+            Err(r) => (zeroize::Zeroizing::new(r), true),
         };
         if tls.write_all(&resp).await.is_err() || tls.flush().await.is_err() || close {
             break;
