@@ -184,7 +184,10 @@ def adapter(kmip_env: Kmip) -> Dict[str, Any]:
 
 
 def test_management_api_shapes_and_roles(kmip_env: Kmip, adapter: Dict[str, Any]):
-    status, body = kmip_env.api("GET", "/api/v2/kmip_adapters?totalCount=true", token=kmip_env.reader_token)
+    # Key Protect's role table: KMIP management is the Manager's, reads included
+    status, body = kmip_env.api("GET", "/api/v2/kmip_adapters", token=kmip_env.reader_token)
+    assert status == 403, body
+    status, body = kmip_env.api("GET", "/api/v2/kmip_adapters?totalCount=true")
     assert status == 200, body
     assert body["metadata"]["collectionType"] == ADAPTER_TYPE
     assert [a["id"] for a in body["resources"]] == [adapter["id"]]
@@ -302,8 +305,7 @@ def test_a_removed_certificate_is_refused_at_its_next_request(kmip_env: Kmip):
 def test_objects_are_listed_and_deleting_one_makes_it_unavailable(kmip_env: Kmip, adapter: Dict[str, Any]):
     with kmip_env.client() as c:
         uid = c.create(enums.CryptographicAlgorithm.AES, 256)
-        status, body = kmip_env.api("GET", f"/api/v2/kmip_adapters/{adapter['id']}/kmip_objects/{uid}",
-                                    token=kmip_env.reader_token)
+        status, body = kmip_env.api("GET", f"/api/v2/kmip_adapters/{adapter['id']}/kmip_objects/{uid}")
         assert status == 200, body
         obj = body["resources"][0]
         assert obj["id"] == uid and obj["kmip_object_type"] == 2 and obj["state"] == 1
@@ -314,12 +316,17 @@ def test_objects_are_listed_and_deleting_one_makes_it_unavailable(kmip_env: Kmip
                                  token=kmip_env.reader_token)
         assert status == 403
         assert len(c.get(uid).value) == 32
+        # an active object cannot be deleted
+        c.activate(uid)
+        status, body = kmip_env.api("DELETE", f"/api/v2/kmip_adapters/{adapter['id']}/kmip_objects/{uid}")
+        assert status == 409, body
+        c.revoke(enums.RevocationReasonCode.KEY_COMPROMISE, uid)
         status, body = kmip_env.api("DELETE", f"/api/v2/kmip_adapters/{adapter['id']}/kmip_objects/{uid}")
         assert status == 204, body
         with pytest.raises(KmipOperationFailure):
             c.get(uid)
         status, body = kmip_env.api("GET", f"/api/v2/kmip_adapters/{adapter['id']}/kmip_objects/{uid}")
-        assert body["resources"][0]["state"] == 5 and body["resources"][0]["destroyed_by"]
+        assert body["resources"][0]["state"] == 6 and body["resources"][0]["destroyed_by"]
     # an adapter with live objects cannot be deleted
     status, body = kmip_env.api("DELETE", f"/api/v2/kmip_adapters/{adapter['id']}")
     assert status == 409, body

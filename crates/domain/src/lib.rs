@@ -185,8 +185,7 @@ impl Action {
         use Action::*;
         match self {
             ListKeys | HeadKeys | GetKeyMetadata | GetRootKey | ListVersions | Wrap | Unwrap
-            | Rewrap | ListKeyRings | ListRegistrations | ListKmipAdapters | GetKmipAdapter
-            | ListKmipCerts | GetKmipCert | ListKmipObjects | GetKmipObject => Role::Reader,
+            | Rewrap | ListKeyRings | ListRegistrations => Role::Reader,
             GetStandardKeyPayload => Role::ReaderPlus,
             CreateKey | ImportKey | Rotate | SetKeyForDeletion | UnsetKeyForDeletion | Sync
             | CreateImportToken | GetImportToken | CreateKeyRing | CreateAlias | DeleteAlias => {
@@ -202,6 +201,12 @@ impl Action {
             | ReadInstancePolicies
             | WriteInstancePolicies
             | DeleteKeyRing
+            | ListKmipAdapters
+            | GetKmipAdapter
+            | ListKmipCerts
+            | GetKmipCert
+            | ListKmipObjects
+            | GetKmipObject
             | CreateKmipAdapter
             | DeleteKmipAdapter
             | CreateKmipCert
@@ -248,18 +253,11 @@ impl Action {
             CreateAlias => "kms.secrets.createalias",
             DeleteAlias => "kms.secrets.deletealias",
             ListRegistrations => "kms.registrations.list",
-            CreateKmipAdapter => "kms.kmip-adapter.create",
-            ListKmipAdapters => "kms.kmip-adapter.list",
-            GetKmipAdapter => "kms.kmip-adapter.read",
-            DeleteKmipAdapter => "kms.kmip-adapter.delete",
-            CreateKmipCert => "kms.kmip-client-certificate.create",
-            ListKmipCerts => "kms.kmip-client-certificate.list",
-            GetKmipCert => "kms.kmip-client-certificate.read",
-            DeleteKmipCert => "kms.kmip-client-certificate.delete",
-            ListKmipObjects => "kms.kmip-object.list",
-            GetKmipObject => "kms.kmip-object.read",
-            DeleteKmipObject => "kms.kmip-object.delete",
-            KmipOperation => "kms.kmip-object.operation",
+            CreateKmipAdapter | CreateKmipCert => "kms.kmip-management.create",
+            ListKmipAdapters | ListKmipCerts | ListKmipObjects => "kms.kmip-management.list",
+            GetKmipAdapter | GetKmipCert | GetKmipObject => "kms.kmip-management.read",
+            DeleteKmipAdapter | DeleteKmipCert | DeleteKmipObject => "kms.kmip-management.delete",
+            KmipOperation => "kms.kmip.operation",
         }
     }
 }

@@ -10,15 +10,14 @@
 //!   (`envelope.rs`, AAD = the adapter and object ids), so a root key that is disabled,
 //!   deleted or otherwise not active makes every object of the adapter unusable, and every
 //!   KMIP operation on them fails with Permission Denied.
-//! - Management roles (the one table in `keyward_domain::Action`): Reader lists and reads
-//!   adapters, certificates and objects; Manager creates and deletes adapters and
-//!   certificates and deletes (destroys) objects.
+//! - Management role (the one table in `keyward_domain::Action`): Manager, for every call,
+//!   as Key Protect's role table has it (`kms.kmip-management.*`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use keyward_crypto::{ct_eq, random_secret, sha256};
-use keyward_domain::{Action, KeyId, KeyState, Role};
+use keyward_domain::{Action, KeyState, Role};
 use keyward_kmip::ops::{self, Backend, NewObject, Object, OpError};
 use keyward_kmip::tags::reason;
 use keyward_store::{KmipAdapterRow, KmipCertRow, KmipObjectRow, StoreError};
@@ -30,7 +29,7 @@ use crate::{Caller, ErrorCode, KeyService, ServiceError, ServiceResult};
 /// The one adapter profile.
 pub const PROFILE_NATIVE: &str = "native_1.0";
 /// Most adapters per instance, and certificates per adapter.
-pub const MAX_ADAPTERS: i64 = 100;
+pub const MAX_ADAPTERS: i64 = 200;
 pub const MAX_CERTS: i64 = 200;
 /// Longest certificate accepted, PEM.
 pub const MAX_CERT_PEM: usize = 16 * 1024;
@@ -53,12 +52,13 @@ fn name_ok(n: &str) -> bool {
 }
 
 fn check_name(field: &str, n: &str) -> ServiceResult<()> {
-    if name_ok(n) {
+    // A name cannot be a UUID (ids and names share the paths).
+    if name_ok(n) && uuid::Uuid::parse_str(n).is_err() {
         Ok(())
     } else {
         Err(ServiceError::field(
             field,
-            format!("The field `{field}` must be: 2 to 40 letters, digits, - and _"),
+            format!("The field `{field}` must be: 2 to 40 letters, digits, - and _, not a UUID"),
         ))
     }
 }
@@ -120,12 +120,12 @@ impl KeyService {
                 format!("The field `profile` must be: {PROFILE_NATIVE}"),
             ));
         }
-        let crk = KeyId::parse(crk_id).map_err(|_| {
-            ServiceError::field(
+        if crk_id.is_empty() || crk_id.len() > 90 {
+            return Err(ServiceError::field(
                 "crk_id",
-                "The field `crk_id` must be: the id of a root key of the instance",
-            )
-        })?;
+                "The field `crk_id` must be: the id or alias of a root key of the instance",
+            ));
+        }
         if let Some(n) = name {
             check_name("name", n)?;
         }
@@ -136,7 +136,17 @@ impl KeyService {
                 "The field `description` must be: at most 240 characters",
             ));
         }
-        // The key must be an active root key of this instance.
+        // The key (id or alias) must be an active root key of this instance.
+        let crk = self.resolve_key(caller, crk_id).await.map_err(|e| {
+            if e.code == ErrorCode::InvalidField {
+                ServiceError::field(
+                    "crk_id",
+                    "The field `crk_id` must be: the id or alias of a root key of the instance",
+                )
+            } else {
+                e
+            }
+        })?;
         let key = self.load_key(&permit, crk).await?;
         if key.row.extractable {
             return Err(ServiceError::new(
@@ -372,6 +382,11 @@ impl KeyService {
             .ok_or_else(|| not_found("KMIP object"))?;
         if row.wrapped.is_none() {
             return Err(conflict("The KMIP object is already destroyed"));
+        }
+        if row.state == i64::from(keyward_kmip::tags::state::ACTIVE) {
+            return Err(conflict(
+                "The KMIP object is active: it can be deleted once it is revoked",
+            ));
         }
         let obj = object_of(&row)?;
         let after = ops::destroyed(&obj, self.now());

@@ -130,7 +130,7 @@ pub struct KmipCreateMetadata {
 /// The resource of `POST /kmip_adapters`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct KmipAdapterCreate {
-    /// 2 to 40 letters, digits, `-` and `_` (generated when absent).
+    /// 2 to 40 letters, digits, `-` and `_`, not a UUID (generated when absent).
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_-]{2,40}$")]
     pub name: Option<String>,

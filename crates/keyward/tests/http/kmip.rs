@@ -1,5 +1,5 @@
 //! The KMIP adapter management API (`/api/v2/kmip_adapters/...`, docs/kmip.md): Key Protect's
-//! bodies, the role table (Reader reads; Manager creates and deletes), tenant isolation, and
+//! bodies, the role table (Manager only, reads included), tenant isolation, and
 //! bad input answered 4xx with nothing changed. The KMIP protocol itself is tested with
 //! PyKMIP (tests/python/test_kmip.py) and the codec in crates/kmip.
 
@@ -78,6 +78,19 @@ async fn adapters_certificates_and_objects_with_key_protect_bodies() {
         .as_str()
         .unwrap()
         .starts_with("kmip_adapter_"));
+    // the root key by its alias
+    a.post(&format!("/api/v2/keys/{crk}/aliases/kmip-crk"), &json!({}))
+        .await
+        .expect(201);
+    let v = a
+        .post(
+            "/api/v2/kmip_adapters",
+            &adapter_body(Some("by-alias"), "kmip-crk"),
+        )
+        .await
+        .expect(201);
+    assert_eq!(v["resources"][0]["profile_data"]["crk_id"], crk.as_str());
+    a.delete("/api/v2/kmip_adapters/by-alias").await.expect(204);
     assert_eq!(total(&a, "/api/v2/kmip_adapters").await, 2);
     let page = a
         .get("/api/v2/kmip_adapters?limit=1&offset=1")
@@ -157,7 +170,7 @@ async fn adapters_certificates_and_objects_with_key_protect_bodies() {
 }
 
 #[tokio::test]
-async fn readers_read_and_managers_manage() {
+async fn only_managers_reach_kmip_adapters() {
     let s = shared();
     let m = s.tenant().await;
     let crk = id_of(&m.create_root_key().await);
@@ -167,18 +180,16 @@ async fn readers_read_and_managers_manage() {
         201,
     );
     let id = id_of(&ad);
-    for role in [Role::Reader, Role::ReaderPlus, Role::Writer] {
+    for role in [Role::Reader, Role::ReaderPlus, Role::Writer, Role::KeyPurge] {
         let c = s.client(m.instance_id, role).await;
-        c.get("/api/v2/kmip_adapters").await.expect(200);
-        c.get(&format!("/api/v2/kmip_adapters/{id}"))
-            .await
-            .expect(200);
-        c.get(&format!("/api/v2/kmip_adapters/{id}/certificates"))
-            .await
-            .expect(200);
-        c.get(&format!("/api/v2/kmip_adapters/{id}/kmip_objects"))
-            .await
-            .expect(200);
+        for path in [
+            "/api/v2/kmip_adapters".to_string(),
+            format!("/api/v2/kmip_adapters/{id}"),
+            format!("/api/v2/kmip_adapters/{id}/certificates"),
+            format!("/api/v2/kmip_adapters/{id}/kmip_objects"),
+        ] {
+            assert_error(&c.get(&path).await, 403, "UNAUTHORIZED_ERR");
+        }
         assert_error(
             &c.post("/api/v2/kmip_adapters", &adapter_body(Some("nope"), &crk))
                 .await,
@@ -200,13 +211,6 @@ async fn readers_read_and_managers_manage() {
             "UNAUTHORIZED_ERR",
         );
     }
-    // KeyPurge alone reads nothing
-    let p = s.client(m.instance_id, Role::KeyPurge).await;
-    assert_error(
-        &p.get("/api/v2/kmip_adapters").await,
-        403,
-        "UNAUTHORIZED_ERR",
-    );
     assert_eq!(total(&m, "/api/v2/kmip_adapters").await, 1);
     assert_eq!(
         total(&m, &format!("/api/v2/kmip_adapters/{id}/certificates")).await,
@@ -287,7 +291,18 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         (long_desc, 400, "INVALID_FIELD_ERR"),
         (adapter_body(Some("a b"), &crk), 400, "INVALID_FIELD_ERR"),
         (
-            adapter_body(Some("pp"), "not-a-uuid"),
+            adapter_body(Some("pp"), "bad alias!"),
+            400,
+            "INVALID_FIELD_ERR",
+        ),
+        (adapter_body(Some("pp"), ""), 400, "INVALID_FIELD_ERR"),
+        (
+            adapter_body(Some("pp"), "no-such-alias"),
+            404,
+            "KEY_NOT_FOUND_ERR",
+        ),
+        (
+            adapter_body(Some(&random_uuid()), &crk),
             400,
             "INVALID_FIELD_ERR",
         ),
