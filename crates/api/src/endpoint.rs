@@ -41,11 +41,17 @@ pub enum Route {
     Batch,
     OidcToken,
     ResourceInstance,
+    KmipAdapters,
+    KmipAdapter,
+    KmipCerts,
+    KmipCert,
+    KmipObjects,
+    KmipObject,
 }
 
 impl Route {
     /// Every route, for tests and for the router's table.
-    pub const ALL: [Route; 24] = [
+    pub const ALL: [Route; 30] = [
         Route::IdentityToken,
         Route::Keys,
         Route::KeyMetadata,
@@ -70,6 +76,12 @@ impl Route {
         Route::Batch,
         Route::OidcToken,
         Route::ResourceInstance,
+        Route::KmipAdapters,
+        Route::KmipAdapter,
+        Route::KmipCerts,
+        Route::KmipCert,
+        Route::KmipObjects,
+        Route::KmipObject,
     ];
 
     /// The path template, as given to the router and shown as the `route` metrics label.
@@ -99,6 +111,12 @@ impl Route {
             Route::Batch => "/api/v2/x-keyward/batch",
             Route::OidcToken => "/oidc/token",
             Route::ResourceInstance => "/v2/resource_instances/{id}",
+            Route::KmipAdapters => "/api/v2/kmip_adapters",
+            Route::KmipAdapter => "/api/v2/kmip_adapters/{id}",
+            Route::KmipCerts => "/api/v2/kmip_adapters/{id}/certificates",
+            Route::KmipCert => "/api/v2/kmip_adapters/{id}/certificates/{cert_id}",
+            Route::KmipObjects => "/api/v2/kmip_adapters/{id}/kmip_objects",
+            Route::KmipObject => "/api/v2/kmip_adapters/{id}/kmip_objects/{object_id}",
         }
     }
 
@@ -200,6 +218,8 @@ pub enum Op {
     Batch,
     /// `GET /v2/resource_instances/{id}` (the Resource Controller subset).
     GetResourceInstance,
+    /// KMIP adapters, their certificates and objects.
+    Kmip(Action),
     /// A method the route has no handler for.
     Other,
 }
@@ -261,6 +281,17 @@ impl Endpoint {
             (Route::ImportToken, _) if get => Op::GetImportToken,
             (Route::XKeywardAudit, _) if get => Op::ReadAudit,
             (Route::Batch, "POST") => Op::Batch,
+            (Route::KmipAdapters, _) if get => Op::Kmip(Action::ListKmipAdapters),
+            (Route::KmipAdapters, "POST") => Op::Kmip(Action::CreateKmipAdapter),
+            (Route::KmipAdapter, _) if get => Op::Kmip(Action::GetKmipAdapter),
+            (Route::KmipAdapter, "DELETE") => Op::Kmip(Action::DeleteKmipAdapter),
+            (Route::KmipCerts, _) if get => Op::Kmip(Action::ListKmipCerts),
+            (Route::KmipCerts, "POST") => Op::Kmip(Action::CreateKmipCert),
+            (Route::KmipCert, _) if get => Op::Kmip(Action::GetKmipCert),
+            (Route::KmipCert, "DELETE") => Op::Kmip(Action::DeleteKmipCert),
+            (Route::KmipObjects, _) if get => Op::Kmip(Action::ListKmipObjects),
+            (Route::KmipObject, _) if get => Op::Kmip(Action::GetKmipObject),
+            (Route::KmipObject, "DELETE") => Op::Kmip(Action::DeleteKmipObject),
             _ => Op::Other,
         };
         Endpoint { route, op }
@@ -302,6 +333,13 @@ impl Endpoint {
             Op::DeleteKeyRing => Action::DeleteKeyRing,
             Op::CreateImportToken => Action::CreateImportToken,
             Op::GetImportToken => Action::GetImportToken,
+            Op::Kmip(
+                a @ (Action::CreateKmipAdapter
+                | Action::DeleteKmipAdapter
+                | Action::CreateKmipCert
+                | Action::DeleteKmipCert
+                | Action::DeleteKmipObject),
+            ) => a,
             _ => return None,
         })
     }
@@ -443,6 +481,17 @@ mod tests {
             ("GET", "/api/v2/x-keyward/audit", "/api/v2/x-keyward/audit", None, ReadAudit, None, Management, None),
             ("POST", "/api/v2/keys/{id}/actions/{action}", "{id}/actions/rewrapTo", None, KeyAction(Some(A::RewrapTo)), Some(Action::Rewrap), Crypto, None),
             ("POST", "/api/v2/x-keyward/batch", "/api/v2/x-keyward/batch", None, Batch, None, Crypto, None),
+            ("GET", "/api/v2/kmip_adapters", "/api/v2/kmip_adapters", None, Kmip(Action::ListKmipAdapters), None, Management, None),
+            ("POST", "/api/v2/kmip_adapters", "/api/v2/kmip_adapters", None, Kmip(Action::CreateKmipAdapter), Some(Action::CreateKmipAdapter), Management, None),
+            ("GET", "/api/v2/kmip_adapters/{id}", "/api/v2/kmip_adapters/a", None, Kmip(Action::GetKmipAdapter), None, Management, None),
+            ("DELETE", "/api/v2/kmip_adapters/{id}", "/api/v2/kmip_adapters/a", None, Kmip(Action::DeleteKmipAdapter), Some(Action::DeleteKmipAdapter), Management, None),
+            ("GET", "/api/v2/kmip_adapters/{id}/certificates", "/api/v2/kmip_adapters/a/certificates", None, Kmip(Action::ListKmipCerts), None, Management, None),
+            ("POST", "/api/v2/kmip_adapters/{id}/certificates", "/api/v2/kmip_adapters/a/certificates", None, Kmip(Action::CreateKmipCert), Some(Action::CreateKmipCert), Management, None),
+            ("GET", "/api/v2/kmip_adapters/{id}/certificates/{cert_id}", "/api/v2/kmip_adapters/a/certificates/c", None, Kmip(Action::GetKmipCert), None, Management, None),
+            ("DELETE", "/api/v2/kmip_adapters/{id}/certificates/{cert_id}", "/api/v2/kmip_adapters/a/certificates/c", None, Kmip(Action::DeleteKmipCert), Some(Action::DeleteKmipCert), Management, None),
+            ("GET", "/api/v2/kmip_adapters/{id}/kmip_objects", "/api/v2/kmip_adapters/a/kmip_objects", None, Kmip(Action::ListKmipObjects), None, Management, None),
+            ("GET", "/api/v2/kmip_adapters/{id}/kmip_objects/{object_id}", "/api/v2/kmip_adapters/a/kmip_objects/o", None, Kmip(Action::GetKmipObject), None, Management, None),
+            ("DELETE", "/api/v2/kmip_adapters/{id}/kmip_objects/{object_id}", "/api/v2/kmip_adapters/a/kmip_objects/o", None, Kmip(Action::DeleteKmipObject), Some(Action::DeleteKmipObject), Management, None),
             // methods without a handler
             ("PUT", "/api/v2/keys", "/api/v2/keys", None, Other, None, Management, None),
             ("GET", "/api/v2/keys/{id}/actions/{action}", "{id}/actions/wrap", None, Other, None, Management, None),
@@ -520,6 +569,12 @@ mod tests {
             ("/api/v2/x-keyward/batch", Route::Batch),
             ("/oidc/token", Route::OidcToken),
             ("/v2/resource_instances/x", Route::ResourceInstance),
+            ("/api/v2/kmip_adapters", Route::KmipAdapters),
+            ("/api/v2/kmip_adapters/a", Route::KmipAdapter),
+            ("/api/v2/kmip_adapters/a/certificates", Route::KmipCerts),
+            ("/api/v2/kmip_adapters/a/certificates/c", Route::KmipCert),
+            ("/api/v2/kmip_adapters/a/kmip_objects", Route::KmipObjects),
+            ("/api/v2/kmip_adapters/a/kmip_objects/o", Route::KmipObject),
         ];
         assert_eq!(paths.len(), Route::ALL.len());
         for (path, route) in paths {

@@ -73,7 +73,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | KeyCreateImportAccess
         | KeyRingConflict
         | KeyRingNotEmpty
-        | AliasConflict => StatusCode::CONFLICT,
+        | AliasConflict
+        | Conflict => StatusCode::CONFLICT,
         KeyDeleted => StatusCode::GONE,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

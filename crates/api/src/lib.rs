@@ -249,6 +249,30 @@ fn api_routes(state: AppState) -> Router {
             get(routes::tokens::get).post(routes::tokens::create),
         )
         .route("/api/v2/x-keyward/audit", get(routes::xkeyward_audit::list))
+        .route(
+            "/api/v2/kmip_adapters",
+            get(routes::kmip::list_adapters).post(routes::kmip::create_adapter),
+        )
+        .route(
+            "/api/v2/kmip_adapters/{id}",
+            get(routes::kmip::get_adapter).delete(routes::kmip::delete_adapter),
+        )
+        .route(
+            "/api/v2/kmip_adapters/{id}/certificates",
+            get(routes::kmip::list_certs).post(routes::kmip::create_cert),
+        )
+        .route(
+            "/api/v2/kmip_adapters/{id}/certificates/{cert_id}",
+            get(routes::kmip::get_cert).delete(routes::kmip::delete_cert),
+        )
+        .route(
+            "/api/v2/kmip_adapters/{id}/kmip_objects",
+            get(routes::kmip::list_objects),
+        )
+        .route(
+            "/api/v2/kmip_adapters/{id}/kmip_objects/{object_id}",
+            get(routes::kmip::get_object).delete(routes::kmip::delete_object),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record_outcomes,

@@ -632,7 +632,7 @@ async fn malformed_queries_and_paths_get_4xx_envelopes() {
     f.call(Method::GET, &format!("/api/v2/keys/{missing}"), None)
         .await
         .error(404, "KEY_NOT_FOUND_ERR");
-    f.call(Method::GET, "/api/v2/kmip_adapters", None)
+    f.call(Method::GET, "/api/v2/no_such_collection", None)
         .await
         .error(404, "NOT_FOUND_ERR");
     f.call(Method::PUT, &format!("/api/v2/keys/{missing}"), None)

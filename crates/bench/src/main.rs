@@ -5,6 +5,7 @@ mod audit;
 mod edge;
 mod failover;
 mod http;
+mod kmip;
 mod report;
 mod scale;
 mod server;
@@ -50,6 +51,7 @@ const EXTRA_SCENARIOS: &[&str] = &[
     "wrap-audit-db",
     "scale",
     "failover",
+    "kmip",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -82,7 +84,8 @@ pub struct Args {
     /// create-root-key (POST /keys generating a root key: the database write path of an
     /// import without the RSA work), only when named; likewise master-key-rotate, soak and
     /// edge (wrap with and without stalled connections, and the cost of the largest URIs);
-    /// failover (a primary failover on the HA stack of scripts/ha-stack, alone).
+    /// failover (a primary failover on the HA stack of scripts/ha-stack, alone); kmip (KMIP
+    /// Get and Create over --connections mutual-TLS connections, crates/bench/src/kmip.rs).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// `--token-pool-size` of the main server (the cold scenario always uses 0).
@@ -1127,6 +1130,9 @@ async fn run_scenarios(
         .await?;
         out.extend(scenarios);
         audit_report = Some(report);
+    }
+    if want("kmip") {
+        out.extend(kmip::run(args, launch, nodes, setup).await?);
     }
     let mut scale_report = None;
     if want("scale") {

@@ -163,6 +163,20 @@ pub enum Action {
     CreateAlias,
     DeleteAlias,
     ListRegistrations,
+    /// KMIP adapters, their client certificates and objects (docs/kmip.md).
+    CreateKmipAdapter,
+    ListKmipAdapters,
+    GetKmipAdapter,
+    DeleteKmipAdapter,
+    CreateKmipCert,
+    ListKmipCerts,
+    GetKmipCert,
+    DeleteKmipCert,
+    ListKmipObjects,
+    GetKmipObject,
+    DeleteKmipObject,
+    /// An operation of a KMIP client (authenticated by its certificate, docs/kmip.md).
+    KmipOperation,
 }
 
 impl Action {
@@ -186,7 +200,20 @@ impl Action {
             | WriteKeyPolicies
             | ReadInstancePolicies
             | WriteInstancePolicies
-            | DeleteKeyRing => Role::Manager,
+            | DeleteKeyRing
+            | ListKmipAdapters
+            | GetKmipAdapter
+            | ListKmipCerts
+            | GetKmipCert
+            | ListKmipObjects
+            | GetKmipObject
+            | CreateKmipAdapter
+            | DeleteKmipAdapter
+            | CreateKmipCert
+            | DeleteKmipCert
+            | DeleteKmipObject => Role::Manager,
+            // Never checked against a role: a KMIP client is its registered certificate.
+            KmipOperation => Role::Manager,
             Purge => Role::KeyPurge,
         }
     }
@@ -226,6 +253,11 @@ impl Action {
             CreateAlias => "kms.secrets.createalias",
             DeleteAlias => "kms.secrets.deletealias",
             ListRegistrations => "kms.registrations.list",
+            CreateKmipAdapter | CreateKmipCert => "kms.kmip-management.create",
+            ListKmipAdapters | ListKmipCerts | ListKmipObjects => "kms.kmip-management.list",
+            GetKmipAdapter | GetKmipCert | GetKmipObject => "kms.kmip-management.read",
+            DeleteKmipAdapter | DeleteKmipCert | DeleteKmipObject => "kms.kmip-management.delete",
+            KmipOperation => "kms.kmip.operation",
         }
     }
 }

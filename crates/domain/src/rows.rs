@@ -10,7 +10,9 @@ use std::fmt;
 use crate::{InstanceId, KeyId, KeyState, Role, TokenId, VersionId};
 
 mod key_attrs;
+mod kmip;
 pub use key_attrs::{DeletionAuthAttr, DualAuthAttr, KeyAttrs, RotationAttr};
+pub use kmip::{KmipAdapterRow, KmipCertRow, KmipObjectRow};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceRow {

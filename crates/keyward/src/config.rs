@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// Serve /healthz, /readyz and /metrics on this separate address instead of the main one
     #[arg(long, env = "KEYWARD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve KMIP (TTLV over mutual TLS, docs/kmip.md) on this address, e.g. 0.0.0.0:5696 [default: off]
+    #[arg(long, env = "KEYWARD_KMIP_LISTEN")]
+    pub kmip_listen: Option<SocketAddr>,
+    /// The KMIP listener's certificate chain (PEM) [default: --tls-cert]
+    #[arg(long, env = "KEYWARD_KMIP_TLS_CERT")]
+    pub kmip_tls_cert: Option<PathBuf>,
+    /// The KMIP listener's private key (PEM) [default: --tls-key]
+    #[arg(long, env = "KEYWARD_KMIP_TLS_KEY")]
+    pub kmip_tls_key: Option<PathBuf>,
     /// Rate limit of wrap/unwrap/rewrap per (instance, principal): RATE[/BURST] per second, 0 = off [default: 0]
     #[arg(long, env = "KEYWARD_RATE_LIMIT_CRYPTO")]
     pub rate_limit_crypto: Option<String>,
@@ -186,6 +195,9 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
+    kmip_listen: Option<SocketAddr>,
+    kmip_tls_cert: Option<PathBuf>,
+    kmip_tls_key: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     audit_sink: Option<String>,
     audit_log_max_bytes: Option<u64>,
@@ -250,6 +262,8 @@ pub struct Settings {
     /// (certificate chain, private key) PEM files.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub metrics_listen: Option<SocketAddr>,
+    /// The KMIP listener (docs/kmip.md), when one is configured.
+    pub kmip: Option<crate::kmip_listener::KmipSettings>,
     pub limits: keyward_api::ratelimit::Limits,
     /// Most entries in each cache and limiter table.
     pub cache_entries: usize,
@@ -372,6 +386,25 @@ impl ServeArgs {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        let kmip = match self.kmip_listen.or(file.kmip_listen) {
+            None => None,
+            Some(listen) => {
+                let (cert, key) = match (
+                    self.kmip_tls_cert.clone().or(file.kmip_tls_cert),
+                    self.kmip_tls_key.clone().or(file.kmip_tls_key),
+                ) {
+                    (Some(c), Some(k)) => (c, k),
+                    (None, None) => match &tls {
+                        Some((c, k)) => (c.clone(), k.clone()),
+                        None => bail!(
+                            "--kmip-listen needs a certificate: --kmip-tls-cert and --kmip-tls-key, or --tls-cert and --tls-key"
+                        ),
+                    },
+                    _ => bail!("--kmip-tls-cert and --kmip-tls-key go together"),
+                };
+                Some(crate::kmip_listener::KmipSettings { listen, cert, key })
+            }
         };
         let defaults = keyward_api::ratelimit::Limits::default();
         let cache_entries = self
@@ -602,6 +635,7 @@ impl ServeArgs {
                 .unwrap_or(60),
             tls,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            kmip,
             limits,
             cache_entries,
             key_cache_entries,

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod config;
 pub mod edge;
 pub mod harden;
+pub mod kmip_listener;
 pub mod masterkey;
 pub mod masterkeycmd;
 pub mod progress;

@@ -39,6 +39,8 @@ pub struct Server {
     tls: Option<(rustls::ServerConfig, PathBuf, PathBuf)>,
     /// Timeouts and connection cap of every listener.
     edge: crate::edge::EdgeSettings,
+    /// The KMIP listener (`--kmip-listen`, docs/kmip.md); not bound while sealed.
+    kmip: Option<crate::kmip_listener::KmipListener>,
 }
 
 /// A rustls server configuration: TLS 1.3 and 1.2 only, the aws-lc-rs provider's AEAD suites
@@ -151,6 +153,14 @@ pub async fn start_with_clock(
         Some((cert, key)) => Some((tls_config(cert, key)?, cert.clone(), key.clone())),
         None => None,
     };
+    let kmip = match (&settings.kmip, &svc) {
+        (Some(k), Some(_)) => Some(crate::kmip_listener::KmipListener::bind(k).await?),
+        (Some(_), None) => {
+            tracing::error!("sealed: the KMIP listener is not started");
+            None
+        }
+        (None, _) => None,
+    };
     // From here on (start-up's own writes, migrations and a first start's bootstrap, are
     // done), writes wait for a synchronous standby if the operator asked for one.
     sql_store.set_require_sync_replica(settings.require_sync_replica);
@@ -176,6 +186,7 @@ pub async fn start_with_clock(
         ops,
         tls,
         edge: settings.edge,
+        kmip,
     })
 }
 
@@ -458,6 +469,12 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        if let (Some(k), Some(svc)) = (self.kmip, self.svc.clone()) {
+            if let Ok(addr) = k.local_addr() {
+                tracing::info!(%addr, "KMIP listening on {addr} (TTLV over mutual TLS)");
+            }
+            tokio::spawn(k.serve(svc, edge, stop.clone()));
+        }
         let ops = self.ops.map(|(listener, router)| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "health and metrics on http://{addr}");

@@ -167,6 +167,10 @@ pub async fn run(args: KpArgs) -> anyhow::Result<()> {
             let mut c = client(&args)?;
             lifecycle::instance_policy_cmd(&mut c, output, p).await
         }
+        KpCommand::Kmip(k) => {
+            let mut c = client(&args)?;
+            crate::kmip::kmip_cmd(&mut c, output, k).await
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod cmd;
 pub mod http;
+pub mod kmip;
 mod lifecycle;
 pub mod material;
 pub mod out;
@@ -124,6 +125,9 @@ pub enum KpCommand {
     /// Instance policies (GET/PUT /api/v2/instance/policies)
     #[command(subcommand)]
     InstancePolicy(InstancePolicyCmd),
+    /// KMIP adapters, their client certificates and objects (docs/kmip.md)
+    #[command(subcommand)]
+    Kmip(kmip::KmipCmd),
 }
 
 /// RSA-OAEP hash for encrypting key material to an import token.

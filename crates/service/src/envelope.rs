@@ -88,7 +88,7 @@ fn unprocessable() -> ServiceError {
     )
 }
 
-fn seal_blob(
+pub(crate) fn seal_blob(
     key: KeyId,
     v: &OpenedVersion,
     aad: &[String],
@@ -108,7 +108,7 @@ fn seal_blob(
 }
 
 /// Opens a wrapped blob with the version it names. Returns the plaintext and that version.
-fn open_blob<'k>(
+pub(crate) fn open_blob<'k>(
     key: &'k CachedKey,
     ciphertext_b64: &str,
     aad: &[String],
@@ -143,7 +143,7 @@ fn open_blob<'k>(
 }
 
 impl KeyService {
-    async fn root_key_for(
+    pub(crate) async fn root_key_for(
         &self,
         permit: &Permit,
         id: KeyId,
@@ -331,7 +331,7 @@ impl KeyService {
 }
 
 /// The key's newest version (always present: a key is stored with its first version).
-fn current_version(key: &CachedKey) -> ServiceResult<&OpenedVersion> {
+pub(crate) fn current_version(key: &CachedKey) -> ServiceResult<&OpenedVersion> {
     key.current()
         .ok_or_else(|| ServiceError::new(ErrorCode::Internal, "current version missing"))
 }

@@ -54,6 +54,8 @@ pub enum ErrorCode {
     Internal,
     /// A stored row failed its integrity check (`docs/threat-model.md`).
     RowIntegrity,
+    /// A KMIP adapter, certificate or object conflicts with the request (docs/kmip.md).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -107,6 +109,7 @@ impl ErrorCode {
             Unavailable => "SERVICE_UNAVAILABLE_ERR",
             Internal => "INTERNAL_SERVER_ERROR",
             RowIntegrity => "ROW_INTEGRITY_ERR",
+            Conflict => "CONFLICT_ERR",
         }
     }
 }
@@ -228,7 +231,7 @@ impl From<keyward_crypto::CryptoError> for ServiceError {
 impl ErrorCode {
     /// Every reason code, in declaration order (a test checks it against an exhaustive match,
     /// so a new code cannot be left out).
-    pub const ALL: [ErrorCode; 47] = [
+    pub const ALL: [ErrorCode; 48] = [
         ErrorCode::BadBody,
         ErrorCode::CollectionTotalMismatch,
         ErrorCode::NoBody,
@@ -276,6 +279,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::RowIntegrity,
+        ErrorCode::Conflict,
     ];
 }
 
@@ -334,6 +338,7 @@ mod all_codes_tests {
             Unavailable => 44,
             Internal => 45,
             RowIntegrity => 46,
+            Conflict => 47,
         }
     }
 

@@ -31,6 +31,7 @@ pub mod envelope;
 mod error;
 pub mod keyrow;
 pub mod keys;
+pub mod kmip;
 pub mod lifecycle;
 pub mod listing;
 pub mod permit;

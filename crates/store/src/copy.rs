@@ -46,6 +46,9 @@ pub const COPY_TABLES: &[&str] = &[
     "registrations",
     "key_usage",
     "audit_log",
+    "kmip_adapters",
+    "kmip_client_certs",
+    "kmip_objects",
 ];
 
 /// Most bind parameters in one INSERT (SQLite allows 32766, PostgreSQL 65535).

@@ -84,6 +84,8 @@ pub enum ConflictKind {
     KeyRingHasKeys,
     /// The target database of a copy is not empty.
     TargetNotEmpty,
+    /// A KMIP adapter still holds objects that are not destroyed.
+    AdapterHasObjects,
 }
 
 impl ConflictKind {
@@ -96,6 +98,7 @@ impl ConflictKind {
             Self::InstanceHasKeys => "instance has keys that are not deleted",
             Self::KeyRingHasKeys => "key ring has keys",
             Self::TargetNotEmpty => "the target database is not empty",
+            Self::AdapterHasObjects => "the KMIP adapter has objects that are not destroyed",
         }
     }
 }
@@ -295,6 +298,66 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Failed secure imports counted against the instance's token `token` (0 when the
     /// instance's token is another one, or there is none).
+    /// KMIP adapters (docs/kmip.md). `AlreadyExists` on a name taken in the instance.
+    async fn create_kmip_adapter(&self, row: &KmipAdapterRow) -> StoreResult<()>;
+    /// A page of the instance's adapters (oldest first) and their total.
+    async fn kmip_adapters(
+        &self,
+        instance: InstanceId,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<KmipAdapterRow>, i64)>;
+    /// An adapter by id, or else by name.
+    async fn get_kmip_adapter(
+        &self,
+        instance: InstanceId,
+        id_or_name: &str,
+    ) -> StoreResult<Option<KmipAdapterRow>>;
+    /// Deletes an adapter with its certificates and destroyed objects;
+    /// `Conflict(AdapterHasObjects)` while it holds objects that are not destroyed.
+    async fn delete_kmip_adapter(&self, instance: InstanceId, id: &str) -> StoreResult<()>;
+    /// `AlreadyExists` for a certificate registered anywhere already, or a name taken on the
+    /// adapter; `NotFound` when the adapter is gone.
+    async fn create_kmip_cert(&self, row: &KmipCertRow) -> StoreResult<()>;
+    async fn kmip_certs(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<KmipCertRow>, i64)>;
+    async fn get_kmip_cert(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        id_or_name: &str,
+    ) -> StoreResult<Option<KmipCertRow>>;
+    async fn delete_kmip_cert(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        id: &str,
+    ) -> StoreResult<()>;
+    /// The certificate with this SHA-256 fingerprint, in any instance (the KMIP listener).
+    async fn find_kmip_cert(&self, fingerprint: &[u8]) -> StoreResult<Option<KmipCertRow>>;
+    /// `NotFound` when the adapter is gone.
+    async fn insert_kmip_object(&self, row: &KmipObjectRow) -> StoreResult<()>;
+    async fn get_kmip_object(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        id: &str,
+    ) -> StoreResult<Option<KmipObjectRow>>;
+    async fn kmip_objects(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<KmipObjectRow>, i64)>;
+    /// Compare-and-swap on `row_version` (the stored one must be `row.row_version - 1`).
+    async fn update_kmip_object(&self, row: &KmipObjectRow) -> StoreResult<()>;
+
     async fn import_failures(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64>;
     /// Counts one failed secure import against the instance's token `token`, in one
     /// conditional `UPDATE … RETURNING` (exact across nodes); returns the count after it (0 if

@@ -18,6 +18,12 @@
 //! | `instances` | every column | |
 //! | `key_aliases` | every column | |
 //! | `instance_policies` | instance, type, data, update stamp | creation stamp (kept by the upsert; decides nothing) |
+//! | `kmip_adapters` | every column | |
+//! | `kmip_client_certs` | every column | |
+//! | `kmip_objects` | every column | `row_version` (a concurrency counter) |
+//!
+//! The KMIP tables (migration `0008_kmip.sql`) are tagged from their first row on, so they
+//! have no untagged rows to upgrade and are not in [`TAGGED_TABLES`].
 //!
 //! The keying lives behind [`RowAuth`] (the service implements it with
 //! `keyward_crypto::rowauth::RowAuthKey`), so this crate holds no key and names no primitive.
@@ -25,7 +31,10 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyRow, PolicyRow, TokenRow, VersionRow};
+use crate::{
+    AliasRow, ApiKeyRow, GrantRow, InstanceRow, KeyRow, KmipAdapterRow, KmipCertRow, KmipObjectRow,
+    PolicyRow, TokenRow, VersionRow,
+};
 
 /// Tags and verifies rows. Installed into the store once the master key has opened the
 /// row-authentication key ([`crate::Store::install_row_auth`]).
@@ -219,6 +228,52 @@ pub(crate) fn policy_input(p: &PolicyRow) -> TagInput {
         .text(&json(&p.data))
         .int(p.updated_at)
         .text(&p.updated_by)
+}
+
+pub(crate) fn kmip_adapter_input(a: &KmipAdapterRow) -> TagInput {
+    TagInput::new("kmip_adapters")
+        .text(&a.id)
+        .text(&a.instance_id.to_string())
+        .text(&a.name)
+        .text(&a.description)
+        .text(&a.profile)
+        .text(&a.crk_id.to_string())
+        .text(&a.created_by)
+        .int(a.created_at)
+        .text(&a.updated_by)
+        .int(a.updated_at)
+}
+
+pub(crate) fn kmip_cert_input(c: &KmipCertRow) -> TagInput {
+    TagInput::new("kmip_client_certs")
+        .text(&c.id)
+        .text(&c.instance_id.to_string())
+        .text(&c.adapter_id)
+        .text(&c.name)
+        .text(&c.certificate)
+        .bytes(&c.fingerprint)
+        .text(&c.created_by)
+        .int(c.created_at)
+}
+
+pub(crate) fn kmip_object_input(o: &KmipObjectRow) -> TagInput {
+    TagInput::new("kmip_objects")
+        .text(&o.id)
+        .text(&o.instance_id.to_string())
+        .text(&o.adapter_id)
+        .int(o.object_type)
+        .int(o.state)
+        .bytes(&o.meta)
+        .opt_text(o.wrapped.as_deref())
+        .opt_text(o.created_by_cert_id.as_deref())
+        .text(&o.created_by)
+        .int(o.created_at)
+        .opt_text(o.updated_by_cert_id.as_deref())
+        .text(&o.updated_by)
+        .int(o.updated_at)
+        .opt_text(o.destroyed_by_cert_id.as_deref())
+        .opt_text(o.destroyed_by.as_deref())
+        .opt_int(o.destroyed_at)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     reseal_moves_rows_between_master_keys(&*store).await;
     audit_log_appends_and_searches(store.clone()).await;
     key_usage_keeps_the_newest_and_follows_the_key(&*store).await;
+    kmip_adapters_certs_and_objects(&*store).await;
 }
 
 /// An audit row as the service would write it (`n` varies the time and ids).
@@ -867,4 +868,169 @@ async fn key_usage_keeps_the_newest_and_follows_the_key(store: &dyn Store) {
     store.purge_key(&del).await.unwrap();
     assert!(store.key_usage(a.id, &[k2.id]).await.unwrap().is_empty());
     assert!(store.key_usage(a.id, &[]).await.unwrap().is_empty());
+}
+
+/// KMIP adapters, certificates and objects: scoped by instance and adapter, unique names and
+/// fingerprints, compare-and-swap updates, and an adapter deleted only without live objects.
+async fn kmip_adapters_certs_and_objects(store: &dyn Store) {
+    use crate::{KmipAdapterRow, KmipCertRow, KmipObjectRow};
+    let (a, b) = (InstanceId::new(), InstanceId::new());
+    let adapter = |inst: InstanceId, id: &str, name: &str| KmipAdapterRow {
+        id: id.into(),
+        instance_id: inst,
+        name: name.into(),
+        description: String::new(),
+        profile: "native_1.0".into(),
+        crk_id: KeyId::new(),
+        created_by: "me".into(),
+        created_at: 1,
+        updated_by: "me".into(),
+        updated_at: 1,
+    };
+    store
+        .create_kmip_adapter(&adapter(a, "ad-1", "one"))
+        .await
+        .unwrap();
+    store
+        .create_kmip_adapter(&adapter(b, "ad-2", "one"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_kmip_adapter(&adapter(a, "ad-3", "one")).await,
+        Err(StoreError::Conflict(ConflictKind::AlreadyExists))
+    ));
+    assert_eq!(
+        store.get_kmip_adapter(a, "one").await.unwrap().unwrap().id,
+        "ad-1"
+    );
+    assert_eq!(
+        store
+            .get_kmip_adapter(a, "ad-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "one"
+    );
+    assert!(store.get_kmip_adapter(a, "ad-2").await.unwrap().is_none());
+    let (list, total) = store.kmip_adapters(a, 10, 0).await.unwrap();
+    assert_eq!((list.len(), total), (1, 1));
+
+    let cert = |inst: InstanceId, adapter: &str, id: &str, fp: u8| KmipCertRow {
+        id: id.into(),
+        instance_id: inst,
+        adapter_id: adapter.into(),
+        name: id.into(),
+        certificate: "-----BEGIN CERTIFICATE-----".into(),
+        fingerprint: vec![fp; 32],
+        created_by: "me".into(),
+        created_at: 2,
+    };
+    store
+        .create_kmip_cert(&cert(a, "ad-1", "c-1", 1))
+        .await
+        .unwrap();
+    // one certificate names one adapter, over all instances
+    assert!(matches!(
+        store.create_kmip_cert(&cert(b, "ad-2", "c-2", 1)).await,
+        Err(StoreError::Conflict(ConflictKind::AlreadyExists))
+    ));
+    // not on another instance's adapter
+    assert!(matches!(
+        store.create_kmip_cert(&cert(a, "ad-2", "c-3", 3)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .find_kmip_cert(&[1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .adapter_id,
+        "ad-1"
+    );
+    assert!(store.find_kmip_cert(&[9; 32]).await.unwrap().is_none());
+    assert_eq!(store.kmip_certs(a, "ad-1", 10, 0).await.unwrap().1, 1);
+    assert!(store
+        .get_kmip_cert(b, "ad-1", "c-1")
+        .await
+        .unwrap()
+        .is_none());
+
+    let mut obj = KmipObjectRow {
+        id: "o-1".into(),
+        instance_id: a,
+        adapter_id: "ad-1".into(),
+        object_type: 2,
+        state: 1,
+        meta: vec![1, 2, 3],
+        wrapped: Some("sealed".into()),
+        row_version: 1,
+        created_by_cert_id: Some("c-1".into()),
+        created_by: "kmip".into(),
+        created_at: 3,
+        updated_by_cert_id: None,
+        updated_by: "kmip".into(),
+        updated_at: 3,
+        destroyed_by_cert_id: None,
+        destroyed_by: None,
+        destroyed_at: None,
+    };
+    store.insert_kmip_object(&obj).await.unwrap();
+    assert!(store
+        .get_kmip_object(b, "ad-1", "o-1")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .get_kmip_object(a, "ad-1", "o-1")
+            .await
+            .unwrap()
+            .unwrap(),
+        obj
+    );
+    assert!(matches!(
+        store.delete_kmip_adapter(a, "ad-1").await,
+        Err(StoreError::Conflict(ConflictKind::AdapterHasObjects))
+    ));
+    obj.row_version = 2;
+    obj.state = 5;
+    obj.wrapped = None;
+    obj.destroyed_at = Some(4);
+    store.update_kmip_object(&obj).await.unwrap();
+    // a stale update loses
+    assert!(matches!(
+        store.update_kmip_object(&obj).await,
+        Err(StoreError::Conflict(ConflictKind::KeyChanged))
+    ));
+    assert_eq!(
+        store.kmip_objects(a, "ad-1", 10, 0).await.unwrap().0,
+        vec![obj.clone()]
+    );
+    store.delete_kmip_cert(a, "ad-1", "c-1").await.unwrap();
+    assert!(matches!(
+        store.delete_kmip_cert(a, "ad-1", "c-1").await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_kmip_adapter(a, "ad-1").await.unwrap();
+    assert_eq!(store.kmip_objects(a, "ad-1", 10, 0).await.unwrap().1, 0);
+    assert!(matches!(
+        store.delete_kmip_adapter(a, "ad-1").await,
+        Err(StoreError::NotFound)
+    ));
+    // rows left behind, for the suites that run this one to fill a database (copies)
+    store
+        .create_kmip_adapter(&adapter(b, "ad-9", "kept"))
+        .await
+        .unwrap();
+    store
+        .create_kmip_cert(&cert(b, "ad-9", "c-9", 9))
+        .await
+        .unwrap();
+    obj.id = "o-9".into();
+    obj.instance_id = b;
+    obj.adapter_id = "ad-9".into();
+    obj.row_version = 1;
+    store.insert_kmip_object(&obj).await.unwrap();
 }

@@ -180,6 +180,19 @@ timed! {
     fn record_import_failure(&self, instance: InstanceId, token: TokenId) -> StoreResult<i64>;
     fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<()>;
     fn audit_records(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    fn create_kmip_adapter(&self, row: &crate::KmipAdapterRow) -> StoreResult<()>;
+    fn kmip_adapters(&self, instance: InstanceId, limit: i64, offset: i64) -> StoreResult<(Vec<crate::KmipAdapterRow>, i64)>;
+    fn get_kmip_adapter(&self, instance: InstanceId, id_or_name: &str) -> StoreResult<Option<crate::KmipAdapterRow>>;
+    fn delete_kmip_adapter(&self, instance: InstanceId, id: &str) -> StoreResult<()>;
+    fn create_kmip_cert(&self, row: &crate::KmipCertRow) -> StoreResult<()>;
+    fn kmip_certs(&self, instance: InstanceId, adapter: &str, limit: i64, offset: i64) -> StoreResult<(Vec<crate::KmipCertRow>, i64)>;
+    fn get_kmip_cert(&self, instance: InstanceId, adapter: &str, id_or_name: &str) -> StoreResult<Option<crate::KmipCertRow>>;
+    fn delete_kmip_cert(&self, instance: InstanceId, adapter: &str, id: &str) -> StoreResult<()>;
+    fn find_kmip_cert(&self, fingerprint: &[u8]) -> StoreResult<Option<crate::KmipCertRow>>;
+    fn insert_kmip_object(&self, row: &crate::KmipObjectRow) -> StoreResult<()>;
+    fn get_kmip_object(&self, instance: InstanceId, adapter: &str, id: &str) -> StoreResult<Option<crate::KmipObjectRow>>;
+    fn kmip_objects(&self, instance: InstanceId, adapter: &str, limit: i64, offset: i64) -> StoreResult<(Vec<crate::KmipObjectRow>, i64)>;
+    fn update_kmip_object(&self, row: &crate::KmipObjectRow) -> StoreResult<()>;
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //!   the offending field ([`de::BodyError`]).
 
 pub mod de;
+pub mod kmip;
 pub mod req;
 pub mod resp;
 

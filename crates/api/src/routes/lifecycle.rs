@@ -45,7 +45,7 @@ fn bad_query(name: &str, msg: &str, what: &'static str) -> ApiError {
 
 /// limit / offset / totalCount of the small collections (from at most
 /// [`query::MAX_PAIRS`] pairs; for a repeated name the last one counts).
-fn paging(
+pub(crate) fn paging(
     pairs: &[(String, String)],
     default_limit: usize,
     what: &'static str,

@@ -4,6 +4,7 @@ pub mod actions;
 pub mod batch;
 pub mod identity;
 pub mod keys;
+pub mod kmip;
 pub mod lifecycle;
 pub mod openapi;
 pub mod resource_controller;

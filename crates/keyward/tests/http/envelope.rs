@@ -82,7 +82,7 @@ async fn every_error_has_the_key_protect_envelope() {
         ("forbidden", reader.delete(&format!("/api/v2/keys/{root}")).await, 403, "UNAUTHORIZED_ERR"),
         ("key not found", c.get(&format!("/api/v2/keys/{}", random_uuid())).await, 404, "KEY_NOT_FOUND_ERR"),
         ("token not found", c.get_token().await, 404, "IMPORT_TOKEN_NOT_FOUND_ERR"),
-        ("route", c.get("/api/v2/kmip_adapters").await, 404, "NOT_FOUND_ERR"),
+        ("route", c.get("/api/v2/no_such_collection").await, 404, "NOT_FOUND_ERR"),
         ("method", send(c.req(Method::PUT, &format!("/api/v2/keys/{root}"))).await, 405, "METHOD_NOT_ALLOWED_ERR"),
         ("invalid state", c.wrap(&deleted, &json!({})).await, 409, "KEY_ACTION_INVALID_STATE_ERR"),
         ("rotation", c.rotate(&rotated, &json!({})).await, 409, "KEY_ROTATION_NOT_PERMITTED"),

@@ -23,6 +23,7 @@ mod isolation;
 mod keys;
 mod pq_import;
 mod rewrap_batch;
+mod kmip;
 mod secure_import;
 mod untrusted;
 mod usage;

@@ -68,6 +68,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (6, include_str!("../../migrations/sqlite/0006_row_auth.sql")),
     (7, include_str!("../../migrations/sqlite/0007_listing.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_kmip.sql")),
     (
         10,
         include_str!("../../migrations/sqlite/0010_key_usage.sql"),
@@ -96,6 +97,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_listing.sql"),
     ),
+    (8, include_str!("../../migrations/postgres/0008_kmip.sql")),
     (
         10,
         include_str!("../../migrations/postgres/0010_key_usage.sql"),

@@ -36,6 +36,7 @@ mod conn;
 mod dialect;
 mod failover;
 mod keys;
+mod kmip;
 mod listing;
 mod migrate;
 mod policies;
@@ -593,6 +594,121 @@ impl Store for SqlStore {
     ) -> StoreResult<Option<TokenRow>> {
         self.bounded(retry_write("take_token_retrieval", || {
             self.take_token_retrieval_impl(instance, now)
+        }))
+        .await
+    }
+
+    async fn create_kmip_adapter(&self, row: &crate::KmipAdapterRow) -> StoreResult<()> {
+        self.bounded(retry_write("create_kmip_adapter", || {
+            self.create_kmip_adapter_impl(row)
+        }))
+        .await
+    }
+
+    async fn kmip_adapters(
+        &self,
+        instance: InstanceId,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<crate::KmipAdapterRow>, i64)> {
+        self.bounded(self.kmip_adapters_impl(instance, limit, offset))
+            .await
+    }
+
+    async fn get_kmip_adapter(
+        &self,
+        instance: InstanceId,
+        id_or_name: &str,
+    ) -> StoreResult<Option<crate::KmipAdapterRow>> {
+        self.bounded(self.get_kmip_adapter_impl(instance, id_or_name))
+            .await
+    }
+
+    async fn delete_kmip_adapter(&self, instance: InstanceId, id: &str) -> StoreResult<()> {
+        self.bounded(retry_write("delete_kmip_adapter", || {
+            self.delete_kmip_adapter_impl(instance, id)
+        }))
+        .await
+    }
+
+    async fn create_kmip_cert(&self, row: &crate::KmipCertRow) -> StoreResult<()> {
+        self.bounded(retry_write("create_kmip_cert", || {
+            self.create_kmip_cert_impl(row)
+        }))
+        .await
+    }
+
+    async fn kmip_certs(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<crate::KmipCertRow>, i64)> {
+        self.bounded(self.kmip_certs_impl(instance, adapter, limit, offset))
+            .await
+    }
+
+    async fn get_kmip_cert(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        id_or_name: &str,
+    ) -> StoreResult<Option<crate::KmipCertRow>> {
+        self.bounded(self.get_kmip_cert_impl(instance, adapter, id_or_name))
+            .await
+    }
+
+    async fn delete_kmip_cert(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        id: &str,
+    ) -> StoreResult<()> {
+        self.bounded(retry_write("delete_kmip_cert", || {
+            self.delete_exactly_one(
+                "DELETE FROM kmip_client_certs WHERE instance_id = $1 AND adapter_id = $2 AND id = $3",
+                vec![instance.to_string(), adapter.to_string(), id.to_string()],
+            )
+        }))
+        .await
+    }
+
+    async fn find_kmip_cert(&self, fingerprint: &[u8]) -> StoreResult<Option<crate::KmipCertRow>> {
+        self.bounded(self.find_kmip_cert_impl(fingerprint)).await
+    }
+
+    async fn insert_kmip_object(&self, row: &crate::KmipObjectRow) -> StoreResult<()> {
+        self.bounded(retry_write("insert_kmip_object", || {
+            self.insert_kmip_object_impl(row)
+        }))
+        .await
+    }
+
+    async fn get_kmip_object(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        id: &str,
+    ) -> StoreResult<Option<crate::KmipObjectRow>> {
+        self.bounded(self.get_kmip_object_impl(instance, adapter, id))
+            .await
+    }
+
+    async fn kmip_objects(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<crate::KmipObjectRow>, i64)> {
+        self.bounded(self.kmip_objects_impl(instance, adapter, limit, offset))
+            .await
+    }
+
+    async fn update_kmip_object(&self, row: &crate::KmipObjectRow) -> StoreResult<()> {
+        self.bounded(retry_write("update_kmip_object", || {
+            self.update_kmip_object_impl(row)
         }))
         .await
     }
