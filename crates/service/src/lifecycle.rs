@@ -236,12 +236,25 @@ impl KeyService {
             .store
             .registrations(permit.instance(), Some(id))
             .await?;
+        // A root key that a KMIP adapter is bound to stays until the adapter is deleted, as in
+        // Key Protect (docs/kmip.md); `force` does not override it.
+        let (adapters, _) = self
+            .store
+            .kmip_adapters(permit.instance(), crate::kmip::MAX_ADAPTERS, 0)
+            .await?;
+        let bound = adapters.iter().any(|a| a.crk_id == id);
         let by = caller.iam_id.clone();
         let row = self.mutate_key(caller, permit, id, |row, now| {
                 if row.state == KeyState::Destroyed {
                     return Err(ServiceError::new(
                         ErrorCode::KeyDeleted,
                         "The key has already been deleted",
+                    ));
+                }
+                if bound {
+                    return Err(ServiceError::new(
+                        ErrorCode::ProtectedResource,
+                        "The key is the root key of a KMIP adapter: delete the adapter first",
                     ));
                 }
                 if regs.iter().any(|r| r.prevent_key_deletion) {

@@ -385,3 +385,34 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         "INVALID_QUERY_PARAM_ERR",
     );
 }
+
+/// A root key that an adapter is bound to cannot be deleted, even with `force`, until the
+/// adapter is gone (Key Protect's rule; docs/kmip.md).
+#[tokio::test]
+async fn a_bound_root_key_is_not_deleted_before_its_adapter() {
+    let s = shared();
+    let a = s.tenant().await;
+    let crk = id_of(&a.create_root_key().await);
+    let ad = id_of(&first(
+        &a.post("/api/v2/kmip_adapters", &adapter_body(Some("bound"), &crk))
+            .await,
+        201,
+    ));
+    let before = s.snapshot(a.instance_id).await;
+    for path in [
+        format!("/api/v2/keys/{crk}"),
+        format!("/api/v2/keys/{crk}?force=true"),
+    ] {
+        let r = a.delete(&path).await;
+        assert_error(&r, 409, "PROTECTED_RESOURCE_ERR");
+    }
+    assert_eq!(s.snapshot(a.instance_id).await, before);
+    assert_eq!(
+        a.delete(&format!("/api/v2/kmip_adapters/{ad}"))
+            .await
+            .status,
+        204
+    );
+    let r = a.delete(&format!("/api/v2/keys/{crk}")).await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.text());
+}
