@@ -809,6 +809,20 @@ async fn run_scenarios(
             continue;
         }
         settle(ctx.addr, args.token_pool_size, args.wait_idle).await;
+        let calibration = if pq {
+            let threads = std::thread::available_parallelism()
+                .map(|p| p.get())
+                .unwrap_or(1);
+            progress("calibrating the X-Wing import decryption (1 and all threads, 2 s each)");
+            let (one, all) =
+                tokio::task::spawn_blocking(move || stats::xwing_calibration(threads, 2.0))
+                    .await??;
+            Some(format!(
+                "; X-Wing import decrypt measured in the client: {one:.0}/s on 1 thread, {all:.0}/s on all cores"
+            ))
+        } else {
+            None
+        };
         let bodies = secure_import_bodies(&ctx, args.secure_import_bodies, pq).await?;
         for &conns in &args.secure_import_connections {
             let t = ReqTemplate::new(
@@ -822,13 +836,14 @@ async fn run_scenarios(
             let mut s = closed(&format!("{name}-{conns}"), t, conns).await?;
             if let Some((n, reused)) = bodies.used() {
                 s.note = Some(format!(
-                    "{} pre-computed bodies used{}",
+                    "{} pre-computed bodies used{}{}",
                     n - before,
                     if reused {
                         " (batch reused: raise --secure-import-bodies)"
                     } else {
                         ""
-                    }
+                    },
+                    calibration.as_deref().unwrap_or("")
                 ));
             }
             out.push(s);

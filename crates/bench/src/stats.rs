@@ -251,6 +251,34 @@ pub fn rsa_calibration(threads: usize, secs: f64) -> Result<(f64, f64)> {
     let kp = ImportKeyPair::generate()?;
     let material = keyward_crypto::random_bytes(32)?;
     let ct = encrypt_material(kp.public_pem(), OaepHash::Sha256, &material)?;
+    calibrate(threads, secs, || {
+        kp.decrypt_material(OaepHash::Sha256, &ct)
+            .map(drop)
+            .map_err(|e| anyhow!("decrypt: {e:?}"))
+    })
+}
+
+/// The same for the X-Wing import (`keyward_crypto::pq`): decapsulation, HKDF-SHA-256 and the
+/// AES-256-GCM open of 32 bytes of material.
+pub fn xwing_calibration(threads: usize, secs: f64) -> Result<(f64, f64)> {
+    use keyward_crypto::pq::{encrypt_material, public_key_from_pem, Binding, XWingKeyPair};
+    let kp = XWingKeyPair::generate()?;
+    let pk = public_key_from_pem(kp.public_pem()).ok_or_else(|| anyhow!("X-Wing public key"))?;
+    let binding = Binding {
+        token_id: "calibration",
+        instance_id: "calibration",
+        nonce: b"calibration!",
+    };
+    let ct = encrypt_material(&pk, &binding, &keyward_crypto::random_bytes(32)?)?;
+    calibrate(threads, secs, || {
+        kp.decrypt_material(&binding, &ct)
+            .map(drop)
+            .map_err(|e| anyhow!("decrypt: {e:?}"))
+    })
+}
+
+/// Runs `op` in a loop for `secs` on 1 thread, then on `threads`: operations per second.
+fn calibrate(threads: usize, secs: f64, op: impl Fn() -> Result<()> + Sync) -> Result<(f64, f64)> {
     let run = |n: usize| -> Result<f64> {
         let start = Instant::now();
         let limit = std::time::Duration::from_secs_f64(secs);
@@ -260,8 +288,7 @@ pub fn rsa_calibration(threads: usize, secs: f64) -> Result<(f64, f64)> {
                     s.spawn(|| -> Result<u64> {
                         let mut done = 0u64;
                         while start.elapsed() < limit {
-                            kp.decrypt_material(OaepHash::Sha256, &ct)
-                                .map_err(|e| anyhow!("decrypt: {e:?}"))?;
+                            op()?;
                             done += 1;
                         }
                         Ok(done)

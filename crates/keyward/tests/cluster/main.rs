@@ -484,7 +484,7 @@ async fn nodes_starting_at_once_share_one_schema() {
     }
     assert_eq!(
         db.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
-        "1,2,3,4,5,6,7"
+        "1,2,3,4,5,6,7,8,9"
     );
     let banners: Vec<_> = nodes.iter().filter_map(Node::banner).collect();
     let instances: i64 = db.query("SELECT COUNT(*) FROM instances").parse().unwrap();

@@ -70,8 +70,8 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_listing.sql")),
     (8, include_str!("../../migrations/sqlite/0008_kmip.sql")),
     (
-        10,
-        include_str!("../../migrations/sqlite/0010_key_usage.sql"),
+        9,
+        include_str!("../../migrations/sqlite/0009_key_usage.sql"),
     ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -99,8 +99,8 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (8, include_str!("../../migrations/postgres/0008_kmip.sql")),
     (
-        10,
-        include_str!("../../migrations/postgres/0010_key_usage.sql"),
+        9,
+        include_str!("../../migrations/postgres/0009_key_usage.sql"),
     ),
 ];
 

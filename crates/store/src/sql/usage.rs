@@ -1,4 +1,4 @@
-//! Key usage (`key_usage`, migration 0010): the service's batched last-used records.
+//! Key usage (`key_usage`, migration 0009): the service's batched last-used records.
 
 use keyward_domain::{InstanceId, KeyId};
 use sqlx::{AnyConnection, Row};
