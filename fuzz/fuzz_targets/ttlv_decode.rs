@@ -25,7 +25,11 @@ fn measure(t: &Ttlv, depth: usize, items: &mut usize, max_depth: &mut usize) {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(t) = decode(data, &LIMITS) {
-        assert_eq!(encode(&t), data, "decoded item did not encode back to its bytes");
+        assert_eq!(
+            encode(&t),
+            data,
+            "decoded item did not encode back to its bytes"
+        );
         let (mut items, mut depth) = (0, 0);
         measure(&t, 1, &mut items, &mut depth);
         assert!(items <= LIMITS.max_items && depth <= LIMITS.max_depth);
