@@ -252,15 +252,19 @@ impl SqlStore {
         .await
     }
 
-    pub(crate) async fn kmip_certs_impl(
+    /// A page of one adapter's rows of `table` (oldest first) with `cols`, and their total.
+    /// `table` and `cols` are this module's constants, never input.
+    async fn adapter_page(
         &self,
+        table: &str,
+        cols: &str,
         instance: InstanceId,
         adapter: &str,
         limit: i64,
         offset: i64,
-    ) -> StoreResult<(Vec<KmipCertRow>, i64)> {
+    ) -> StoreResult<(Vec<AnyRow>, i64)> {
         let rows = sqlx::query(&format!(
-            "SELECT {CERT_COLS} FROM kmip_client_certs WHERE instance_id = $1 AND adapter_id = $2
+            "SELECT {cols} FROM {table} WHERE instance_id = $1 AND adapter_id = $2
              ORDER BY created_at, id LIMIT $3 OFFSET $4"
         ))
         .bind(instance.to_string())
@@ -270,14 +274,34 @@ impl SqlStore {
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM kmip_client_certs WHERE instance_id = $1 AND adapter_id = $2",
-        )
+        let total: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE instance_id = $1 AND adapter_id = $2"
+        ))
         .bind(instance.to_string())
         .bind(adapter)
         .fetch_one(&self.read)
         .await
         .map_err(classify)?;
+        Ok((rows, total))
+    }
+
+    pub(crate) async fn kmip_certs_impl(
+        &self,
+        instance: InstanceId,
+        adapter: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<KmipCertRow>, i64)> {
+        let (rows, total) = self
+            .adapter_page(
+                "kmip_client_certs",
+                CERT_COLS,
+                instance,
+                adapter,
+                limit,
+                offset,
+            )
+            .await?;
         Ok((
             rows.iter()
                 .map(|r| self.cert_checked(r))
@@ -385,25 +409,16 @@ impl SqlStore {
         limit: i64,
         offset: i64,
     ) -> StoreResult<(Vec<KmipObjectRow>, i64)> {
-        let rows = sqlx::query(&format!(
-            "SELECT {OBJECT_COLS} FROM kmip_objects WHERE instance_id = $1 AND adapter_id = $2
-             ORDER BY created_at, id LIMIT $3 OFFSET $4"
-        ))
-        .bind(instance.to_string())
-        .bind(adapter)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.read)
-        .await
-        .map_err(classify)?;
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM kmip_objects WHERE instance_id = $1 AND adapter_id = $2",
-        )
-        .bind(instance.to_string())
-        .bind(adapter)
-        .fetch_one(&self.read)
-        .await
-        .map_err(classify)?;
+        let (rows, total) = self
+            .adapter_page(
+                "kmip_objects",
+                OBJECT_COLS,
+                instance,
+                adapter,
+                limit,
+                offset,
+            )
+            .await?;
         Ok((
             rows.iter()
                 .map(|r| self.object_checked(r))
