@@ -202,7 +202,8 @@ impl MaterialEncryption {
 #[derive(Debug)]
 pub enum TokenKeyPair {
     Rsa(ImportKeyPair),
-    XWing(crate::pq::XWingKeyPair),
+    // Boxed: an X-Wing keypair holds its expanded keys (a few KiB).
+    XWing(Box<crate::pq::XWingKeyPair>),
 }
 
 impl TokenKeyPair {
@@ -210,7 +211,7 @@ impl TokenKeyPair {
     /// X-Wing).
     pub fn from_sealed_form(opened: &SecretBytes) -> Result<Self, CryptoError> {
         if crate::pq::XWingKeyPair::is_sealed_form(opened.expose()) {
-            crate::pq::XWingKeyPair::from_sealed_form(opened).map(Self::XWing)
+            crate::pq::XWingKeyPair::from_sealed_form(opened).map(|k| Self::XWing(Box::new(k)))
         } else {
             ImportKeyPair::from_pkcs8(opened).map(Self::Rsa)
         }

@@ -380,7 +380,7 @@ impl KeyService {
         let keypair = match algorithm {
             TokenAlgorithm::Rsa4096 => TokenKeyPair::Rsa(self.pool.take().await?),
             // Microseconds: no pool, no blocking thread.
-            TokenAlgorithm::XWing => TokenKeyPair::XWing(pq::XWingKeyPair::generate()?),
+            TokenAlgorithm::XWing => TokenKeyPair::XWing(Box::new(pq::XWingKeyPair::generate()?)),
         };
         let token_id = TokenId::new();
         let (inst, tok) = token_ctx(&caller.instance.to_string(), &token_id.to_string());
